@@ -1,0 +1,1 @@
+"""Retail loyalty-program microservice."""

@@ -1,0 +1,95 @@
+"""The app factory: settings are read here, when the app is built, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+
+from service import migrate
+from service.auth import service as auth_service
+from service.auth.routes import router as api_keys_router
+from service.clock import Clock
+from service.db import Database
+from service.errors import install_error_handlers, problem_response
+from service.members.routes import router as members_router
+from service.observability import Metrics, ObservabilityMiddleware, configure_logging
+from service.program import service as program_service
+from service.program.routes import router as program_router
+from service.settings import Settings
+
+DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
+
+ROUTERS = (api_keys_router, program_router, members_router)
+
+
+async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
+    """What every process ensures at start: the default program and the bootstrap admin key."""
+    async with db.transaction() as session:
+        await program_service.ensure_default(session, settings.currency, clock)
+        if settings.bootstrap_admin_key:
+            await auth_service.ensure_bootstrap(session, settings.bootstrap_admin_key, clock)
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None, log: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    clock = clock or Clock()
+    if log:
+        configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url, pool_size=settings.db_pool_size,
+                      max_overflow=settings.db_max_overflow)
+        app.state.db = db
+        await prepare_database(db, settings, clock)
+        try:
+            yield
+        finally:
+            await db.dispose()
+
+    app = FastAPI(
+        title="Loyalty service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
+        openapi_tags=[{"name": t} for t in ("members", "program", "stores", "api-keys", "health")],
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.metrics = Metrics()
+    app.state.schema_head = migrate.head_revision()
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    _add_health_routes(app)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def _add_health_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"], operation_id="health", include_in_schema=True)
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], operation_id="ready")
+    async def readyz(request: Request) -> Response:
+        """The database is reachable and its schema is at the migrations' head."""
+        try:
+            async with request.app.state.db.session(write=False) as session:
+                current = (await session.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        except Exception as exc:
+            return problem_response(503, "not_ready", "Not ready", f"Database unreachable: {type(exc).__name__}")
+        if current != request.app.state.schema_head:
+            return problem_response(503, "not_ready", "Not ready",
+                                    f"Schema at {current}, expected {request.app.state.schema_head}: run "
+                                    "`loyalty migrate`.")
+        return JSONResponse({"status": "ready", "schema": current})
+
+    @app.get("/metrics", tags=["health"], operation_id="metrics", response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text: request counts and latency by route and status."""
+        body, media_type = request.app.state.metrics.render()
+        return Response(body, media_type=media_type)

@@ -1,0 +1,40 @@
+"""Who may do what: pure decisions over a principal."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+KEY_PREFIX = "lk_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    key_id: str
+    role: str
+    store_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+def new_secret() -> str:
+    """A fresh API key: ``lk_`` and 43 URL-safe characters (256 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """Keys are random with 256 bits of entropy, so a plain SHA-256 is a safe one-way hash for them
+    (slow password hashes exist for low-entropy secrets chosen by people)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def role_allowed(principal: Principal, roles: frozenset[str]) -> bool:
+    return principal.role in roles
+
+
+def store_allowed(principal: Principal, store_id: str | None) -> bool:
+    """A pos key reaches only its own store's transactions; admin and app keys are not bound to a store."""
+    return principal.role != "pos" or principal.store_id == store_id

@@ -1,0 +1,127 @@
+"""The ``loyalty`` command: serve, migrate, keys, openapi (more sub-commands arrive with their domains)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from service.settings import Settings
+
+OPENAPI_PATH = Path("openapi/openapi.json")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = Settings()
+    if not args.no_migrate:
+        from service import migrate
+
+        migrate.upgrade(settings.database_url)
+    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_config=None, access_log=False, proxy_headers=True)
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from service import migrate
+
+    migrate.upgrade(Settings().database_url, args.revision)
+    print(f"database at {args.revision}")
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from service.auth import service as auth_service
+    from service.auth.schemas import ApiKeyCreate
+    from service.clock import Clock
+    from service.db import Database
+    from service.errors import ServiceError
+
+    async def run() -> str:
+        settings = Settings()
+        db = Database(settings.database_url)
+        try:
+            async with db.transaction() as session:
+                body = ApiKeyCreate(role=args.role, store_id=args.store, name=args.name)
+                _, secret = await auth_service.create(session, body, Clock(), actor="cli")
+                return secret
+        finally:
+            await db.dispose()
+
+    try:
+        print(asyncio.run(run()))
+    except ServiceError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def openapi_document() -> dict:
+    from service.app import create_app
+
+    return create_app(Settings(database_url="sqlite+aiosqlite:///:memory:"), log=False).openapi()
+
+
+def render_openapi() -> str:
+    return json.dumps(openapi_document(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    path = Path(args.output)
+    rendered = render_openapi()
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != rendered:
+            print(f"{path} differs from the app's OpenAPI document: run `loyalty openapi`", file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(rendered)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loyalty", description="Loyalty service. Settings come from LOYALTY_* environment variables "
+        "(LOYALTY_DATABASE_URL, LOYALTY_BOOTSTRAP_ADMIN_KEY, LOYALTY_CURRENCY, LOYALTY_LOG_LEVEL).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="apply pending migrations, then serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    serve.set_defaults(func=_cmd_serve)
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("revision", nargs="?", default="head", help="target revision (default: head)")
+    mig.set_defaults(func=_cmd_migrate)
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = keys_sub.add_parser("create", help="create an API key and print it (shown once)")
+    create.add_argument("--role", required=True, choices=["admin", "pos", "app"])
+    create.add_argument("--store", help="the store a pos key serves (required for --role pos)")
+    create.add_argument("--name", help="a label for the key")
+    create.set_defaults(func=_cmd_keys_create)
+
+    api = sub.add_parser("openapi", help="write the OpenAPI document (or --check that it is current)")
+    api.add_argument("--check", action="store_true", help="exit 1 if the file differs from the app's document")
+    api.add_argument("--output", default=str(OPENAPI_PATH))
+    api.set_defaults(func=_cmd_openapi)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

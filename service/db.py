@@ -1,0 +1,141 @@
+"""Database access: the engine, sessions and the one transaction helper.
+
+SQLite (aiosqlite, WAL, foreign keys on) is the embedded default; PostgreSQL (asyncpg) is production. The
+schema belongs to Alembic (``migrations/``); nothing here creates tables.
+
+SQLite serializes writers. A transaction that will write starts with ``BEGIN IMMEDIATE`` so it takes the write
+lock up front instead of failing half-way when it upgrades from reading to writing; read-only transactions
+start deferred and run beside it (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.types import TypeDecorator
+
+from service.clock import utc
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WRITE = "loyalty_write"  # execution option: this transaction will write (BEGIN IMMEDIATE on SQLite)
+MAX_ATTEMPTS = 4
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both engines (SQLite keeps no offset; PostgreSQL uses ``timestamptz``)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else utc(value)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+    if is_sqlite(url):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False, pool_recycle=1800
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # Take transaction control from the driver: we emit BEGIN ourselves below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+
+
+class Database:
+    """The engine and its session factory, built once per process from the settings."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20) -> None:
+        self.url = url
+        self.engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        self._sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(
+            self.engine.execution_options(**{WRITE: True}), class_=AsyncSession, expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, *, write: bool = True) -> AsyncSession:
+        return (self._write_sessions if write else self._sessions)()
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits when the block ends, rolls back if it raises. The one place that commits
+        outside a request (requests commit in :mod:`service.routing`)."""
+        async with self.session(write=write) as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
+        """Run ``work`` in a transaction, retrying it when the database reports a deadlock or a
+        serialization failure (the work is rolled back and run again from the start)."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.transaction(write=write) as session:
+                    return await work(session)
+            except DBAPIError as exc:
+                if attempt == MAX_ATTEMPTS or not is_retryable(exc):
+                    raise
+                await asyncio.sleep(backoff(attempt))
+        raise AssertionError("unreachable")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Deadlock (40P01), serialization failure (40001) or lock timeout (55P03) on PostgreSQL; a busy database
+    on SQLite. Retrying the whole unit of work is safe for all of them: nothing of it was committed."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in {"40P01", "40001", "55P03"}:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+
+
+def backoff(attempt: int) -> float:
+    return 0.01 * (2**attempt)

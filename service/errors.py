@@ -1,0 +1,156 @@
+"""Errors as RFC 9457 ``application/problem+json`` with a stable ``code``.
+
+Business code raises a :class:`ServiceError` subclass (each domain keeps its own in ``errors.py``); the
+handlers below are the only place that turns an exception into a response. No input, however malformed,
+should reach :func:`unexpected_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("service.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ServiceError(Exception):
+    """A failure the client can act on. Subclasses set ``status``, ``code`` and ``title``."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        self.detail = detail or self.title
+        self.extra = extra
+        self.headers = headers or {}
+        super().__init__(self.detail)
+
+
+class NotFound(ServiceError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(ServiceError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class Unprocessable(ServiceError):
+    status, code, title = 422, "unprocessable", "Unprocessable request"
+
+
+class ValidationFailed(ServiceError):
+    status, code, title = 422, "validation_error", "The request is not valid"
+
+
+class Unauthorized(ServiceError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+
+class Forbidden(ServiceError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class RateLimited(ServiceError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class Problem(BaseModel):
+    """The error body every endpoint answers with (RFC 9457)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    body = {"type": f"https://loyalty.example/problems/{code}", "title": title, "status": status,
+            "detail": detail, "code": code, **extra}
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _service_error(_: Request, exc: ServiceError) -> Response:
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers, **exc.extra)
+
+
+def _loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in loc]
+
+
+def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return problem_response(400, "malformed_json", "Malformed JSON", "The request body is not valid JSON.")
+    items = [{"loc": _loc(err.get("loc", ())), "msg": str(err.get("msg", ""))} for err in errors]
+    first = items[0] if items else {"loc": [], "msg": "invalid"}
+    where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+    detail = f"{where}: {first['msg']}" + (f" (and {len(items) - 1} more)" if len(items) > 1 else "")
+    return problem_response(422, "validation_error", "The request is not valid", detail, errors=items)
+
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type",
+}
+
+
+def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    title = code.replace("_", " ").capitalize()
+    detail = exc.detail if isinstance(exc.detail, str) else title
+    return problem_response(exc.status_code, code, title, detail, headers=getattr(exc, "headers", None))
+
+
+def unexpected_error(request: Request, exc: Exception) -> Response:
+    request_id = getattr(request.state, "request_id", None)
+    log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+    return problem_response(
+        500, "internal_error", "Internal server error",
+        "Something went wrong on our side; the request was not applied. Quote the request id to support.",
+        request_id=request_id,
+    )
+
+
+def render_known_error(request: Request, exc: Exception) -> Response | None:
+    """The response for an error the client caused, or ``None`` for one it did not (a bug: a 500)."""
+    if isinstance(exc, ServiceError):
+        return _service_error(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _http_error(request, exc)
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring the problem schema for the given statuses."""
+    return {s: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": "Problem"} for s in statuses}

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.members.models import Member
+
+
+async def get(session: AsyncSession, member_id: str) -> Member | None:
+    return await session.get(Member, member_id)
+
+
+async def add(session: AsyncSession, member: Member) -> bool:
+    """Insert; False when a unique column (card, phone, email, external ref, referral code) collides."""
+    try:
+        async with session.begin_nested():
+            session.add(member)
+    except IntegrityError:
+        return False
+    return True
+
+
+async def flush_changes(session: AsyncSession) -> bool:
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def find_active(session: AsyncSession, **where: str) -> list[Member]:
+    """Active members whose columns equal the given values (an exact look-up; at most one each)."""
+    query = select(Member).where(Member.status == "active")
+    for column, value in where.items():
+        query = query.where(getattr(Member, column) == value)
+    return list((await session.execute(query.order_by(Member.id).limit(2))).scalars())
+
+
+async def conflicting(session: AsyncSession, member: Member) -> list[str]:
+    """Which unique fields of ``member`` another member already holds."""
+    checks = {
+        "phone": Member.phone == member.phone if member.phone else None,
+        "email": Member.email_normalized == member.email_normalized if member.email_normalized else None,
+        "external_ref": Member.external_ref == member.external_ref if member.external_ref else None,
+    }
+    clauses = [c for c in checks.values() if c is not None]
+    if not clauses:
+        return []
+    rows = (await session.execute(select(Member).where(Member.id != member.id, or_(*clauses)))).scalars()
+    found = []
+    for other in rows:
+        if member.phone and other.phone == member.phone:
+            found.append("phone")
+        if member.email_normalized and other.email_normalized == member.email_normalized:
+            found.append("email")
+        if member.external_ref and other.external_ref == member.external_ref:
+            found.append("external_ref")
+    return sorted(set(found))
+
+
+async def by_referral_code(session: AsyncSession, code: str) -> Member | None:
+    return (await session.execute(select(Member).where(Member.referral_code == code))).scalar_one_or_none()

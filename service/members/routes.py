@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from service.auth.dependencies import require
+from service.auth.rules import Principal
+from service.errors import problem_responses
+from service.members import service
+from service.members.schemas import MemberCreate, MemberList, MemberPublic, MemberUpdate
+from service.program import service as program_service
+from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
+
+router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute,
+                   responses=problem_responses(400, 401, 403, 422))
+
+MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`mem_…`")]
+READERS = require("admin", "pos", "app")
+
+
+def _region(request: Request) -> str:
+    return request.app.state.settings.default_region
+
+
+@router.post("", operation_id="enroll_member", response_model=MemberPublic, status_code=201,
+             responses=problem_responses(409), **idempotent(required=False))
+async def enroll_member(body: MemberCreate, request: Request, session: Session, clock: ClockDep,
+                        principal: Principal = Depends(READERS)) -> MemberPublic:
+    member = await service.enroll(session, body, clock, region=_region(request))
+    return service.to_public(member, await program_service.get(session), principal)
+
+
+@router.get("", operation_id="lookup_members", response_model=MemberList,
+            summary="Exact look-up by one of card number, phone or email")
+async def lookup_members(
+    request: Request, session: Session,
+    card_number: Annotated[str | None, Query(max_length=32)] = None,
+    phone: Annotated[str | None, Query(max_length=32)] = None,
+    email: Annotated[str | None, Query(max_length=254)] = None,
+    principal: Principal = Depends(READERS),
+) -> MemberList:
+    members = await service.lookup(session, card_number=card_number, phone=phone, email=email,
+                                   region=_region(request))
+    program = await program_service.get(session)
+    return MemberList(data=[service.to_public(m, program, principal) for m in members], next_cursor=None)
+
+
+@router.get("/{member_id}", operation_id="get_member", response_model=MemberPublic,
+            responses=problem_responses(404))
+async def get_member(member_id: MemberIdPath, session: Session,
+                     principal: Principal = Depends(READERS)) -> MemberPublic:
+    member = await service.get(session, member_id)
+    return service.to_public(member, await program_service.get(session), principal)
+
+
+@router.patch("/{member_id}", operation_id="update_member", response_model=MemberPublic,
+              responses=problem_responses(404, 409))
+async def update_member(member_id: MemberIdPath, body: MemberUpdate, request: Request, session: Session,
+                        clock: ClockDep, principal: Principal = Depends(READERS)) -> MemberPublic:
+    member = await service.update(session, member_id, body, clock, region=_region(request))
+    return service.to_public(member, await program_service.get(session), principal)
+
+
+@router.delete("/{member_id}", operation_id="erase_member", status_code=204, responses=problem_responses(404),
+               summary="Erase the member's personal data (the ledger is kept)")
+async def erase_member(member_id: MemberIdPath, session: Session, clock: ClockDep,
+                       principal: Principal = Depends(require("admin", "app"))) -> Response:
+    await service.erase(session, member_id, clock, actor=principal.key_id)
+    return Response(status_code=204)

@@ -1,0 +1,89 @@
+"""Member decisions: card numbers, phone and email normal forms, masking, profile completeness."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date
+
+import phonenumbers
+
+CARD_PREFIX = "8"
+CARD_LENGTH = 16
+
+
+def luhn_check_digit(digits: str) -> str:
+    """The Luhn digit to append to ``digits`` (ISO/IEC 7812)."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:  # doubled: every second digit from the right, starting next to the check digit
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return str((10 - total % 10) % 10)
+
+
+def luhn_valid(number: str) -> bool:
+    return number.isdigit() and len(number) >= 2 and luhn_check_digit(number[:-1]) == number[-1]
+
+
+def new_card_number() -> str:
+    body = CARD_PREFIX + "".join(str(secrets.randbelow(10)) for _ in range(CARD_LENGTH - 2))
+    return body + luhn_check_digit(body)
+
+
+def normalize_card_number(raw: str) -> str:
+    """Digits only: cards are printed in groups (``8123 4567 …``)."""
+    return raw.replace(" ", "").replace("-", "")
+
+
+def normalize_phone(raw: str, default_region: str) -> str:
+    """E.164 (``+4915112345678``); raises ``ValueError`` for what is not a possible phone number."""
+    try:
+        parsed = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError("not a phone number") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_email(email: str) -> str:
+    """Email addresses are matched case-insensitively (as every mail system a customer uses does)."""
+    return email.strip().lower()
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """``+4915112345678`` -> ``+49*******5678``: what a till may show."""
+    if not phone:
+        return phone
+    return phone[:3] + "*" * max(len(phone) - 7, 0) + phone[-4:]
+
+
+def mask_email(email: str | None) -> str | None:
+    """``jane.doe@example.com`` -> ``j***@example.com``."""
+    if not email or "@" not in email:
+        return email
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str | None
+    phone: str | None
+    email: str | None
+    birthday: date | None
+    locale: str | None
+    marketing_consent: bool | None
+
+
+# What each answered field adds to profile completeness (sums to 100).
+COMPLETENESS_WEIGHTS = {"name": 20, "phone": 20, "email": 20, "birthday": 20, "locale": 10, "marketing_consent": 10}
+
+
+def profile_completeness(profile: Profile) -> int:
+    """0-100: the share of the profile the member has filled in, by the weights above."""
+    return sum(w for field, w in COMPLETENESS_WEIGHTS.items() if getattr(profile, field) not in (None, ""))

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
+                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32,
+                                         pattern=r"^\+?[0-9 ()./-]+$")]
+Email = Annotated[EmailStr, StringConstraints(max_length=254)]
+Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")]
+ExternalRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
+                                               pattern=r"^[^\x00-\x1f\x7f]+$")]
+ReferralCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=4, max_length=16,
+                                                pattern=r"^[A-Za-z0-9-]+$")]
+MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+def _plausible_birthday(value: date) -> date:
+    if value < date(1900, 1, 1) or value > date.today():
+        raise ValueError("birthday must be a date between 1900-01-01 and today")
+    return value
+
+
+Birthday = Annotated[date, AfterValidator(_plausible_birthday)]
+
+
+class MemberCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "Jane Doe", "phone": "+1 415 555 2671", "email": "jane@example.com", "birthday": "1990-04-01",
+        "locale": "en", "marketing_consent": True}]})
+
+    name: Name
+    phone: Phone | None = Field(default=None, description="Normalized to E.164; unique.")
+    email: Email | None = Field(default=None, description="Matched case-insensitively; unique.")
+    birthday: Birthday | None = None
+    locale: Locale | None = Field(default=None, description="`en`, `zh-CN`, …")
+    marketing_consent: bool | None = None
+    external_ref: ExternalRef | None = Field(default=None, description="The retailer's own id; unique.")
+    referral_code: ReferralCode | None = Field(default=None, description="The referring member's code.")
+
+
+class MemberUpdate(BaseModel):
+    """Only the fields sent change; ``null`` clears an optional field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    phone: Phone | None = None
+    email: Email | None = None
+    birthday: Birthday | None = None
+    locale: Locale | None = None
+    marketing_consent: bool | None = None
+    external_ref: ExternalRef | None = None
+
+
+class MemberPublic(BaseModel):
+    id: str
+    card_number: str = Field(description="Digits; the last one is a Luhn check digit.")
+    name: str | None
+    phone: str | None
+    email: str | None
+    birthday: date | None
+    locale: str
+    marketing_consent: bool | None
+    external_ref: str | None
+    status: str = Field(description="`active` or `erased`")
+    enrolled_at: datetime
+    tier: str
+    referral_code: str
+    profile_completeness: int = Field(ge=0, le=100)
+
+
+class MemberList(BaseModel):
+    data: list[MemberPublic]
+    next_cursor: str | None

@@ -1,0 +1,159 @@
+"""Members: enroll, read, change, erase, look up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.audit import record as audit
+from service.auth.rules import Principal
+from service.clock import Clock
+from service.errors import ValidationFailed
+from service.ids import new_id, normalize_code, random_code
+from service.members import repository, rules
+from service.members.errors import (
+    InvalidCardNumber,
+    InvalidReferralCode,
+    LookupNeedsOneKey,
+    MemberErased,
+    MemberExists,
+    MemberNotFound,
+)
+from service.members.models import Member
+from service.members.schemas import MemberCreate, MemberPublic, MemberUpdate
+from service.program.schemas import ProgramPublic
+
+DEFAULT_LOCALE = "en"
+REFERRAL_CODE_LENGTH = 8
+
+
+def _phone(raw: str | None, region: str) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return rules.normalize_phone(raw, region)
+    except ValueError as exc:
+        raise ValidationFailed(f"phone: {raw!r} is not a valid phone number",
+                               errors=[{"loc": ["body", "phone"], "msg": str(exc)}]) from exc
+
+
+async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, region: str) -> Member:
+    now = clock.now()
+    referred_by = None
+    if body.referral_code:
+        referrer = await repository.by_referral_code(session, normalize_code(body.referral_code))
+        if referrer is None or referrer.status != "active":
+            raise InvalidReferralCode(f"No member has the referral code {body.referral_code!r}.")
+        referred_by = referrer.id
+    member = Member(
+        id=new_id("mem"), card_number=rules.new_card_number(), name=body.name, phone=_phone(body.phone, region),
+        email=str(body.email) if body.email else None,
+        email_normalized=rules.normalize_email(str(body.email)) if body.email else None,
+        birthday=body.birthday, locale=body.locale, marketing_consent=body.marketing_consent,
+        external_ref=body.external_ref, referral_code=random_code(REFERRAL_CODE_LENGTH), referred_by=referred_by,
+        enrolled_at=now, updated_at=now,
+    )
+    for _ in range(3):  # a fresh card number or referral code may (very rarely) collide: draw again
+        if await repository.add(session, member):
+            return member
+        await _raise_if_duplicate(session, member)
+        member.card_number = rules.new_card_number()
+        member.referral_code = random_code(REFERRAL_CODE_LENGTH)
+    raise MemberExists("Could not allocate a card number; try again.")
+
+
+async def _raise_if_duplicate(session: AsyncSession, member: Member) -> None:
+    fields = await repository.conflicting(session, member)
+    if fields:
+        raise MemberExists(f"Another member already has this {' and '.join(fields)}.", fields=fields)
+
+
+async def get(session: AsyncSession, member_id: str) -> Member:
+    member = await repository.get(session, member_id)
+    if member is None:
+        raise MemberNotFound(f"There is no member {member_id!r}.")
+    return member
+
+
+async def update(session: AsyncSession, member_id: str, body: MemberUpdate, clock: Clock, *,
+                 region: str) -> Member:
+    member = await get(session, member_id)
+    if member.status == "erased":
+        raise MemberErased("This member's personal data was erased; the record can no longer be changed.")
+    changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise ValidationFailed("name: cannot be cleared", errors=[{"loc": ["body", "name"], "msg": "required"}])
+    if "phone" in changes:
+        changes["phone"] = _phone(changes["phone"], region)
+    if "email" in changes:
+        email = changes["email"]
+        changes["email"] = str(email) if email else None
+        changes["email_normalized"] = rules.normalize_email(str(email)) if email else None
+    for field, value in changes.items():
+        setattr(member, field, value)
+    member.updated_at = clock.now()
+    if not await repository.flush_changes(session):
+        await _raise_if_duplicate(session, member)
+        raise MemberExists("Another member already has these details.")
+    return member
+
+
+async def erase(session: AsyncSession, member_id: str, clock: Clock, *, actor: str) -> None:
+    """Clear every personal field and keep the member's ledger (balances stay accounted for)."""
+    member = await get(session, member_id)
+    if member.status == "erased":
+        return
+    now = clock.now()
+    for field in ("name", "phone", "email", "email_normalized", "birthday", "locale", "marketing_consent",
+                  "external_ref"):
+        setattr(member, field, None)
+    member.status = "erased"
+    member.erased_at = now
+    member.updated_at = now
+    await session.flush()
+    await audit(session, clock, actor=actor, action="member.erased", target=member_id)
+
+
+async def lookup(session: AsyncSession, *, card_number: str | None, phone: str | None, email: str | None,
+                 region: str) -> list[Member]:
+    given = [k for k, v in {"card_number": card_number, "phone": phone, "email": email}.items() if v]
+    if len(given) != 1:
+        raise LookupNeedsOneKey("Give exactly one of card_number, phone or email.")
+    if card_number:
+        number = rules.normalize_card_number(card_number)
+        if not rules.luhn_valid(number):
+            raise InvalidCardNumber(f"Card number {card_number!r} is not valid: check the digits and try again.")
+        return await repository.find_active(session, card_number=number)
+    if phone:
+        return await repository.find_active(session, phone=_phone(phone, region))
+    return await repository.find_active(session, email_normalized=rules.normalize_email(email or ""))
+
+
+async def find_for_checkout(session: AsyncSession, *, member_id: str | None = None,
+                            card_number: str | None = None, phone: str | None = None, region: str) -> Member:
+    """The member a till names by id, card number or phone; 404 ``member_not_found`` if none is active."""
+    if member_id:
+        member = await repository.get(session, member_id)
+        found = [member] if member is not None and member.status == "active" else []
+    else:
+        found = await lookup(session, card_number=card_number, phone=phone, email=None, region=region)
+    if not found:
+        raise MemberNotFound("No active member matches; check the card or phone number.")
+    return found[0]
+
+
+def to_public(member: Member, program: ProgramPublic, principal: Principal) -> MemberPublic:
+    """The member as the caller may see it: a till (pos key) sees phone and email masked."""
+    masked = principal.role == "pos"
+    profile = rules.Profile(member.name, member.phone, member.email, member.birthday, member.locale,
+                            member.marketing_consent)
+    return MemberPublic(
+        id=member.id, card_number=member.card_number, name=member.name,
+        phone=rules.mask_phone(member.phone) if masked else member.phone,
+        email=rules.mask_email(member.email) if masked else member.email,
+        birthday=member.birthday, locale=member.locale or DEFAULT_LOCALE,
+        marketing_consent=member.marketing_consent, external_ref=member.external_ref, status=member.status,
+        enrolled_at=member.enrolled_at, tier=member.tier_code or program.tiers[0].code,
+        referral_code=member.referral_code, profile_completeness=rules.profile_completeness(profile),
+    )

@@ -1,0 +1,64 @@
+"""Money is an integer count of minor units (``1250`` is 12.50). Multipliers may be ``Decimal``; results are
+rounded once, with :func:`round_half_up`."""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+# Amounts and quantities are capped well inside 64 bits so that sums of many of them still fit.
+MAX_AMOUNT = 10**12  # 10 billion in major units of a two-decimal currency
+MAX_QUANTITY = 10**6
+
+
+def round_half_up(value: Decimal) -> int:
+    """Round to the nearest integer, halves away from zero (2.5 -> 3, -2.5 -> -3).
+
+    Python's ``round()`` rounds halves to even (``round(2.5) == 2``), which is not what a receipt does.
+    """
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def floor(value: Decimal) -> int:
+    """Round down towards minus infinity."""
+    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def to_decimal(value: float | int | str | Decimal) -> Decimal:
+    """A multiplier as given in JSON (``1.5``) as an exact decimal (``Decimal("1.5")``, not the binary float)."""
+    if isinstance(value, Decimal):
+        return value
+    return Decimal(str(value))
+
+
+def format_amount(minor: int, currency: str, exponent: int = 2) -> str:
+    """``format_amount(1250, "USD") == "12.50 USD"``, for messages a cashier reads out."""
+    sign = "-" if minor < 0 else ""
+    major, rest = divmod(abs(minor), 10**exponent)
+    return f"{sign}{major}.{rest:0{exponent}d} {currency}" if exponent else f"{sign}{major} {currency}"
+
+
+# ISO 4217 active codes and the number of digits after the decimal point of each (its minor unit).
+_EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
+_EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
+_EXPONENT_4 = "CLF UYW"
+_EXPONENT_2 = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN BZD CAD CDF "
+    "CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GTQ "
+    "GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK "
+    "MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB "
+    "SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN "
+    "UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG"
+)
+CURRENCY_EXPONENTS: dict[str, int] = {
+    code: exponent
+    for exponent, codes in ((0, _EXPONENT_0), (2, _EXPONENT_2), (3, _EXPONENT_3), (4, _EXPONENT_4))
+    for code in codes.split()
+}
+
+
+def is_currency(code: str) -> bool:
+    return code in CURRENCY_EXPONENTS
+
+
+def currency_exponent(code: str) -> int:
+    return CURRENCY_EXPONENTS.get(code, 2)

@@ -1,0 +1,51 @@
+"""Decisions about the program's configuration."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class TierLike(Protocol):
+    code: str
+    min_qualifying_spend: int
+
+
+def tier_ladder_problems(tiers: Sequence[TierLike]) -> list[str]:
+    """What is wrong with a tier ladder: it must start at 0, rise strictly, and use each code once."""
+    problems = []
+    if tiers and tiers[0].min_qualifying_spend != 0:
+        problems.append("the first tier must have min_qualifying_spend 0")
+    for lower, higher in itertools.pairwise(tiers):
+        if higher.min_qualifying_spend <= lower.min_qualifying_spend:
+            problems.append(f"tier {higher.code!r} must need more spend than {lower.code!r} (tiers ascend)")
+    codes = [t.code for t in tiers]
+    if len(set(codes)) != len(codes):
+        problems.append("tier codes must be unique")
+    return problems
+
+
+def default_config(currency: str) -> dict:
+    """The program a fresh deployment starts with: 1 point per major unit, a point worth 1 minor unit, three
+    tiers over 12 months, points expiring after 12 months."""
+    return {
+        "currency": currency,
+        "point_value": 1,
+        "max_burn_percent": 100,
+        "earn": {"base_rate_per_major_unit": 1, "category_multipliers": {}, "sku_multipliers": {},
+                 "bonus_events": []},
+        "points_expiry_months": 12,
+        "tiers": [
+            {"code": "member", "name": "Member", "min_qualifying_spend": 0, "earn_multiplier": 1,
+             "discount_percent": 0, "perks": []},
+            {"code": "silver", "name": "Silver", "min_qualifying_spend": 50_000, "earn_multiplier": 1.25,
+             "discount_percent": 0, "perks": ["Birthday treat"]},
+            {"code": "gold", "name": "Gold", "min_qualifying_spend": 150_000, "earn_multiplier": 1.5,
+             "discount_percent": 5, "perks": ["Birthday treat", "Free delivery"]},
+        ],
+        "tier_window_months": 12,
+        "wallet_top_up_bonuses": [],
+        "referral": {"referrer_points": 500, "referee_points": 500, "min_first_spend": 2_000},
+        "greetings": {},
+    }

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from service.money import MAX_AMOUNT, is_currency
+from service.program.rules import tier_ladder_problems
+
+StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+def _currency(code: str) -> str:
+    if not is_currency(code):
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+    return code
+
+
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$"), AfterValidator(_currency)]
+
+
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
+    if name not in available_timezones() and name != "UTC":
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)")
+    return name
+
+
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_timezone)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BonusEvent(Strict):
+    name: ShortText
+    starts_at: datetime
+    ends_at: datetime
+    multiplier: Multiplier
+    categories: list[Code] | None = Field(default=None, max_length=200)
+    segments: list[Code] | None = Field(default=None, max_length=20)
+
+    @model_validator(mode="after")
+    def _window(self) -> BonusEvent:
+        if self.starts_at.tzinfo is None or self.ends_at.tzinfo is None:
+            raise ValueError("starts_at and ends_at need a UTC offset")
+        if self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class EarnRules(Strict):
+    base_rate_per_major_unit: float = Field(default=1, ge=0, le=1000, allow_inf_nan=False)
+    category_multipliers: dict[Code, Multiplier] = Field(default_factory=dict, max_length=500)
+    sku_multipliers: dict[Code, Multiplier] = Field(default_factory=dict, max_length=5000)
+    bonus_events: list[BonusEvent] = Field(default_factory=list, max_length=100)
+
+
+class Tier(Strict):
+    code: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+    name: ShortText
+    min_qualifying_spend: Amount
+    earn_multiplier: Multiplier = 1
+    discount_percent: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
+    perks: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=20)
+
+
+class TopUpBonus(Strict):
+    min_amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT)]
+    bonus: Amount
+
+
+class Referral(Strict):
+    referrer_points: Annotated[int, Field(ge=0, le=10**9)] = 0
+    referee_points: Annotated[int, Field(ge=0, le=10**9)] = 0
+    min_first_spend: Amount = 0
+
+
+Template = Annotated[str, StringConstraints(min_length=1, max_length=500)]
+Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+
+
+class ProgramConfig(Strict):
+    """The program's rules. Money in minor units of ``currency``."""
+
+    currency: Currency
+    point_value: Annotated[int, Field(ge=1, le=10**6)] = Field(
+        default=1, description="Minor units one point is worth when burned.")
+    max_burn_percent: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=100, description="The most of a basket's net that points may pay.")
+    earn: EarnRules = Field(default_factory=EarnRules)
+    points_expiry_months: Annotated[int, Field(ge=1, le=120)] | None = Field(
+        default=12, description="Months after earning that a lot of points expires; null: never.")
+    tiers: list[Tier] = Field(min_length=1, max_length=20, description="Ascending; the first at 0.")
+    tier_window_months: Annotated[int, Field(ge=1, le=60)] = 12
+    wallet_top_up_bonuses: list[TopUpBonus] = Field(default_factory=list, max_length=50)
+    referral: Referral = Field(default_factory=Referral)
+    greetings: dict[Locale, dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")], Template]] = Field(
+        default_factory=dict, max_length=50)
+
+    @model_validator(mode="after")
+    def _ladder(self) -> ProgramConfig:
+        problems = tier_ladder_problems(self.tiers)
+        if problems:
+            raise ValueError("; ".join(problems))
+        mins = [b.min_amount for b in self.wallet_top_up_bonuses]
+        if len(set(mins)) != len(mins):
+            raise ValueError("wallet_top_up_bonuses must have distinct min_amount values")
+        return self
+
+
+class ProgramPublic(ProgramConfig):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": []})
+
+    version: int
+    updated_at: datetime
+
+
+class ProgramUpdate(ProgramConfig):
+    """The whole configuration, with the ``version`` it was read at (a stale version is a 409).
+    ``updated_at`` as GET returns it is accepted and ignored."""
+
+    version: Annotated[int, Field(ge=1)]
+    updated_at: datetime | None = None
+
+
+class StoreCreate(Strict):
+    id: StoreId | None = Field(default=None, description="The retailer's own store code; generated if left out.")
+    name: ShortText
+    timezone: TimeZone = "UTC"
+
+
+class StorePublic(BaseModel):
+    id: str
+    name: str
+    timezone: str
+    created_at: datetime
+
+
+class StoreList(BaseModel):
+    data: list[StorePublic]
+    next_cursor: str | None

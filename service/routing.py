@@ -1,0 +1,178 @@
+"""HTTP plumbing shared by every domain's routes: the unit of work per request, idempotency, pagination.
+
+:class:`UnitOfWorkRoute` gives each request one session, committed once before the response is sent and
+rolled back on any error (STYLE.md "Transactions and concurrency"). A deadlock or serialization failure
+reruns the whole request a bounded number of times. Routes opt into idempotency with :func:`idempotent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from service import idempotency
+from service.auth.dependencies import authenticate
+from service.clock import Clock
+from service.db import MAX_ATTEMPTS, backoff, is_retryable
+from service.errors import ServiceError, render_known_error
+
+IDEMPOTENCY_EXTRA = "x-idempotency"
+_SESSION = "loyalty.session"
+
+
+def get_session(request: Request) -> AsyncSession:
+    """The request's session (one per request; :class:`UnitOfWorkRoute` commits it)."""
+    session = request.scope.get(_SESSION)
+    if session is None:
+        session = request.app.state.db.session(write=request.method != "GET")
+        request.scope[_SESSION] = session
+    return session
+
+
+def get_clock(request: Request) -> Clock:
+    return request.app.state.clock
+
+
+Session = Annotated[AsyncSession, Depends(get_session)]
+ClockDep = Annotated[Clock, Depends(get_clock)]
+
+
+async def _close_session(request: Request, *, commit: bool) -> None:
+    session: AsyncSession | None = request.scope.pop(_SESSION, None)
+    if session is None:
+        return
+    try:
+        if commit:
+            await session.commit()
+        else:
+            await session.rollback()
+    finally:
+        await session.close()
+
+
+class UnitOfWorkRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        mode = (self.openapi_extra or {}).get(IDEMPOTENCY_EXTRA)
+
+        async def run_once(request: Request, claim: idempotency.Claim | None) -> Response:
+            try:
+                response = await handler(request)
+                if response.status_code >= 400:
+                    await _close_session(request, commit=False)
+                    return response
+                if claim is not None:
+                    await idempotency.complete(
+                        get_session(request), claim, status=response.status_code, body=bytes(response.body),
+                        media_type=response.media_type or "application/json",
+                    )
+                await _close_session(request, commit=True)
+                return response
+            except BaseException:
+                await _close_session(request, commit=False)
+                raise
+
+        async def run(request: Request) -> Response:
+            claim = None
+            if mode is not None:
+                claimed = await _claim(request, required=mode == "required")
+                if isinstance(claimed, Response):
+                    return claimed
+                claim = claimed
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    return await run_once(request, claim)
+                except DBAPIError as exc:
+                    if attempt < MAX_ATTEMPTS and is_retryable(exc):
+                        await asyncio.sleep(backoff(attempt))
+                        continue
+                    if claim is not None:
+                        await idempotency.release(request.app.state.db, claim)
+                    raise
+                except Exception as exc:
+                    if claim is None:
+                        raise
+                    response = render_known_error(request, exc)
+                    if response is None:  # unexpected: free the key so a retry runs again, then report a 500
+                        await idempotency.release(request.app.state.db, claim)
+                        raise
+                    await _remember(request, claim, response)
+                    return response
+            raise AssertionError("unreachable")
+
+        return run
+
+
+async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Response | None:
+    key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
+    if key is None:
+        return None
+    principal = await authenticate(request)
+    settings = request.app.state.settings
+    claimed = await idempotency.claim(
+        request.app.state.db, api_key_id=principal.key_id, key=key,
+        req_hash=idempotency.request_hash(request.method, request.url.path, await request.body()),
+        now=request.app.state.clock.now(), lock_seconds=settings.idempotency_lock_seconds,
+        ttl_days=settings.idempotency_ttl_days,
+    )
+    if isinstance(claimed, idempotency.Replay):
+        return Response(claimed.body, status_code=claimed.status, media_type=claimed.media_type,
+                        headers={"Idempotent-Replayed": "true"})
+    return claimed
+
+
+async def _remember(request: Request, claim: idempotency.Claim, response: Response) -> None:
+    """A 4xx answer is remembered in a transaction of its own (the request's work was rolled back)."""
+    async with request.app.state.db.transaction() as session:
+        await idempotency.complete(session, claim, status=response.status_code, body=bytes(response.body),
+                                   media_type=response.media_type or "application/problem+json")
+
+
+def _idempotency_header_required(
+    idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=255,
+        description="Required. A new unique value per distinct request; a retry sends the same value.")] = None,
+) -> None:
+    return None
+
+
+def _idempotency_header_optional(
+    idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=255,
+        description="Optional. Send it to make retries safe: a retry with the same value replays the answer.")]
+    = None,
+) -> None:
+    return None
+
+
+def idempotent(*, required: bool = True) -> dict[str, Any]:
+    """Route keyword arguments that make a POST idempotent and document its header."""
+    return {
+        "openapi_extra": {IDEMPOTENCY_EXTRA: "required" if required else "optional"},
+        "dependencies": [Depends(_idempotency_header_required if required else _idempotency_header_optional)],
+    }
+
+
+class Page:
+    """``?limit=`` (default 50, at most 500) and ``?after=<cursor>``."""
+
+    def __init__(
+        self,
+        limit: Annotated[int, Query(ge=1, le=500, description="At most this many items (default 50).")] = 50,
+        after: Annotated[str | None, Query(max_length=200, description="The `next_cursor` of the previous page.")]
+        = None,
+    ) -> None:
+        self.limit = limit
+        self.after = after
+
+
+def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str | None:
+    return key(items[-1]) if len(items) == limit else None
+
+
+__all__ = ["ClockDep", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent", "next_cursor"]
