@@ -27,6 +27,7 @@ from service.program import service as program_service
 from service.settings import Settings
 
 ADMIN_KEY = "lk_test_admin_key_0123456789abcdef"
+ROOT_DIR = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="loyalty-tests-"))
 DATABASE_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{_TMP / 'test.db'}"
 IS_POSTGRES = DATABASE_URL.startswith("postgresql")

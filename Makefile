@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# A development admin key so the README's curl lines work as printed. Set your own outside development.
+export LOYALTY_BOOTSTRAP_ADMIN_KEY ?= lk_dev_admin_key_change_me_0000
+POSTGRES_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+
+.PHONY: help install run test test-postgres lint format openapi clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## create .venv and install the service with its dev tools (idempotent)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install  ## migrate the embedded SQLite database (loyalty.db) and serve on http://$(HOST):$(PORT) (docs at /docs)
+	$(BIN)/loyalty serve --host $(HOST) --port $(PORT)
+
+test: install  ## run the whole test suite (SQLite; LOYALTY_TEST_DATABASE_URL=postgresql+asyncpg://... for PostgreSQL)
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test-postgres: install  ## run the whole test suite against the local PostgreSQL
+	LOYALTY_TEST_DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest -q -p no:cacheprovider
+
+lint: install  ## ruff
+	$(BIN)/ruff check service tests migrations benchmarks
+
+format: install
+	$(BIN)/ruff check --fix service tests migrations benchmarks
+
+openapi: install  ## write openapi/openapi.json from the app
+	$(BIN)/loyalty openapi
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache loyalty.db loyalty.db-wal loyalty.db-shm

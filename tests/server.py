@@ -1,0 +1,63 @@
+"""Run the real service (``loyalty serve``) in a subprocess, for tests that need several server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ADMIN_KEY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(database_url: str, *, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Serve on a free port with ``workers`` processes; yield the base URL; stop the server at the end."""
+    port = free_port()
+    environment = {**os.environ, "LOYALTY_DATABASE_URL": database_url, "LOYALTY_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+                   "LOYALTY_LOG_LEVEL": "WARNING", **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--no-migrate", "--port", str(port), "--workers",
+         str(workers)], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_ready(base, process, workers)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_ready(base: str, process: subprocess.Popen, workers: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                time.sleep(0.3 * workers)  # let every worker finish its start-up
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not become ready within 30 s")

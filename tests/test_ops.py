@@ -1,0 +1,139 @@
+"""Operations: health, readiness, metrics, request ids, logging of unexpected errors, the OpenAPI document,
+the migrations matching the models, and start-up of several processes at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from fastapi import APIRouter
+from sqlalchemy import func, select
+from sqlmodel import SQLModel
+
+from service.app import prepare_database
+from service.auth.models import ApiKey
+from service.cli import OPENAPI_PATH, main, render_openapi
+from service.clock import Clock
+from service.db import Database
+from service.routing import UnitOfWorkRoute
+from tests.conftest import ADMIN_KEY, ROOT_DIR
+from tests.server import running_server
+
+
+async def test_healthz_needs_no_key(app):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as anonymous:
+        r = await anonymous.get("/healthz")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert (await anonymous.get("/readyz")).status_code == 200
+        assert (await anonymous.get("/docs")).status_code == 200
+        assert (await anonymous.get("/openapi.json")).status_code == 200
+        assert (await anonymous.get("/v1/program")).status_code == 401
+
+
+async def test_readyz_reports_a_schema_behind_the_code(app, client):
+    app.state.schema_head = "9999"
+    r = await client.get("/readyz")
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["code"] == "not_ready" and "loyalty migrate" in r.json()["detail"]
+
+
+async def test_metrics_count_requests_by_route_template_and_status(client):
+    await client.get("/v1/members/mem_missing")
+    await client.get("/v1/members/mem_other")
+    r = await client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    line = next(ln for ln in r.text.splitlines() if ln.startswith("loyalty_http_requests_total{")
+                and 'route="/v1/members/{member_id}"' in ln and 'status="404"' in ln)
+    assert line.endswith(" 2.0")
+    assert "loyalty_http_request_duration_seconds_bucket" in r.text
+
+
+async def test_request_id_is_echoed_or_made(client):
+    r = await client.get("/healthz", headers={"X-Request-ID": "till-7:abc.123"})
+    assert r.headers["x-request-id"] == "till-7:abc.123"
+    made = (await client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})).headers["x-request-id"]
+    assert made != "bad id with spaces" and len(made) == 32
+    assert (await client.get("/healthz")).headers["x-request-id"] != made
+
+
+async def test_unexpected_error_is_a_logged_problem_500_with_the_request_id(app, caplog):
+    router = APIRouter(route_class=UnitOfWorkRoute)
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("kaboom")
+
+    app.include_router(router)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        with caplog.at_level(logging.ERROR, logger="service.errors"):
+            r = await c.get("/boom", headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "internal_error" and body["request_id"] == "req-42" and "kaboom" not in r.text
+    assert any(getattr(rec, "request_id", None) == "req-42" and rec.exc_info for rec in caplog.records)
+
+
+def test_openapi_document_is_current():
+    """`loyalty openapi --check` passes: openapi/openapi.json is the app's document."""
+    assert (ROOT_DIR / OPENAPI_PATH).read_text() == render_openapi(), "run `loyalty openapi`"
+
+
+def test_openapi_check_command_fails_on_a_stale_file(tmp_path, capsys):
+    stale = tmp_path / "openapi.json"
+    stale.write_text(json.dumps({"openapi": "3.1.0"}))
+    assert main(["openapi", "--check", "--output", str(stale)]) == 1
+    assert main(["openapi", "--output", str(stale)]) == 0
+    assert main(["openapi", "--check", "--output", str(stale)]) == 0
+
+
+def test_openapi_operations_have_ids_and_problem_responses():
+    doc = json.loads(render_openapi())
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            assert op.get("operationId"), f"{method} {path} has no operationId"
+            if path.startswith("/v1/"):
+                assert "401" in op["responses"], f"{method} {path} does not declare its 401"
+
+
+async def test_migrations_build_exactly_the_models(app):
+    """The schema the migrations build is the schema the models describe (no drift either way)."""
+
+    def diff(connection):
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        return compare_metadata(context, SQLModel.metadata)
+
+    async with app.state.db.engine.connect() as conn:
+        differences = await conn.run_sync(diff)
+    assert differences == []
+
+
+async def test_several_processes_starting_at_once_ensure_one_bootstrap_key(app, settings):
+    databases = [Database(settings.database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(prepare_database(db, settings, Clock()) for db in databases))
+    finally:
+        for db in databases:
+            await db.dispose()
+    async with app.state.db.session(write=False) as session:
+        count = (await session.execute(select(func.count()).select_from(ApiKey))).scalar_one()
+    assert count == 1
+
+
+def test_a_real_server_with_two_workers_serves_the_api(database_url, app):
+    with running_server(database_url, workers=2) as base:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.Client(base_url=base, headers=headers, timeout=10) as c:
+            assert c.get("/healthz").status_code == 200
+            created = c.post("/v1/members", json={"name": "Served", "email": "served@example.com"})
+            assert created.status_code == 201, created.text
+            card = created.json()["card_number"]
+            found = c.get("/v1/members", params={"card_number": card}).json()["data"]
+            assert [m["id"] for m in found] == [created.json()["id"]]
+            assert c.get("/metrics").status_code == 200
