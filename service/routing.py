@@ -111,10 +111,10 @@ class UnitOfWorkRoute(APIRoute):
 
 
 async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Response | None:
+    principal = await authenticate(request)  # a caller without a valid API key hears 401 before anything else
     key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
     if key is None:
         return None
-    principal = await authenticate(request)
     settings = request.app.state.settings
     claimed = await idempotency.claim(
         request.app.state.db, api_key_id=principal.key_id, key=key,

@@ -19,3 +19,7 @@ class StoreNotAllowed(Forbidden):
 
 class PosKeyNeedsStore(Unprocessable):
     code, title = "store_required", "A pos key must be bound to a store"
+
+
+class KeyRoleTakesNoStore(Unprocessable):
+    code, title = "store_not_allowed", "Only a pos key is bound to a store"

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import record as audit
 from service.auth import repository, rules
-from service.auth.errors import PosKeyNeedsStore
+from service.auth.errors import KeyRoleTakesNoStore, PosKeyNeedsStore
 from service.auth.models import ApiKey
 from service.auth.rules import Principal
 from service.auth.schemas import ApiKeyCreate
@@ -30,8 +30,7 @@ async def create(
     if body.role == "pos" and not body.store_id:
         raise PosKeyNeedsStore("A pos key must name the store it serves (store_id).")
     if body.role != "pos" and body.store_id:
-        raise PosKeyNeedsStore("Only a pos key is bound to a store; leave store_id out for admin and app keys.",
-                               code="store_not_allowed")
+        raise KeyRoleTakesNoStore("Only a pos key is bound to a store; leave store_id out for admin and app keys.")
     if body.store_id and await program_repository.get_store(session, body.store_id) is None:
         raise StoreNotFound(f"There is no store {body.store_id!r}.")
     secret = rules.new_secret()
