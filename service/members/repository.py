@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,10 +23,14 @@ async def add(session: AsyncSession, member: Member) -> bool:
     return True
 
 
-async def flush_changes(session: AsyncSession) -> bool:
+async def apply_changes(session: AsyncSession, member: Member, changes: dict[str, Any]) -> bool:
+    """Set ``changes`` on ``member`` and flush them in a savepoint; False (and ``member`` expired, its changes
+    undone) when a unique column collides. The changes must be made inside the savepoint: ``begin_nested``
+    flushes what is pending before it starts, where a collision would break the whole transaction."""
     try:
         async with session.begin_nested():
-            await session.flush()
+            for field, value in changes.items():
+                setattr(member, field, value)
     except IntegrityError:
         return False
     return True

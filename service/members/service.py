@@ -90,11 +90,11 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
         email = changes["email"]
         changes["email"] = str(email) if email else None
         changes["email_normalized"] = rules.normalize_email(str(email)) if email else None
-    for field, value in changes.items():
-        setattr(member, field, value)
-    member.updated_at = clock.now()
-    if not await repository.flush_changes(session):
-        await _raise_if_duplicate(session, member)
+    changes["updated_at"] = clock.now()
+    if not await repository.apply_changes(session, member, changes):
+        wanted = Member(id=member_id, phone=changes.get("phone"), email_normalized=changes.get("email_normalized"),
+                        external_ref=changes.get("external_ref"))
+        await _raise_if_duplicate(session, wanted)
         raise MemberExists("Another member already has these details.")
     return member
 

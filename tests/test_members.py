@@ -1,0 +1,479 @@
+"""Members through HTTP: enroll, get, patch, erase, exact look-ups, uniqueness, masking, referrals."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from service.members.models import Member
+from tests.factories import create_key, create_store, enroll, unique_email, unique_phone
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers
+    body = r.json()
+    assert body["status"] == status and body["code"] == code, body
+    assert body["title"] and body["detail"] and body["type"]
+    return body
+
+
+def luhn_ok(number: str) -> bool:
+    """An independent Luhn check (not the service's own function)."""
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def with_wrong_check_digit(card: str) -> str:
+    return card[:-1] + str((int(card[-1]) + 1) % 10)
+
+
+async def member_count(app) -> int:
+    async with app.state.db.session(write=False) as session:
+        return (await session.execute(select(func.count()).select_from(Member))).scalar_one()
+
+
+async def lookup(client, **params):
+    return await client.get("/v1/members", params=params)
+
+
+async def found_ids(client, **params) -> list[str]:
+    r = await lookup(client, **params)
+    assert r.status_code == 200, r.text
+    assert r.json()["next_cursor"] is None
+    return [m["id"] for m in r.json()["data"]]
+
+
+# --- enroll -------------------------------------------------------------------------------------------------------
+
+async def test_enroll_returns_the_member(client):
+    phone, email = unique_phone(), unique_email()
+    r = await client.post("/v1/members", json={
+        "name": "Jane Doe", "phone": phone, "email": email, "birthday": "1990-04-01", "locale": "zh-CN",
+        "marketing_consent": True, "external_ref": "crm-1"})
+    assert r.status_code == 201, r.text
+    m = r.json()
+    assert m["id"].startswith("mem_") and len(m["id"]) > 8
+    assert m["card_number"].isdigit() and len(m["card_number"]) >= 12 and luhn_ok(m["card_number"])
+    assert m["name"] == "Jane Doe" and m["phone"] == phone and m["email"] == email
+    assert m["birthday"] == "1990-04-01" and m["locale"] == "zh-CN" and m["marketing_consent"] is True
+    assert m["external_ref"] == "crm-1"
+    assert m["status"] == "active"
+    assert m["tier"] == "member"
+    assert m["referral_code"] and len(m["referral_code"]) >= 6
+    assert m["profile_completeness"] == 100
+    enrolled_at = datetime.fromisoformat(m["enrolled_at"])
+    assert enrolled_at.utcoffset() is not None and enrolled_at.utcoffset().total_seconds() == 0
+
+
+async def test_enroll_with_name_only_gets_defaults(client):
+    r = await client.post("/v1/members", json={"name": "  Ann  "})
+    assert r.status_code == 201, r.text
+    m = r.json()
+    assert m["name"] == "Ann"
+    assert m["phone"] is None and m["email"] is None and m["birthday"] is None
+    assert m["locale"] == "en"
+    assert m["profile_completeness"] == 20
+
+
+async def test_every_member_gets_its_own_card_and_referral_code(client):
+    members = [await enroll(client) for _ in range(5)]
+    assert len({m["card_number"] for m in members}) == 5
+    assert len({m["referral_code"] for m in members}) == 5
+    assert len({m["id"] for m in members}) == 5
+    assert all(luhn_ok(m["card_number"]) for m in members)
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, 20),
+    ({"phone": "+14155552671"}, 40),
+    ({"email": "a@example.com"}, 40),
+    ({"phone": "+14155552671", "email": "a@example.com"}, 60),
+    ({"phone": "+14155552671", "email": "a@example.com", "birthday": "1980-02-29"}, 80),
+    ({"locale": "en"}, 30),
+    ({"marketing_consent": False}, 30),
+    ({"phone": "+14155552671", "email": "a@example.com", "birthday": "1980-02-29", "locale": "en",
+      "marketing_consent": False}, 100),
+])
+async def test_profile_completeness(client, fields, expected):
+    r = await client.post("/v1/members", json={"name": "Jane", **fields})
+    assert r.status_code == 201, r.text
+    assert r.json()["profile_completeness"] == expected
+
+
+async def test_profile_completeness_follows_changes(client):
+    m = await enroll(client)
+    assert m["profile_completeness"] == 60
+    r = await client.patch(f"/v1/members/{m['id']}", json={"birthday": "2000-01-01"})
+    assert r.json()["profile_completeness"] == 80
+    r = await client.patch(f"/v1/members/{m['id']}", json={"phone": None, "email": None})
+    assert r.json()["profile_completeness"] == 40
+
+
+async def test_tier_is_the_first_tier_of_the_program(client):
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][0]["code"] = "basic"
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    assert (await enroll(client))["tier"] == "basic"
+
+
+# --- get ----------------------------------------------------------------------------------------------------------
+
+async def test_get_member(client):
+    m = await enroll(client, birthday="1985-12-31")
+    r = await client.get(f"/v1/members/{m['id']}")
+    assert r.status_code == 200
+    assert r.json() == m
+
+
+@pytest.mark.parametrize("member_id", ["mem_doesnotexist0000000", "x", "mem_" + "a" * 60])
+async def test_unknown_member_is_404(client, member_id):
+    assert_problem(await client.get(f"/v1/members/{member_id}"), 404, "member_not_found")
+    assert_problem(await client.patch(f"/v1/members/{member_id}", json={"name": "X"}), 404, "member_not_found")
+    assert_problem(await client.delete(f"/v1/members/{member_id}"), 404, "member_not_found")
+
+
+# --- patch --------------------------------------------------------------------------------------------------------
+
+async def test_patch_changes_only_what_is_sent(client):
+    m = await enroll(client, birthday="1990-01-01", locale="en", marketing_consent=True, external_ref="r-1")
+    r = await client.patch(f"/v1/members/{m['id']}", json={"name": "Janet"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {**m, "name": "Janet"}
+    new_phone, new_email = unique_phone(), unique_email()
+    r = await client.patch(f"/v1/members/{m['id']}", json={
+        "phone": new_phone, "email": new_email, "locale": "zh-CN", "marketing_consent": False,
+        "birthday": "1991-02-03", "external_ref": "r-2"})
+    assert r.status_code == 200, r.text
+    after = r.json()
+    assert (after["phone"], after["email"], after["locale"], after["marketing_consent"], after["birthday"],
+            after["external_ref"]) == (new_phone, new_email, "zh-CN", False, "1991-02-03", "r-2")
+    assert after["card_number"] == m["card_number"] and after["referral_code"] == m["referral_code"]
+    assert (await client.get(f"/v1/members/{m['id']}")).json() == after
+    # the old phone and email are free again, the new ones find the member
+    assert await found_ids(client, phone=m["phone"]) == []
+    assert await found_ids(client, phone=new_phone) == [m["id"]]
+    assert await found_ids(client, email=new_email) == [m["id"]]
+
+
+async def test_patch_with_empty_body_changes_nothing(client):
+    m = await enroll(client)
+    r = await client.patch(f"/v1/members/{m['id']}", json={})
+    assert r.status_code == 200 and r.json() == m
+
+
+async def test_patch_null_clears_optional_fields(client):
+    m = await enroll(client, birthday="1990-01-01", locale="zh-CN", marketing_consent=True, external_ref="r-9")
+    r = await client.patch(f"/v1/members/{m['id']}", json={
+        "phone": None, "email": None, "birthday": None, "locale": None, "marketing_consent": None,
+        "external_ref": None})
+    assert r.status_code == 200, r.text
+    after = r.json()
+    assert after["phone"] is None and after["email"] is None and after["birthday"] is None
+    assert after["marketing_consent"] is None and after["external_ref"] is None
+    assert after["locale"] == "en"
+    assert after["name"] == m["name"]
+    assert after["profile_completeness"] == 20
+    assert await found_ids(client, phone=m["phone"]) == []
+    assert await found_ids(client, email=m["email"]) == []
+    # a cleared phone can be used by someone else
+    assert (await client.post("/v1/members", json={"name": "B", "phone": m["phone"]})).status_code == 201
+
+
+async def test_name_cannot_be_cleared(client):
+    m = await enroll(client)
+    for body in ({"name": None}, {"name": ""}, {"name": "   "}):
+        body = assert_problem(await client.patch(f"/v1/members/{m['id']}", json=body), 422, "validation_error")
+        assert any("name" in e["loc"] for e in body["errors"])
+    assert (await client.get(f"/v1/members/{m['id']}")).json()["name"] == m["name"]
+
+
+async def test_patch_rejects_unknown_and_read_only_fields(client):
+    m = await enroll(client)
+    for body in ({"nmae": "typo"}, {"card_number": "8000000000000000"}, {"status": "erased"},
+                 {"referral_code": "ABCDEFGH"}, {"tier": "gold"}, {"id": "mem_other"}):
+        assert_problem(await client.patch(f"/v1/members/{m['id']}", json=body), 422, "validation_error")
+    assert (await client.get(f"/v1/members/{m['id']}")).json() == m
+
+
+# --- erase --------------------------------------------------------------------------------------------------------
+
+async def test_erase_clears_personal_data(client, app):
+    m = await enroll(client, birthday="1990-01-01", locale="zh-CN", marketing_consent=True, external_ref="r-5")
+    r = await client.delete(f"/v1/members/{m['id']}")
+    assert r.status_code == 204 and r.content == b""
+    r = await client.get(f"/v1/members/{m['id']}")
+    assert r.status_code == 200
+    erased = r.json()
+    assert erased["status"] == "erased"
+    for field in ("name", "phone", "email", "birthday", "marketing_consent", "external_ref"):
+        assert erased[field] is None, field
+    assert erased["id"] == m["id"] and erased["card_number"] == m["card_number"]
+    async with app.state.db.session(write=False) as session:
+        row = await session.get(Member, m["id"])
+        assert row is not None  # kept, for the ledger
+        assert (row.name, row.phone, row.email, row.email_normalized, row.birthday, row.locale,
+                row.external_ref) == (None,) * 7
+    assert await found_ids(client, card_number=m["card_number"]) == []
+    assert await found_ids(client, phone=m["phone"]) == []
+    assert await found_ids(client, email=m["email"]) == []
+
+
+async def test_erased_member_cannot_be_changed(client):
+    m = await enroll(client)
+    assert (await client.delete(f"/v1/members/{m['id']}")).status_code == 204
+    assert_problem(await client.patch(f"/v1/members/{m['id']}", json={"name": "Back"}), 409, "member_erased")
+    assert (await client.get(f"/v1/members/{m['id']}")).json()["name"] is None
+    assert (await client.delete(f"/v1/members/{m['id']}")).status_code == 204
+
+
+async def test_erased_members_details_are_free_for_a_new_member(client):
+    m = await enroll(client, external_ref="r-7")
+    assert (await client.delete(f"/v1/members/{m['id']}")).status_code == 204
+    again = await enroll(client, phone=m["phone"], email=m["email"], external_ref="r-7")
+    assert await found_ids(client, phone=m["phone"]) == [again["id"]]
+
+
+# --- look-ups -----------------------------------------------------------------------------------------------------
+
+async def test_lookup_by_card_number(client):
+    m = await enroll(client)
+    await enroll(client)
+    card = m["card_number"]
+    spaced = " ".join(card[i:i + 4] for i in range(0, len(card), 4))
+    dashed = "-".join(card[i:i + 4] for i in range(0, len(card), 4))
+    for form in (card, spaced, dashed):
+        assert await found_ids(client, card_number=form) == [m["id"]], form
+    r = await lookup(client, card_number=card)
+    assert r.json()["data"][0] == m
+
+
+async def test_lookup_by_card_number_with_wrong_check_digit_is_422(client):
+    m = await enroll(client)
+    assert_problem(await lookup(client, card_number=with_wrong_check_digit(m["card_number"])), 422,
+                   "invalid_card_number")
+
+
+@pytest.mark.parametrize("card", ["abc", "8", "1234-abcd", "+8123456789012345", "８１２３", "²²", "٨٧"])
+async def test_lookup_by_malformed_card_number_is_422(client, card):
+    assert_problem(await lookup(client, card_number=card), 422, "invalid_card_number")
+
+
+async def test_lookup_by_unknown_valid_card_number_finds_nothing(client):
+    await enroll(client)
+    assert await found_ids(client, card_number="79927398713") == []
+
+
+@pytest.mark.parametrize(("stored", "typed"), [
+    ("+14155552671", "+14155552671"),
+    ("+14155552671", "(415) 555-2671"),
+    ("+14155552671", "415.555.2671"),
+    ("+14155552671", "+1 415 555 2671"),
+    ("(415) 555-2671", "+14155552671"),
+    ("+44 20 7946 0958", "+442079460958"),
+    ("+49 151 23456789", "+49-151-234-56789"),
+])
+async def test_lookup_by_phone_in_any_format(client, stored, typed):
+    m = await enroll(client, phone=stored)
+    await enroll(client)
+    assert m["phone"].startswith("+") and " " not in m["phone"]
+    assert await found_ids(client, phone=typed) == [m["id"]]
+
+
+async def test_phone_is_stored_as_e164(client):
+    m = await enroll(client, phone="(415) 555-2671")
+    assert m["phone"] == "+14155552671"
+    m2 = await enroll(client, phone="+44 (0)20 7946 0959")
+    assert m2["phone"] == "+442079460959"
+
+
+async def test_lookup_by_email_ignores_case(client):
+    m = await enroll(client, email="Jane.Doe@Example.COM")
+    await enroll(client)
+    assert m["email"].lower() == "jane.doe@example.com"
+    for typed in ("jane.doe@example.com", "JANE.DOE@EXAMPLE.COM", "Jane.Doe@example.com"):
+        assert await found_ids(client, email=typed) == [m["id"]], typed
+
+
+async def test_lookup_that_finds_nothing_is_an_empty_list(client):
+    await enroll(client)
+    assert await found_ids(client, email="nobody@example.com") == []
+    assert await found_ids(client, phone="+14155550000") == []
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"card_number": "79927398713", "phone": "+14155552671"},
+    {"phone": "+14155552671", "email": "a@example.com"},
+    {"card_number": "79927398713", "email": "a@example.com"},
+    {"card_number": "79927398713", "phone": "+14155552671", "email": "a@example.com"},
+    {"email": ""},
+    {"name": "Jane"},
+])
+async def test_lookup_needs_exactly_one_key(client, params):
+    assert_problem(await lookup(client, **params), 422, "validation_error")
+
+
+@pytest.mark.parametrize("phone", ["12", "not a phone", "+1 000 000 0000", "+999 1234567", "555"])
+async def test_lookup_by_invalid_phone_is_422(client, phone):
+    assert_problem(await lookup(client, phone=phone), 422, "validation_error")
+
+
+# --- uniqueness ---------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("field", "first", "second"), [
+    ("phone", "+14155552671", "(415) 555-2671"),
+    ("email", "jane@example.com", "JANE@Example.com"),
+    ("external_ref", "crm-42", "crm-42"),
+])
+async def test_duplicate_on_enroll_is_409(client, app, field, first, second):
+    await enroll(client, **{field: first})
+    before = await member_count(app)
+    body = assert_problem(await client.post("/v1/members", json={"name": "Other", field: second}), 409,
+                          "member_exists")
+    assert field in body["detail"]
+    assert await member_count(app) == before
+
+
+@pytest.mark.parametrize(("field", "first", "second"), [
+    ("phone", "+14155552671", "415-555-2671"),
+    ("email", "jane@example.com", "Jane@EXAMPLE.com"),
+    ("external_ref", "crm-42", "crm-42"),
+])
+async def test_duplicate_on_patch_is_409(client, field, first, second):
+    await enroll(client, **{field: first})
+    other = await enroll(client)
+    body = assert_problem(await client.patch(f"/v1/members/{other['id']}", json={field: second}), 409,
+                          "member_exists")
+    assert field in body["detail"]
+    assert (await client.get(f"/v1/members/{other['id']}")).json() == other
+    # and the member can still be changed afterwards
+    r = await client.patch(f"/v1/members/{other['id']}", json={"name": "Still fine"})
+    assert r.status_code == 200, r.text
+
+
+async def test_patch_to_own_values_is_fine(client):
+    m = await enroll(client, external_ref="mine")
+    r = await client.patch(f"/v1/members/{m['id']}", json={
+        "phone": m["phone"], "email": m["email"].upper(), "external_ref": "mine"})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("phone", ["12", "+1 000 000 0000", "555-0000", "+999 1234567", "123456789012345678"])
+async def test_invalid_phone_is_422(client, app, phone):
+    body = assert_problem(await client.post("/v1/members", json={"name": "Jane", "phone": phone}), 422,
+                          "validation_error")
+    assert any("phone" in e["loc"] for e in body["errors"])
+    m = await enroll(client)
+    assert_problem(await client.patch(f"/v1/members/{m['id']}", json={"phone": phone}), 422, "validation_error")
+    assert await member_count(app) == 1
+
+
+# --- what each role sees ------------------------------------------------------------------------------------------
+
+async def test_pos_sees_masked_phone_and_email(client, make_client):
+    store = await create_store(client)
+    pos = make_client(await create_key(client, "pos", store["id"]))
+    app_client = make_client(await create_key(client, "app"))
+    m = await enroll(client, phone="+14155552671", email="jane.doe@example.com")
+
+    seen = (await pos.get(f"/v1/members/{m['id']}")).json()
+    assert seen["phone"] != m["phone"] and seen["phone"].endswith("2671") and "*" in seen["phone"]
+    assert "5552" not in seen["phone"]
+    assert seen["email"] != m["email"] and seen["email"].endswith("@example.com") and "*" in seen["email"]
+    assert "jane.doe" not in seen["email"]
+    looked_up = (await lookup(pos, card_number=m["card_number"])).json()["data"][0]
+    assert looked_up["phone"] == seen["phone"] and looked_up["email"] == seen["email"]
+    by_phone = (await lookup(pos, phone="+14155552671")).json()["data"]
+    assert [x["id"] for x in by_phone] == [m["id"]] and by_phone[0]["phone"] == seen["phone"]
+
+    for c in (client, app_client):
+        plain = (await c.get(f"/v1/members/{m['id']}")).json()
+        assert plain["phone"] == "+14155552671" and plain["email"] == "jane.doe@example.com"
+
+
+async def test_pos_enrolls_and_sees_its_enrollment_masked(client, make_client):
+    store = await create_store(client)
+    pos = make_client(await create_key(client, "pos", store["id"]))
+    r = await pos.post("/v1/members", json={"name": "Till", "phone": "+14155552671", "email": "till@example.com"})
+    assert r.status_code == 201, r.text
+    assert "*" in r.json()["phone"] and "*" in r.json()["email"]
+    plain = (await client.get(f"/v1/members/{r.json()['id']}")).json()
+    assert plain["phone"] == "+14155552671"
+    r = await pos.patch(f"/v1/members/{plain['id']}", json={"locale": "zh-CN"})
+    assert r.status_code == 200 and "*" in r.json()["phone"]
+    assert (await client.get(f"/v1/members/{plain['id']}")).json()["phone"] == "+14155552671"
+
+
+# --- referrals ----------------------------------------------------------------------------------------------------
+
+async def test_referral_code_links_the_new_member(client, app):
+    referrer = await enroll(client)
+    for typed in (referrer["referral_code"], referrer["referral_code"].lower()):
+        new = await enroll(client, referral_code=typed)
+        async with app.state.db.session(write=False) as session:
+            row = await session.get(Member, new["id"])
+            assert row.referred_by == referrer["id"]
+        assert new["referral_code"] != referrer["referral_code"]
+    plain = await enroll(client)
+    async with app.state.db.session(write=False) as session:
+        assert (await session.get(Member, plain["id"])).referred_by is None
+
+
+async def test_unknown_referral_code_is_422(client, app):
+    assert_problem(await client.post("/v1/members", json={"name": "J", "referral_code": "NOSUCHCODE"}), 422,
+                   "invalid_referral_code")
+    assert await member_count(app) == 0
+
+
+async def test_referral_code_of_an_erased_member_is_422(client, app):
+    referrer = await enroll(client)
+    assert (await client.delete(f"/v1/members/{referrer['id']}")).status_code == 204
+    r = await client.post("/v1/members", json={"name": "J", "referral_code": referrer["referral_code"]})
+    assert_problem(r, 422, "invalid_referral_code")
+    assert await member_count(app) == 1
+
+
+# --- bounds -------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("birthday", ["1899-12-31", "2999-01-01", "2020-02-30", "1990-1-1", "01/02/1990"])
+async def test_implausible_birthday_is_422(client, app, birthday):
+    assert_problem(await client.post("/v1/members", json={"name": "J", "birthday": birthday}), 422,
+                   "validation_error")
+    assert await member_count(app) == 0
+
+
+async def test_birthday_today_is_accepted(client):
+    today = date.today().isoformat()
+    r = await client.post("/v1/members", json={"name": "Newborn", "birthday": today})
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "x" * 101},
+    {"name": "J", "external_ref": "r" * 101},
+    {"name": "J", "email": "a" * 250 + "@example.com"},
+    {"name": "J", "locale": "english-please-thanks"},
+    {"name": "J", "locale": "e"},
+    {"name": "J", "referral_code": "AB"},
+    {"name": "J", "phone": "+1" + "2" * 40},
+])
+async def test_too_long_or_malformed_fields_are_422(client, app, body):
+    assert_problem(await client.post("/v1/members", json=body), 422, "validation_error")
+    assert await member_count(app) == 0
+
+
+async def test_longest_allowed_values_are_stored(client):
+    r = await client.post("/v1/members", json={"name": "n" * 100, "external_ref": "r" * 100,
+                                               "email": "a" * 64 + "@" + "b" * 60 + ".example.com"})
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "n" * 100
