@@ -8,7 +8,7 @@ PORT ?= 8000
 export LOYALTY_BOOTSTRAP_ADMIN_KEY ?= lk_dev_admin_key_change_me_0000
 POSTGRES_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
-.PHONY: help install run test test-postgres lint format openapi clean
+.PHONY: help install run test test-postgres lint format openapi clean bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ openapi: install  ## write openapi/openapi.json from the app
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache loyalty.db loyalty.db-wal loyalty.db-shm
+
+bench: install  ## load benchmarks on the local PostgreSQL (wrk, pgbench); writes benchmarks/results/latest.md
+	$(BIN)/python benchmarks/bench.py
