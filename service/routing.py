@@ -67,6 +67,11 @@ class UnitOfWorkRoute(APIRoute):
                 response = await handler(request)
                 if response.status_code >= 400:
                     await _close_session(request, commit=False)
+                    if claim is not None:  # an answer, not an exception: remember a 4xx, free the key on a 5xx
+                        if response.status_code < 500:
+                            await _remember(request, claim, response)
+                        else:
+                            await idempotency.release(request.app.state.db, claim)
                     return response
                 if claim is not None:
                     await idempotency.complete(
