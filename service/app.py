@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
@@ -65,7 +66,38 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         app.include_router(router)
     _add_health_routes(app)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+# Every API operation can answer these; each route declares only the statuses of its own domain.
+COMMON_PROBLEMS = {"400": "Malformed request (e.g. the body is not JSON)", "401": "Missing or invalid API key",
+                   "403": "The key's role or store may not do this", "422": "The request is not valid",
+                   "500": "Unexpected error (the request was not applied)"}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The app's OpenAPI document, with every error response declared as ``application/problem+json``."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes,
+                         tags=app.openapi_tags)
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if path.startswith("/v1/"):
+                for status, description in COMMON_PROBLEMS.items():
+                    responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = problem
+                    if response.get("description") in (None, "Problem", "Validation Error"):
+                        response["description"] = COMMON_PROBLEMS.get(status, "Problem")
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(unused, None)
+    app.openapi_schema = schema
+    return schema
 
 
 def _add_health_routes(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ should reach :func:`unexpected_error`.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import orjson
@@ -116,11 +117,25 @@ _HTTP_CODES = {
 }
 
 
-def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     title = code.replace("_", " ").capitalize()
     detail = exc.detail if isinstance(exc.detail, str) else title
-    return problem_response(exc.status_code, code, title, detail, headers=getattr(exc, "headers", None))
+    headers = dict(getattr(exc, "headers", None) or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return problem_response(exc.status_code, code, title, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the API serves at this path, from the OpenAPI document (Starlette's own ``Allow`` names only
+    the methods of the first route that matched the path)."""
+    table = getattr(request.app.state, "allow_table", None)
+    if table is None:
+        table = [(re.compile("^" + re.sub(r"\{[^/}]+\}", "[^/]+", path) + "$"), {m.upper() for m in ops})
+                 for path, ops in request.app.openapi()["paths"].items()]
+        request.app.state.allow_table = table
+    return sorted({m for pattern, methods in table if pattern.match(request.url.path) for m in methods})
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -137,3 +137,23 @@ def test_a_real_server_with_two_workers_serves_the_api(database_url, app):
             found = c.get("/v1/members", params={"card_number": card}).json()["data"]
             assert [m["id"] for m in found] == [created.json()["id"]]
             assert c.get("/metrics").status_code == 200
+
+
+async def test_405_lists_every_method_of_the_path(client):
+    r = await client.request("OPTIONS", "/v1/members/mem_x")
+    assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "DELETE, GET, PATCH"
+    assert (await client.put("/v1/members", json={})).headers["allow"] == "GET, POST"
+
+
+def test_openapi_declares_errors_as_problem_json():
+    doc = json.loads(render_openapi())
+    for path, operations in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, op in operations.items():
+            for status in ("400", "401", "403", "422", "500"):
+                assert status in op["responses"], f"{method} {path} lacks {status}"
+            for status, response in op["responses"].items():
+                if status[0] in "45":
+                    assert list(response["content"]) == ["application/problem+json"], f"{method} {path} {status}"
