@@ -1,0 +1,144 @@
+"""Replay the CDNOW customer base (``../shared/data/cdnow_master.txt``) through the HTTP API.
+
+One member per customer (``external_ref`` = ``cdnow-<id>``), one checkout per purchase at its date as a
+backdated commit (``occurred_at``, admin key): a line of ``number_of_cds`` units at ``value // units`` minor
+units and, where that leaves a remainder, one unit on a line of its own carrying it; 0.00 purchases are skipped.
+Each customer's purchases go in date order through one connection; customers run concurrently.
+
+    python benchmarks/cdnow.py --base http://127.0.0.1:8000 --key <admin key> [--limit N] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow_master.txt"
+STORE = "cdnow"
+
+
+@dataclass(frozen=True, slots=True)
+class Purchase:
+    customer: str
+    day: str  # YYYYMMDD
+    units: int
+    cents: int
+
+
+def read_purchases(path: Path = DATA) -> dict[str, list[Purchase]]:
+    """Purchases by customer, in file (= date) order; 0.00 purchases left out."""
+    by_customer: dict[str, list[Purchase]] = defaultdict(list)
+    with path.open() as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) != 4 or not parts[0].isdigit():
+                continue
+            customer, day, units, value = parts
+            cents = round(float(value) * 100)
+            by_customer[customer]  # every customer becomes a member, even one whose purchases were all 0.00
+            if cents > 0 and int(units) > 0:
+                by_customer[customer].append(Purchase(customer, day, int(units), cents))
+    return by_customer
+
+
+def basket_lines(purchase: Purchase) -> list[dict]:
+    """``units`` at ``cents // units``; the remainder, if any, on one unit of its own line."""
+    unit_price, remainder = divmod(purchase.cents, purchase.units)
+    if remainder == 0:
+        return [{"line_id": "1", "sku": "CD", "category": "music", "quantity": purchase.units,
+                 "unit_price": unit_price}]
+    lines = [{"line_id": "2", "sku": "CD", "category": "music", "quantity": 1, "unit_price": unit_price + remainder}]
+    if purchase.units > 1:
+        lines.insert(0, {"line_id": "1", "sku": "CD", "category": "music", "quantity": purchase.units - 1,
+                         "unit_price": unit_price})
+    return lines
+
+
+def occurred_at(day: str) -> str:
+    return datetime.strptime(day, "%Y%m%d").replace(hour=12, tzinfo=UTC).isoformat()
+
+
+def checkout_body(member_id: str, purchase: Purchase, index: int, currency: str) -> dict:
+    return {"member": {"member_id": member_id}, "store_id": STORE, "currency": currency,
+            "lines": basket_lines(purchase), "receipt_id": f"cdnow-{purchase.customer}-{index}",
+            "occurred_at": occurred_at(purchase.day)}
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done, self.started, self._shown = total, label, 0, time.perf_counter(), 0.0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if now - self._shown > 0.5 or self.done == self.total:
+            self._shown = now
+            rate = self.done / max(now - self.started, 1e-9)
+            filled = int(30 * self.done / max(self.total, 1))
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
+                             f"{rate:,.0f}/s")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+async def replay(base: str, key: str, *, limit: int | None = None, concurrency: int = 32,
+                 data: Path = DATA) -> dict[str, float]:
+    customers = read_purchases(data)
+    ids = sorted(customers)[:limit] if limit else sorted(customers)
+    purchases = sum(len(customers[c]) for c in ids)
+    headers = {"Authorization": f"Bearer {key}"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as client:
+        currency = (await client.get("/v1/program")).raise_for_status().json()["currency"]
+        store = await client.post("/v1/stores", json={"id": STORE, "name": "CDNOW", "timezone": "UTC"})
+        if store.status_code not in (201, 409):
+            store.raise_for_status()
+        progress = Progress(purchases, "CDNOW purchases")
+        started = time.perf_counter()
+        queue = iter(ids)
+
+        async def worker() -> None:
+            for customer in queue:
+                enrolled = await client.post("/v1/members", headers={"Idempotency-Key": f"cdnow-enroll-{customer}"},
+                                             json={"name": f"CDNOW {customer}", "external_ref": f"cdnow-{customer}"})
+                enrolled.raise_for_status()
+                member_id = enrolled.json()["id"]
+                for i, purchase in enumerate(customers[customer]):
+                    body = checkout_body(member_id, purchase, i, currency)
+                    r = await client.post("/v1/checkout/transactions", json=body,
+                                          headers={"Idempotency-Key": body["receipt_id"]})
+                    if r.status_code not in (201, 409):
+                        raise RuntimeError(f"commit failed: {r.status_code} {r.text}")
+                    progress.advance()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"members": len(ids), "purchases": purchases, "seconds": elapsed, "rate": purchases / elapsed}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Replay the CDNOW customer base through the API.")
+    parser.add_argument("--base", default="http://127.0.0.1:8000")
+    parser.add_argument("--key", required=True, help="an admin API key")
+    parser.add_argument("--limit", type=int, help="only the first N customers")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    result = asyncio.run(replay(args.base, args.key, limit=args.limit, concurrency=args.concurrency))
+    print(f"{result['members']} members, {result['purchases']} purchases in {result['seconds']:.1f} s "
+          f"({result['rate']:,.0f} purchases/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
