@@ -169,7 +169,8 @@ class Page:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=500, description="At most this many items (default 50).")] = 50,
-        after: Annotated[str | None, Query(max_length=200, description="The `next_cursor` of the previous page.")]
+        after: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                           description="The `next_cursor` of the previous page.")]
         = None,
     ) -> None:
         self.limit = limit

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Response
 
 from service.auth import repository, service
 from service.auth.dependencies import ADMIN
@@ -8,6 +10,8 @@ from service.auth.rules import Principal
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyPublic
 from service.errors import problem_responses
 from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, next_cursor
+
+KeyIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$", description="`key_…`")]
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(401, 403, 422))
@@ -29,7 +33,7 @@ async def list_api_keys(session: Session, page: Page = Depends(), _: Principal =
 
 
 @router.delete("/{key_id}", operation_id="revoke_api_key", status_code=204, responses=problem_responses(404))
-async def revoke_api_key(key_id: str, session: Session, clock: ClockDep,
+async def revoke_api_key(key_id: KeyIdPath, session: Session, clock: ClockDep,
                          principal: Principal = Depends(ADMIN)) -> Response:
     await service.revoke(session, key_id, clock, actor=principal.key_id)
     return Response(status_code=204)

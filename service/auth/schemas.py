@@ -19,7 +19,7 @@ class ApiKeyCreate(BaseModel):
 
     role: Role
     store_id: StoreId | None = Field(default=None, description="Required for a `pos` key: the store it serves.")
-    name: str | None = Field(default=None, max_length=100)
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
 
 
 class ApiKeyPublic(BaseModel):

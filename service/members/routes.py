@@ -15,7 +15,9 @@ from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 422))
 
-MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`mem_…`")]
+# Ids, cursors and look-up values never hold control characters (PostgreSQL rejects NUL in text outright).
+MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                   description="`mem_…`")]
 READERS = require("admin", "pos", "app")
 
 
@@ -37,7 +39,7 @@ async def lookup_members(
     request: Request, session: Session,
     card_number: Annotated[str | None, Query(max_length=32)] = None,
     phone: Annotated[str | None, Query(max_length=32)] = None,
-    email: Annotated[str | None, Query(max_length=254)] = None,
+    email: Annotated[str | None, Query(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
     principal: Principal = Depends(READERS),
 ) -> MemberList:
     members = await service.lookup(session, card_number=card_number, phone=phone, email=email,

@@ -13,7 +13,8 @@ StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def _currency(code: str) -> str:
@@ -131,7 +132,7 @@ class ProgramUpdate(ProgramConfig):
     """The whole configuration, with the ``version`` it was read at (a stale version is a 409).
     ``updated_at`` as GET returns it is accepted and ignored."""
 
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
     updated_at: datetime | None = None
 
 
