@@ -164,11 +164,12 @@ async def test_replay_is_what_the_original_caller_saw(client, make_client):
 
 # --- invalid keys -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key", ["k" * 256, "", "tab\there", "del\x7f", "caf\xe9", "nul\x00"])
-async def test_invalid_key_is_400(client, app, key):
-    r = await client.post("/v1/members", json={"name": "Jane"},
-                          headers=[(b"Idempotency-Key", key.encode("latin-1"))])
-    assert_problem(r, 400, "invalid_idempotency_key")
+async def test_invalid_key_is_400(client, app):
+    for key in ("k" * 256, "k" * 10_000, "", "tab\there", "del\x7f", "caf\xe9", "nul\x00", "esc\x1b"):
+        r = await client.post("/v1/members", json={"name": "Jane"},
+                              headers=[(b"Idempotency-Key", key.encode("latin-1"))])
+        assert r.status_code == 400, key[:20]
+        assert_problem(r, 400, "invalid_idempotency_key")
     assert await member_count(app) == 0
     assert await records(app) == []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -93,21 +93,28 @@ async def test_every_member_gets_its_own_card_and_referral_code(client):
     assert all(luhn_ok(m["card_number"]) for m in members)
 
 
-@pytest.mark.parametrize(("fields", "expected"), [
+COMPLETENESS = [
     ({}, 20),
-    ({"phone": "+14155552671"}, 40),
-    ({"email": "a@example.com"}, 40),
-    ({"phone": "+14155552671", "email": "a@example.com"}, 60),
-    ({"phone": "+14155552671", "email": "a@example.com", "birthday": "1980-02-29"}, 80),
+    ({"phone": True}, 40),
+    ({"email": True}, 40),
+    ({"phone": True, "email": True}, 60),
+    ({"phone": True, "email": True, "birthday": "1980-02-29"}, 80),
     ({"locale": "en"}, 30),
     ({"marketing_consent": False}, 30),
-    ({"phone": "+14155552671", "email": "a@example.com", "birthday": "1980-02-29", "locale": "en",
-      "marketing_consent": False}, 100),
-])
-async def test_profile_completeness(client, fields, expected):
-    r = await client.post("/v1/members", json={"name": "Jane", **fields})
-    assert r.status_code == 201, r.text
-    assert r.json()["profile_completeness"] == expected
+    ({"phone": True, "email": True, "birthday": "1980-02-29", "locale": "en", "marketing_consent": False}, 100),
+]
+
+
+async def test_profile_completeness(client):
+    for fields, expected in COMPLETENESS:
+        body = {"name": "Jane"} | fields
+        if "phone" in fields:
+            body["phone"] = unique_phone()
+        if "email" in fields:
+            body["email"] = unique_email()
+        r = await client.post("/v1/members", json=body)
+        assert r.status_code == 201, r.text
+        assert r.json()["profile_completeness"] == expected, fields
 
 
 async def test_profile_completeness_follows_changes(client):
@@ -135,11 +142,12 @@ async def test_get_member(client):
     assert r.json() == m
 
 
-@pytest.mark.parametrize("member_id", ["mem_doesnotexist0000000", "x", "mem_" + "a" * 60])
-async def test_unknown_member_is_404(client, member_id):
-    assert_problem(await client.get(f"/v1/members/{member_id}"), 404, "member_not_found")
-    assert_problem(await client.patch(f"/v1/members/{member_id}", json={"name": "X"}), 404, "member_not_found")
-    assert_problem(await client.delete(f"/v1/members/{member_id}"), 404, "member_not_found")
+async def test_unknown_member_is_404(client):
+    await enroll(client)
+    for member_id in ("mem_doesnotexist0000000", "x", "mem_" + "a" * 60):
+        assert_problem(await client.get(f"/v1/members/{member_id}"), 404, "member_not_found")
+        assert_problem(await client.patch(f"/v1/members/{member_id}", json={"name": "X"}), 404, "member_not_found")
+        assert_problem(await client.delete(f"/v1/members/{member_id}"), 404, "member_not_found")
 
 
 # --- patch --------------------------------------------------------------------------------------------------------
@@ -263,9 +271,11 @@ async def test_lookup_by_card_number_with_wrong_check_digit_is_422(client):
                    "invalid_card_number")
 
 
-@pytest.mark.parametrize("card", ["abc", "8", "1234-abcd", "+8123456789012345", "８１２３", "²²", "٨٧"])
-async def test_lookup_by_malformed_card_number_is_422(client, card):
-    assert_problem(await lookup(client, card_number=card), 422, "invalid_card_number")
+async def test_lookup_by_malformed_card_number_is_422(client):
+    for card in ("abc", "8", "1234-abcd", "+8123456789012345", "８１２３", "²²", "٨٧", "8123 4567 8901 234x"):
+        r = await lookup(client, card_number=card)
+        assert r.status_code == 422, (card, r.text)
+        assert_problem(r, 422, "invalid_card_number")
 
 
 async def test_lookup_by_unknown_valid_card_number_finds_nothing(client):
@@ -273,7 +283,7 @@ async def test_lookup_by_unknown_valid_card_number_finds_nothing(client):
     assert await found_ids(client, card_number="79927398713") == []
 
 
-@pytest.mark.parametrize(("stored", "typed"), [
+PHONE_FORMS = [
     ("+14155552671", "+14155552671"),
     ("+14155552671", "(415) 555-2671"),
     ("+14155552671", "415.555.2671"),
@@ -281,12 +291,16 @@ async def test_lookup_by_unknown_valid_card_number_finds_nothing(client):
     ("(415) 555-2671", "+14155552671"),
     ("+44 20 7946 0958", "+442079460958"),
     ("+49 151 23456789", "+49-151-234-56789"),
-])
-async def test_lookup_by_phone_in_any_format(client, stored, typed):
-    m = await enroll(client, phone=stored)
+]
+
+
+async def test_lookup_by_phone_in_any_format(client):
     await enroll(client)
-    assert m["phone"].startswith("+") and " " not in m["phone"]
-    assert await found_ids(client, phone=typed) == [m["id"]]
+    for stored, typed in PHONE_FORMS:
+        m = await enroll(client, phone=stored)
+        assert m["phone"].startswith("+") and " " not in m["phone"]
+        assert await found_ids(client, phone=typed) == [m["id"]], (stored, typed)
+        assert (await client.delete(f"/v1/members/{m['id']}")).status_code == 204  # frees the number
 
 
 async def test_phone_is_stored_as_e164(client):
@@ -310,7 +324,7 @@ async def test_lookup_that_finds_nothing_is_an_empty_list(client):
     assert await found_ids(client, phone="+14155550000") == []
 
 
-@pytest.mark.parametrize("params", [
+LOOKUPS_WITHOUT_ONE_KEY = [
     {},
     {"card_number": "79927398713", "phone": "+14155552671"},
     {"phone": "+14155552671", "email": "a@example.com"},
@@ -318,14 +332,21 @@ async def test_lookup_that_finds_nothing_is_an_empty_list(client):
     {"card_number": "79927398713", "phone": "+14155552671", "email": "a@example.com"},
     {"email": ""},
     {"name": "Jane"},
-])
-async def test_lookup_needs_exactly_one_key(client, params):
-    assert_problem(await lookup(client, **params), 422, "validation_error")
+]
 
 
-@pytest.mark.parametrize("phone", ["12", "not a phone", "+1 000 000 0000", "+999 1234567", "555"])
-async def test_lookup_by_invalid_phone_is_422(client, phone):
-    assert_problem(await lookup(client, phone=phone), 422, "validation_error")
+async def test_lookup_needs_exactly_one_key(client):
+    for params in LOOKUPS_WITHOUT_ONE_KEY:
+        r = await lookup(client, **params)
+        assert r.status_code == 422, params
+        assert_problem(r, 422, "validation_error")
+
+
+async def test_lookup_by_invalid_phone_is_422(client):
+    for phone in ("12", "not a phone", "+1 000 000 0000", "+999 1234567", "555"):
+        r = await lookup(client, phone=phone)
+        assert r.status_code == 422, phone
+        assert_problem(r, 422, "validation_error")
 
 
 # --- uniqueness ---------------------------------------------------------------------------------------------------
@@ -368,14 +389,18 @@ async def test_patch_to_own_values_is_fine(client):
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize("phone", ["12", "+1 000 000 0000", "555-0000", "+999 1234567", "123456789012345678"])
-async def test_invalid_phone_is_422(client, app, phone):
-    body = assert_problem(await client.post("/v1/members", json={"name": "Jane", "phone": phone}), 422,
-                          "validation_error")
-    assert any("phone" in e["loc"] for e in body["errors"])
+async def test_invalid_phone_is_422(client, app):
     m = await enroll(client)
-    assert_problem(await client.patch(f"/v1/members/{m['id']}", json={"phone": phone}), 422, "validation_error")
+    for phone in ("12", "+1 000 000 0000", "555-0000", "+999 1234567", "123456789012345678", "+1 415 555 26"):
+        r = await client.post("/v1/members", json={"name": "Jane", "phone": phone})
+        assert r.status_code == 422, phone
+        body = assert_problem(r, 422, "validation_error")
+        assert any("phone" in e["loc"] for e in body["errors"])
+        r = await client.patch(f"/v1/members/{m['id']}", json={"phone": phone})
+        assert r.status_code == 422, phone
+        assert_problem(r, 422, "validation_error")
     assert await member_count(app) == 1
+    assert (await client.get(f"/v1/members/{m['id']}")).json() == m
 
 
 # --- what each role sees ------------------------------------------------------------------------------------------
@@ -445,10 +470,13 @@ async def test_referral_code_of_an_erased_member_is_422(client, app):
 
 # --- bounds -------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("birthday", ["1899-12-31", "2999-01-01", "2020-02-30", "1990-1-1", "01/02/1990"])
-async def test_implausible_birthday_is_422(client, app, birthday):
-    assert_problem(await client.post("/v1/members", json={"name": "J", "birthday": birthday}), 422,
-                   "validation_error")
+async def test_implausible_birthday_is_422(client, app):
+    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    for birthday in ("1899-12-31", "2999-01-01", tomorrow, "2020-02-30", "2020-13-45", "1990-1-1", "01/02/1990",
+                     "not a date"):
+        r = await client.post("/v1/members", json={"name": "J", "birthday": birthday})
+        assert r.status_code == 422, birthday
+        assert_problem(r, 422, "validation_error")
     assert await member_count(app) == 0
 
 
@@ -458,17 +486,24 @@ async def test_birthday_today_is_accepted(client):
     assert r.status_code == 201, r.text
 
 
-@pytest.mark.parametrize("body", [
+TOO_LONG_OR_MALFORMED = [
     {"name": "x" * 101},
+    {"name": "x" * 100_000},
     {"name": "J", "external_ref": "r" * 101},
     {"name": "J", "email": "a" * 250 + "@example.com"},
+    {"name": "J", "email": "not-an-email"},
     {"name": "J", "locale": "english-please-thanks"},
     {"name": "J", "locale": "e"},
     {"name": "J", "referral_code": "AB"},
     {"name": "J", "phone": "+1" + "2" * 40},
-])
-async def test_too_long_or_malformed_fields_are_422(client, app, body):
-    assert_problem(await client.post("/v1/members", json=body), 422, "validation_error")
+]
+
+
+async def test_too_long_or_malformed_fields_are_422(client, app):
+    for body in TOO_LONG_OR_MALFORMED:
+        r = await client.post("/v1/members", json=body)
+        assert r.status_code == 422, str(body)[:80]
+        assert_problem(r, 422, "validation_error")
     assert await member_count(app) == 0
 
 

@@ -188,26 +188,33 @@ def _mutate(p: dict, how: str) -> dict:
     return p
 
 
-@pytest.mark.parametrize("how", [
+INVALID_PROGRAMS = [
     "tiers_not_ascending", "tiers_equal_spend", "first_tier_not_zero", "duplicate_codes", "no_tiers",
     "currency=XYZ", "currency=usd", "currency=US", "currency=", "tier_multiplier_zero", "tier_multiplier_negative",
     "category_multiplier_zero", "sku_multiplier_negative", "bonus_multiplier_zero", "bonus_naive_times",
     "bonus_ends_before_start", "max_burn_101", "max_burn_negative", "point_value_zero", "discount_over_100",
     "unknown_field", "unknown_nested_field", "duplicate_top_up_thresholds", "missing_version", "missing_currency",
-])
-async def test_invalid_program_is_422(client, how):
+]
+
+
+@pytest.mark.parametrize("part", range(3))
+async def test_invalid_program_is_422(client, part):
     p = await get_program(client)
-    body = assert_problem(await client.put("/v1/program", json=_mutate(p, how)), 422, "validation_error")
-    assert body["errors"]
+    for how in INVALID_PROGRAMS[part::3]:
+        r = await client.put("/v1/program", json=_mutate(p, how))
+        assert r.status_code == 422, (how, r.text)
+        body = assert_problem(r, 422, "validation_error")
+        assert body["errors"]
     assert await get_program(client) == p
 
 
-@pytest.mark.parametrize("currency", ["EUR", "JPY", "GBP", "CNY", "KWD"])
-async def test_valid_currencies_are_accepted(client, currency):
+async def test_valid_currencies_are_accepted(client):
     p = await get_program(client)
-    r = await client.put("/v1/program", json={**p, "currency": currency})
-    assert r.status_code == 200, r.text
-    assert r.json()["currency"] == currency
+    for currency in ("EUR", "JPY", "GBP", "CNY", "KWD", "USD"):
+        r = await client.put("/v1/program", json={**p, "currency": currency})
+        assert r.status_code == 200, r.text
+        p = r.json()
+        assert p["currency"] == currency
 
 
 # --- stores -------------------------------------------------------------------------------------------------------
@@ -236,16 +243,17 @@ async def test_duplicate_store_is_409(client):
     assert [s["name"] for s in stores] == ["Store dup-1"]
 
 
-@pytest.mark.parametrize("tz", ["Mars/Olympus", "Europe/Berlinn", "CET+1", "", "europe/berlin", "../UTC", 5, None])
-async def test_bad_timezone_is_422(client, tz):
-    assert_problem(await client.post("/v1/stores", json={"id": "s-tz", "name": "S", "timezone": tz}), 422,
-                   "validation_error")
+async def test_bad_timezone_is_422(client):
+    for tz in ("Mars/Olympus", "Europe/Berlinn", "CET+1", "", "europe/berlin", "../UTC", "Europe", 5, None):
+        r = await client.post("/v1/stores", json={"id": "s-tz", "name": "S", "timezone": tz})
+        assert r.status_code == 422, tz
+        assert_problem(r, 422, "validation_error")
     assert (await client.get("/v1/stores")).json()["data"] == []
 
 
-@pytest.mark.parametrize("tz", ["UTC", "Asia/Shanghai", "America/Argentina/Buenos_Aires", "Etc/GMT+5"])
-async def test_good_timezones_are_accepted(client, tz):
-    assert (await create_store(client, tz=tz))["timezone"] == tz
+async def test_good_timezones_are_accepted(client):
+    for tz in ("UTC", "Asia/Shanghai", "America/Argentina/Buenos_Aires", "Etc/GMT+5"):
+        assert (await create_store(client, tz=tz))["timezone"] == tz
 
 
 async def test_list_stores_pages(client):
