@@ -61,6 +61,10 @@ class UnitOfWorkRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         mode = (self.openapi_extra or {}).get(IDEMPOTENCY_EXTRA)
+        # FastAPI reads the body before it runs dependencies: authenticate first, so that a caller without a
+        # valid key hears 401 whatever it sent (not a 400 about its JSON).
+        needs_key = mode is not None or any(
+            getattr(dep.call, "requires_api_key", False) for dep in self.dependant.dependencies)
 
         async def run_once(request: Request, claim: idempotency.Claim | None) -> Response:
             try:
@@ -85,6 +89,8 @@ class UnitOfWorkRoute(APIRoute):
                 raise
 
         async def run(request: Request) -> Response:
+            if needs_key:
+                await authenticate(request)
             claim = None
             if mode is not None:
                 claimed = await _claim(request, required=mode == "required")
@@ -116,7 +122,7 @@ class UnitOfWorkRoute(APIRoute):
 
 
 async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Response | None:
-    principal = await authenticate(request)  # a caller without a valid API key hears 401 before anything else
+    principal = await authenticate(request)
     key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
     if key is None:
         return None

@@ -89,6 +89,11 @@ async def test_health_and_docs_need_no_key(make_client):
 
 async def test_no_key_wins_over_a_bad_body(make_client):
     anonymous = make_client(None)
+    for body in (b"{not json", b"\xff", b"[" * 10_000):
+        r = await anonymous.post("/v1/members", content=body, headers={"Content-Type": "application/json"})
+        assert_problem(r, 401, "unauthorized")
+        r = await anonymous.put("/v1/program", content=body, headers={"Content-Type": "application/json"})
+        assert_problem(r, 401, "unauthorized")
     r = await anonymous.post("/v1/members", json={"name": 5, "unknown": True})
     assert_problem(r, 401, "unauthorized")
     r = await anonymous.post("/v1/members", json={"name": "Jane"}, headers={"Idempotency-Key": "x" * 300})

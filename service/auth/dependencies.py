@@ -45,6 +45,7 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
             raise RoleNotAllowed(f"A {principal.role} key may not do this; it needs {' or '.join(sorted(allowed))}.")
         return principal
 
+    dependency.requires_api_key = True  # type: ignore[attr-defined]  # read by routing.UnitOfWorkRoute
     return dependency
 
 
