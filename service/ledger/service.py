@@ -1,0 +1,249 @@
+"""The one writer of the ledger: accounts, transactions, entries, lots and lot draws (DESIGN §3).
+
+Callers lock the member's accounts with :func:`lock_accounts`, decide what moves with their own ``rules``, and
+hand the movements to :func:`post`, which writes one balanced ledger transaction, keeps the lots equal to the
+balance, and updates the cached balances of the locked accounts. Nothing else writes these tables; entries are
+only ever inserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.ids import new_id
+from service.ledger import repository, rules
+from service.ledger.errors import InsufficientFunds, InsufficientPoints, UnbalancedTransaction
+from service.ledger.models import LedgerAccount, PointLot
+from service.ledger.rules import POINTS, LotPolicy, Movement
+
+# The program's own accounts: they take the other side of every movement and keep no balance row.
+PROGRAM_ACCOUNTS: dict[str, str] = {
+    "program:points_issued": POINTS,
+    "program:points_redeemed": POINTS,
+    "program:points_expired": POINTS,
+    "program:points_adjusted": POINTS,
+}
+# Member account kinds and the asset each holds.
+MEMBER_ACCOUNT_ASSETS: dict[str, str] = {POINTS: POINTS}
+
+
+async def ensure_program_accounts(session: AsyncSession, now: datetime) -> None:
+    await repository.ensure_accounts(session, [
+        {"id": account_id, "kind": account_id, "asset": asset, "member_id": None, "balance": None, "created_at": now}
+        for account_id, asset in PROGRAM_ACCOUNTS.items()
+    ])
+
+
+@dataclass
+class LockedAccounts:
+    """A member's accounts, locked for the rest of the database transaction."""
+
+    member_id: str
+    by_kind: dict[str, LedgerAccount]
+
+    def balance(self, kind: str) -> int:
+        account = self.by_kind.get(kind)
+        return int(account.balance or 0) if account else 0
+
+
+async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], now: datetime) -> LockedAccounts:
+    """Create the member's accounts of these kinds if missing, then lock them (in a fixed order). Every write to
+    a member's balance happens under this lock, so concurrent commits for one member run one after another."""
+    kinds = sorted(set(kinds))
+    await repository.ensure_accounts(session, [
+        {"id": new_id("acc"), "kind": kind, "asset": MEMBER_ACCOUNT_ASSETS[kind], "member_id": member_id,
+         "balance": 0, "created_at": now}
+        for kind in kinds
+    ])
+    accounts = await repository.lock_member_accounts(session, member_id, kinds)
+    return LockedAccounts(member_id, {a.kind: a for a in accounts})
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    kind: str
+    member_id: str
+    at: datetime
+    movements: tuple[Movement, ...]
+    store_id: str | None = None
+    reference: str | None = None
+    reverses_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class _LotBook:
+    """The member's lots as this posting changes them."""
+
+    lots: dict[int, PointLot]
+    remaining: dict[int, int] = field(default_factory=dict)
+    new_lots: list[dict] = field(default_factory=list)
+    draws: list[dict] = field(default_factory=list)
+    # (origin ledger transaction, lot id, drawn and not yet put back), for RESTORE movements
+    outstanding: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def view(self) -> list[rules.Lot]:
+        return [rules.Lot(lot.id, lot.expires_at, self.remaining.get(lot.id, lot.remaining), lot.transaction_id)
+                for lot in self.lots.values() if lot.id is not None]
+
+    def move(self, lot_id: int, delta: int, *, transaction_id: str, origin: str) -> None:
+        current = self.remaining.get(lot_id, self.lots[lot_id].remaining)
+        self.remaining[lot_id] = current + delta
+        self.draws.append({"lot_id": lot_id, "transaction_id": transaction_id, "origin_transaction_id": origin,
+                           "amount": -delta})
+
+
+async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> str:
+    """Write ``posting`` as one ledger transaction; returns its id. ``accounts`` must be locked by the caller
+    and is updated in place with the new balances."""
+    transaction_id = new_id("ltx")
+    entries: list[tuple[str, str, int]] = []
+    for movement in posting.movements:
+        for leg in rules.legs(movement):
+            entries.append((leg.asset, leg.account, leg.amount))
+    problems = rules.unbalanced_assets((asset, amount) for asset, _, amount in entries)
+    if problems:
+        raise UnbalancedTransaction(f"posting {posting.kind} does not balance: {problems}")
+
+    await repository.add_transaction(session, {
+        "id": transaction_id, "kind": posting.kind, "member_id": posting.member_id, "store_id": posting.store_id,
+        "reverses_id": posting.reverses_id, "reference": posting.reference, "reason": posting.reason,
+        "created_at": posting.at,
+    })
+    book = await _load_lots(session, posting, accounts)
+    balances = {kind: accounts.balance(kind) for kind in accounts.by_kind}
+    rows = []
+    for movement in posting.movements:
+        account = accounts.by_kind[movement.account]
+        before = balances[movement.account]
+        after = before + movement.amount
+        if movement.amount < 0 and after < 0 and not movement.allow_negative:
+            if movement.asset == POINTS:
+                raise InsufficientPoints(f"The member has {before} points; {-movement.amount} are needed.",
+                                         balance=before)
+            raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
+        if after < 0 and movement.account in rules.STORED_VALUE_KINDS:
+            raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
+        if book is not None and movement.lots is not LotPolicy.NONE:
+            _apply_lots(book, movement, before, posting, transaction_id, account.id)
+        balances[movement.account] = after
+        rows.append({"transaction_id": transaction_id, "account_id": account.id, "member_id": posting.member_id,
+                     "asset": movement.asset, "amount": movement.amount, "kind": movement.kind,
+                     "created_at": posting.at})
+        rows.append({"transaction_id": transaction_id, "account_id": movement.contra, "member_id": None,
+                     "asset": movement.asset, "amount": -movement.amount, "kind": movement.kind,
+                     "created_at": posting.at})
+    await repository.add_entries(session, [r for r in rows if r["amount"] != 0])
+    if book is not None:
+        await repository.set_lot_remaining(session, book.remaining)
+        await repository.add_draws(session, book.draws)
+        await repository.add_lots(session, book.new_lots)
+    for kind, balance in balances.items():
+        account = accounts.by_kind[kind]
+        if balance != account.balance:
+            await repository.set_balance(session, account.id, balance)
+            account.balance = balance
+    return transaction_id
+
+
+async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> _LotBook | None:
+    moves = [m for m in posting.movements if m.lots is not LotPolicy.NONE]
+    if not moves:
+        return None
+    needs_open = any(m.lots in (LotPolicy.FIFO, LotPolicy.CLAWBACK) for m in moves)
+    lots = {lot.id: lot for lot in (await repository.open_lots(session, posting.member_id) if needs_open else [])}
+    origins = sorted({m.origin for m in moves if m.lots is LotPolicy.RESTORE and m.origin})
+    outstanding = await repository.outstanding_draws(session, origins)
+    specific = [i for m in moves if m.lots is LotPolicy.SPECIFIC for i in m.lot_ids]
+    missing = sorted({lot_id for _, lot_id, _ in outstanding} | set(specific) - set(lots))
+    for lot in await repository.lots_by_id(session, missing):
+        lots[lot.id] = lot
+    return _LotBook(lots, outstanding=outstanding)
+
+
+def _apply_lots(book: _LotBook, movement: Movement, before: int, posting: Posting, transaction_id: str,
+                account_id: str) -> None:
+    amount = movement.amount
+    if movement.lots is LotPolicy.NEW:
+        share = rules.lot_share_of_credit(before, amount)
+        if share > 0:
+            book.new_lots.append({
+                "member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
+                "earned_at": movement.earned_at or posting.at, "expires_at": movement.expires_at,
+                "amount": share, "remaining": share,
+            })
+    elif movement.lots is LotPolicy.RESTORE:
+        share = rules.lot_share_of_credit(before, amount)
+        outstanding = [(lot_id, n) for origin, lot_id, n in book.outstanding if origin == movement.origin]
+        restored, left = rules.plan_restore(outstanding, share)
+        for lot_id, n in restored:
+            book.move(lot_id, n, transaction_id=transaction_id, origin=movement.origin or transaction_id)
+        given = dict(restored)
+        book.outstanding = [(o, lot_id, n - given.get(lot_id, 0) if o == movement.origin else n)
+                            for o, lot_id, n in book.outstanding]
+        if left > 0:
+            book.new_lots.append({
+                "member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
+                "earned_at": posting.at, "expires_at": movement.expires_at, "amount": left, "remaining": left,
+            })
+    elif movement.lots is LotPolicy.SPECIFIC:
+        wanted = set(movement.lot_ids)
+        lots = [lot for lot in book.view() if lot.id in wanted]
+        for lot_id, n in rules.plan_draws(lots, -amount):
+            book.move(lot_id, -n, transaction_id=transaction_id, origin=transaction_id)
+    else:  # FIFO or CLAWBACK: a debit
+        prefer = movement.origin if movement.lots is LotPolicy.CLAWBACK else None
+        for lot_id, n in rules.plan_draws(book.view(), -amount, prefer_transaction=prefer):
+            book.move(lot_id, -n, transaction_id=transaction_id, origin=transaction_id)
+
+
+async def reversal_movements(session: AsyncSession, transaction_ids: Sequence[str], *, kind: str,
+                             origin: str) -> tuple[Movement, ...]:
+    """The movements that undo everything the given ledger transactions still hold, one per program account:
+    points that were earned are clawed back (the balance may go negative), points that were burned go back to
+    the very lots they came from."""
+    movements = []
+    for account_id, asset, net in await repository.program_side_net(session, transaction_ids):
+        member_amount = net  # the member's side of that account's movements was -net; reversing it is +net
+        member_kind = next(k for k, a in MEMBER_ACCOUNT_ASSETS.items() if a == asset)
+        policy = LotPolicy.NONE
+        if asset == POINTS:
+            policy = LotPolicy.RESTORE if member_amount > 0 else LotPolicy.CLAWBACK
+        movements.append(Movement(account=member_kind, asset=asset, amount=member_amount, contra=account_id,
+                                  kind=kind, lots=policy, allow_negative=True, origin=origin))
+    return tuple(movements)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    transactions: int
+    entries: int
+    accounts: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify(session: AsyncSession, *, limit: int = 50) -> VerifyReport:
+    """Check every invariant of DESIGN §3 over the whole ledger."""
+    problems: list[str] = []
+    for txn, asset, total in await repository.unbalanced_transactions(session, limit):
+        problems.append(f"ledger transaction {txn} does not balance in {asset}: its entries sum to {total}")
+    for account, balance, total in await repository.balance_mismatches(session, limit):
+        problems.append(f"account {account} has balance {balance} but its entries sum to {total}")
+    for account, balance in await repository.negative_stored_value(session, sorted(rules.STORED_VALUE_KINDS), limit):
+        problems.append(f"stored-value account {account} is negative: {balance}")
+    for account, balance, held in await repository.lot_mismatches(session, limit):
+        problems.append(f"points account {account} has balance {balance} but its open lots hold {held}")
+    for entry in await repository.orphan_entries(session, limit):
+        problems.append(f"entry {entry} belongs to no ledger transaction")
+    for entry in await repository.asset_mismatches(session, limit):
+        problems.append(f"entry {entry} is in another asset than its account")
+    transactions, entries, accounts = await repository.counts(session)
+    return VerifyReport(transactions, entries, accounts, tuple(problems))
