@@ -92,3 +92,21 @@ async def set_program(client: httpx.AsyncClient, **changes) -> dict:
     r = await client.put("/v1/program", json=program)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+async def verify_ledger(app) -> None:
+    """Assert every ledger invariant of DESIGN §3 holds (what `loyalty verify` checks)."""
+    from service.ledger import service as ledger_service
+
+    async with app.state.db.transaction(write=False) as session:
+        report = await ledger_service.verify(session)
+    assert report.ok, report.problems
+
+
+async def entry_count(app) -> int:
+    from sqlalchemy import func, select
+
+    from service.ledger.models import LedgerEntry
+
+    async with app.state.db.transaction(write=False) as session:
+        return int((await session.execute(select(func.count()).select_from(LedgerEntry))).scalar_one())
