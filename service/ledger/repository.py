@@ -47,7 +47,7 @@ async def add_transaction(session: AsyncSession, row: dict[str, Any]) -> None:
 
 async def add_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(LedgerEntry), list(rows))
+        await session.execute(insert(LedgerEntry.__table__), list(rows))  # one executemany, whatever the count
 
 
 async def set_balance(session: AsyncSession, account_id: str, balance: int) -> None:
@@ -81,7 +81,7 @@ async def outstanding_draws(session: AsyncSession, origin_ids: Sequence[str]) ->
 
 async def add_lots(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(PointLot), list(rows))
+        await session.execute(insert(PointLot.__table__), list(rows))
 
 
 async def set_lot_remaining(session: AsyncSession, changes: dict[int, int]) -> None:
@@ -91,7 +91,7 @@ async def set_lot_remaining(session: AsyncSession, changes: dict[int, int]) -> N
 
 async def add_draws(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(PointLotDraw), list(rows))
+        await session.execute(insert(PointLotDraw.__table__), list(rows))
 
 
 async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]) -> list[tuple[str, str, int]]:
