@@ -319,6 +319,7 @@ async def test_bad_lines_are_422_and_write_nothing(client, shop, app, lines):
     {"redeem": {"points": -1}}, {"redeem": {"points": 1, "cash": 2}}, {"member": {}},
     {"member": {"member_id": "m", "phone": "+14155550100"}}, {"currency": "usd"}, {"store_id": "bad store"},
     {"receipt_id": ""}, {"occurred_at": "2026-01-01T10:00:00"}, {"occurred_at": "yesterday"},
+    {"occurred_at": "0001-01-01T00:00:00+01:00"}, {"occurred_at": "1900-01-01T00:00:00Z"},
 ])
 async def test_bad_request_bodies_are_422(client, shop, body_change):
     store, member = shop
@@ -362,3 +363,15 @@ async def test_pos_key_is_bound_to_its_store(client, shop, make_client):
     assert r.status_code == 403
     assert (await app_key.post("/v1/checkout/quote", json=f.basket(member, store))).status_code == 403
     assert (await client.get("/v1/checkout/transactions/txn_missing")).status_code == 404
+
+
+async def test_quote_greets_in_the_members_language_and_nudges_expiring_points(client, clock):
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client, name="李雷", locale="zh-CN"))["id"]
+    await f.adjust(client, member, 40)
+    clock.advance(timedelta(days=350))  # the lot expires 12 months after it was given
+    r = await client.post("/v1/checkout/quote", json=f.basket(member, store))
+    assert r.status_code == 200, r.text
+    q = r.json()
+    assert q["greeting"] == {"text": "李雷，您好！", "locale": "zh-CN", "occasion": "default"}
+    assert [n["kind"] for n in q["nudges"]] == ["points_expiry"] and "40 points" in q["nudges"][0]["text"]

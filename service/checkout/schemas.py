@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from service.clock import utc
 from service.money import MAX_AMOUNT, MAX_QUANTITY
 from service.program.schemas import StoreId
 
@@ -12,6 +13,20 @@ Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
 Price = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 MAX_LINES = 500
+EARLIEST_YEAR = 1970
+
+
+def _plausible_time(value: datetime) -> datetime:
+    try:
+        value = utc(value)
+    except OverflowError as exc:
+        raise ValueError("must be a time after 1970") from exc
+    if value.year < EARLIEST_YEAR:
+        raise ValueError("must be a time after 1970")
+    return value
+
+
+SaleTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
 MAX_POINTS = 10**12
 
 
@@ -76,7 +91,7 @@ class CheckoutRequest(Strict):
 
 class CommitRequest(CheckoutRequest):
     receipt_id: Text64 = Field(description="The till's receipt number; unique per store.")
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: SaleTime | None = Field(
         default=None, description="When the sale happened (default: now). pos: at most 72 h back; never more than "
         "5 minutes ahead.")
 

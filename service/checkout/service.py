@@ -45,18 +45,20 @@ from service.checkout.schemas import (
 )
 from service.clock import Clock
 from service.ids import new_id
-from service.ledger import repository as ledger_repository
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, LotPolicy, Movement
 from service.members import service as members_service
 from service.members.models import Member
 from service.money import currency_exponent, format_amount
 from service.points import rules as points_rules
+from service.points import service as points_service
+from service.points.schemas import Expiring
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 
 EXPIRY_NUDGE_DAYS = 30
 GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
+ANONYMOUS_GREETINGS = {"en": "Hello!", "zh-CN": "您好！"}
 DEFAULT_LOCALE = "en"
 
 
@@ -116,18 +118,15 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 region: str) -> Quote:
     program, member = await _prepare(session, body, principal, region)
     now = clock.now()
-    balance = 0
-    for account in await ledger_repository.member_accounts(session, member.id):
-        if account.kind == POINTS:
-            balance = int(account.balance or 0)
+    balance = await points_service.balance(session, member.id)
     ctx = _context(program, member, balance, body, now)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
     locale = member.locale if member.locale in GREETINGS else DEFAULT_LOCALE
-    expiring = await ledger_repository.upcoming_expiries(session, member.id, after=now, limit=1)
+    expiring = await points_service.expiring(session, member.id, after=now, limit=1)
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
-        greeting=Greeting(text=GREETINGS[locale].format(name=member.name or ""), locale=locale, occasion="default"),
+        greeting=_greeting(member, locale),
         offers=_offers(program, ctx, _basket(body)),
         nudges=_nudges(expiring, now, balance),
         applied=_applied(priced.applied),
@@ -138,15 +137,22 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     )
 
 
+def _greeting(member: Member, locale: str) -> Greeting:
+    text = GREETINGS[locale].format(name=member.name) if member.name else ANONYMOUS_GREETINGS[locale]
+    return Greeting(text=text, locale=locale, occasion="default")
+
+
 def _offers(program: ProgramPublic, ctx: rules.Context, basket: rules.Basket) -> list[Offer]:
     offers = []
+    tier_discounts = rules.TierDiscount().price(basket, ctx).discounts
     if ctx.member.tier_discount_percent > 0:
+        value = sum(tier_discounts.values())
         offers.append(Offer(kind="tier_discount", id=ctx.member.tier, title=f"{ctx.member.tier} discount",
                             description=f"{ctx.member.tier_discount_percent}% off as a {ctx.member.tier} member",
-                            value=0, applicable=True))
+                            value=value, applicable=value > 0))
     balance = ctx.member.points_balance
     if balance != 0:
-        after_tier = basket.discounted(rules.TierDiscount().price(basket, ctx).discounts)
+        after_tier = basket.discounted(tier_discounts)
         limit = points_rules.max_burnable_points(after_tier.net, max_burn_percent=program.max_burn_percent,
                                                  point_value=program.point_value)
         usable = max(min(balance, limit), 0)
@@ -162,11 +168,11 @@ def _offers(program: ProgramPublic, ctx: rules.Context, basket: rules.Basket) ->
     return offers
 
 
-def _nudges(expiring: list[tuple[datetime, int]], now: datetime, balance: int) -> list[Nudge]:
+def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge]:
     if balance <= 0:
         return []
-    return [Nudge(kind="points_expiry", text=f"{amount} points expire on {at.date().isoformat()}")
-            for at, amount in expiring if at <= now + timedelta(days=EXPIRY_NUDGE_DAYS)]
+    return [Nudge(kind="points_expiry", text=f"{e.amount} points expire on {e.expires_at.date().isoformat()}")
+            for e in expiring if e.expires_at <= now + timedelta(days=EXPIRY_NUDGE_DAYS)]
 
 
 async def commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,

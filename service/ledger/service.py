@@ -63,6 +63,17 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
     return LockedAccounts(member_id, {a.kind: a for a in accounts})
 
 
+async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
+    """The member's cached balances by account kind (read without a lock: for display, not for decisions)."""
+    return {a.kind: int(a.balance or 0) for a in await repository.member_accounts(session, member_id)}
+
+
+async def expiring_points(session: AsyncSession, member_id: str, *, after: datetime | None,
+                          limit: int) -> list[tuple[datetime, int]]:
+    """``(expires_at, points)`` still held in the member's lots, soonest first."""
+    return await repository.upcoming_expiries(session, member_id, after=after, limit=limit)
+
+
 @dataclass(frozen=True, slots=True)
 class Posting:
     kind: str

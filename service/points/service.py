@@ -31,16 +31,20 @@ from service.program import service as program_service
 EXPIRING_SHOWN = 20
 
 
-async def _balance(session: AsyncSession, member_id: str) -> int:
-    accounts = await ledger_repository.member_accounts(session, member_id)
-    return next((int(a.balance or 0) for a in accounts if a.kind == POINTS), 0)
+async def balance(session: AsyncSession, member_id: str) -> int:
+    """The member's points balance as last committed (no lock: for display and quotes)."""
+    return (await ledger.balances(session, member_id)).get(POINTS, 0)
+
+
+async def expiring(session: AsyncSession, member_id: str, *, after: datetime | None = None,
+                   limit: int = EXPIRING_SHOWN) -> list[Expiring]:
+    lots = await ledger.expiring_points(session, member_id, after=after, limit=limit)
+    return [Expiring(amount=n, expires_at=at) for at, n in lots]
 
 
 async def points(session: AsyncSession, member_id: str) -> PointsPublic:
     await members_service.get(session, member_id)
-    balance = await _balance(session, member_id)
-    expiring = await ledger_repository.upcoming_expiries(session, member_id, after=None, limit=EXPIRING_SHOWN)
-    return PointsPublic(balance=balance, expiring=[Expiring(amount=n, expires_at=at) for at, n in expiring])
+    return PointsPublic(balance=await balance(session, member_id), expiring=await expiring(session, member_id))
 
 
 async def ledger_page(session: AsyncSession, member_id: str, *, after: str | None, limit: int) -> LedgerPage:
