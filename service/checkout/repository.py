@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,11 +28,6 @@ async def returns_of(session: AsyncSession, transaction_id: str) -> list[Checkou
     query = select(CheckoutReturn).where(CheckoutReturn.transaction_id == transaction_id).order_by(
         CheckoutReturn.created_at, CheckoutReturn.id)
     return list((await session.execute(query)).scalars())
-
-
-async def count_returns(session: AsyncSession, transaction_id: str) -> int:
-    query = select(func.count()).select_from(CheckoutReturn).where(CheckoutReturn.transaction_id == transaction_id)
-    return int((await session.execute(query)).scalar_one())
 
 
 async def add_return(session: AsyncSession, row: CheckoutReturn) -> None:

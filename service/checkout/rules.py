@@ -120,7 +120,9 @@ class Incentive(Protocol):
 
     kind: str
 
-    def price(self, basket: Basket, ctx: Context) -> Effect: ...
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        """This incentive's effect on ``basket`` (as the earlier incentives left it). Pure: no I/O, no clock;
+        raises a typed error when the request asks for what it cannot have."""
 
 
 class TierDiscount:

@@ -23,9 +23,6 @@ from service.db import UTCDateTime
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
-STORED_VALUE_KINDS = ("wallet_cash", "wallet_bonus", "gift_card")
-
-
 class LedgerAccount(SQLModel, table=True):
     __tablename__ = "ledger_accounts"
     __table_args__ = (

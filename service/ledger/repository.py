@@ -141,10 +141,6 @@ async def upcoming_expiries(session: AsyncSession, member_id: str, *, after: dat
     return [(at, int(n)) for at, n in (await session.execute(query)).all()]
 
 
-async def get_transaction(session: AsyncSession, transaction_id: str) -> LedgerTransaction | None:
-    return await session.get(LedgerTransaction, transaction_id)
-
-
 # -- verification: whole-ledger scans, for `loyalty verify` only --------------------------------------------------
 
 async def unbalanced_transactions(session: AsyncSession, limit: int) -> list[tuple[str, str, int]]:
