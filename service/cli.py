@@ -1,4 +1,4 @@
-"""The ``loyalty`` command: serve, migrate, keys, openapi (more sub-commands arrive with their domains)."""
+"""The ``loyalty`` command: serve, migrate, keys, sweep, verify, openapi (more arrive with their domains)."""
 
 from __future__ import annotations
 
@@ -72,11 +72,12 @@ def _parse_as_of(value: str):
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from service import idempotency
     from service.clock import Clock
     from service.db import Database
     from service.points import service as points_service
 
-    async def run() -> tuple[int, int, int]:
+    async def run() -> tuple[int, int, int, int]:
         settings = Settings()
         db = Database(settings.database_url)
         now = Clock().now()
@@ -87,12 +88,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 result = await db.run(lambda session: points_service.sweep_batch(session, as_of, now))
                 members, lots, points = members + result.members, lots + result.lots, points + result.points
                 if result.members == 0:
-                    return members, lots, points
+                    break
+            purged = await db.run(lambda session: idempotency.purge_expired(session, now,
+                                                                            settings.idempotency_ttl_days))
+            return members, lots, points, purged
         finally:
             await db.dispose()
 
-    members, lots, points = asyncio.run(run())
+    members, lots, points, purged = asyncio.run(run())
     print(f"sweep: expired {points} points from {lots} lots of {members} members")
+    print(f"sweep: purged {purged} idempotency records older than the retention period")
     return 0
 
 
