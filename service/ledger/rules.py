@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -120,3 +120,69 @@ def plan_restore(outstanding: Sequence[tuple[int, int]], amount: int) -> tuple[l
             restored.append((lot_id, give))
             left -= give
     return restored, left
+
+
+@dataclass(frozen=True, slots=True)
+class NewLot:
+    amount: int
+    earned_at: datetime | None  # None: the posting's time
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """``amount`` taken from a lot (negative: put back). ``origin`` is the ledger transaction whose draw this
+    is: ``None`` for the posting's own transaction, the original debit's id when a draw is put back."""
+
+    lot_id: int
+    amount: int
+    origin: str | None = None
+
+
+@dataclass
+class LotBook:
+    """A working copy of a member's lots while one posting changes them: which lots change, which are new, and
+    the draws to record. Keeps ``sum(remaining) == max(balance, 0)`` when it held before."""
+
+    lots: dict[int, Lot]
+    # (origin ledger transaction, lot id, drawn and not yet put back), for RESTORE movements
+    outstanding: list[tuple[str, int, int]] = field(default_factory=list)
+    changed: set[int] = field(default_factory=set)
+    new_lots: list[NewLot] = field(default_factory=list)
+    draws: list[Draw] = field(default_factory=list)
+
+    def remaining_changes(self) -> dict[int, int]:
+        return {lot_id: self.lots[lot_id].remaining for lot_id in sorted(self.changed)}
+
+    def _move(self, lot_id: int, delta: int, origin: str | None = None) -> None:
+        lot = self.lots[lot_id]
+        self.lots[lot_id] = replace(lot, remaining=lot.remaining + delta)
+        self.changed.add(lot_id)
+        self.draws.append(Draw(lot_id, -delta, origin))
+
+    def apply(self, movement: Movement, balance_before: int) -> None:
+        amount = movement.amount
+        policy = movement.lots
+        if policy is LotPolicy.NEW:
+            share = lot_share_of_credit(balance_before, amount)
+            if share > 0:
+                self.new_lots.append(NewLot(share, movement.earned_at, movement.expires_at))
+        elif policy is LotPolicy.RESTORE:
+            share = lot_share_of_credit(balance_before, amount)
+            mine = [(lot_id, n) for origin, lot_id, n in self.outstanding if origin == movement.origin]
+            restored, left = plan_restore(mine, share)
+            given = dict(restored)
+            for lot_id, n in restored:
+                self._move(lot_id, n, origin=movement.origin)
+            self.outstanding = [(o, lot_id, n - given.get(lot_id, 0) if o == movement.origin else n)
+                                for o, lot_id, n in self.outstanding]
+            if left > 0:
+                self.new_lots.append(NewLot(left, None, movement.expires_at))
+        elif policy is LotPolicy.SPECIFIC:
+            wanted = set(movement.lot_ids)
+            for lot_id, n in plan_draws([lot for lot in self.lots.values() if lot.id in wanted], -amount):
+                self._move(lot_id, -n)
+        elif policy in (LotPolicy.FIFO, LotPolicy.CLAWBACK):
+            prefer = movement.origin if policy is LotPolicy.CLAWBACK else None
+            for lot_id, n in plan_draws(list(self.lots.values()), -amount, prefer_transaction=prefer):
+                self._move(lot_id, -n)

@@ -9,7 +9,7 @@ only ever inserted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.ids import new_id
 from service.ledger import repository, rules
 from service.ledger.errors import InsufficientFunds, InsufficientPoints, UnbalancedTransaction
-from service.ledger.models import LedgerAccount, PointLot
+from service.ledger.models import LedgerAccount
 from service.ledger.rules import POINTS, LotPolicy, Movement
 
 # The program's own accounts: they take the other side of every movement and keep no balance row.
@@ -86,28 +86,6 @@ class Posting:
     reason: str | None = None
 
 
-@dataclass
-class _LotBook:
-    """The member's lots as this posting changes them."""
-
-    lots: dict[int, PointLot]
-    remaining: dict[int, int] = field(default_factory=dict)
-    new_lots: list[dict] = field(default_factory=list)
-    draws: list[dict] = field(default_factory=list)
-    # (origin ledger transaction, lot id, drawn and not yet put back), for RESTORE movements
-    outstanding: list[tuple[str, int, int]] = field(default_factory=list)
-
-    def view(self) -> list[rules.Lot]:
-        return [rules.Lot(lot.id, lot.expires_at, self.remaining.get(lot.id, lot.remaining), lot.transaction_id)
-                for lot in self.lots.values() if lot.id is not None]
-
-    def move(self, lot_id: int, delta: int, *, transaction_id: str, origin: str) -> None:
-        current = self.remaining.get(lot_id, self.lots[lot_id].remaining)
-        self.remaining[lot_id] = current + delta
-        self.draws.append({"lot_id": lot_id, "transaction_id": transaction_id, "origin_transaction_id": origin,
-                           "amount": -delta})
-
-
 async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> str:
     """Write ``posting`` as one ledger transaction; returns its id. ``accounts`` must be locked by the caller
     and is updated in place with the new balances."""
@@ -140,7 +118,7 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
         if after < 0 and movement.account in rules.STORED_VALUE_KINDS:
             raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
         if book is not None and movement.lots is not LotPolicy.NONE:
-            _apply_lots(book, movement, before, posting, transaction_id, account.id)
+            book.apply(movement, before)
         balances[movement.account] = after
         rows.append({"transaction_id": transaction_id, "account_id": account.id, "member_id": posting.member_id,
                      "asset": movement.asset, "amount": movement.amount, "kind": movement.kind,
@@ -150,9 +128,7 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
                      "created_at": posting.at})
     await repository.add_entries(session, [r for r in rows if r["amount"] != 0])
     if book is not None:
-        await repository.set_lot_remaining(session, book.remaining)
-        await repository.add_draws(session, book.draws)
-        await repository.add_lots(session, book.new_lots)
+        await _write_lots(session, book, posting, transaction_id, accounts.by_kind[POINTS].id)
     for kind, balance in balances.items():
         account = accounts.by_kind[kind]
         if balance != account.balance:
@@ -161,7 +137,7 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
     return transaction_id
 
 
-async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> _LotBook | None:
+async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> rules.LotBook | None:
     moves = [m for m in posting.movements if m.lots is not LotPolicy.NONE]
     if not moves:
         return None
@@ -173,43 +149,22 @@ async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAc
     missing = sorted({lot_id for _, lot_id, _ in outstanding} | set(specific) - set(lots))
     for lot in await repository.lots_by_id(session, missing):
         lots[lot.id] = lot
-    return _LotBook(lots, outstanding=outstanding)
+    return rules.LotBook(
+        {lot_id: rules.Lot(lot_id, lot.expires_at, lot.remaining, lot.transaction_id)
+         for lot_id, lot in lots.items() if lot_id is not None},
+        outstanding=outstanding)
 
 
-def _apply_lots(book: _LotBook, movement: Movement, before: int, posting: Posting, transaction_id: str,
-                account_id: str) -> None:
-    amount = movement.amount
-    if movement.lots is LotPolicy.NEW:
-        share = rules.lot_share_of_credit(before, amount)
-        if share > 0:
-            book.new_lots.append({
-                "member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
-                "earned_at": movement.earned_at or posting.at, "expires_at": movement.expires_at,
-                "amount": share, "remaining": share,
-            })
-    elif movement.lots is LotPolicy.RESTORE:
-        share = rules.lot_share_of_credit(before, amount)
-        outstanding = [(lot_id, n) for origin, lot_id, n in book.outstanding if origin == movement.origin]
-        restored, left = rules.plan_restore(outstanding, share)
-        for lot_id, n in restored:
-            book.move(lot_id, n, transaction_id=transaction_id, origin=movement.origin or transaction_id)
-        given = dict(restored)
-        book.outstanding = [(o, lot_id, n - given.get(lot_id, 0) if o == movement.origin else n)
-                            for o, lot_id, n in book.outstanding]
-        if left > 0:
-            book.new_lots.append({
-                "member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
-                "earned_at": posting.at, "expires_at": movement.expires_at, "amount": left, "remaining": left,
-            })
-    elif movement.lots is LotPolicy.SPECIFIC:
-        wanted = set(movement.lot_ids)
-        lots = [lot for lot in book.view() if lot.id in wanted]
-        for lot_id, n in rules.plan_draws(lots, -amount):
-            book.move(lot_id, -n, transaction_id=transaction_id, origin=transaction_id)
-    else:  # FIFO or CLAWBACK: a debit
-        prefer = movement.origin if movement.lots is LotPolicy.CLAWBACK else None
-        for lot_id, n in rules.plan_draws(book.view(), -amount, prefer_transaction=prefer):
-            book.move(lot_id, -n, transaction_id=transaction_id, origin=transaction_id)
+async def _write_lots(session: AsyncSession, book: rules.LotBook, posting: Posting, transaction_id: str,
+                      account_id: str) -> None:
+    await repository.set_lot_remaining(session, book.remaining_changes())
+    await repository.add_draws(session, [
+        {"lot_id": d.lot_id, "transaction_id": transaction_id, "origin_transaction_id": d.origin or transaction_id,
+         "amount": d.amount} for d in book.draws])
+    await repository.add_lots(session, [
+        {"member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
+         "earned_at": n.earned_at or posting.at, "expires_at": n.expires_at, "amount": n.amount,
+         "remaining": n.amount} for n in book.new_lots])
 
 
 async def reversal_movements(session: AsyncSession, transaction_ids: Sequence[str], *, kind: str,
