@@ -161,6 +161,8 @@ async def test_duplicate_receipt_is_refused_per_store(client, shop):
     assert (await f.commit(client, f.basket(member, store), receipt_id="R-9")).status_code == 201
     r = await f.commit(client, f.basket(member, store), receipt_id="R-9")
     assert r.status_code == 409 and r.json()["code"] == "duplicate_receipt"
+    r = await f.commit(client, f.basket(member, store, points=10**6), receipt_id="R-9")  # the receipt says it first
+    assert r.status_code == 409 and r.json()["code"] == "duplicate_receipt"
     assert (await f.commit(client, f.basket(member, other_store), receipt_id="R-9")).status_code == 201
     assert await f.balance(client, member) == 20
 

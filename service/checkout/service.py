@@ -186,12 +186,24 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         status="committed", currency=body.currency, occurred_at=occurred_at, created_at=now, subtotal=0, discount=0,
         net=0, points_burned=0, points_earned=0, qualifying_spend=0, points_balance_after=0, lines=[], applied=[],
     )
-    # The lock first, then every read the decision depends on: a concurrent commit for this member waits here.
+    # The receipt first: a duplicate is refused by the unique constraint before any other work. Commits always
+    # insert their receipt before they take the member's lock, so the two can never wait on each other in a cycle.
+    if not await repository.add_transaction(session, row):
+        raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
+    # Then the lock, then every read the decision depends on: a concurrent commit for this member waits here.
     accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)
     ctx = _context(program, member, accounts.balance(POINTS), body, occurred_at)
     priced = rules.price(_basket(body), ctx)
+    ledger_transaction_id = None
+    if priced.movements:
+        ledger_transaction_id = await ledger.post(session, ledger.Posting(
+            kind="checkout", member_id=member.id, at=now, movements=priced.movements, store_id=body.store_id,
+            reference=row.id), accounts)
+    # The row's figures last, so that they reach the database in one UPDATE.
     basket = priced.basket
     burned_by_line = priced.discounts_by_kind.get(rules.PointsBurn.kind, {})
+    row.ledger_transaction_id = ledger_transaction_id
+    row.points_balance_after = accounts.balance(POINTS)
     row.subtotal, row.discount, row.net = basket.subtotal, basket.discount, basket.net
     row.points_burned, row.points_earned = priced.points_burned, priced.points_earned
     row.qualifying_spend = priced.qualifying_spend
@@ -203,13 +215,6 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         "points_earned": str(priced.line_points.get(line.line_id, Decimal(0))),
     } for line in basket.lines]
     row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
-    if not await repository.add_transaction(session, row):
-        raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
-    if priced.movements:
-        row.ledger_transaction_id = await ledger.post(session, ledger.Posting(
-            kind="checkout", member_id=member.id, at=now, movements=priced.movements, store_id=body.store_id,
-            reference=row.id), accounts)
-    row.points_balance_after = accounts.balance(POINTS)
     await session.flush()
     return to_public(row)
 
