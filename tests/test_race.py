@@ -93,3 +93,27 @@ async def test_twenty_tills_spending_one_balance_at_once(server, database_url):
         subprocess.run, [LOYALTY, "verify"], env={**os.environ, "LOYALTY_DATABASE_URL": database_url},
         capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@pytest.mark.postgres_only
+async def test_same_receipt_and_same_void_from_many_tills_at_once(server, database_url):
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
+                                 limits=httpx.Limits(max_connections=40)) as c:
+        assert (await c.post("/v1/stores", json={"id": "race-2", "name": "Race", "timezone": "UTC"})).status_code == 201
+        r = await c.post("/v1/members", json={"name": "Racer", "phone": unique_phone(), "email": unique_email()})
+        member = r.json()["id"]
+        body = {"receipt_id": "same", "member": {"member_id": member}, "store_id": "race-2", "currency": "USD",
+                "lines": [line(unit_price=10_000)]}
+        answers = await asyncio.gather(*(
+            c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"dup-{i}"})
+            for i in range(12)))
+        assert sorted(a.status_code for a in answers) == [201] + [409] * 11, [a.text for a in answers]
+        assert all(a.json()["code"] == "duplicate_receipt" for a in answers if a.status_code == 409)
+        txn = next(a.json()["id"] for a in answers if a.status_code == 201)
+
+        voids = await asyncio.gather(*(
+            c.post(f"/v1/checkout/transactions/{txn}/void", headers={"Idempotency-Key": f"void-{i}"})
+            for i in range(12)))
+        assert sorted(v.status_code for v in voids) == [200] + [409] * 11, [v.text for v in voids]
+        assert (await c.get(f"/v1/members/{member}/points")).json()["balance"] == 0
