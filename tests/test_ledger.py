@@ -101,3 +101,18 @@ async def test_random_operations_keep_every_invariant(client, app, clock, seed):
     for member in members:
         entries = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 500})).json()["data"]
         assert sum(e["amount"] for e in entries) == await f.balance(client, member)
+
+
+async def test_post_refuses_a_movement_against_a_non_program_account(client, app, clock):
+    from service.ledger import service as ledger
+    from service.ledger.errors import InvalidPosting
+    from service.ledger.rules import Movement
+
+    member = (await f.enroll(client))["id"]
+    with pytest.raises(InvalidPosting):
+        async with app.state.db.transaction() as session:
+            accounts = await ledger.lock_accounts(session, member, ["points"], clock.now())
+            bad = Movement("points", "points", 10, "wallet_cash", "adjust")
+            await ledger.post(session, ledger.Posting("adjustment", member, clock.now(), (bad,)), accounts)
+    assert await f.balance(client, member) == 0
+    await f.verify_ledger(app)

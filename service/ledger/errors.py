@@ -9,5 +9,6 @@ class InsufficientFunds(Conflict):
     code, title = "insufficient_funds", "Not enough stored value"
 
 
-class UnbalancedTransaction(Exception):
-    """A posting whose entries do not sum to zero per asset: a bug, never the client's fault (a 500)."""
+class InvalidPosting(Exception):
+    """A posting that does not balance, or moves an account it may not: a bug, never the client's fault (a 500,
+    and nothing is written)."""

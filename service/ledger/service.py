@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.ids import new_id
 from service.ledger import repository, rules
-from service.ledger.errors import InsufficientFunds, InsufficientPoints, UnbalancedTransaction
+from service.ledger.errors import InsufficientFunds, InsufficientPoints, InvalidPosting
 from service.ledger.models import LedgerAccount
 from service.ledger.rules import POINTS, LotPolicy, Movement
 
@@ -89,14 +89,17 @@ class Posting:
 async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> str:
     """Write ``posting`` as one ledger transaction; returns its id. ``accounts`` must be locked by the caller
     and is updated in place with the new balances."""
-    transaction_id = new_id("ltx")
-    entries: list[tuple[str, str, int]] = []
+    if accounts.member_id != posting.member_id:
+        raise InvalidPosting(f"posting for {posting.member_id} with the accounts of {accounts.member_id}")
     for movement in posting.movements:
-        for leg in rules.legs(movement):
-            entries.append((leg.asset, leg.account, leg.amount))
-    problems = rules.unbalanced_assets((asset, amount) for asset, _, amount in entries)
+        if PROGRAM_ACCOUNTS.get(movement.contra) != movement.asset or movement.account not in accounts.by_kind:
+            raise InvalidPosting(f"movement {movement.kind}: {movement.account} -> {movement.contra} is not a "
+                                 "locked member account against a program account of the same asset")
+    transaction_id = new_id("ltx")
+    legs = [leg for movement in posting.movements for leg in rules.legs(movement)]
+    problems = rules.unbalanced_assets((leg.asset, leg.amount) for leg in legs)
     if problems:
-        raise UnbalancedTransaction(f"posting {posting.kind} does not balance: {problems}")
+        raise InvalidPosting(f"posting {posting.kind} does not balance: {problems}")
 
     await repository.add_transaction(session, {
         "id": transaction_id, "kind": posting.kind, "member_id": posting.member_id, "store_id": posting.store_id,
