@@ -14,24 +14,28 @@ from sqlalchemy import text
 from service import migrate
 from service.auth import service as auth_service
 from service.auth.routes import router as api_keys_router
+from service.checkout.routes import router as checkout_router
 from service.clock import Clock
 from service.db import Database
 from service.errors import install_error_handlers, problem_response
+from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.observability import Metrics, ObservabilityMiddleware, configure_logging
+from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
 from service.settings import Settings
 
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
-ROUTERS = (api_keys_router, program_router, members_router)
+ROUTERS = (api_keys_router, program_router, members_router, points_router, checkout_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
     """What every process ensures at start: the default program and the bootstrap admin key."""
     async with db.transaction() as session:
         await program_service.ensure_default(session, settings.currency, clock)
+        await ledger_service.ensure_program_accounts(session, clock.now())
         if settings.bootstrap_admin_key:
             await auth_service.ensure_bootstrap(session, settings.bootstrap_admin_key, clock)
 
@@ -55,7 +59,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
 
     app = FastAPI(
         title="Loyalty service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
-        openapi_tags=[{"name": t} for t in ("members", "program", "stores", "api-keys", "health")],
+        openapi_tags=[{"name": t} for t in ("members", "points", "checkout", "program", "stores", "api-keys",
+                                            "health")],
     )
     app.state.settings = settings
     app.state.clock = clock

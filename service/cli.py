@@ -1,4 +1,4 @@
-"""The ``loyalty`` command: serve, migrate, keys, openapi (more sub-commands arrive with their domains)."""
+"""The ``loyalty`` command: serve, migrate, keys, sweep, verify, openapi (more arrive with their domains)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,70 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_as_of(value: str):
+    from datetime import datetime
+
+    from service.clock import utc
+
+    try:
+        return utc(datetime.fromisoformat(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-31T00:00:00Z)") from exc
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from service import idempotency
+    from service.clock import Clock
+    from service.db import Database
+    from service.points import service as points_service
+
+    async def run() -> tuple[int, int, int, int]:
+        settings = Settings()
+        db = Database(settings.database_url)
+        now = Clock().now()
+        as_of = args.as_of or now
+        members = lots = points = 0
+        try:
+            while True:  # one database transaction per batch of members
+                result = await db.run(lambda session: points_service.sweep_batch(session, as_of, now))
+                members, lots, points = members + result.members, lots + result.lots, points + result.points
+                if result.members == 0:
+                    break
+            purged = await db.run(lambda session: idempotency.purge_expired(session, now,
+                                                                            settings.idempotency_ttl_days))
+            return members, lots, points, purged
+        finally:
+            await db.dispose()
+
+    members, lots, points, purged = asyncio.run(run())
+    print(f"sweep: expired {points} points from {lots} lots of {members} members")
+    print(f"sweep: purged {purged} idempotency records older than the retention period")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from service.db import Database
+    from service.ledger import service as ledger_service
+
+    async def run():
+        settings = Settings()
+        db = Database(settings.database_url)
+        try:
+            return await db.run(ledger_service.verify, write=False)
+        finally:
+            await db.dispose()
+
+    report = asyncio.run(run())
+    print(f"verify: {report.transactions} ledger transactions, {report.entries} entries, {report.accounts} accounts")
+    if report.ok:
+        print("verify: every invariant holds")
+        return 0
+    for problem in report.problems:
+        print(f"FAILED: {problem}")
+    print(f"verify: {len(report.problems)} problem(s) found", file=sys.stderr)
+    return 1
+
+
 def openapi_document() -> dict:
     from service.app import create_app
 
@@ -110,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--store", help="the store a pos key serves (required for --role pos)")
     create.add_argument("--name", help="a label for the key")
     create.set_defaults(func=_cmd_keys_create)
+
+    sweep = sub.add_parser("sweep", help="expire points in lots past their expiry (idempotent)")
+    sweep.add_argument("--as-of", type=_parse_as_of, default=None,
+                       help="expire what had expired at this time (ISO 8601; default: now)")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    verify = sub.add_parser("verify", help="check the ledger's invariants; exit 1 with a report if one fails")
+    verify.set_defaults(func=_cmd_verify)
 
     api = sub.add_parser("openapi", help="write the OpenAPI document (or --check that it is current)")
     api.add_argument("--check", action="store_true", help="exit 1 if the file differs from the app's document")

@@ -62,3 +62,37 @@ def is_currency(code: str) -> bool:
 
 def currency_exponent(code: str) -> int:
     return CURRENCY_EXPONENTS.get(code, 2)
+
+
+def allocate(amount: int, weights: list[int] | tuple[int, ...]) -> list[int]:
+    """Spread ``amount`` minor units over lines in proportion to ``weights`` (their nets), rounding each share
+    half up once and then correcting the few that rounding pushed the total off, so that the shares sum to
+    ``amount`` exactly and no share exceeds its weight (no line goes below zero). ``0 <= amount <= sum(weights)``.
+
+    The correction goes to the lines whose exact share was closest to rounding the other way (largest
+    remainder), ties to the earlier line.
+    """
+    total = sum(weights)
+    if not 0 <= amount <= total:
+        raise ValueError(f"cannot spread {amount} over weights summing to {total}")
+    if amount == 0 or total == 0:
+        return [0 for _ in weights]
+    exact = [Decimal(amount) * w / total for w in weights]
+    shares = [min(round_half_up(x), w) for x, w in zip(exact, weights, strict=True)]
+    diff = amount - sum(shares)
+    order = range(len(weights))
+    if diff > 0:
+        for i in sorted(order, key=lambda i: (shares[i] - exact[i], i)):
+            if diff == 0:
+                break
+            room = min(weights[i] - shares[i], diff)
+            shares[i] += room
+            diff -= room
+    elif diff < 0:
+        for i in sorted(order, key=lambda i: (exact[i] - shares[i], i)):
+            if diff == 0:
+                break
+            give = min(shares[i], -diff)
+            shares[i] -= give
+            diff += give
+    return shares

@@ -41,3 +41,72 @@ async def enroll(client: httpx.AsyncClient, **fields) -> dict:
     r = await client.post("/v1/members", json=body)
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def new_key() -> str:
+    return f"idem-{next(_seq)}-{random.randint(0, 10**9)}"
+
+
+def line(line_id: str = "1", sku: str = "SKU-1", category: str = "general", quantity: int = 1,
+         unit_price: int = 1000) -> dict:
+    return {"line_id": line_id, "sku": sku, "category": category, "quantity": quantity, "unit_price": unit_price}
+
+
+def basket(member_id: str, store_id: str, lines: list[dict] | None = None, *, points: int | None = None,
+           currency: str = "USD", **extra) -> dict:
+    body = {"member": {"member_id": member_id}, "store_id": store_id, "currency": currency,
+            "lines": lines if lines is not None else [line()], **extra}
+    if points is not None:
+        body["redeem"] = {"points": points}
+    return body
+
+
+async def commit(client: httpx.AsyncClient, body: dict, *, receipt_id: str | None = None,
+                 key: str | None = None) -> httpx.Response:
+    body = {"receipt_id": receipt_id or f"r-{next(_seq)}-{random.randint(0, 10**9)}", **body}
+    return await client.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": key or new_key()})
+
+
+async def adjust(client: httpx.AsyncClient, member_id: str, amount: int, reason: str = "goodwill") -> dict:
+    r = await client.post(f"/v1/members/{member_id}/points/adjustments", json={"amount": amount, "reason": reason},
+                          headers={"Idempotency-Key": new_key()})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def balance(client: httpx.AsyncClient, member_id: str) -> int:
+    r = await client.get(f"/v1/members/{member_id}/points")
+    assert r.status_code == 200, r.text
+    return r.json()["balance"]
+
+
+async def set_program(client: httpx.AsyncClient, **changes) -> dict:
+    """Change top-level program fields (``earn`` is merged one level deep)."""
+    r = await client.get("/v1/program")
+    program = r.json()
+    for field, value in changes.items():
+        if field == "earn":
+            program["earn"] = {**program["earn"], **value}
+        else:
+            program[field] = value
+    r = await client.put("/v1/program", json=program)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def verify_ledger(app) -> None:
+    """Assert every ledger invariant of DESIGN §3 holds (what `loyalty verify` checks)."""
+    from service.ledger import service as ledger_service
+
+    async with app.state.db.transaction(write=False) as session:
+        report = await ledger_service.verify(session)
+    assert report.ok, report.problems
+
+
+async def entry_count(app) -> int:
+    from sqlalchemy import func, select
+
+    from service.ledger.models import LedgerEntry
+
+    async with app.state.db.transaction(write=False) as session:
+        return int((await session.execute(select(func.count()).select_from(LedgerEntry))).scalar_one())

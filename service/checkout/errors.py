@@ -1,0 +1,33 @@
+from service.errors import Conflict, NotFound, Unprocessable
+
+
+class CurrencyMismatch(Unprocessable):
+    code, title = "currency_mismatch", "The basket is in another currency than the program"
+
+
+class OccurredAtOutOfRange(Unprocessable):
+    code, title = "occurred_at_out_of_range", "occurred_at is out of the allowed range"
+
+
+class DuplicateReceipt(Conflict):
+    code, title = "duplicate_receipt", "This receipt was already committed at this store"
+
+
+class TransactionNotFound(NotFound):
+    code, title = "transaction_not_found", "Transaction not found"
+
+
+class TransactionNotVoidable(Conflict):
+    code, title = "transaction_not_voidable", "The transaction cannot be voided"
+
+
+class TransactionNotReturnable(Conflict):
+    code, title = "transaction_not_returnable", "Nothing of the transaction can be returned"
+
+
+class ReturnExceedsPurchase(Unprocessable):
+    code, title = "return_exceeds_purchase", "More returned than was bought"
+
+
+class UnknownLine(Unprocessable):
+    code, title = "unknown_line", "The transaction has no such line"

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from service.auth.dependencies import require
+from service.auth.rules import Principal
+from service.checkout import service
+from service.checkout.schemas import (
+    CheckoutRequest,
+    CommitRequest,
+    Quote,
+    ReturnPublic,
+    ReturnRequest,
+    TransactionPublic,
+)
+from service.errors import problem_responses
+from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
+
+router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
+                   responses=problem_responses(400, 401, 403, 404, 422))
+
+TILLS = require("admin", "pos")
+TransactionIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`txn_…`")]
+
+
+def _region(request: Request) -> str:
+    return request.app.state.settings.default_region
+
+
+@router.post("/quote", operation_id="quote_checkout", response_model=Quote, responses=problem_responses(409),
+             summary="What loyalty changes about a basket (read-only)")
+async def quote_checkout(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
+                         principal: Principal = Depends(TILLS)) -> Quote:
+    return await service.quote(session, body, principal, clock, region=_region(request))
+
+
+@router.post("/transactions", operation_id="commit_checkout", response_model=TransactionPublic, status_code=201,
+             responses=problem_responses(409), summary="Commit a sale: burn and earn in one transaction",
+             **idempotent(required=True))
+async def commit_checkout(body: CommitRequest, request: Request, session: Session, clock: ClockDep,
+                          principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.commit(session, body, principal, clock, region=_region(request))
+
+
+@router.get("/transactions/{transaction_id}", operation_id="get_checkout_transaction",
+            response_model=TransactionPublic)
+async def get_checkout_transaction(transaction_id: TransactionIdPath, session: Session,
+                                   principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.get(session, transaction_id, principal)
+
+
+@router.post("/transactions/{transaction_id}/void", operation_id="void_checkout_transaction",
+             response_model=TransactionPublic, responses=problem_responses(409), **idempotent(required=True))
+async def void_checkout_transaction(transaction_id: TransactionIdPath, session: Session, clock: ClockDep,
+                                    principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.void(session, transaction_id, principal, clock)
+
+
+@router.post("/transactions/{transaction_id}/returns", operation_id="return_checkout_lines",
+             response_model=ReturnPublic, status_code=201, responses=problem_responses(409),
+             **idempotent(required=True))
+async def return_checkout_lines(transaction_id: TransactionIdPath, body: ReturnRequest, session: Session,
+                                clock: ClockDep, principal: Principal = Depends(TILLS)) -> ReturnPublic:
+    return await service.return_lines(session, transaction_id, body, principal, clock)

@@ -1,0 +1,283 @@
+"""The checkout's decisions: a basket goes through the incentives in DESIGN §4's order, each contributing its
+effect (line discounts, what it lists as applied, the ledger movements a commit posts) through one interface,
+:class:`Incentive`. Then the earners look at the final basket. Quote and commit run the very same pipeline;
+only commit posts the movements.
+
+Order (DESIGN §4): 1. punch-card rewards, 2. tier discount, 3. vouchers, 4. points burned, 5. stored value as a
+tender. Earning follows on the net after steps 1-4. Steps 1, 3 and 5 arrive with their domains: each is one more
+:class:`Incentive` in :data:`INCENTIVES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Protocol
+
+from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase, UnknownLine
+from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.money import allocate, round_half_up, to_decimal
+from service.points import rules as points_rules
+
+POS_BACKDATE_LIMIT = timedelta(hours=72)
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    line_id: str
+    sku: str
+    category: str
+    quantity: int
+    unit_price: int
+    discount: int = 0
+
+    @property
+    def subtotal(self) -> int:
+        return self.quantity * self.unit_price
+
+    @property
+    def net(self) -> int:
+        return self.subtotal - self.discount
+
+
+@dataclass(frozen=True, slots=True)
+class Basket:
+    lines: tuple[Line, ...]
+
+    @property
+    def subtotal(self) -> int:
+        return sum(line.subtotal for line in self.lines)
+
+    @property
+    def discount(self) -> int:
+        return sum(line.discount for line in self.lines)
+
+    @property
+    def net(self) -> int:
+        return sum(line.net for line in self.lines)
+
+    def discounted(self, discounts: Mapping[str, int]) -> Basket:
+        return Basket(tuple(replace(line, discount=line.discount + discounts.get(line.line_id, 0))
+                            for line in self.lines))
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramRules:
+    currency: str
+    point_value: int
+    max_burn_percent: int
+    earn: points_rules.EarnRules
+    expiry_months: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    id: str
+    tier: str
+    tier_multiplier: Decimal
+    tier_discount_percent: Decimal
+    points_balance: int
+    segment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Redemptions:
+    points: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    program: ProgramRules
+    member: MemberState
+    redeem: Redemptions
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    kind: str
+    amount: int
+    line_id: str | None = None
+    id: str | None = None
+    points: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """What one incentive does to the basket: discounts per line (minor units), the entries it lists as
+    applied, and the ledger movements a commit posts for it."""
+
+    discounts: Mapping[str, int] = field(default_factory=dict)
+    applied: tuple[Applied, ...] = ()
+    movements: tuple[Movement, ...] = ()
+
+
+class Incentive(Protocol):
+    """One kind of incentive, priced against the basket as the earlier ones left it."""
+
+    kind: str
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        """This incentive's effect on ``basket`` (as the earlier incentives left it). Pure: no I/O, no clock;
+        raises a typed error when the request asks for what it cannot have."""
+
+
+class TierDiscount:
+    """Step 2: the member's tier ``discount_percent`` off every line, rounded half up per line."""
+
+    kind = "tier_discount"
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        percent = ctx.member.tier_discount_percent
+        if percent <= 0:
+            return Effect()
+        discounts = {line.line_id: min(round_half_up(Decimal(line.net) * percent / 100), line.net)
+                     for line in basket.lines}
+        applied = tuple(Applied(self.kind, amount, line_id=line_id, id=ctx.member.tier)
+                        for line_id, amount in discounts.items() if amount > 0)
+        return Effect(discounts={k: v for k, v in discounts.items() if v > 0}, applied=applied)
+
+
+class PointsBurn:
+    """Step 4: points as a discount worth ``point_value`` minor units each, spread over the lines in proportion
+    to their net; capped by ``max_burn_percent`` of the net after the earlier discounts."""
+
+    kind = "points"
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        points = ctx.redeem.points
+        value = points_rules.burn_value(points, balance=ctx.member.points_balance, net=basket.net,
+                                        max_burn_percent=ctx.program.max_burn_percent,
+                                        point_value=ctx.program.point_value)
+        if value == 0:
+            return Effect()
+        shares = allocate(value, [line.net for line in basket.lines])
+        discounts = {line.line_id: share for line, share in zip(basket.lines, shares, strict=True) if share > 0}
+        movement = Movement(account=POINTS, asset=POINTS, amount=-points, contra="program:points_redeemed",
+                            kind="burn", lots=LotPolicy.FIFO)
+        return Effect(discounts=discounts, applied=(Applied(self.kind, value, points=points),), movements=(movement,))
+
+
+# DESIGN §4 steps 1-4, in order (punch rewards before the tier discount, vouchers between it and points).
+INCENTIVES: tuple[Incentive, ...] = (TierDiscount(), PointsBurn())
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    basket: Basket
+    applied: tuple[Applied, ...]
+    movements: tuple[Movement, ...]
+    discounts_by_kind: Mapping[str, Mapping[str, int]]
+    points_burned: int
+    points_earned: int
+    line_points: Mapping[str, Decimal]
+    qualifying_spend: int
+
+    def line_points_burned(self, line_id: str, point_value: int) -> Decimal:
+        return Decimal(self.discounts_by_kind.get(PointsBurn.kind, {}).get(line_id, 0)) / point_value
+
+
+def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENTIVES) -> Priced:
+    applied: list[Applied] = []
+    movements: list[Movement] = []
+    by_kind: dict[str, Mapping[str, int]] = {}
+    for incentive in incentives:
+        effect = incentive.price(basket, ctx)
+        basket = basket.discounted(effect.discounts)
+        applied.extend(effect.applied)
+        movements.extend(effect.movements)
+        by_kind[incentive.kind] = effect.discounts
+    earned = points_rules.earn(
+        [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in basket.lines],
+        ctx.program.earn, tier_multiplier=ctx.member.tier_multiplier, occurred_at=ctx.occurred_at,
+        segment=ctx.member.segment)
+    if earned.points > 0:
+        movements.append(Movement(
+            account=POINTS, asset=POINTS, amount=earned.points, contra="program:points_issued", kind="earn",
+            lots=LotPolicy.NEW, earned_at=ctx.occurred_at,
+            expires_at=points_rules.lot_expiry(ctx.occurred_at, ctx.program.expiry_months)))
+    return Priced(basket=basket, applied=tuple(applied), movements=tuple(movements), discounts_by_kind=by_kind,
+                  points_burned=ctx.redeem.points, points_earned=earned.points, line_points=earned.per_line,
+                  qualifying_spend=basket.net)
+
+
+def tier_figures(tiers: Sequence, tier_code: str | None) -> tuple[str, Decimal, Decimal]:
+    """``(code, earn multiplier, discount percent)`` of the member's tier (the first tier when the member has
+    none or one the program no longer has)."""
+    tier = next((t for t in tiers if t.code == tier_code), tiers[0])
+    return tier.code, to_decimal(tier.earn_multiplier), to_decimal(tier.discount_percent)
+
+
+def check_occurred_at(occurred_at: datetime, now: datetime, *, is_admin: bool) -> None:
+    """Never more than 5 minutes ahead; a till may back-date at most 72 hours (sales made offline); an admin
+    may import any past sale."""
+    if occurred_at > now + FUTURE_TOLERANCE:
+        raise OccurredAtOutOfRange("occurred_at is in the future; check the till's clock (at most 5 minutes "
+                                   "ahead is accepted).")
+    if not is_admin and occurred_at < now - POS_BACKDATE_LIMIT:
+        raise OccurredAtOutOfRange("occurred_at is more than 72 hours ago; older sales must be imported by an "
+                                   "administrator.")
+
+
+@dataclass(frozen=True, slots=True)
+class SoldLine:
+    line_id: str
+    quantity: int
+    net: int
+    points_earned: Decimal
+    points_burned: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnTotals:
+    """What all returns of a transaction have reversed so far."""
+
+    points_clawed_back: int = 0
+    points_refunded: int = 0
+    qualifying_spend: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnPlan:
+    points_clawed_back: int
+    points_refunded: int
+    qualifying_spend: int
+    fully_returned: bool
+
+
+def plan_return(sold: Sequence[SoldLine], returned: Mapping[str, int], requested: Mapping[str, int], *,
+                points_earned: int, points_burned: int, before: ReturnTotals) -> ReturnPlan:
+    """Reverse the returned units proportionally. Each figure is computed for everything returned so far
+    (earlier returns plus this one) and this return takes the difference, so that repeated partial returns add up
+    to exactly the transaction's figures when everything has come back. Earned points clawed back round down
+    (in the member's favour), refunded burned points and spend round half up."""
+    by_id = {line.line_id: line for line in sold}
+    for line_id, quantity in requested.items():
+        line = by_id.get(line_id)
+        if line is None:
+            raise UnknownLine(f"The transaction has no line {line_id!r}.", line_id=line_id)
+        left = line.quantity - returned.get(line_id, 0)
+        if quantity > left:
+            raise ReturnExceedsPurchase(
+                f"Line {line_id!r}: {quantity} returned but only {left} of {line.quantity} can still be returned.",
+                line_id=line_id, returnable=left)
+    after = {line.line_id: returned.get(line.line_id, 0) + requested.get(line.line_id, 0) for line in sold}
+    fully = all(after[line.line_id] == line.quantity for line in sold)
+    if fully:
+        earned_cum, burned_cum, spend_cum = points_earned, points_burned, sum(line.net for line in sold)
+    else:
+        earned_cum = points_rules.floor_points(sum(
+            (line.points_earned * after[line.line_id] / line.quantity for line in sold), Decimal(0)))
+        burned_cum = min(round_half_up(sum(
+            (line.points_burned * after[line.line_id] / line.quantity for line in sold), Decimal(0))), points_burned)
+        spend_cum = sum(round_half_up(Decimal(line.net) * after[line.line_id] / line.quantity) for line in sold)
+    earned_cum = min(earned_cum, points_earned)
+    return ReturnPlan(
+        points_clawed_back=max(earned_cum - before.points_clawed_back, 0),
+        points_refunded=max(burned_cum - before.points_refunded, 0),
+        qualifying_spend=max(spend_cum - before.qualifying_spend, 0),
+        fully_returned=fully,
+    )

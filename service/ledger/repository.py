@@ -1,0 +1,197 @@
+"""Every query of the ledger, in one place. Writes here are called only by :mod:`service.ledger.service`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
+
+
+def _insert(session: AsyncSession, table: Any):
+    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert accounts that do not exist yet (concurrent callers are fine: conflicts are ignored)."""
+    if rows:
+        await session.execute(_insert(session, LedgerAccount).values(list(rows)).on_conflict_do_nothing())
+
+
+async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str]) -> list[LedgerAccount]:
+    """The member's accounts of these kinds, locked until the transaction ends (``FOR UPDATE`` on PostgreSQL;
+    on SQLite the write transaction already holds the database lock). Always locked in id order, so two
+    transactions locking several accounts cannot deadlock."""
+    query = (select(LedgerAccount)
+             .where(LedgerAccount.member_id == member_id, LedgerAccount.kind.in_(list(kinds)))
+             .order_by(LedgerAccount.id)
+             .with_for_update()
+             .execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def member_accounts(session: AsyncSession, member_id: str) -> list[LedgerAccount]:
+    query = select(LedgerAccount).where(LedgerAccount.member_id == member_id).order_by(LedgerAccount.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def add_transaction(session: AsyncSession, row: dict[str, Any]) -> None:
+    await session.execute(insert(LedgerTransaction).values(**row))
+
+
+async def add_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(LedgerEntry.__table__), list(rows))  # one executemany, whatever the count
+
+
+async def set_balance(session: AsyncSession, account_id: str, balance: int) -> None:
+    await session.execute(update(LedgerAccount).where(LedgerAccount.id == account_id).values(balance=balance))
+
+
+async def open_lots(session: AsyncSession, member_id: str) -> list[PointLot]:
+    """The member's lots that still hold points: bounded by what the member holds, not by their history."""
+    query = (select(PointLot).where(PointLot.member_id == member_id, PointLot.remaining > 0)
+             .execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def lots_by_id(session: AsyncSession, lot_ids: Sequence[int]) -> list[PointLot]:
+    if not lot_ids:
+        return []
+    query = select(PointLot).where(PointLot.id.in_(list(lot_ids))).execution_options(populate_existing=True)
+    return list((await session.execute(query)).scalars())
+
+
+async def outstanding_draws(session: AsyncSession, origin_ids: Sequence[str]) -> list[tuple[str, int, int]]:
+    """``(origin, lot_id, drawn minus restored)`` for the debits of the given ledger transactions."""
+    if not origin_ids:
+        return []
+    query = (select(PointLotDraw.origin_transaction_id, PointLotDraw.lot_id, func.sum(PointLotDraw.amount))
+             .where(PointLotDraw.origin_transaction_id.in_(list(origin_ids)))
+             .group_by(PointLotDraw.origin_transaction_id, PointLotDraw.lot_id)
+             .order_by(PointLotDraw.lot_id))
+    return [(o, lot, int(n)) for o, lot, n in (await session.execute(query)).all() if n > 0]
+
+
+async def add_lots(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(PointLot.__table__), list(rows))
+
+
+async def set_lot_remaining(session: AsyncSession, changes: dict[int, int]) -> None:
+    if changes:
+        await session.execute(update(PointLot), [{"id": k, "remaining": v} for k, v in sorted(changes.items())])
+
+
+async def add_draws(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(PointLotDraw.__table__), list(rows))
+
+
+async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]) -> list[tuple[str, str, int]]:
+    """``(program account id, asset, net amount)`` over the given ledger transactions: what a reversal of all
+    of them has to undo (the member side mirrors it)."""
+    query = (select(LedgerEntry.account_id, LedgerEntry.asset, func.sum(LedgerEntry.amount))
+             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)), LedgerEntry.member_id.is_(None))
+             .group_by(LedgerEntry.account_id, LedgerEntry.asset)
+             .order_by(LedgerEntry.account_id))
+    return [(a, asset, int(n)) for a, asset, n in (await session.execute(query)).all() if n != 0]
+
+
+async def members_with_expired_lots(session: AsyncSession, as_of: datetime, *, limit: int) -> list[str]:
+    query = (select(PointLot.member_id).where(PointLot.remaining > 0, PointLot.expires_at <= as_of)
+             .group_by(PointLot.member_id).order_by(PointLot.member_id).limit(limit))
+    return list((await session.execute(query)).scalars())
+
+
+async def expired_lots_of(session: AsyncSession, member_id: str, as_of: datetime) -> list[PointLot]:
+    query = (select(PointLot)
+             .where(PointLot.member_id == member_id, PointLot.remaining > 0, PointLot.expires_at <= as_of)
+             .order_by(PointLot.id).execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def member_entries_page(session: AsyncSession, member_id: str, *, before: int | None,
+                              limit: int) -> list[tuple[LedgerEntry, str, str | None]]:
+    """The member's entries, newest first, with their account kind and the transaction's reason."""
+    query = (select(LedgerEntry, LedgerAccount.kind, LedgerTransaction.reason)
+             .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+             .where(LedgerEntry.member_id == member_id)
+             .order_by(LedgerEntry.id.desc()).limit(limit))
+    if before is not None:
+        query = query.where(LedgerEntry.id < before)
+    return [(e, kind, reason) for e, kind, reason in (await session.execute(query)).all()]
+
+
+async def upcoming_expiries(session: AsyncSession, member_id: str, *, after: datetime | None,
+                            limit: int) -> list[tuple[datetime, int]]:
+    """Points still held in lots that expire, by expiry time, soonest first (``after``: only later ones)."""
+    query = (select(PointLot.expires_at, func.sum(PointLot.remaining))
+             .where(PointLot.member_id == member_id, PointLot.remaining > 0, PointLot.expires_at.is_not(None))
+             .group_by(PointLot.expires_at).order_by(PointLot.expires_at).limit(limit))
+    if after is not None:
+        query = query.where(PointLot.expires_at > after)
+    return [(at, int(n)) for at, n in (await session.execute(query)).all()]
+
+
+# -- verification: whole-ledger scans, for `loyalty verify` only --------------------------------------------------
+
+async def unbalanced_transactions(session: AsyncSession, limit: int) -> list[tuple[str, str, int]]:
+    query = (select(LedgerEntry.transaction_id, LedgerEntry.asset, func.sum(LedgerEntry.amount))
+             .group_by(LedgerEntry.transaction_id, LedgerEntry.asset)
+             .having(func.sum(LedgerEntry.amount) != 0).limit(limit))
+    return [(t, a, int(n)) for t, a, n in (await session.execute(query)).all()]
+
+
+async def balance_mismatches(session: AsyncSession, limit: int) -> list[tuple[str, int, int]]:
+    total = func.coalesce(func.sum(LedgerEntry.amount), literal(0))
+    query = (select(LedgerAccount.id, LedgerAccount.balance, total)
+             .outerjoin(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+             .where(LedgerAccount.member_id.is_not(None))
+             .group_by(LedgerAccount.id, LedgerAccount.balance)
+             .having(LedgerAccount.balance != total).limit(limit))
+    return [(a, int(b), int(n)) for a, b, n in (await session.execute(query)).all()]
+
+
+async def negative_stored_value(session: AsyncSession, kinds: Sequence[str], limit: int) -> list[tuple[str, int]]:
+    query = (select(LedgerAccount.id, LedgerAccount.balance)
+             .where(LedgerAccount.kind.in_(list(kinds)), LedgerAccount.balance < 0).limit(limit))
+    return [(a, int(b)) for a, b in (await session.execute(query)).all()]
+
+
+async def lot_mismatches(session: AsyncSession, limit: int) -> list[tuple[str, int, int]]:
+    """Points accounts whose open lots do not hold ``max(balance, 0)``."""
+    held = (select(PointLot.account_id, func.sum(PointLot.remaining).label("held"))
+            .group_by(PointLot.account_id).subquery())
+    held_total = func.coalesce(held.c.held, literal(0))
+    query = (select(LedgerAccount.id, LedgerAccount.balance, held_total)
+             .outerjoin(held, held.c.account_id == LedgerAccount.id)
+             .where(LedgerAccount.kind == "points", LedgerAccount.member_id.is_not(None)))
+    rows = (await session.execute(query)).all()
+    return [(a, int(b), int(h)) for a, b, h in rows if int(h) != max(int(b), 0)][:limit]
+
+
+async def orphan_entries(session: AsyncSession, limit: int) -> list[int]:
+    query = (select(LedgerEntry.id).outerjoin(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+             .where(LedgerTransaction.id.is_(None)).limit(limit))
+    return [int(i) for i in (await session.execute(query)).scalars()]
+
+
+async def asset_mismatches(session: AsyncSession, limit: int) -> list[int]:
+    query = (select(LedgerEntry.id).join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .where(LedgerAccount.asset != LedgerEntry.asset).limit(limit))
+    return [int(i) for i in (await session.execute(query)).scalars()]
+
+
+async def counts(session: AsyncSession) -> tuple[int, int, int]:
+    tx = (await session.execute(select(func.count()).select_from(LedgerTransaction))).scalar_one()
+    en = (await session.execute(select(func.count()).select_from(LedgerEntry))).scalar_one()
+    ac = (await session.execute(select(func.count()).select_from(LedgerAccount))).scalar_one()
+    return int(tx), int(en), int(ac)

@@ -1,0 +1,218 @@
+"""The one writer of the ledger: accounts, transactions, entries, lots and lot draws (DESIGN §3).
+
+Callers lock the member's accounts with :func:`lock_accounts`, decide what moves with their own ``rules``, and
+hand the movements to :func:`post`, which writes one balanced ledger transaction, keeps the lots equal to the
+balance, and updates the cached balances of the locked accounts. Nothing else writes these tables; entries are
+only ever inserted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.ids import new_id
+from service.ledger import repository, rules
+from service.ledger.errors import InsufficientFunds, InsufficientPoints, InvalidPosting
+from service.ledger.models import LedgerAccount
+from service.ledger.rules import POINTS, LotPolicy, Movement
+
+# The program's own accounts: they take the other side of every movement and keep no balance row.
+PROGRAM_ACCOUNTS: dict[str, str] = {
+    "program:points_issued": POINTS,
+    "program:points_redeemed": POINTS,
+    "program:points_expired": POINTS,
+    "program:points_adjusted": POINTS,
+}
+# Member account kinds and the asset each holds.
+MEMBER_ACCOUNT_ASSETS: dict[str, str] = {POINTS: POINTS}
+
+
+async def ensure_program_accounts(session: AsyncSession, now: datetime) -> None:
+    await repository.ensure_accounts(session, [
+        {"id": account_id, "kind": account_id, "asset": asset, "member_id": None, "balance": None, "created_at": now}
+        for account_id, asset in PROGRAM_ACCOUNTS.items()
+    ])
+
+
+@dataclass
+class LockedAccounts:
+    """A member's accounts, locked for the rest of the database transaction."""
+
+    member_id: str
+    by_kind: dict[str, LedgerAccount]
+
+    def balance(self, kind: str) -> int:
+        account = self.by_kind.get(kind)
+        return int(account.balance or 0) if account else 0
+
+
+async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], now: datetime) -> LockedAccounts:
+    """Create the member's accounts of these kinds if missing, then lock them (in a fixed order). Every write to
+    a member's balance happens under this lock, so concurrent commits for one member run one after another."""
+    kinds = sorted(set(kinds))
+    await repository.ensure_accounts(session, [
+        {"id": new_id("acc"), "kind": kind, "asset": MEMBER_ACCOUNT_ASSETS[kind], "member_id": member_id,
+         "balance": 0, "created_at": now}
+        for kind in kinds
+    ])
+    accounts = await repository.lock_member_accounts(session, member_id, kinds)
+    return LockedAccounts(member_id, {a.kind: a for a in accounts})
+
+
+async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
+    """The member's cached balances by account kind (read without a lock: for display, not for decisions)."""
+    return {a.kind: int(a.balance or 0) for a in await repository.member_accounts(session, member_id)}
+
+
+async def expiring_points(session: AsyncSession, member_id: str, *, after: datetime | None,
+                          limit: int) -> list[tuple[datetime, int]]:
+    """``(expires_at, points)`` still held in the member's lots, soonest first."""
+    return await repository.upcoming_expiries(session, member_id, after=after, limit=limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    kind: str
+    member_id: str
+    at: datetime
+    movements: tuple[Movement, ...]
+    store_id: str | None = None
+    reference: str | None = None
+    reverses_id: str | None = None
+    reason: str | None = None
+
+
+async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> str:
+    """Write ``posting`` as one ledger transaction; returns its id. ``accounts`` must be locked by the caller
+    and is updated in place with the new balances."""
+    if accounts.member_id != posting.member_id:
+        raise InvalidPosting(f"posting for {posting.member_id} with the accounts of {accounts.member_id}")
+    for movement in posting.movements:
+        if PROGRAM_ACCOUNTS.get(movement.contra) != movement.asset or movement.account not in accounts.by_kind:
+            raise InvalidPosting(f"movement {movement.kind}: {movement.account} -> {movement.contra} is not a "
+                                 "locked member account against a program account of the same asset")
+    transaction_id = new_id("ltx")
+    legs = [leg for movement in posting.movements for leg in rules.legs(movement)]
+    problems = rules.unbalanced_assets((leg.asset, leg.amount) for leg in legs)
+    if problems:
+        raise InvalidPosting(f"posting {posting.kind} does not balance: {problems}")
+
+    await repository.add_transaction(session, {
+        "id": transaction_id, "kind": posting.kind, "member_id": posting.member_id, "store_id": posting.store_id,
+        "reverses_id": posting.reverses_id, "reference": posting.reference, "reason": posting.reason,
+        "created_at": posting.at,
+    })
+    book = await _load_lots(session, posting, accounts)
+    balances = {kind: accounts.balance(kind) for kind in accounts.by_kind}
+    rows = []
+    for movement in posting.movements:
+        account = accounts.by_kind[movement.account]
+        before = balances[movement.account]
+        after = before + movement.amount
+        if movement.amount < 0 and after < 0 and not movement.allow_negative:
+            if movement.asset == POINTS:
+                raise InsufficientPoints(f"The member has {before} points; {-movement.amount} are needed.",
+                                         balance=before)
+            raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
+        if after < 0 and movement.account in rules.STORED_VALUE_KINDS:
+            raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
+        if book is not None and movement.lots is not LotPolicy.NONE:
+            book.apply(movement, before)
+        balances[movement.account] = after
+        rows.append({"transaction_id": transaction_id, "account_id": account.id, "member_id": posting.member_id,
+                     "asset": movement.asset, "amount": movement.amount, "kind": movement.kind,
+                     "created_at": posting.at})
+        rows.append({"transaction_id": transaction_id, "account_id": movement.contra, "member_id": None,
+                     "asset": movement.asset, "amount": -movement.amount, "kind": movement.kind,
+                     "created_at": posting.at})
+    await repository.add_entries(session, [r for r in rows if r["amount"] != 0])
+    if book is not None:
+        await _write_lots(session, book, posting, transaction_id, accounts.by_kind[POINTS].id)
+    for kind, balance in balances.items():
+        account = accounts.by_kind[kind]
+        if balance != account.balance:
+            await repository.set_balance(session, account.id, balance)
+            account.balance = balance
+    return transaction_id
+
+
+async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAccounts) -> rules.LotBook | None:
+    moves = [m for m in posting.movements if m.lots is not LotPolicy.NONE]
+    if not moves:
+        return None
+    needs_open = any(m.lots in (LotPolicy.FIFO, LotPolicy.CLAWBACK) for m in moves)
+    lots = {lot.id: lot for lot in (await repository.open_lots(session, posting.member_id) if needs_open else [])}
+    origins = sorted({m.origin for m in moves if m.lots is LotPolicy.RESTORE and m.origin})
+    outstanding = await repository.outstanding_draws(session, origins)
+    specific = [i for m in moves if m.lots is LotPolicy.SPECIFIC for i in m.lot_ids]
+    missing = sorted({lot_id for _, lot_id, _ in outstanding} | set(specific) - set(lots))
+    for lot in await repository.lots_by_id(session, missing):
+        lots[lot.id] = lot
+    return rules.LotBook(
+        {lot_id: rules.Lot(lot_id, lot.expires_at, lot.remaining, lot.transaction_id)
+         for lot_id, lot in lots.items() if lot_id is not None},
+        outstanding=outstanding)
+
+
+async def _write_lots(session: AsyncSession, book: rules.LotBook, posting: Posting, transaction_id: str,
+                      account_id: str) -> None:
+    await repository.set_lot_remaining(session, book.remaining_changes())
+    await repository.add_draws(session, [
+        {"lot_id": d.lot_id, "transaction_id": transaction_id, "origin_transaction_id": d.origin or transaction_id,
+         "amount": d.amount} for d in book.draws])
+    await repository.add_lots(session, [
+        {"member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
+         "earned_at": n.earned_at or posting.at, "expires_at": n.expires_at, "amount": n.amount,
+         "remaining": n.amount} for n in book.new_lots])
+
+
+async def reversal_movements(session: AsyncSession, transaction_ids: Sequence[str], *, kind: str,
+                             origin: str) -> tuple[Movement, ...]:
+    """The movements that undo everything the given ledger transactions still hold, one per program account:
+    points that were earned are clawed back (the balance may go negative), points that were burned go back to
+    the very lots they came from."""
+    movements = []
+    for account_id, asset, net in await repository.program_side_net(session, transaction_ids):
+        member_amount = net  # the member's side of that account's movements was -net; reversing it is +net
+        member_kind = next(k for k, a in MEMBER_ACCOUNT_ASSETS.items() if a == asset)
+        policy = LotPolicy.NONE
+        if asset == POINTS:
+            policy = LotPolicy.RESTORE if member_amount > 0 else LotPolicy.CLAWBACK
+        movements.append(Movement(account=member_kind, asset=asset, amount=member_amount, contra=account_id,
+                                  kind=kind, lots=policy, allow_negative=True, origin=origin))
+    return tuple(movements)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    transactions: int
+    entries: int
+    accounts: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify(session: AsyncSession, *, limit: int = 50) -> VerifyReport:
+    """Check every invariant of DESIGN §3 over the whole ledger."""
+    problems: list[str] = []
+    for txn, asset, total in await repository.unbalanced_transactions(session, limit):
+        problems.append(f"ledger transaction {txn} does not balance in {asset}: its entries sum to {total}")
+    for account, balance, total in await repository.balance_mismatches(session, limit):
+        problems.append(f"account {account} has balance {balance} but its entries sum to {total}")
+    for account, balance in await repository.negative_stored_value(session, sorted(rules.STORED_VALUE_KINDS), limit):
+        problems.append(f"stored-value account {account} is negative: {balance}")
+    for account, balance, held in await repository.lot_mismatches(session, limit):
+        problems.append(f"points account {account} has balance {balance} but its open lots hold {held}")
+    for entry in await repository.orphan_entries(session, limit):
+        problems.append(f"entry {entry} belongs to no ledger transaction")
+    for entry in await repository.asset_mismatches(session, limit):
+        problems.append(f"entry {entry} is in another asset than its account")
+    transactions, entries, accounts = await repository.counts(session)
+    return VerifyReport(transactions, entries, accounts, tuple(problems))

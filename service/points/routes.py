@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from service.auth.dependencies import ADMIN, require
+from service.auth.rules import Principal
+from service.errors import problem_responses
+from service.points import service
+from service.points.schemas import AdjustmentCreate, LedgerPage, LedgerTransactionPublic, PointsPublic
+from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, idempotent
+
+router = APIRouter(prefix="/v1/members", tags=["points"], route_class=UnitOfWorkRoute,
+                   responses=problem_responses(400, 401, 403, 404, 422))
+
+READERS = require("admin", "pos", "app")
+MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`mem_…`")]
+
+
+@router.get("/{member_id}/points", operation_id="get_member_points", response_model=PointsPublic)
+async def get_member_points(member_id: MemberIdPath, session: Session,
+                            _: Principal = Depends(READERS)) -> PointsPublic:
+    return await service.points(session, member_id)
+
+
+@router.get("/{member_id}/ledger", operation_id="list_member_ledger", response_model=LedgerPage,
+            summary="The member's ledger entries, newest first")
+async def list_member_ledger(member_id: MemberIdPath, session: Session, page: Page = Depends(),
+                             _: Principal = Depends(READERS)) -> LedgerPage:
+    return await service.ledger_page(session, member_id, after=page.after, limit=page.limit)
+
+
+@router.post("/{member_id}/points/adjustments", operation_id="adjust_member_points",
+             response_model=LedgerTransactionPublic, status_code=201, responses=problem_responses(409),
+             summary="Add or remove points by hand, with a reason", **idempotent(required=True))
+async def adjust_member_points(member_id: MemberIdPath, body: AdjustmentCreate, session: Session, clock: ClockDep,
+                               principal: Principal = Depends(ADMIN)) -> LedgerTransactionPublic:
+    return await service.adjust(session, member_id, body, clock, actor=principal.key_id)

@@ -1,0 +1,151 @@
+"""Points decisions: what a basket earns, how many points it may burn and what they are worth, when a lot
+expires. Pure functions over frozen values; "now" is always a parameter.
+
+Earning, per line: ``net / 10**exponent * base_rate * item multiplier * bonus multiplier * tier multiplier``.
+
+- The item multiplier is the SKU's if the program lists the SKU, else the category's, else 1: a SKU multiplier
+  is the more specific rule, so it wins (it replaces the category multiplier; they do not stack).
+- Bonus events apply while ``starts_at <= occurred_at < ends_at``, to their ``categories`` (all when none are
+  listed). Events restricted to ``segments`` need the member's segment; without one they do not apply. When
+  several events apply to a line, the largest multiplier counts (events do not stack).
+- Points are summed unrounded (``Decimal``) over the lines and floored once per transaction.
+
+Burning: a point is worth ``point_value`` minor units; the points may pay at most ``max_burn_percent`` of the
+basket's net after the discounts before them. A negative balance blocks burning until repaid.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from service.money import floor, to_decimal
+from service.points.errors import InsufficientPoints, PointsOverLimit
+
+ONE = Decimal(1)
+
+
+@dataclass(frozen=True, slots=True)
+class BonusEvent:
+    name: str
+    starts_at: datetime
+    ends_at: datetime
+    multiplier: Decimal
+    categories: frozenset[str] | None = None
+    segments: frozenset[str] | None = None
+
+    def applies(self, category: str, occurred_at: datetime, segment: str | None) -> bool:
+        if not self.starts_at <= occurred_at < self.ends_at:
+            return False
+        if self.categories is not None and category not in self.categories:
+            return False
+        return self.segments is None or (segment is not None and segment in self.segments)
+
+
+@dataclass(frozen=True, slots=True)
+class EarnRules:
+    base_rate: Decimal
+    category_multipliers: Mapping[str, Decimal]
+    sku_multipliers: Mapping[str, Decimal]
+    bonus_events: tuple[BonusEvent, ...]
+    exponent: int = 2  # digits of the currency's minor unit
+
+    @classmethod
+    def from_config(cls, earn, exponent: int) -> EarnRules:
+        """From the program's ``earn`` section (floats in JSON become exact decimals of their written form)."""
+        return cls(
+            base_rate=to_decimal(earn.base_rate_per_major_unit),
+            category_multipliers={k: to_decimal(v) for k, v in earn.category_multipliers.items()},
+            sku_multipliers={k: to_decimal(v) for k, v in earn.sku_multipliers.items()},
+            bonus_events=tuple(
+                BonusEvent(e.name, e.starts_at, e.ends_at, to_decimal(e.multiplier),
+                           frozenset(e.categories) if e.categories is not None else None,
+                           frozenset(e.segments) if e.segments is not None else None)
+                for e in earn.bonus_events),
+            exponent=exponent,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EarnLine:
+    line_id: str
+    sku: str
+    category: str
+    net: int
+
+
+@dataclass(frozen=True, slots=True)
+class Earned:
+    per_line: Mapping[str, Decimal]  # unrounded
+    points: int  # floored once
+
+
+def item_multiplier(line: EarnLine, rules: EarnRules) -> Decimal:
+    if line.sku in rules.sku_multipliers:
+        return rules.sku_multipliers[line.sku]
+    return rules.category_multipliers.get(line.category, ONE)
+
+
+def bonus_multiplier(line: EarnLine, rules: EarnRules, occurred_at: datetime, segment: str | None) -> Decimal:
+    active = [e.multiplier for e in rules.bonus_events if e.applies(line.category, occurred_at, segment)]
+    return max(active, default=ONE)
+
+
+def line_points(line: EarnLine, rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
+                segment: str | None = None) -> Decimal:
+    major = Decimal(line.net) / (Decimal(10) ** rules.exponent)
+    return (major * rules.base_rate * item_multiplier(line, rules)
+            * bonus_multiplier(line, rules, occurred_at, segment) * tier_multiplier)
+
+
+def earn(lines: Sequence[EarnLine], rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
+         segment: str | None = None) -> Earned:
+    per_line = {line.line_id: line_points(line, rules, tier_multiplier=tier_multiplier, occurred_at=occurred_at,
+                                          segment=segment)
+                for line in lines}
+    return Earned(per_line, max(floor(sum(per_line.values(), Decimal(0))), 0))
+
+
+def max_burnable_points(net: int, *, max_burn_percent: int, point_value: int) -> int:
+    """The most points a basket with this net may burn: ``max_burn_percent`` of the net, in whole points."""
+    cap_minor = net * max_burn_percent // 100
+    return cap_minor // point_value
+
+
+def burn_value(points: int, *, balance: int, net: int, max_burn_percent: int, point_value: int) -> int:
+    """The discount (minor units) that burning ``points`` gives, or the reason it may not."""
+    if points <= 0:
+        return 0
+    if balance < 0:
+        raise InsufficientPoints(
+            f"The member owes {-balance} points (points were returned after being spent); points cannot be used "
+            "until later purchases repay them.", balance=balance, requested=points)
+    if points > balance:
+        raise InsufficientPoints(f"The member has {balance} points; {points} were requested.", balance=balance,
+                                 requested=points)
+    limit = max_burnable_points(net, max_burn_percent=max_burn_percent, point_value=point_value)
+    if points > limit:
+        raise PointsOverLimit(
+            f"At most {limit} points can be used on this basket ({max_burn_percent}% of its net); "
+            f"{points} were requested.", max_points=limit, requested=points)
+    return points * point_value
+
+
+def add_months(at: datetime, months: int) -> datetime:
+    """``at`` plus calendar months, the day clamped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = at.month - 1 + months
+    year, month = at.year + month_index // 12, month_index % 12 + 1
+    day = min(at.day, calendar.monthrange(year, month)[1])
+    return at.replace(year=year, month=month, day=day)
+
+
+def lot_expiry(earned_at: datetime, expiry_months: int | None) -> datetime | None:
+    return None if expiry_months is None else add_months(earned_at, expiry_months)
+
+
+def floor_points(value: Decimal) -> int:
+    """Whole points, rounded down (never below zero)."""
+    return max(floor(value), 0)

@@ -1,0 +1,117 @@
+"""Points: balance and expiring lots, the member's ledger, admin adjustments, and the expiry sweep.
+Every balance change goes through :func:`service.ledger.service.post`. Never commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.audit import record as audit
+from service.clock import Clock
+from service.errors import ValidationFailed
+from service.ledger import repository as ledger_repository
+from service.ledger import service as ledger
+from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.members import service as members_service
+from service.points import rules
+from service.points.errors import ZeroAdjustment
+from service.points.schemas import (
+    AdjustmentCreate,
+    AdjustmentEntry,
+    Expiring,
+    LedgerEntryPublic,
+    LedgerPage,
+    LedgerTransactionPublic,
+    PointsPublic,
+)
+from service.program import service as program_service
+
+EXPIRING_SHOWN = 20
+
+
+async def balance(session: AsyncSession, member_id: str) -> int:
+    """The member's points balance as last committed (no lock: for display and quotes)."""
+    return (await ledger.balances(session, member_id)).get(POINTS, 0)
+
+
+async def expiring(session: AsyncSession, member_id: str, *, after: datetime | None = None,
+                   limit: int = EXPIRING_SHOWN) -> list[Expiring]:
+    lots = await ledger.expiring_points(session, member_id, after=after, limit=limit)
+    return [Expiring(amount=n, expires_at=at) for at, n in lots]
+
+
+async def points(session: AsyncSession, member_id: str) -> PointsPublic:
+    await members_service.get(session, member_id)
+    return PointsPublic(balance=await balance(session, member_id), expiring=await expiring(session, member_id))
+
+
+async def ledger_page(session: AsyncSession, member_id: str, *, after: str | None, limit: int) -> LedgerPage:
+    await members_service.get(session, member_id)
+    before = None
+    if after is not None:
+        if not after.isdigit() or len(after) > 19:
+            raise ValidationFailed("after: not a cursor this list returned",
+                                   errors=[{"loc": ["query", "after"], "msg": "invalid cursor"}])
+        before = int(after)
+    rows = await ledger_repository.member_entries_page(session, member_id, before=before, limit=limit)
+    data = [LedgerEntryPublic(id=str(e.id), transaction_id=e.transaction_id, account=account, amount=e.amount,
+                              kind=e.kind, created_at=e.created_at, reason=reason)
+            for e, account, reason in rows]
+    return LedgerPage(data=data, next_cursor=data[-1].id if len(data) == limit else None)
+
+
+async def adjust(session: AsyncSession, member_id: str, body: AdjustmentCreate, clock: Clock, *,
+                 actor: str) -> LedgerTransactionPublic:
+    """An admin's correction with a reason. A positive amount is a new lot (expiring like earned points); a
+    negative one draws from the lots that expire first and may not take the balance below zero (a debt only
+    arises from returning points already spent)."""
+    if body.amount == 0:
+        raise ZeroAdjustment("amount must not be 0.", errors=[{"loc": ["body", "amount"], "msg": "must not be 0"}])
+    member = await members_service.get(session, member_id)
+    program = await program_service.get(session)
+    now = clock.now()
+    accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)
+    movement = Movement(
+        account=POINTS, asset=POINTS, amount=body.amount, contra="program:points_adjusted", kind="adjust",
+        lots=LotPolicy.NEW if body.amount > 0 else LotPolicy.FIFO,
+        expires_at=rules.lot_expiry(now, program.points_expiry_months) if body.amount > 0 else None,
+    )
+    transaction_id = await ledger.post(session, ledger.Posting(
+        kind="adjustment", member_id=member.id, at=now, movements=(movement,), reason=body.reason), accounts)
+    await audit(session, clock, actor=actor, action="points.adjusted", target=member.id,
+                data={"amount": body.amount, "reason": body.reason, "ledger_transaction_id": transaction_id})
+    return LedgerTransactionPublic(
+        id=transaction_id, kind="adjustment", member_id=member.id, reason=body.reason, created_at=now,
+        entries=[AdjustmentEntry(account=POINTS, amount=body.amount, kind="adjust"),
+                 AdjustmentEntry(account="program:points_adjusted", amount=-body.amount, kind="adjust")],
+        balances_after={POINTS: accounts.balance(POINTS)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    members: int = 0
+    lots: int = 0
+    points: int = 0
+
+
+async def sweep_batch(session: AsyncSession, as_of: datetime, now: datetime, *, limit: int = 200) -> SweepResult:
+    """Expire what remains in lots past ``expires_at`` for up to ``limit`` members: one ledger transaction per
+    member (``expire`` entries against ``program:points_expired``). A lot once expired holds nothing, so running
+    again changes nothing."""
+    await ledger.ensure_program_accounts(session, now)
+    members = lots = total = 0
+    for member_id in await ledger_repository.members_with_expired_lots(session, as_of, limit=limit):
+        accounts = await ledger.lock_accounts(session, member_id, [POINTS], now)
+        expired = await ledger_repository.expired_lots_of(session, member_id, as_of)  # read again under the lock
+        amount = sum(lot.remaining for lot in expired)
+        if amount <= 0:
+            continue
+        movement = Movement(account=POINTS, asset=POINTS, amount=-amount, contra="program:points_expired",
+                            kind="expire", lots=LotPolicy.SPECIFIC, lot_ids=tuple(lot.id for lot in expired))
+        await ledger.post(session, ledger.Posting(kind="expiry", member_id=member_id, at=now, movements=(movement,),
+                                                  reason=f"expired as of {as_of.isoformat()}"), accounts)
+        members, lots, total = members + 1, lots + len(expired), total + amount
+    return SweepResult(members, lots, total)

@@ -1,0 +1,379 @@
+"""Checkout through HTTP: quote, commit, void, returns (runs on SQLite and on PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests import factories as f
+
+
+@pytest.fixture
+async def shop(client):
+    store = await f.create_store(client)
+    member = await f.enroll(client)
+    return store["id"], member["id"]
+
+
+async def test_quote_answers_the_contract_and_writes_nothing(client, app, shop):
+    store, member = shop
+    await f.adjust(client, member, 500)
+    before = await f.entry_count(app)
+    r = await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2000)], points=200))
+    assert r.status_code == 200, r.text
+    q = r.json()
+    assert set(q) == {"member", "greeting", "offers", "nudges", "applied", "lines", "totals", "earn", "balances"}
+    assert q["member"]["id"] == member and q["member"]["tier"] == "member"
+    assert "Jane Doe" in q["greeting"]["text"] and q["greeting"]["locale"] == "en"
+    assert q["applied"] == [{"kind": "points", "id": None, "line_id": None, "amount": 200, "points": 200}]
+    assert q["lines"] == [{"line_id": "1", "discount": 200, "net": 1800}]
+    assert q["totals"] == {"subtotal": 2000, "discount": 200, "net": 1800, "wallet": 0, "gift_cards": 0,
+                           "payable": 1800}
+    assert q["earn"] == {"points": 18, "stamps": [], "qualifying_spend": 1800}
+    assert q["balances"] == {"points": 500, "wallet": 0}
+    points_offer = next(o for o in q["offers"] if o["kind"] == "points")
+    assert points_offer["applicable"] and points_offer["value"] == 500
+    assert await f.entry_count(app) == before
+    assert await f.balance(client, member) == 500
+
+
+async def test_earning_with_category_sku_tier_and_bonus_event(client, shop, clock):
+    store, member = shop
+    now = datetime.now(UTC)
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][0]["earn_multiplier"] = 1.5
+    program["earn"] = {
+        "base_rate_per_major_unit": 2,
+        "category_multipliers": {"coffee": 2},
+        "sku_multipliers": {"BEAN-1": 3},  # the SKU wins over its category (3, not 6)
+        "bonus_events": [
+            {"name": "Snack week", "starts_at": (now - timedelta(days=1)).isoformat(),
+             "ends_at": (now + timedelta(days=1)).isoformat(), "multiplier": 4, "categories": ["snacks"]},
+            {"name": "Over", "starts_at": (now - timedelta(days=9)).isoformat(),
+             "ends_at": (now - timedelta(days=8)).isoformat(), "multiplier": 10},
+        ],
+    }
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    lines = [
+        f.line("a", "CUP-1", "coffee", 1, 1000),  # 10.00 * 2 * 2 * 1.5 = 60
+        f.line("b", "BEAN-1", "coffee", 2, 550),  # 11.00 * 2 * 3 * 1.5 = 99
+        f.line("c", "CHIPS", "snacks", 1, 125),  # 1.25 * 2 * 4 * 1.5 = 15
+        f.line("d", "SOAP", "home", 1, 333),  # 3.33 * 2 * 1.5 = 9.99
+    ]
+    r = await f.commit(client, f.basket(member, store, lines))
+    assert r.status_code == 201, r.text
+    assert r.json()["earned"]["points"] == 183  # 183.99, floored once
+    assert await f.balance(client, member) == 183
+
+    # After the event window the snacks earn the plain rate.
+    clock.advance(timedelta(days=2))
+    r = await f.commit(client, f.basket(member, store, [f.line("c", "CHIPS", "snacks", 1, 125)]))
+    assert r.json()["earned"]["points"] == 3  # 3.75
+
+
+async def test_points_are_summed_unrounded_and_floored_once(client, shop):
+    store, member = shop
+    lines = [f.line(str(i), unit_price=150) for i in range(3)]  # 1.5 points each
+    r = await f.commit(client, f.basket(member, store, lines))
+    assert r.json()["earned"]["points"] == 4  # 4.5 -> 4 (per-line rounding would give 3 or 6)
+
+
+async def test_burning_spreads_the_discount_exactly_and_rounds_half_up(client, shop, app):
+    store, member = shop
+    await f.adjust(client, member, 1000)
+    await f.set_program(client, point_value=5)
+    lines = [f.line("1", unit_price=100), f.line("2", unit_price=100), f.line("3", unit_price=101)]
+    r = await f.commit(client, f.basket(member, store, lines, points=20))  # 100 minor units over 301
+    assert r.status_code == 201, r.text
+    t = r.json()
+    discounts = [ln["discount"] for ln in t["lines"]]
+    assert sum(discounts) == 100 and discounts == [33, 33, 34]
+    assert t["totals"]["net"] == 201 and all(ln["net"] >= 0 for ln in t["lines"])
+    assert t["balances_after"]["points"] == 1000 - 20 + 2  # earned on 2.01
+    await f.verify_ledger(app)
+
+
+async def test_burning_is_capped_by_max_burn_percent(client, shop):
+    store, member = shop
+    await f.adjust(client, member, 10_000)
+    await f.set_program(client, max_burn_percent=50, point_value=2)
+    body = f.basket(member, store, [f.line(unit_price=1001)], points=251)
+    r = await client.post("/v1/checkout/quote", json=body)
+    assert r.status_code == 422 and r.json()["code"] == "points_over_limit", r.text
+    assert r.json()["max_points"] == 250 and "250" in r.json()["detail"]
+    r = await f.commit(client, body)
+    assert r.status_code == 422 and r.json()["code"] == "points_over_limit"
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=1001)], points=250))
+    assert r.status_code == 201 and r.json()["totals"]["net"] == 501
+    assert await f.balance(client, member) == 10_000 - 250 + 5
+
+
+async def test_burning_more_than_the_balance_is_refused(client, shop, app):
+    store, member = shop
+    await f.adjust(client, member, 99)
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=100))
+    assert r.status_code == 409 and r.json()["code"] == "insufficient_points", r.text
+    assert await f.balance(client, member) == 99
+    await f.verify_ledger(app)
+
+
+async def test_tier_discount_applies_per_line_before_points(client, shop):
+    store, member = shop
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][0]["discount_percent"] = 10
+    program["max_burn_percent"] = 100
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    await f.adjust(client, member, 1000)
+    lines = [f.line("1", unit_price=995), f.line("2", unit_price=5)]  # 99.5 -> 100 and 0.5 -> 1 (half up)
+    # the cap is counted on the net after the tier discount: 1000 - 101 = 899
+    r = await f.commit(client, f.basket(member, store, lines, points=900))
+    assert r.status_code == 422 and r.json()["code"] == "points_over_limit"
+    r = await f.commit(client, f.basket(member, store, lines, points=899))
+    assert r.status_code == 201, r.text
+    t = r.json()
+    tier = [a for a in t["applied"] if a["kind"] == "tier_discount"]
+    assert [(a["line_id"], a["amount"], a["id"]) for a in tier] == [("1", 100, "member"), ("2", 1, "member")]
+    assert t["totals"] == {"subtotal": 1000, "discount": 1000, "net": 0, "wallet": 0, "gift_cards": 0, "payable": 0}
+    assert t["earned"]["points"] == 0 and t["balances_after"]["points"] == 101
+
+
+async def test_replayed_commit_earns_once(client, shop, app):
+    store, member = shop
+    body = {"receipt_id": "R-1", **f.basket(member, store, [f.line(unit_price=5000)])}
+    headers = {"Idempotency-Key": "till-7-0001"}
+    first = await client.post("/v1/checkout/transactions", json=body, headers=headers)
+    assert first.status_code == 201
+    again = await client.post("/v1/checkout/transactions", json=body, headers=headers)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert await f.balance(client, member) == 50
+    other = await client.post("/v1/checkout/transactions", json={**body, "receipt_id": "R-2"}, headers=headers)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+    missing = await client.post("/v1/checkout/transactions", json={**body, "receipt_id": "R-3"})
+    assert missing.status_code == 400 and missing.json()["code"] == "idempotency_key_required"
+    await f.verify_ledger(app)
+
+
+async def test_duplicate_receipt_is_refused_per_store(client, shop):
+    store, member = shop
+    other_store = (await f.create_store(client))["id"]
+    assert (await f.commit(client, f.basket(member, store), receipt_id="R-9")).status_code == 201
+    r = await f.commit(client, f.basket(member, store), receipt_id="R-9")
+    assert r.status_code == 409 and r.json()["code"] == "duplicate_receipt"
+    r = await f.commit(client, f.basket(member, store, points=10**6), receipt_id="R-9")  # the receipt says it first
+    assert r.status_code == 409 and r.json()["code"] == "duplicate_receipt"
+    assert (await f.commit(client, f.basket(member, other_store), receipt_id="R-9")).status_code == 201
+    assert await f.balance(client, member) == 20
+
+
+async def test_void_after_points_were_partly_spent_goes_negative_and_blocks_burning(client, shop, app):
+    store, member = shop
+    earn = (await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)]))).json()
+    assert earn["balances_after"]["points"] == 100
+    spend = await f.commit(client, f.basket(member, store, [f.line(unit_price=6_000)], points=60))
+    assert spend.status_code == 201 and spend.json()["balances_after"]["points"] == 40 + 59
+
+    r = await client.post(f"/v1/checkout/transactions/{earn['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "voided" and r.json()["balances_after"]["points"] == -1
+    assert await f.balance(client, member) == -1
+    await f.verify_ledger(app)
+
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=1000)], points=1))
+    assert r.status_code == 409 and r.json()["code"] == "insufficient_points"
+    r = await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))
+    points_offer = next(o for o in r.json()["offers"] if o["kind"] == "points")
+    assert not points_offer["applicable"] and "owes" in points_offer["reason"]
+
+    again = await client.post(f"/v1/checkout/transactions/{earn['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert again.status_code == 409 and again.json()["code"] == "transaction_not_voidable"
+
+    # Later earning repays the debt first; the lot holds only what is left over.
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=500)]))
+    assert r.json()["balances_after"]["points"] == 4
+    assert (await client.get(f"/v1/members/{member}/points")).json()["expiring"][-1]["amount"] == 4
+    await f.verify_ledger(app)
+    got = await client.get(f"/v1/checkout/transactions/{earn['id']}")
+    assert got.status_code == 200 and got.json()["status"] == "voided"
+
+
+async def test_void_puts_burned_points_back_into_the_same_lots(client, shop, clock, app):
+    store, member = shop
+    await f.adjust(client, member, 30)
+    clock.advance(timedelta(days=40))
+    await f.adjust(client, member, 30)
+    before = (await client.get(f"/v1/members/{member}/points")).json()["expiring"]
+    assert [e["amount"] for e in before] == [30, 30]
+    spend = await f.commit(client, f.basket(member, store, [f.line(unit_price=4000)], points=40))
+    after = (await client.get(f"/v1/members/{member}/points")).json()["expiring"]
+    assert [(e["amount"], e["expires_at"]) for e in after][:1] == [(20, before[1]["expires_at"])]
+    r = await client.post(f"/v1/checkout/transactions/{spend.json()['id']}/void",
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200 and r.json()["balances_after"]["points"] == 60
+    assert (await client.get(f"/v1/members/{member}/points")).json()["expiring"] == before
+    await f.verify_ledger(app)
+
+
+async def test_partial_and_repeated_returns(client, shop, app):
+    store, member = shop
+    await f.adjust(client, member, 100)
+    lines = [f.line("1", "A", quantity=3, unit_price=333), f.line("2", "B", quantity=1, unit_price=1001)]
+    t = (await f.commit(client, f.basket(member, store, lines, points=100))).json()
+    earned = t["earned"]["points"]
+    assert earned == 19  # (999 + 1001 - 100) / 100 = 19.00
+    url = f"/v1/checkout/transactions/{t['id']}/returns"
+
+    async def ret(body):
+        return await client.post(url, json=body, headers={"Idempotency-Key": f.new_key()})
+
+    r1 = await ret({"lines": [{"line_id": "1", "quantity": 1}]})
+    assert r1.status_code == 201, r1.text
+    assert r1.json()["transaction_id"] == t["id"]
+    assert (await client.get(f"/v1/checkout/transactions/{t['id']}")).json()["status"] == "partially_returned"
+    too_many = await ret({"lines": [{"line_id": "1", "quantity": 3}]})
+    assert too_many.status_code == 422 and too_many.json()["code"] == "return_exceeds_purchase"
+    unknown = await ret({"lines": [{"line_id": "9", "quantity": 1}]})
+    assert unknown.status_code == 422 and unknown.json()["code"] == "unknown_line"
+    r2 = await ret({"lines": [{"line_id": "1", "quantity": 2}, {"line_id": "2", "quantity": 1}]})
+    assert r2.status_code == 201, r2.text
+    assert (await client.get(f"/v1/checkout/transactions/{t['id']}")).json()["status"] == "returned"
+    reversed_ = [r1.json()["reversed"], r2.json()["reversed"]]
+    assert sum(x["points"] for x in reversed_) == earned
+    assert sum(x["points_refunded"] for x in reversed_) == 100
+    assert sum(x["qualifying_spend"] for x in reversed_) == t["totals"]["net"]
+    assert await f.balance(client, member) == 100
+    done = await ret({"lines": [{"line_id": "2", "quantity": 1}]})
+    assert done.status_code == 409 and done.json()["code"] == "transaction_not_returnable"
+    void = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert void.status_code == 409
+    await f.verify_ledger(app)
+
+
+async def test_void_after_a_partial_return_reverses_only_the_rest(client, shop, app):
+    store, member = shop
+    t = (await f.commit(client, f.basket(member, store, [f.line(quantity=4, unit_price=2500)]))).json()
+    assert t["earned"]["points"] == 100
+    r = await client.post(f"/v1/checkout/transactions/{t['id']}/returns",
+                          json={"lines": [{"line_id": "1", "quantity": 1}]}, headers={"Idempotency-Key": f.new_key()})
+    assert r.json()["reversed"]["points"] == 25
+    v = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert v.status_code == 200 and v.json()["balances_after"]["points"] == 0
+    await f.verify_ledger(app)
+
+
+async def test_currency_mismatch_and_unknown_member(client, shop):
+    store, member = shop
+    r = await client.post("/v1/checkout/quote", json=f.basket(member, store, currency="EUR"))
+    assert r.status_code == 422 and r.json()["code"] == "currency_mismatch"
+    r = await f.commit(client, f.basket(member, store, currency="EUR"))
+    assert r.status_code == 422 and r.json()["code"] == "currency_mismatch"
+    r = await f.commit(client, f.basket("mem_nobody", store))
+    assert r.status_code == 404 and r.json()["code"] == "member_not_found"
+    body = f.basket(member, store)
+    body["member"] = {"card_number": "8000000000000000"}
+    r = await client.post("/v1/checkout/quote", json=body)
+    assert r.status_code in (404, 422) and r.json()["code"] in ("member_not_found", "invalid_card_number")
+    r = await f.commit(client, f.basket(member, "no-such-store"))
+    assert r.status_code == 404 and r.json()["code"] == "store_not_found"
+
+
+async def test_member_found_by_card_number_and_phone(client, shop):
+    store, _ = shop
+    m = await f.enroll(client, phone="+14155550123")
+    for ref in ({"card_number": m["card_number"]}, {"phone": "+1 415 555 0123"}):
+        body = f.basket("x", store)
+        body["member"] = ref
+        r = await client.post("/v1/checkout/quote", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["member"]["id"] == m["id"]
+
+
+BAD_LINES = [
+    [f.line(quantity=0)],
+    [f.line(quantity=-1)],
+    [f.line(quantity=10**6 + 1)],
+    [f.line(quantity=1.5)],
+    [f.line(quantity="2")],
+    [f.line(unit_price=-1)],
+    [f.line(unit_price=10**12 + 1)],
+    [f.line(quantity=10**6, unit_price=10**7)],  # the line total is over the limit
+    [f.line("1"), f.line("1")],  # line ids repeat
+    [{**f.line(), "colour": "red"}],  # unknown field
+    [{"line_id": "1", "sku": "A", "category": "c", "quantity": 1}],  # no price
+    [f.line(sku="")],
+    [f.line(line_id="x" * 65)],
+    [],
+    [f.line(str(i)) for i in range(501)],
+]
+
+
+@pytest.mark.parametrize("lines", BAD_LINES)
+async def test_bad_lines_are_422_and_write_nothing(client, shop, app, lines):
+    store, member = shop
+    r = await f.commit(client, f.basket(member, store, lines))
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "validation_error" and r.json()["errors"]
+    assert await f.entry_count(app) == 0
+
+
+@pytest.mark.parametrize("body_change", [
+    {"redeem": {"points": -1}}, {"redeem": {"points": 1, "cash": 2}}, {"member": {}},
+    {"member": {"member_id": "m", "phone": "+14155550100"}}, {"currency": "usd"}, {"store_id": "bad store"},
+    {"receipt_id": ""}, {"occurred_at": "2026-01-01T10:00:00"}, {"occurred_at": "yesterday"},
+    {"occurred_at": "0001-01-01T00:00:00+01:00"}, {"occurred_at": "1900-01-01T00:00:00Z"},
+])
+async def test_bad_request_bodies_are_422(client, shop, body_change):
+    store, member = shop
+    body = {"receipt_id": "R-1", **f.basket(member, store), **body_change}
+    r = await client.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 422, r.text
+
+
+async def test_occurred_at_rules(client, shop, make_client):
+    store, member = shop
+    pos = make_client(await f.create_key(client, "pos", store))
+    now = datetime.now(UTC)
+
+    async def at(c, when):
+        return await f.commit(c, f.basket(member, store, occurred_at=when.isoformat()))
+
+    assert (await at(pos, now - timedelta(hours=71))).status_code == 201
+    r = await at(pos, now - timedelta(hours=73))
+    assert r.status_code == 422 and r.json()["code"] == "occurred_at_out_of_range"
+    assert (await at(client, now - timedelta(days=400))).status_code == 201  # an admin import
+    for c in (pos, client):
+        r = await at(c, now + timedelta(minutes=10))
+        assert r.status_code == 422 and r.json()["code"] == "occurred_at_out_of_range"
+    assert (await at(pos, now + timedelta(minutes=4))).status_code == 201
+
+
+async def test_pos_key_is_bound_to_its_store(client, shop, make_client):
+    store, member = shop
+    other = (await f.create_store(client))["id"]
+    pos = make_client(await f.create_key(client, "pos", store))
+    pos_other = make_client(await f.create_key(client, "pos", other))
+    app_key = make_client(await f.create_key(client, "app"))
+    r = await f.commit(pos, f.basket(member, other))
+    assert r.status_code == 403
+    r = await pos.post("/v1/checkout/quote", json=f.basket(member, other))
+    assert r.status_code == 403
+    t = (await f.commit(pos, f.basket(member, store))).json()
+    assert (await pos.get(f"/v1/checkout/transactions/{t['id']}")).status_code == 200
+    assert (await pos_other.get(f"/v1/checkout/transactions/{t['id']}")).status_code == 403
+    r = await pos_other.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 403
+    assert (await app_key.post("/v1/checkout/quote", json=f.basket(member, store))).status_code == 403
+    assert (await client.get("/v1/checkout/transactions/txn_missing")).status_code == 404
+
+
+async def test_quote_greets_in_the_members_language_and_nudges_expiring_points(client, clock):
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client, name="李雷", locale="zh-CN"))["id"]
+    await f.adjust(client, member, 40)
+    clock.advance(timedelta(days=350))  # the lot expires 12 months after it was given
+    r = await client.post("/v1/checkout/quote", json=f.basket(member, store))
+    assert r.status_code == 200, r.text
+    q = r.json()
+    assert q["greeting"] == {"text": "李雷，您好！", "locale": "zh-CN", "occasion": "default"}
+    assert [n["kind"] for n in q["nudges"]] == ["points_expiry"] and "40 points" in q["nudges"][0]["text"]

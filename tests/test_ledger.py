@@ -1,0 +1,118 @@
+"""Ledger properties through HTTP: concurrent tills in one process, bounded work per commit, and random
+sequences of operations after which every invariant of DESIGN §3 still holds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event
+
+from service.points import service as points_service
+from tests import factories as f
+
+
+async def test_concurrent_commits_spend_a_balance_once(client, app):
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    await f.adjust(client, member, 500)
+    answers = await asyncio.gather(*(
+        f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)], points=500)) for _ in range(8)))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 7
+    assert await f.balance(client, member) == 95
+    await f.verify_ledger(app)
+
+
+async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app):
+    store = (await f.create_store(client))["id"]
+    short, long_ = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    await f.commit(client, f.basket(short, store))
+    for _ in range(25):
+        await f.commit(client, f.basket(long_, store))
+    await f.adjust(client, short, 100)
+    await f.adjust(client, long_, 100)
+
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        counts = []
+        for member in (short, long_):
+            statements.clear()
+            r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=50))
+            assert r.status_code == 201, r.text
+            counts.append(len(statements))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert counts[0] == counts[1] and counts[0] <= 22, counts
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+async def test_random_operations_keep_every_invariant(client, app, clock, seed):
+    rng = random.Random(seed)
+    store = (await f.create_store(client))["id"]
+    members = [(await f.enroll(client))["id"] for _ in range(2)]
+    committed: list[dict] = []
+    for _ in range(25):
+        member = rng.choice(members)
+        op = rng.choice(["earn", "earn", "burn", "void", "return", "adjust", "time", "sweep"])
+        if op == "earn":
+            lines = [f.line(str(i), quantity=rng.randint(1, 3), unit_price=rng.randint(0, 5000))
+                     for i in range(rng.randint(1, 3))]
+            r = await f.commit(client, f.basket(member, store, lines))
+            assert r.status_code == 201, r.text
+            committed.append(r.json())
+        elif op == "burn":
+            balance = await f.balance(client, member)
+            lines = [f.line(str(i), unit_price=rng.randint(1, 5000)) for i in range(rng.randint(1, 3))]
+            points = rng.randint(0, max(balance, 0))
+            r = await f.commit(client, f.basket(member, store, lines, points=points))
+            assert r.status_code in (201, 409, 422), r.text
+            if r.status_code == 201:
+                committed.append(r.json())
+        elif op == "void" and committed:
+            t = rng.choice(committed)
+            r = await client.post(f"/v1/checkout/transactions/{t['id']}/void",
+                                  headers={"Idempotency-Key": f.new_key()})
+            assert r.status_code in (200, 409), r.text
+        elif op == "return" and committed:
+            t = rng.choice(committed)
+            line = rng.choice(t["lines"])
+            r = await client.post(f"/v1/checkout/transactions/{t['id']}/returns",
+                                  json={"lines": [{"line_id": line["line_id"], "quantity": 1}]},
+                                  headers={"Idempotency-Key": f.new_key()})
+            assert r.status_code in (201, 409, 422), r.text
+        elif op == "adjust":
+            balance = await f.balance(client, member)
+            amount = rng.randint(-max(balance, 0), 300) or 1
+            await f.adjust(client, member, amount)
+        elif op == "time":
+            clock.advance(timedelta(days=rng.randint(1, 200)))
+        elif op == "sweep":
+            async with app.state.db.transaction() as session:
+                await points_service.sweep_batch(session, clock.now(), clock.now())
+        await f.verify_ledger(app)
+    for member in members:
+        entries = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 500})).json()["data"]
+        assert sum(e["amount"] for e in entries) == await f.balance(client, member)
+
+
+async def test_post_refuses_a_movement_against_a_non_program_account(client, app, clock):
+    from service.ledger import service as ledger
+    from service.ledger.errors import InvalidPosting
+    from service.ledger.rules import Movement
+
+    member = (await f.enroll(client))["id"]
+    with pytest.raises(InvalidPosting):
+        async with app.state.db.transaction() as session:
+            accounts = await ledger.lock_accounts(session, member, ["points"], clock.now())
+            bad = Movement("points", "points", 10, "wallet_cash", "adjust")
+            await ledger.post(session, ledger.Posting("adjustment", member, clock.now(), (bad,)), accounts)
+    assert await f.balance(client, member) == 0
+    await f.verify_ledger(app)

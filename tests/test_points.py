@@ -1,0 +1,137 @@
+"""Points through HTTP and the CLI: balance, ledger pages, adjustments, expiry sweep, verify."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from service import cli
+from tests import factories as f
+
+
+@pytest.fixture
+def cli_env(monkeypatch, database_url):
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", database_url)
+
+
+async def run_cli(*argv: str) -> int:
+    """``loyalty …`` in-process (in a thread: the command runs its own event loop)."""
+    return await asyncio.to_thread(cli.main, list(argv))
+
+
+async def test_points_balance_and_expiring_lots(client, clock):
+    member = (await f.enroll(client))["id"]
+    assert (await client.get(f"/v1/members/{member}/points")).json() == {"balance": 0, "expiring": []}
+    await f.adjust(client, member, 70)
+    clock.advance(timedelta(days=31))
+    await f.adjust(client, member, 30)
+    body = (await client.get(f"/v1/members/{member}/points")).json()
+    assert body["balance"] == 100
+    assert [e["amount"] for e in body["expiring"]] == [70, 30]
+    assert body["expiring"][0]["expires_at"] < body["expiring"][1]["expires_at"]
+    assert (await client.get("/v1/members/mem_nobody/points")).json()["code"] == "member_not_found"
+
+
+async def test_ledger_pages_newest_first(client):
+    member = (await f.enroll(client))["id"]
+    for amount in (10, 20, 30, -5):
+        await f.adjust(client, member, amount, reason=f"fix {amount}")
+    page1 = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 3})).json()
+    assert [e["amount"] for e in page1["data"]] == [-5, 30, 20]
+    assert page1["data"][0] | {"id": "x", "transaction_id": "x", "created_at": "x"} == {
+        "id": "x", "transaction_id": "x", "account": "points", "amount": -5, "kind": "adjust", "created_at": "x",
+        "reason": "fix -5"}
+    page2 = (await client.get(f"/v1/members/{member}/ledger",
+                              params={"limit": 3, "after": page1["next_cursor"]})).json()
+    assert [e["amount"] for e in page2["data"]] == [10] and page2["next_cursor"] is None
+    bad = await client.get(f"/v1/members/{member}/ledger", params={"after": "not-a-cursor"})
+    assert bad.status_code == 422
+
+
+async def test_adjustments(client, make_client, app):
+    member = (await f.enroll(client))["id"]
+    t = await f.adjust(client, member, 100, reason="welcome gift")
+    assert t["kind"] == "adjustment" and t["reason"] == "welcome gift" and t["balances_after"] == {"points": 100}
+    assert sum(e["amount"] for e in t["entries"]) == 0
+    t = await f.adjust(client, member, -40, reason="duplicate earn")
+    assert t["balances_after"] == {"points": 60}
+    url = f"/v1/members/{member}/points/adjustments"
+
+    async def post(c, body, key=None):
+        return await c.post(url, json=body, headers={"Idempotency-Key": key or f.new_key()})
+
+    r = await post(client, {"amount": -61, "reason": "too much"})
+    assert r.status_code == 409 and r.json()["code"] == "insufficient_points"
+    for body in ({"amount": 0, "reason": "x"}, {"amount": 5, "reason": ""}, {"amount": 5, "reason": "x" * 201},
+                 {"amount": 5}, {"amount": 10**10, "reason": "x"}, {"amount": 5, "reason": "x", "extra": 1}):
+        r = await post(client, body)
+        assert r.status_code == 422, (body, r.text)
+    assert (await client.post(url, json={"amount": 5, "reason": "x"})).status_code == 400
+    pos = make_client(await f.create_key(client, "pos", (await f.create_store(client))["id"]))
+    assert (await post(pos, {"amount": 5, "reason": "x"})).status_code == 403
+    first = await post(client, {"amount": 7, "reason": "retry"}, key="adj-1")
+    again = await post(client, {"amount": 7, "reason": "retry"}, key="adj-1")
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    r = await client.post("/v1/members/mem_nobody/points/adjustments", json={"amount": 5, "reason": "x"},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 404
+    assert await f.balance(client, member) == 67
+    await f.verify_ledger(app)
+
+
+async def test_sweep_expires_lots_by_their_expiry(client, clock, app, cli_env, capsys):
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    start = clock.now()
+    await f.adjust(client, member, 50)  # expires start + 12 months
+    clock.advance(timedelta(days=62))
+    await f.commit(client, f.basket(member, store, [f.line(unit_price=3000)]))  # 30 points, 2 months later
+    await f.commit(client, f.basket(member, store, [f.line(unit_price=2000)], points=20))  # from the first lot
+    assert await f.balance(client, member) == 50 + 30 - 20 + 19
+
+    as_of = start + timedelta(days=370)  # the first lot has expired, the later ones not yet
+    assert await run_cli("sweep", "--as-of", as_of.isoformat()) == 0
+    assert "expired 30 points from 1 lots of 1 members" in capsys.readouterr().out
+    assert await f.balance(client, member) == 49
+    assert await run_cli("sweep", "--as-of", as_of.isoformat()) == 0  # idempotent
+    assert "expired 0 points" in capsys.readouterr().out
+    assert await f.balance(client, member) == 49
+    entries = (await client.get(f"/v1/members/{member}/ledger")).json()["data"]
+    assert entries[0]["kind"] == "expire" and entries[0]["amount"] == -30
+
+    assert await run_cli("sweep", "--as-of", (start + timedelta(days=800)).isoformat()) == 0
+    assert await f.balance(client, member) == 0
+    assert (await client.get(f"/v1/members/{member}/points")).json()["expiring"] == []
+    assert await run_cli("verify") == 0
+    assert "every invariant holds" in capsys.readouterr().out
+    await f.verify_ledger(app)
+
+
+async def test_verify_reports_a_broken_invariant(client, app, cli_env, capsys):
+    member = (await f.enroll(client))["id"]
+    await f.adjust(client, member, 10)
+    async with app.state.db.transaction() as session:  # tamper with a cached balance behind the ledger's back
+        await session.execute(text("UPDATE ledger_accounts SET balance = balance + 1 WHERE member_id = :m"),
+                              {"m": member})
+    assert await run_cli("verify") == 1
+    out = capsys.readouterr().out
+    assert "balance 11 but its entries sum to 10" in out
+    assert "open lots hold 10" in out
+
+
+async def test_ledger_entries_cannot_be_updated(client, app):
+    member = (await f.enroll(client))["id"]
+    await f.adjust(client, member, 10)
+    with pytest.raises(DBAPIError, match="append-only"):
+        async with app.state.db.transaction() as session:
+            await session.execute(text("UPDATE ledger_entries SET amount = 11 WHERE member_id = :m"), {"m": member})
+
+
+async def test_sweep_rejects_a_bad_as_of(cli_env, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--as-of", "someday"])
+    assert "ISO 8601" in capsys.readouterr().err

@@ -1,0 +1,75 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from service.points import rules
+from service.points.errors import InsufficientPoints, PointsOverLimit
+
+NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+
+
+def earn_rules(**kw) -> rules.EarnRules:
+    base = {"base_rate": Decimal(1), "category_multipliers": {}, "sku_multipliers": {}, "bonus_events": ()}
+    return rules.EarnRules(**{**base, **kw})
+
+
+def line(net: int, sku: str = "S", category: str = "c", line_id: str = "1") -> rules.EarnLine:
+    return rules.EarnLine(line_id, sku, category, net)
+
+
+def test_base_rate_per_major_unit():
+    assert rules.earn([line(1999)], earn_rules(), tier_multiplier=Decimal(1), occurred_at=NOW).points == 19
+    assert rules.earn([line(1999)], earn_rules(exponent=0), tier_multiplier=Decimal(1), occurred_at=NOW).points == 1999
+
+
+def test_sku_multiplier_wins_over_category():
+    r = earn_rules(category_multipliers={"c": Decimal(2)}, sku_multipliers={"S": Decimal(3)})
+    assert rules.item_multiplier(line(100), r) == 3
+    assert rules.item_multiplier(line(100, sku="OTHER"), r) == 2
+    assert rules.item_multiplier(line(100, sku="OTHER", category="d"), r) == 1
+
+
+def test_points_are_floored_once_per_transaction():
+    lines = [line(150, line_id=str(i)) for i in range(3)]
+    earned = rules.earn(lines, earn_rules(), tier_multiplier=Decimal(1), occurred_at=NOW)
+    assert earned.per_line["0"] == Decimal("1.5") and earned.points == 4
+
+
+def test_tier_multiplier_and_exact_decimals():
+    earned = rules.earn([line(1000)], earn_rules(base_rate=Decimal("0.1")), tier_multiplier=Decimal("1.1"),
+                        occurred_at=NOW)
+    assert earned.per_line["1"] == Decimal("1.1") and earned.points == 1  # no binary float drift (1.1000000001)
+
+
+def test_bonus_events_by_window_category_and_segment():
+    event = rules.BonusEvent("double", NOW - timedelta(hours=1), NOW + timedelta(hours=1), Decimal(2),
+                             categories=frozenset({"c"}))
+    triple = rules.BonusEvent("vip", NOW - timedelta(hours=1), NOW + timedelta(hours=1), Decimal(3),
+                              segments=frozenset({"true_friend"}))
+    r = earn_rules(bonus_events=(event, triple))
+    assert rules.bonus_multiplier(line(100), r, NOW, None) == 2
+    assert rules.bonus_multiplier(line(100), r, NOW, "true_friend") == 3  # the largest, not the product
+    assert rules.bonus_multiplier(line(100, category="d"), r, NOW, None) == 1
+    assert rules.bonus_multiplier(line(100), r, NOW + timedelta(hours=1), None) == 1  # ends_at is exclusive
+    assert rules.bonus_multiplier(line(100), r, NOW - timedelta(hours=1), None) == 2  # starts_at inclusive
+
+
+def test_burn_value_and_its_limits():
+    assert rules.burn_value(100, balance=100, net=1000, max_burn_percent=100, point_value=2) == 200
+    assert rules.burn_value(0, balance=-5, net=1000, max_burn_percent=100, point_value=1) == 0
+    with pytest.raises(InsufficientPoints):
+        rules.burn_value(101, balance=100, net=10_000, max_burn_percent=100, point_value=1)
+    with pytest.raises(InsufficientPoints, match="owes"):
+        rules.burn_value(1, balance=-1, net=10_000, max_burn_percent=100, point_value=1)
+    with pytest.raises(PointsOverLimit):
+        rules.burn_value(51, balance=100, net=101, max_burn_percent=50, point_value=1)
+    assert rules.max_burnable_points(101, max_burn_percent=50, point_value=1) == 50
+    assert rules.max_burnable_points(999, max_burn_percent=100, point_value=10) == 99
+
+
+def test_lot_expiry_adds_calendar_months():
+    assert rules.add_months(datetime(2026, 1, 31, tzinfo=UTC), 1) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert rules.add_months(datetime(2027, 11, 30, tzinfo=UTC), 3) == datetime(2028, 2, 29, tzinfo=UTC)
+    assert rules.lot_expiry(NOW, 12) == datetime(2027, 6, 15, 12, 0, tzinfo=UTC)
+    assert rules.lot_expiry(NOW, None) is None
