@@ -512,3 +512,16 @@ async def test_longest_allowed_values_are_stored(client):
                                                "email": "a" * 64 + "@" + "b" * 60 + ".example.com"})
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "n" * 100
+
+
+async def test_birthday_in_the_future_is_judged_by_the_service_clock(client, clock):
+    from datetime import UTC, datetime
+
+    clock.freeze(datetime(2020, 6, 1, 12, tzinfo=UTC))
+    r = await client.post("/v1/members", json={"name": "Early", "birthday": "2020-06-02"})
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+    assert r.json()["errors"][0]["loc"] == ["body", "birthday"]
+    r = await client.post("/v1/members", json={"name": "Born today", "birthday": "2020-06-01"})
+    assert r.status_code == 201, r.text
+    r = await client.patch(f"/v1/members/{r.json()['id']}", json={"birthday": "2021-01-01"})
+    assert r.status_code == 422

@@ -38,7 +38,15 @@ def _phone(raw: str | None, region: str) -> str | None:
                                errors=[{"loc": ["body", "phone"], "msg": str(exc)}]) from exc
 
 
+def _birthday_not_in_future(birthday, clock: Clock) -> None:
+    """Checked against the service's clock (not the machine's date), so tests and ``--as-of`` agree."""
+    if birthday is not None and birthday > clock.now().date():
+        raise ValidationFailed("birthday: cannot be in the future",
+                               errors=[{"loc": ["body", "birthday"], "msg": "cannot be in the future"}])
+
+
 async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, region: str) -> Member:
+    _birthday_not_in_future(body.birthday, clock)
     now = clock.now()
     referred_by = None
     if body.referral_code:
@@ -82,6 +90,7 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
     if member.status == "erased":
         raise MemberErased("This member's personal data was erased; the record can no longer be changed.")
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
+    _birthday_not_in_future(changes.get("birthday"), clock)
     if "name" in changes and changes["name"] is None:
         raise ValidationFailed("name: cannot be cleared", errors=[{"loc": ["body", "name"], "msg": "required"}])
     if "phone" in changes:
