@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import DateTime, event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -46,6 +46,17 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
         return None if value is None else utc(value)
+
+
+async def insert_unless_duplicate(session: AsyncSession, row: object) -> bool:
+    """Insert ``row`` in a savepoint; False (and nothing written) when a unique constraint rejects it. The
+    constraint decides, never a read beforehand, so two concurrent inserts cannot both succeed."""
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
 
 
 def is_sqlite(url: str) -> bool:

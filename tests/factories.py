@@ -9,6 +9,18 @@ import httpx
 
 _seq = itertools.count(1)
 
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r, status: int, code: str) -> dict:
+    """``r`` is a problem+json answer with this status and code, and every RFC 9457 member; its body."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM), r.headers
+    body = r.json()
+    assert body["status"] == status and body["code"] == code, body
+    assert body["title"] and body["detail"] and body["type"]
+    return body
+
 
 def unique_phone() -> str:
     """A valid US number in the 555-01xx-free range of area code 415 that no other test uses."""

@@ -11,19 +11,7 @@ from sqlalchemy import select, text
 from service import cli
 from service.auth.models import ApiKey
 from tests.conftest import ADMIN_KEY
-from tests.factories import create_key, create_store, enroll
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers
-    body = r.json()
-    assert body["status"] == status and body["code"] == code, body
-    assert body["title"] and body["detail"] and body["type"]
-    return body
-
+from tests.factories import assert_problem, create_key, create_store, enroll
 
 # --- 401 ---------------------------------------------------------------------------------------------------------
 

@@ -22,18 +22,11 @@ from service.idempotency import IdempotencyRecord
 from service.members.models import Member
 from service.routing import UnitOfWorkRoute, idempotent
 from tests.conftest import ADMIN_KEY
-from tests.factories import create_key, create_store, enroll, unique_email, unique_phone
+from tests.factories import PROBLEM, assert_problem, create_key, create_store, enroll, unique_email, unique_phone
 
-PROBLEM = "application/problem+json"
 BOOTSTRAP_KEY_ID = "key_bootstrap_" + hash_key(ADMIN_KEY)[:16]
 
 
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers
-    body = r.json()
-    assert body["status"] == status and body["code"] == code, body
-    return body
 
 
 async def member_count(app) -> int:

@@ -8,18 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.members.models import Member
-from tests.factories import create_key, create_store, enroll, unique_email, unique_phone
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers
-    body = r.json()
-    assert body["status"] == status and body["code"] == code, body
-    assert body["title"] and body["detail"] and body["type"]
-    return body
+from tests.factories import assert_problem, create_key, create_store, enroll, unique_email, unique_phone
 
 
 def luhn_ok(number: str) -> bool:

@@ -10,18 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from service.audit import AuditEntry
-from tests.factories import create_key, create_store
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(r, status: int, code: str) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM), r.headers
-    body = r.json()
-    assert body["status"] == status and body["code"] == code, body
-    assert body["title"] and body["detail"] and body["type"]
-    return body
+from tests.factories import assert_problem, create_key, create_store
 
 
 async def get_program(client) -> dict:

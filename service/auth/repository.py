@@ -3,10 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.models import ApiKey
+from service.db import insert_unless_duplicate
 
 
 async def find_active_by_hash(session: AsyncSession, key_hash: str) -> ApiKey | None:
@@ -27,12 +27,7 @@ async def add(session: AsyncSession, key: ApiKey) -> None:
 
 async def add_if_absent(session: AsyncSession, key: ApiKey) -> bool:
     """Insert unless a key with the same hash exists (several workers may start at once)."""
-    try:
-        async with session.begin_nested():
-            session.add(key)
-    except IntegrityError:
-        return False
-    return True
+    return await insert_unless_duplicate(session, key)
 
 
 async def list_page(session: AsyncSession, *, after: str | None, limit: int) -> list[ApiKey]:

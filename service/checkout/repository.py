@@ -1,20 +1,15 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
+from service.db import insert_unless_duplicate
 
 
 async def add_transaction(session: AsyncSession, row: CheckoutTransaction) -> bool:
     """Insert; False when the store already has this receipt (the unique constraint decides, not a read)."""
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        return False
-    return True
+    return await insert_unless_duplicate(session, row)
 
 
 async def get(session: AsyncSession, transaction_id: str, *, lock: bool = False) -> CheckoutTransaction | None:

@@ -6,6 +6,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import insert_unless_duplicate
 from service.members.models import Member
 
 
@@ -15,12 +16,7 @@ async def get(session: AsyncSession, member_id: str) -> Member | None:
 
 async def add(session: AsyncSession, member: Member) -> bool:
     """Insert; False when a unique column (card, phone, email, external ref, referral code) collides."""
-    try:
-        async with session.begin_nested():
-            session.add(member)
-    except IntegrityError:
-        return False
-    return True
+    return await insert_unless_duplicate(session, member)
 
 
 async def apply_changes(session: AsyncSession, member: Member, changes: dict[str, Any]) -> bool:

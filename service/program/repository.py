@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import insert_unless_duplicate
 from service.program.models import ProgramRow, Store
 
 
@@ -12,11 +12,8 @@ async def get_program(session: AsyncSession) -> ProgramRow | None:
 
 
 async def insert_program_if_absent(session: AsyncSession, row: ProgramRow) -> None:
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
-        pass
+
+    await insert_unless_duplicate(session, row)
 
 
 async def update_program(session: AsyncSession, *, expected_version: int, values: dict) -> bool:
@@ -32,12 +29,8 @@ async def get_store(session: AsyncSession, store_id: str) -> Store | None:
 
 
 async def add_store(session: AsyncSession, store: Store) -> bool:
-    try:
-        async with session.begin_nested():
-            session.add(store)
-    except IntegrityError:
-        return False
-    return True
+
+    return await insert_unless_duplicate(session, store)
 
 
 async def list_stores(session: AsyncSession, *, after: str | None, limit: int) -> list[Store]:
