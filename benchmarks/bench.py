@@ -40,6 +40,7 @@ class Figure:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    sample_errors: list[str] | None = None
 
 
 def ensure_wrk() -> str:
@@ -85,7 +86,9 @@ def run_wrk(wrk: str, base: str, name: str, script: Path, args: list[str], *, co
                         "--", *args], check=True, capture_output=True)
     out = subprocess.run([*common[:1], "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency", "-s",
                           str(script), base, "--", *args], check=True, capture_output=True, text=True)
-    return parse_wrk(name, out.stdout)
+    figure = parse_wrk(name, out.stdout)
+    figure.sample_errors = sorted(set(out.stderr.splitlines()))[:3]
+    return figure
 
 
 def pgbench_ceiling(database: str, *, connections: int, duration: int) -> float:
@@ -104,9 +107,13 @@ def pgbench_ceiling(database: str, *, connections: int, duration: int) -> float:
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
 
-async def seed_members(base: str, count: int, concurrency: int = 32, start: int = 0) -> list[str]:
-    """Enroll ``count`` members through the API; return their card numbers."""
-    cards: list[str] = []
+STORE = "bench"
+
+
+async def seed_members(base: str, count: int, concurrency: int = 32, start: int = 0,
+                       points: int = 0) -> list[tuple[str, str]]:
+    """Enroll ``count`` members through the API (each given ``points``); return their (id, card number)."""
+    cards: list[tuple[str, str]] = []
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     queue = iter(range(start, start + count))
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
@@ -115,7 +122,12 @@ async def seed_members(base: str, count: int, concurrency: int = 32, start: int 
             for i in queue:
                 r = await client.post("/v1/members", json={"name": f"Bench {i}", "external_ref": f"bench-{i}"})
                 r.raise_for_status()
-                cards.append(r.json()["card_number"])
+                member = r.json()
+                if points:
+                    (await client.post(f"/v1/members/{member['id']}/points/adjustments",
+                                       json={"amount": points, "reason": "benchmark seed"},
+                                       headers={"Idempotency-Key": f"seed-{member['id']}"})).raise_for_status()
+                cards.append((member["id"], member["card_number"]))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return cards
@@ -144,6 +156,9 @@ def report(figures: list[Figure], ceilings: dict[str, float], notes: list[str]) 
     for f in figures:
         lines.append(f"| {f.name} | {f.rps:,.0f} | {f.p50_ms:.1f} | {f.p99_ms:.1f} | {f.errors} | "
                      f"{f.rps / ceilings['healthz']:.2f} | {f.rps / ceilings['pgbench']:.2f} |")
+    for f in figures:
+        for sample in f.sample_errors or []:
+            notes = [*notes, f"{f.name}: {sample[:200]}"]
     lines.append(f"| pgbench ledger transaction (database ceiling) | {ceilings['pgbench']:,.0f} | | | | | 1.00 |")
     lines += ["", *notes]
     return "\n".join(lines) + "\n"
@@ -167,16 +182,23 @@ def main() -> int:
     notes: list[str] = []
     with running_server(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        cards = asyncio.run(seed_members(base, args.members))
-        notes.append(f"Seeded {len(cards)} members in {time.perf_counter() - started:.1f} s.")
-        cards_file, key_file = Path(tmp, "cards.txt"), Path(tmp, "key.txt")
-        cards_file.write_text("\n".join(cards) + "\n")
+        httpx.post(f"{base}/v1/stores", json={"id": STORE, "name": "Bench", "timezone": "UTC"},
+                   headers={"Authorization": f"Bearer {ADMIN_KEY}"}).raise_for_status()
+        seeded = asyncio.run(seed_members(base, args.members, points=1_000_000))
+        notes.append(f"Seeded {len(seeded)} members with points in {time.perf_counter() - started:.1f} s.")
+        cards_file, ids_file, key_file = Path(tmp, "cards.txt"), Path(tmp, "ids.txt"), Path(tmp, "key.txt")
+        cards_file.write_text("\n".join(card for _, card in seeded) + "\n")
+        ids_file.write_text("\n".join(member_id for member_id, _ in seeded) + "\n")
         key_file.write_text(ADMIN_KEY + "\n")
         run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
         healthz = run_wrk(wrk, base, "GET /healthz (framework ceiling)", HERE / "lua/healthz.lua", [], **run)
         figures.append(healthz)
         figures.append(run_wrk(wrk, base, "member look-up by card number", HERE / "lua/lookup.lua",
                                [str(cards_file), str(key_file)], **run))
+        for mode in ("quote", "commit"):
+            label = {"quote": "quote, 3 lines, points", "commit": "commit: earn and burn points"}[mode]
+            figures.append(run_wrk(wrk, base, label, HERE / "lua/checkout.lua",
+                                   [str(ids_file), str(key_file), mode, STORE], **run))
         notes.append(f"Largest worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
     pgbench = pgbench_ceiling(args.database, connections=args.connections, duration=args.duration)
     text = report(figures, {"healthz": healthz.rps, "pgbench": pgbench}, notes)
