@@ -117,3 +117,32 @@ async def test_same_receipt_and_same_void_from_many_tills_at_once(server, databa
             for i in range(12)))
         assert sorted(v.status_code for v in voids) == [200] + [409] * 11, [v.text for v in voids]
         assert (await c.get(f"/v1/members/{member}/points")).json()["balance"] == 0
+
+
+@pytest.mark.postgres_only
+async def test_ten_tills_spending_one_wallet_at_once(server, database_url):
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
+                                 limits=httpx.Limits(max_connections=20)) as c:
+        assert (await c.post("/v1/stores", json={"id": "race-w", "name": "Race", "timezone": "UTC"})).status_code == 201
+        r = await c.post("/v1/members", json={"name": "Racer", "phone": unique_phone(), "email": unique_email()})
+        member = r.json()["id"]
+        r = await c.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 1000, "payment_ref": "race"},
+                         headers={"Idempotency-Key": new_key()})
+        assert r.status_code == 201, r.text
+
+        async def spend(i: int) -> httpx.Response:
+            body = {"receipt_id": f"wallet-race-{i}", "member": {"member_id": member}, "store_id": "race-w",
+                    "currency": "USD", "lines": [line(unit_price=1500)], "redeem": {"wallet_amount": 1000}}
+            return await c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"wr-{i}"})
+
+        answers = await asyncio.gather(*(spend(i) for i in range(10)))
+        assert sorted(a.status_code for a in answers) == [201] + [409] * 9, [a.text for a in answers]
+        assert all(a.json()["code"] == "insufficient_funds" for a in answers if a.status_code == 409)
+        wallet = (await c.get(f"/v1/members/{member}/wallet")).json()
+        assert wallet["total"] == 0 and wallet["cash"] == 0 and wallet["bonus"] == 0
+
+    verify = await asyncio.to_thread(
+        subprocess.run, [LOYALTY, "verify"], env={**os.environ, "LOYALTY_DATABASE_URL": database_url},
+        capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

@@ -17,9 +17,12 @@ from decimal import Decimal
 from typing import Protocol
 
 from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase, UnknownLine
+from service.ledger.errors import InsufficientFunds
 from service.ledger.rules import POINTS, LotPolicy, Movement
 from service.money import allocate, round_half_up, to_decimal
 from service.points import rules as points_rules
+from service.wallet import rules as wallet_rules
+from service.wallet.errors import WalletExceedsPayable
 
 POS_BACKDATE_LIMIT = timedelta(hours=72)
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -81,11 +84,14 @@ class MemberState:
     tier_discount_percent: Decimal
     points_balance: int
     segment: str | None = None
+    wallet_cash: int = 0
+    wallet_bonus: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Redemptions:
     points: int = 0
+    wallet_amount: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,7 @@ class Context:
     member: MemberState
     redeem: Redemptions
     occurred_at: datetime
+    tendered: int = 0  # what earlier tenders already pay of the net
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +115,12 @@ class Applied:
 @dataclass(frozen=True, slots=True)
 class Effect:
     """What one incentive does to the basket: discounts per line (minor units), the entries it lists as
-    applied, and the ledger movements a commit posts for it."""
+    applied, the ledger movements a commit posts for it, and (for a tender) how much of ``payable`` it pays."""
 
     discounts: Mapping[str, int] = field(default_factory=dict)
     applied: tuple[Applied, ...] = ()
     movements: tuple[Movement, ...] = ()
+    tender: int = 0
 
 
 class Incentive(Protocol):
@@ -161,8 +169,35 @@ class PointsBurn:
         return Effect(discounts=discounts, applied=(Applied(self.kind, value, points=points),), movements=(movement,))
 
 
-# DESIGN §4 steps 1-4, in order (punch rewards before the tier discount, vouchers between it and points).
-INCENTIVES: tuple[Incentive, ...] = (TierDiscount(), PointsBurn())
+class WalletTender:
+    """Step 5: the member's wallet as a tender after every discount. It pays at most what is still payable and is
+    spent from the cash and bonus parts in proportion to their balances; it does not change the lines, so the
+    wallet-paid spend earns points and counts as qualifying spend."""
+
+    kind = "wallet"
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        amount = ctx.redeem.wallet_amount
+        if amount == 0:
+            return Effect()
+        payable = basket.net - ctx.tendered
+        if amount > payable:
+            raise WalletExceedsPayable(f"The wallet can pay at most what is owed ({payable}); {amount} was asked.",
+                                       payable=payable)
+        held = ctx.member.wallet_cash + ctx.member.wallet_bonus
+        if amount > held:
+            raise InsufficientFunds(f"The wallet holds {held}; {amount} is needed.", balance=held)
+        split = wallet_rules.split_payment(amount, cash=ctx.member.wallet_cash, bonus=ctx.member.wallet_bonus)
+        movements = tuple(
+            Movement(account=account, asset=account, amount=-part, contra=contra, kind="wallet_pay")
+            for account, part, contra in ((wallet_rules.WALLET_CASH, split.cash, wallet_rules.SPENT),
+                                          (wallet_rules.WALLET_BONUS, split.bonus, wallet_rules.BONUS_SPENT))
+            if part > 0)
+        return Effect(applied=(Applied(self.kind, amount),), movements=movements, tender=amount)
+
+
+# DESIGN §4 steps 1-5, in order (punch rewards before the tier discount, vouchers between it and points).
+INCENTIVES: tuple[Incentive, ...] = (TierDiscount(), PointsBurn(), WalletTender())
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +210,11 @@ class Priced:
     points_earned: int
     line_points: Mapping[str, Decimal]
     qualifying_spend: int
+    tenders: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def tendered(self) -> int:
+        return sum(self.tenders.values())
 
     def line_points_burned(self, line_id: str, point_value: int) -> Decimal:
         return Decimal(self.discounts_by_kind.get(PointsBurn.kind, {}).get(line_id, 0)) / point_value
@@ -184,8 +224,11 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
     applied: list[Applied] = []
     movements: list[Movement] = []
     by_kind: dict[str, Mapping[str, int]] = {}
+    tenders: dict[str, int] = {}
     for incentive in incentives:
-        effect = incentive.price(basket, ctx)
+        effect = incentive.price(basket, replace(ctx, tendered=sum(tenders.values())))
+        if effect.tender:
+            tenders[incentive.kind] = effect.tender
         basket = basket.discounted(effect.discounts)
         applied.extend(effect.applied)
         movements.extend(effect.movements)
@@ -201,7 +244,7 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
             expires_at=points_rules.lot_expiry(ctx.occurred_at, ctx.program.expiry_months)))
     return Priced(basket=basket, applied=tuple(applied), movements=tuple(movements), discounts_by_kind=by_kind,
                   points_burned=ctx.redeem.points, points_earned=earned.points, line_points=earned.per_line,
-                  qualifying_spend=basket.net)
+                  qualifying_spend=basket.net, tenders=tenders)
 
 
 def tier_figures(tiers: Sequence, tier_code: str | None) -> tuple[str, Decimal, Decimal]:

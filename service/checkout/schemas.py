@@ -65,6 +65,8 @@ class CheckoutLine(Strict):
 
 class Redeem(Strict):
     points: Annotated[int, Field(strict=True, ge=0, le=MAX_POINTS)] = 0
+    wallet_amount: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT, description=(
+        "Minor units paid from the member's wallet after every discount (at most `payable`)."))] = 0
 
 
 class CheckoutRequest(Strict):

@@ -55,6 +55,8 @@ from service.points import service as points_service
 from service.points.schemas import Expiring
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
+from service.wallet import rules as wallet_rules
+from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
 
 EXPIRY_NUDGE_DAYS = 30
 GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
@@ -91,13 +93,15 @@ async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Prin
     return program, member
 
 
-def _context(program: ProgramPublic, member: Member, balance: int, body: CheckoutRequest,
+def _context(program: ProgramPublic, member: Member, balances: dict[str, int], body: CheckoutRequest,
              occurred_at: datetime) -> rules.Context:
     tier, multiplier, discount = rules.tier_figures(program.tiers, member.tier_code)
     return rules.Context(
         program=_program_rules(program),
-        member=rules.MemberState(member.id, tier, multiplier, discount, balance),
-        redeem=rules.Redemptions(points=body.redeem.points if body.redeem else 0),
+        member=rules.MemberState(member.id, tier, multiplier, discount, balances.get(POINTS, 0),
+                                 wallet_cash=balances.get(WALLET_CASH, 0), wallet_bonus=balances.get(WALLET_BONUS, 0)),
+        redeem=rules.Redemptions(points=body.redeem.points if body.redeem else 0,
+                                 wallet_amount=body.redeem.wallet_amount if body.redeem else 0),
         occurred_at=occurred_at,
     )
 
@@ -106,8 +110,16 @@ def _lines(basket: rules.Basket) -> list[LineResult]:
     return [LineResult(line_id=line.line_id, discount=line.discount, net=line.net) for line in basket.lines]
 
 
-def _totals(subtotal: int, discount: int, net: int) -> Totals:
-    return Totals(subtotal=subtotal, discount=discount, net=net, wallet=0, gift_cards=0, payable=net)
+def _totals(subtotal: int, discount: int, net: int, wallet: int = 0) -> Totals:
+    return Totals(subtotal=subtotal, discount=discount, net=net, wallet=wallet, gift_cards=0, payable=net - wallet)
+
+
+def _wallet_paid(row: CheckoutTransaction) -> int:
+    return sum(a["amount"] for a in row.applied if a["kind"] == rules.WalletTender.kind)
+
+
+def _wallet_total(balances: dict[str, int]) -> int:
+    return balances.get(WALLET_CASH, 0) + balances.get(WALLET_BONUS, 0)
 
 
 def _applied(applied) -> list[AppliedPublic]:
@@ -119,7 +131,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     program, member = await _prepare(session, body, principal, region)
     now = clock.now()
     balance = await points_service.balance(session, member.id)
-    ctx = _context(program, member, balance, body, now)
+    held = await ledger.balances(session, member.id)
+    ctx = _context(program, member, {**held, POINTS: balance}, body, now)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
     locale = member.locale if member.locale in GREETINGS else DEFAULT_LOCALE
@@ -131,9 +144,9 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
         nudges=_nudges(expiring, now, balance),
         applied=_applied(priced.applied),
         lines=_lines(basket),
-        totals=_totals(basket.subtotal, basket.discount, basket.net),
+        totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0)),
         earn=Earn(points=priced.points_earned, stamps=[], qualifying_spend=priced.qualifying_spend),
-        balances=Balances(points=balance, wallet=0),
+        balances=Balances(points=balance, wallet=_wallet_total(held)),
     )
 
 
@@ -191,8 +204,9 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     if not await repository.add_transaction(session, row):
         raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
     # Then the lock, then every read the decision depends on: a concurrent commit for this member waits here.
-    accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)
-    ctx = _context(program, member, accounts.balance(POINTS), body, occurred_at)
+    # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
+    accounts = await ledger.lock_accounts(session, member.id, [POINTS, *WALLET_KINDS], now)
+    ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at)
     priced = rules.price(_basket(body), ctx)
     ledger_transaction_id = None
     if priced.movements:
@@ -216,18 +230,23 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     } for line in basket.lines]
     row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
-    return to_public(row)
+    return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS))
 
 
-def to_public(row: CheckoutTransaction, *, points_balance: int | None = None) -> TransactionPublic:
+async def _wallet_balance(session: AsyncSession, member_id: str) -> int:
+    return _wallet_total(await ledger.balances(session, member_id))
+
+
+def to_public(row: CheckoutTransaction, *, points_balance: int | None = None,
+              wallet_balance: int = 0) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[AppliedPublic.model_validate(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
-        totals=_totals(row.subtotal, row.discount, row.net),
+        totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row)),
         earned=Earned(points=row.points_earned, stamps=[], vouchers_issued=[], rewards_issued=[]),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
-                                wallet=0),
+                                wallet=wallet_balance),
         tier_change=None,
     )
 
@@ -243,7 +262,8 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
 
 
 async def get(session: AsyncSession, transaction_id: str, principal: Principal) -> TransactionPublic:
-    return to_public(await _load(session, transaction_id, principal))
+    row = await _load(session, transaction_id, principal)
+    return to_public(row, wallet_balance=await _wallet_balance(session, row.member_id))
 
 
 async def void(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
@@ -255,7 +275,8 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     if row.status == "returned":
         raise TransactionNotVoidable("Everything on this transaction was already returned; there is nothing to void.")
     now = clock.now()
-    accounts = await ledger.lock_accounts(session, row.member_id, [POINTS], now)
+    accounts = await ledger.lock_accounts(session, row.member_id,
+                                          [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ())], now)
     if row.ledger_transaction_id:
         returns = await repository.returns_of(session, row.id)
         ledger_ids = [row.ledger_transaction_id, *(r.ledger_transaction_id for r in returns if r.ledger_transaction_id)]
@@ -268,7 +289,8 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     row.status = "voided"
     row.voided_at = now
     await session.flush()
-    return to_public(row, points_balance=accounts.balance(POINTS))
+    return to_public(row, points_balance=accounts.balance(POINTS),
+                     wallet_balance=await _wallet_balance(session, row.member_id))
 
 
 async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnRequest, principal: Principal,
@@ -301,6 +323,11 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         movements.append(Movement(account=POINTS, asset=POINTS, amount=plan.points_refunded,
                                   contra="program:points_redeemed", kind="return", lots=LotPolicy.RESTORE,
                                   origin=row.ledger_transaction_id))
+    wallet_back = await _wallet_refund(session, row, previous, before, plan)
+    for account, part, contra in ((WALLET_CASH, wallet_back.cash, wallet_rules.SPENT),
+                                  (WALLET_BONUS, wallet_back.bonus, wallet_rules.BONUS_SPENT)):
+        if part:
+            movements.append(Movement(account=account, asset=account, amount=part, contra=contra, kind="return"))
     ret = CheckoutReturn(
         id=new_id("ret"), transaction_id=row.id,
         lines=[{"line_id": ln.line_id, "quantity": ln.quantity} for ln in body.lines],
@@ -308,7 +335,8 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         qualifying_spend=plan.qualifying_spend, created_at=now,
     )
     if movements:
-        accounts = await ledger.lock_accounts(session, row.member_id, [POINTS], now)
+        accounts = await ledger.lock_accounts(session, row.member_id,
+                                              [POINTS, *(WALLET_KINDS if wallet_back.total else ())], now)
         ret.ledger_transaction_id = await ledger.post(session, ledger.Posting(
             kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
             reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
@@ -316,5 +344,19 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     return ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
-        points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=[], wallet=0,
+        points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=[], wallet=wallet_back.total,
         qualifying_spend=plan.qualifying_spend))
+
+
+async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
+                         before: rules.ReturnTotals, plan: rules.ReturnPlan) -> wallet_rules.Split:
+    """The wallet-paid share of this return, per part: what the sale took from each part and what earlier returns
+    gave back are read from the ledger."""
+    if not _wallet_paid(row):
+        return wallet_rules.Split(0, 0)
+    paid = await ledger.program_net(session, [row.ledger_transaction_id])
+    back = await ledger.program_net(session, [r.ledger_transaction_id for r in previous])
+    return wallet_rules.refund_on_return(
+        wallet_rules.Split(paid.get(wallet_rules.SPENT, 0), paid.get(wallet_rules.BONUS_SPENT, 0)),
+        wallet_rules.Split(-back.get(wallet_rules.SPENT, 0), -back.get(wallet_rules.BONUS_SPENT, 0)),
+        net=row.net, returned_net=before.qualifying_spend + plan.qualifying_spend, fully=plan.fully_returned)

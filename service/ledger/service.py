@@ -26,9 +26,16 @@ PROGRAM_ACCOUNTS: dict[str, str] = {
     "program:points_redeemed": POINTS,
     "program:points_expired": POINTS,
     "program:points_adjusted": POINTS,
+    # Stored value: each wallet part is its own asset, so a reversal returns every amount to the part it left.
+    "program:stored_value_received": "wallet_cash",
+    "program:stored_value_spent": "wallet_cash",
+    "program:stored_value_refunded": "wallet_cash",
+    "program:bonus_granted": "wallet_bonus",
+    "program:bonus_spent": "wallet_bonus",
+    "program:bonus_forfeited": "wallet_bonus",
 }
 # Member account kinds and the asset each holds.
-MEMBER_ACCOUNT_ASSETS: dict[str, str] = {POINTS: POINTS}
+MEMBER_ACCOUNT_ASSETS: dict[str, str] = {POINTS: POINTS, "wallet_cash": "wallet_cash", "wallet_bonus": "wallet_bonus"}
 
 
 async def ensure_program_accounts(session: AsyncSession, now: datetime) -> None:
@@ -66,6 +73,15 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
 async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
     """The member's cached balances by account kind (read without a lock: for display, not for decisions)."""
     return {a.kind: int(a.balance or 0) for a in await repository.member_accounts(session, member_id)}
+
+
+async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
+    """``{program account: net amount}`` over the given ledger transactions (what they moved on the program's
+    side; the member's side is the opposite)."""
+    ids = [i for i in transaction_ids if i]
+    if not ids:
+        return {}
+    return {account: net for account, _, net in await repository.program_side_net(session, ids)}
 
 
 async def expiring_points(session: AsyncSession, member_id: str, *, after: datetime | None,

@@ -1,0 +1,73 @@
+"""The member wallet: balances, top-ups with bonus, cash-out, and the liability report. Every balance moves
+through :mod:`service.ledger.service`; spending at the till is the checkout's :class:`WalletTender`. Never
+commits."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth.rules import Principal
+from service.clock import Clock
+from service.ledger import service as ledger
+from service.ledger.rules import POINTS, Movement
+from service.members import service as members_service
+from service.program import service as program_service
+from service.wallet import repository, rules
+from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
+from service.wallet.schemas import CashOutPublic, LiabilityPublic, TopUpCreate, TopUpPublic, WalletPublic
+
+
+async def wallet(session: AsyncSession, member_id: str) -> WalletPublic:
+    await members_service.get(session, member_id)
+    program = await program_service.get(session)
+    held = await ledger.balances(session, member_id)
+    cash, bonus = held.get(WALLET_CASH, 0), held.get(WALLET_BONUS, 0)
+    return WalletPublic(cash=cash, bonus=bonus, total=cash + bonus, currency=program.currency)
+
+
+async def top_up(session: AsyncSession, member_id: str, body: TopUpCreate, principal: Principal,
+                 clock: Clock) -> TopUpPublic:
+    """Cash in, plus the bonus of the largest rule the amount reaches. Top-ups never earn points."""
+    await members_service.get(session, member_id)
+    program = await program_service.get(session)
+    bonus = rules.top_up_bonus(body.amount, [rules.BonusRule(b.min_amount, b.bonus)
+                                             for b in program.wallet_top_up_bonuses])
+    now = clock.now()
+    accounts = await ledger.lock_accounts(session, member_id, WALLET_KINDS, now)
+    movements = [Movement(account=WALLET_CASH, asset=WALLET_CASH, amount=body.amount, contra=rules.RECEIVED,
+                          kind="top_up")]
+    if bonus:
+        movements.append(Movement(account=WALLET_BONUS, asset=WALLET_BONUS, amount=bonus, contra=rules.BONUS_GRANTED,
+                                  kind="top_up_bonus"))
+    await ledger.post(session, ledger.Posting(
+        kind="top_up", member_id=member_id, at=now, movements=tuple(movements), store_id=principal.store_id,
+        reference=body.payment_ref), accounts)
+    cash, held_bonus = accounts.balance(WALLET_CASH), accounts.balance(WALLET_BONUS)
+    return TopUpPublic(cash=cash, bonus=held_bonus, total=cash + held_bonus, bonus_granted=bonus)
+
+
+async def cash_out(session: AsyncSession, member_id: str, clock: Clock) -> CashOutPublic:
+    """Pay the cash part back (closing the wallet, a legal refund); the bonus part is forfeited, as entries
+    against ``program:bonus_forfeited``."""
+    await members_service.get(session, member_id)
+    now = clock.now()
+    accounts = await ledger.lock_accounts(session, member_id, WALLET_KINDS, now)
+    cash, bonus = accounts.balance(WALLET_CASH), accounts.balance(WALLET_BONUS)
+    movements = [m for m in (
+        Movement(account=WALLET_CASH, asset=WALLET_CASH, amount=-cash, contra=rules.REFUNDED, kind="cash_out"),
+        Movement(account=WALLET_BONUS, asset=WALLET_BONUS, amount=-bonus, contra=rules.BONUS_FORFEITED,
+                 kind="forfeit"),
+    ) if m.amount]
+    if movements:
+        await ledger.post(session, ledger.Posting(kind="cash_out", member_id=member_id, at=now,
+                                                  movements=tuple(movements)), accounts)
+    return CashOutPublic(cash_paid=cash, bonus_forfeited=bonus, cash=0, bonus=0, total=0)
+
+
+async def liability(session: AsyncSession) -> LiabilityPublic:
+    program = await program_service.get(session)
+    held = await repository.held_by_kind(session, [POINTS, WALLET_CASH, WALLET_BONUS, "gift_card"])
+    points = held.get(POINTS, 0)
+    return LiabilityPublic(points_outstanding=points, points_value=points * program.point_value,
+                           wallet_cash=held.get(WALLET_CASH, 0), wallet_bonus=held.get(WALLET_BONUS, 0),
+                           gift_cards=held.get("gift_card", 0))
