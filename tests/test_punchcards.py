@@ -211,6 +211,24 @@ async def test_rewards_expire_after_their_validity(client, app, shop, clock):
     assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "expired"
 
 
+async def test_loyalty_sweep_expires_rewards(client, app, shop, clock, database_url):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    store, member = shop
+    program = await make_program(client, stamps_required=1, reward_valid_days=7)
+    await buy(client, member, store, [coffee()])
+    as_of = (clock.now() + timedelta(days=8)).isoformat()
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service.cli", "sweep", "--as-of", as_of],
+        env={**os.environ, "LOYALTY_DATABASE_URL": database_url}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "expired 1 punch-card rewards" in done.stdout
+    assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "expired"
+
+
 async def test_inactive_programs_do_not_stamp(client, shop):
     store, member = shop
     program = await make_program(client)
