@@ -76,8 +76,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from service.clock import Clock
     from service.db import Database
     from service.points import service as points_service
+    from service.punchcards import service as punch_service
 
-    async def run() -> tuple[int, int, int, int]:
+    async def run() -> tuple[int, int, int, int, int]:
         settings = Settings()
         db = Database(settings.database_url)
         now = Clock().now()
@@ -89,14 +90,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 members, lots, points = members + result.members, lots + result.lots, points + result.points
                 if result.members == 0:
                     break
+            rewards = await db.run(lambda session: punch_service.expire_rewards(session, as_of, now))
             purged = await db.run(lambda session: idempotency.purge_expired(session, now,
                                                                             settings.idempotency_ttl_days))
-            return members, lots, points, purged
+            return members, lots, points, rewards, purged
         finally:
             await db.dispose()
 
-    members, lots, points, purged = asyncio.run(run())
+    members, lots, points, rewards, purged = asyncio.run(run())
     print(f"sweep: expired {points} points from {lots} lots of {members} members")
+    print(f"sweep: expired {rewards} punch-card rewards")
     print(f"sweep: purged {purged} idempotency records older than the retention period")
     return 0
 

@@ -21,6 +21,8 @@ from service.ledger.errors import InsufficientFunds
 from service.ledger.rules import POINTS, LotPolicy, Movement
 from service.money import allocate, round_half_up, to_decimal
 from service.points import rules as points_rules
+from service.punchcards import rules as punch_rules
+from service.punchcards.errors import NoEligibleItem
 from service.wallet import rules as wallet_rules
 from service.wallet.errors import WalletExceedsPayable
 
@@ -92,6 +94,17 @@ class MemberState:
 class Redemptions:
     points: int = 0
     wallet_amount: int = 0
+    punch_rewards: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PunchState:
+    """What the punch cards bring to a checkout: the programs that stamp, the member's stamp balances (by
+    program id) and the rewards the request redeems (already checked to be the member's and available)."""
+
+    programs: tuple[punch_rules.Program, ...] = ()
+    balances: Mapping[str, int] = field(default_factory=dict)
+    claims: tuple[punch_rules.Claim, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +114,7 @@ class Context:
     redeem: Redemptions
     occurred_at: datetime
     tendered: int = 0  # what earlier tenders already pay of the net
+    punch: PunchState = field(default_factory=PunchState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +129,14 @@ class Applied:
 @dataclass(frozen=True, slots=True)
 class Effect:
     """What one incentive does to the basket: discounts per line (minor units), the entries it lists as
-    applied, the ledger movements a commit posts for it, and (for a tender) how much of ``payable`` it pays."""
+    applied, the ledger movements a commit posts for it, the units it made free (they earn no stamp) and,
+    for a tender, how much of ``payable`` it pays."""
 
     discounts: Mapping[str, int] = field(default_factory=dict)
     applied: tuple[Applied, ...] = ()
     movements: tuple[Movement, ...] = ()
     tender: int = 0
+    free_units: Mapping[str, int] = field(default_factory=dict)
 
 
 class Incentive(Protocol):
@@ -131,6 +147,30 @@ class Incentive(Protocol):
     def price(self, basket: Basket, ctx: Context) -> Effect:
         """This incentive's effect on ``basket`` (as the earlier incentives left it). Pure: no I/O, no clock;
         raises a typed error when the request asks for what it cannot have."""
+
+
+def punch_units(basket: Basket) -> list[punch_rules.Unit]:
+    return [punch_rules.Unit(line.line_id, line.sku, line.category, line.quantity, line.unit_price)
+            for line in basket.lines]
+
+
+class PunchRewards:
+    """Step 1: each redeemed punch-card reward makes the cheapest eligible unit free, up to the reward's cap."""
+
+    kind = "punch_reward"
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        claims = ctx.punch.claims
+        if not claims:
+            return Effect()
+        result = punch_rules.free_units(punch_units(basket), claims)
+        unusable = punch_rules.unusable_claims(claims, result)
+        if unusable:
+            claim = unusable[0]
+            raise NoEligibleItem(f"Nothing in the basket can be made free by the {claim.program.name} reward "
+                                 f"{claim.reward_id!r}.", reward_id=claim.reward_id)
+        applied = tuple(Applied(self.kind, f.amount, line_id=f.line_id, id=f.reward_id) for f in result.freed)
+        return Effect(discounts=result.discounts, applied=applied, free_units=result.units)
 
 
 class TierDiscount:
@@ -196,8 +236,8 @@ class WalletTender:
         return Effect(applied=(Applied(self.kind, amount),), movements=movements, tender=amount)
 
 
-# DESIGN §4 steps 1-5, in order (punch rewards before the tier discount, vouchers between it and points).
-INCENTIVES: tuple[Incentive, ...] = (TierDiscount(), PointsBurn(), WalletTender())
+# DESIGN §4 steps 1-5, in order (vouchers, step 3, go between the tier discount and points).
+INCENTIVES: tuple[Incentive, ...] = (PunchRewards(), TierDiscount(), PointsBurn(), WalletTender())
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +255,12 @@ class Priced:
     @property
     def tendered(self) -> int:
         return sum(self.tenders.values())
+    free_units: Mapping[str, int] = field(default_factory=dict)
+    stamps: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # program id -> line id -> stamps
+    rewards_due: Mapping[str, int] = field(default_factory=dict)  # program id -> rewards to issue
+
+    def stamps_by_program(self) -> dict[str, int]:
+        return {program_id: sum(per_line.values()) for program_id, per_line in self.stamps.items()}
 
     def line_points_burned(self, line_id: str, point_value: int) -> Decimal:
         return Decimal(self.discounts_by_kind.get(PointsBurn.kind, {}).get(line_id, 0)) / point_value
@@ -225,6 +271,7 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
     movements: list[Movement] = []
     by_kind: dict[str, Mapping[str, int]] = {}
     tenders: dict[str, int] = {}
+    free: dict[str, int] = {}
     for incentive in incentives:
         effect = incentive.price(basket, replace(ctx, tendered=sum(tenders.values())))
         if effect.tender:
@@ -233,6 +280,8 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
         applied.extend(effect.applied)
         movements.extend(effect.movements)
         by_kind[incentive.kind] = effect.discounts
+        for line_id, units in effect.free_units.items():
+            free[line_id] = free.get(line_id, 0) + units
     earned = points_rules.earn(
         [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in basket.lines],
         ctx.program.earn, tier_multiplier=ctx.member.tier_multiplier, occurred_at=ctx.occurred_at,
@@ -242,9 +291,17 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
             account=POINTS, asset=POINTS, amount=earned.points, contra="program:points_issued", kind="earn",
             lots=LotPolicy.NEW, earned_at=ctx.occurred_at,
             expires_at=points_rules.lot_expiry(ctx.occurred_at, ctx.program.expiry_months)))
+    stamps = punch_rules.stamps_earned(punch_units(basket), free, ctx.punch.programs)
+    stamps_total = {program_id: sum(per_line.values()) for program_id, per_line in stamps.items()}
+    required = {program.id: program.stamps_required for program in ctx.punch.programs}
+    due = {program_id: n for program_id, n in (
+        (program_id, punch_rules.rewards_due(ctx.punch.balances.get(program_id, 0), count, required[program_id]))
+        for program_id, count in stamps_total.items()) if n > 0}
+    movements.extend(punch_rules.stamp_movements(stamps_total, due, required))
     return Priced(basket=basket, applied=tuple(applied), movements=tuple(movements), discounts_by_kind=by_kind,
                   points_burned=ctx.redeem.points, points_earned=earned.points, line_points=earned.per_line,
-                  qualifying_spend=basket.net, tenders=tenders)
+                  qualifying_spend=basket.net, tenders=tenders, free_units=free, stamps=stamps,
+                  rewards_due=due)
 
 
 def tier_figures(tiers: Sequence, tier_code: str | None) -> tuple[str, Decimal, Decimal]:

@@ -67,6 +67,15 @@ class Redeem(Strict):
     points: Annotated[int, Field(strict=True, ge=0, le=MAX_POINTS)] = 0
     wallet_amount: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT, description=(
         "Minor units paid from the member's wallet after every discount (at most `payable`)."))] = 0
+    punch_rewards: list[Text64] = Field(default_factory=list, max_length=50,
+                                        description="Punch-card rewards (`rwd_…`) to use: each makes the cheapest "
+                                                    "eligible unit free, up to the reward's cap.")
+
+    @model_validator(mode="after")
+    def _unique_rewards(self) -> Redeem:
+        if len(set(self.punch_rewards)) != len(self.punch_rewards):
+            raise ValueError("each punch reward can be named once")
+        return self
 
 
 class CheckoutRequest(Strict):

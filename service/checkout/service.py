@@ -40,6 +40,7 @@ from service.checkout.schemas import (
     ReturnPublic,
     ReturnRequest,
     Reversed,
+    StampsEarned,
     Totals,
     TransactionPublic,
 )
@@ -55,6 +56,8 @@ from service.points import service as points_service
 from service.points.schemas import Expiring
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
+from service.punchcards import rules as punch_rules
+from service.punchcards import service as punch_service
 from service.wallet import rules as wallet_rules
 from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
 
@@ -94,16 +97,35 @@ async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Prin
 
 
 def _context(program: ProgramPublic, member: Member, balances: dict[str, int], body: CheckoutRequest,
-             occurred_at: datetime) -> rules.Context:
+             occurred_at: datetime, punch: rules.PunchState) -> rules.Context:
     tier, multiplier, discount = rules.tier_figures(program.tiers, member.tier_code)
     return rules.Context(
         program=_program_rules(program),
         member=rules.MemberState(member.id, tier, multiplier, discount, balances.get(POINTS, 0),
                                  wallet_cash=balances.get(WALLET_CASH, 0), wallet_bonus=balances.get(WALLET_BONUS, 0)),
         redeem=rules.Redemptions(points=body.redeem.points if body.redeem else 0,
-                                 wallet_amount=body.redeem.wallet_amount if body.redeem else 0),
+                                 wallet_amount=body.redeem.wallet_amount if body.redeem else 0,
+                                 punch_rewards=tuple(_reward_ids(body))),
         occurred_at=occurred_at,
+        punch=punch,
     )
+
+
+def _reward_ids(body: CheckoutRequest) -> list[str]:
+    return list(body.redeem.punch_rewards) if body.redeem else []
+
+
+def _stamping(programs: list[punch_rules.Program], body: CheckoutRequest) -> list[punch_rules.Program]:
+    """The active programs some line of the basket qualifies for."""
+    return [p for p in programs if any(p.qualifies(line.sku, line.category) for line in body.lines)]
+
+
+def _stamp_balances(programs: list[punch_rules.Program], balance_of) -> dict[str, int]:
+    return {p.id: balance_of(punch_rules.account_kind(p.id)) for p in programs}
+
+
+def _stamps_public(stamps: dict[str, int]) -> list[StampsEarned]:
+    return [StampsEarned(program_id=program_id, stamps=n) for program_id, n in sorted(stamps.items()) if n]
 
 
 def _lines(basket: rules.Basket) -> list[LineResult]:
@@ -132,20 +154,26 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     now = clock.now()
     balance = await points_service.balance(session, member.id)
     held = await ledger.balances(session, member.id)
-    ctx = _context(program, member, {**held, POINTS: balance}, body, now)
+    programs = await punch_service.active_programs(session)
+    claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=False)
+    stamping = _stamping(programs, body)
+    punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, lambda k: held.get(k, 0)), tuple(claims))
+    ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
     locale = member.locale if member.locale in GREETINGS else DEFAULT_LOCALE
     expiring = await points_service.expiring(session, member.id, after=now, limit=1)
+    available = await punch_service.available_rewards(session, member.id, now)
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
         greeting=_greeting(member, locale),
-        offers=_offers(program, ctx, _basket(body)),
-        nudges=_nudges(expiring, now, balance),
+        offers=_punch_offers(available, _basket(body), program.currency) + _offers(program, ctx, _basket(body)),
+        nudges=_punch_nudges(programs, held) + _nudges(expiring, now, balance),
         applied=_applied(priced.applied),
         lines=_lines(basket),
         totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0)),
-        earn=Earn(points=priced.points_earned, stamps=[], qualifying_spend=priced.qualifying_spend),
+        earn=Earn(points=priced.points_earned, stamps=_stamps_public(priced.stamps_by_program()),
+                  qualifying_spend=priced.qualifying_spend),
         balances=Balances(points=balance, wallet=_wallet_total(held)),
     )
 
@@ -181,6 +209,33 @@ def _offers(program: ProgramPublic, ctx: rules.Context, basket: rules.Basket) ->
     return offers
 
 
+def _punch_offers(available: list[punch_rules.Claim], basket: rules.Basket, currency: str) -> list[Offer]:
+    """The member's usable rewards, each valued against this basket on its own."""
+    offers = []
+    for claim in available:
+        freed = punch_rules.free_units(rules.punch_units(basket), [claim]).freed
+        value = freed[0].amount if freed else 0
+        offers.append(Offer(
+            kind="punch_reward", id=claim.reward_id, title=f"Free item: {claim.program.name}",
+            description=f"One eligible item free, worth {format_amount(value, currency)} in this basket"
+            if freed else "One eligible item free", value=value, applicable=bool(freed),
+            reason=None if freed else f"No item in this basket can be made free by the {claim.program.name} reward."))
+    return offers
+
+
+def _punch_nudges(programs: list[punch_rules.Program], balances: dict[str, int]) -> list[Nudge]:
+    """A nudge for each card one or two stamps short of a reward."""
+    nudges = []
+    for program in programs:
+        missing = punch_rules.missing_stamps(balances.get(punch_rules.account_kind(program.id), 0),
+                                             program.stamps_required)
+        if missing in (1, 2):
+            noun = "stamp" if missing == 1 else "stamps"
+            nudges.append(Nudge(kind="punch_card", text=f"{missing} more {noun} to a free item on the "
+                                                        f"{program.name}"))
+    return nudges
+
+
 def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge]:
     if balance <= 0:
         return []
@@ -204,15 +259,24 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     if not await repository.add_transaction(session, row):
         raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
     # Then the lock, then every read the decision depends on: a concurrent commit for this member waits here.
+    stamping = _stamping(await punch_service.active_programs(session), body)
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
-    accounts = await ledger.lock_accounts(session, member.id, [POINTS, *WALLET_KINDS], now)
-    ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at)
+    accounts = await ledger.lock_accounts(
+        session, member.id, [POINTS, *WALLET_KINDS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
+    # Rewards are read under the member's lock (and locked themselves): a reward used by a concurrent commit is
+    # seen as redeemed here.
+    claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)
+    punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, accounts.balance), tuple(claims))
+    ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
+                   punch)
     priced = rules.price(_basket(body), ctx)
     ledger_transaction_id = None
     if priced.movements:
         ledger_transaction_id = await ledger.post(session, ledger.Posting(
             kind="checkout", member_id=member.id, at=now, movements=priced.movements, store_id=body.store_id,
             reference=row.id), accounts)
+    await punch_service.redeem(session, [c.reward_id for c in claims], row.id, now)
+    issued = await punch_service.issue(session, member.id, row.id, priced.rewards_due, now)
     # The row's figures last, so that they reach the database in one UPDATE.
     basket = priced.basket
     burned_by_line = priced.discounts_by_kind.get(rules.PointsBurn.kind, {})
@@ -227,24 +291,50 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         "points_discount": burned_by_line.get(line.line_id, 0),
         "points_burned": str(priced.line_points_burned(line.line_id, program.point_value)),
         "points_earned": str(priced.line_points.get(line.line_id, Decimal(0))),
+        "free_units": priced.free_units.get(line.line_id, 0),
+        "stamps": {program_id: per_line[line.line_id] for program_id, per_line in sorted(priced.stamps.items())
+                   if line.line_id in per_line},
     } for line in basket.lines]
     row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
-    return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS))
+    return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
+                     rewards_issued=punch_service.issued_public(issued))
 
 
 async def _wallet_balance(session: AsyncSession, member_id: str) -> int:
     return _wallet_total(await ledger.balances(session, member_id))
 
+def _line_stamps(row: CheckoutTransaction) -> dict[str, int]:
+    stamps: dict[str, int] = defaultdict(int)
+    for line in row.lines:
+        for program_id, n in line.get("stamps", {}).items():
+            stamps[program_id] += n
+    return dict(stamps)
 
-def to_public(row: CheckoutTransaction, *, points_balance: int | None = None,
-              wallet_balance: int = 0) -> TransactionPublic:
+
+def _stamp_removals(row: CheckoutTransaction, returned: dict[str, int], now_returned: dict[str, int]) -> dict[str, int]:
+    """Stamps to take back per program when ``now_returned`` units come back after ``returned`` earlier."""
+    removals: dict[str, int] = defaultdict(int)
+    for line in row.lines:
+        for program_id, paid in line.get("stamps", {}).items():
+            removals[program_id] += punch_rules.stamps_to_remove(paid, returned.get(line["line_id"], 0),
+                                                                 now_returned.get(line["line_id"], 0))
+    return {program_id: n for program_id, n in removals.items() if n > 0}
+
+
+def _stamp_kinds(row: CheckoutTransaction) -> list[str]:
+    return [punch_rules.account_kind(program_id) for program_id in sorted(_line_stamps(row))]
+
+
+def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wallet_balance: int = 0,
+              rewards_issued: list[dict] | None = None) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[AppliedPublic.model_validate(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
         totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row)),
-        earned=Earned(points=row.points_earned, stamps=[], vouchers_issued=[], rewards_issued=[]),
+        earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)), vouchers_issued=[],
+                      rewards_issued=rewards_issued or []),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
                                 wallet=wallet_balance),
         tier_change=None,
@@ -263,7 +353,8 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
 
 async def get(session: AsyncSession, transaction_id: str, principal: Principal) -> TransactionPublic:
     row = await _load(session, transaction_id, principal)
-    return to_public(row, wallet_balance=await _wallet_balance(session, row.member_id))
+    return to_public(row, wallet_balance=await _wallet_balance(session, row.member_id),
+                     rewards_issued=await punch_service.issued_by(session, row.id))
 
 
 async def void(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
@@ -275,22 +366,39 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     if row.status == "returned":
         raise TransactionNotVoidable("Everything on this transaction was already returned; there is nothing to void.")
     now = clock.now()
-    accounts = await ledger.lock_accounts(session, row.member_id,
-                                          [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ())], now)
+    accounts = await ledger.lock_accounts(
+        session, row.member_id, [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ()), *_stamp_kinds(row)], now)
+    returns = await repository.returns_of(session, row.id)
+    movements: tuple[Movement, ...] = ()
     if row.ledger_transaction_id:
-        returns = await repository.returns_of(session, row.id)
         ledger_ids = [row.ledger_transaction_id, *(r.ledger_transaction_id for r in returns if r.ledger_transaction_id)]
         movements = await ledger.reversal_movements(session, ledger_ids, kind="void",
                                                     origin=row.ledger_transaction_id)
-        if movements:
-            await ledger.post(session, ledger.Posting(
-                kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
-                reference=row.id, reverses_id=row.ledger_transaction_id), accounts)
+    # Stamps: what the returns have not taken back yet goes now (revoking unused rewards it had earned).
+    returned = _returned_quantities(returns)
+    remaining = {ln["line_id"]: ln["quantity"] - returned.get(ln["line_id"], 0) for ln in row.lines}
+    movements += await punch_service.take_back(
+        session, row.member_id, row.id, _stamp_removals(row, returned, remaining),
+        {kind: accounts.balance(kind) for kind in accounts.by_kind}, now, kind="void")
+    await punch_service.restore_redeemed(session, row.id, now)
+    if movements:
+        await ledger.post(session, ledger.Posting(
+            kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
+            reference=row.id, reverses_id=row.ledger_transaction_id), accounts)
     row.status = "voided"
     row.voided_at = now
     await session.flush()
     return to_public(row, points_balance=accounts.balance(POINTS),
-                     wallet_balance=await _wallet_balance(session, row.member_id))
+                     wallet_balance=await _wallet_balance(session, row.member_id),
+                     rewards_issued=await punch_service.issued_by(session, row.id))
+
+
+def _returned_quantities(returns: list[CheckoutReturn]) -> dict[str, int]:
+    returned: dict[str, int] = defaultdict(int)
+    for earlier in returns:
+        for line in earlier.lines:
+            returned[line["line_id"]] += line["quantity"]
+    return dict(returned)
 
 
 async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnRequest, principal: Principal,
@@ -301,10 +409,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
                                        "returned.")
     now = clock.now()
     previous = await repository.returns_of(session, row.id)
-    returned: dict[str, int] = defaultdict(int)
-    for earlier in previous:
-        for line in earlier.lines:
-            returned[line["line_id"]] += line["quantity"]
+    returned = _returned_quantities(previous)
     before = rules.ReturnTotals(
         points_clawed_back=sum(r.points_clawed_back for r in previous),
         points_refunded=sum(r.points_refunded for r in previous),
@@ -334,9 +439,15 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         points_clawed_back=plan.points_clawed_back, points_refunded=plan.points_refunded,
         qualifying_spend=plan.qualifying_spend, created_at=now,
     )
-    if movements:
-        accounts = await ledger.lock_accounts(session, row.member_id,
-                                              [POINTS, *(WALLET_KINDS if wallet_back.total else ())], now)
+    removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
+    if movements or removals:
+        accounts = await ledger.lock_accounts(
+            session, row.member_id,
+            [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
+            now)
+        movements.extend(await punch_service.take_back(
+            session, row.member_id, row.id, removals, {kind: accounts.balance(kind) for kind in accounts.by_kind},
+            now, kind="return"))
         ret.ledger_transaction_id = await ledger.post(session, ledger.Posting(
             kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
             reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
@@ -344,8 +455,8 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     return ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
-        points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=[], wallet=wallet_back.total,
-        qualifying_spend=plan.qualifying_spend))
+        points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
+        wallet=wallet_back.total, qualifying_spend=plan.qualifying_spend))
 
 
 async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],

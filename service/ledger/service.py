@@ -36,6 +36,29 @@ PROGRAM_ACCOUNTS: dict[str, str] = {
 }
 # Member account kinds and the asset each holds.
 MEMBER_ACCOUNT_ASSETS: dict[str, str] = {POINTS: POINTS, "wallet_cash": "wallet_cash", "wallet_bonus": "wallet_bonus"}
+# Punch-card stamps: the member's ``stamps:<program id>`` holds the asset of that name, against the program's
+# ``program:stamps:<program id>``.
+STAMPS_PREFIX = "stamps:"
+
+
+def member_asset(kind: str) -> str:
+    """The asset a member account of this kind holds."""
+    return kind if kind.startswith(STAMPS_PREFIX) else MEMBER_ACCOUNT_ASSETS[kind]
+
+
+def program_asset(account_id: str) -> str | None:
+    """The asset of one of the program's own accounts (None: not a program account)."""
+    if account_id.startswith(f"program:{STAMPS_PREFIX}"):
+        return account_id.removeprefix("program:")
+    return PROGRAM_ACCOUNTS.get(account_id)
+
+
+async def ensure_stamp_account(session: AsyncSession, program_id: str, now: datetime) -> None:
+    """The program's side of a punch card's stamps (created with the punch-card program)."""
+    account_id = f"program:{STAMPS_PREFIX}{program_id}"
+    await repository.ensure_accounts(session, [{"id": account_id, "kind": account_id,
+                                                "asset": program_asset(account_id), "member_id": None,
+                                                "balance": None, "created_at": now}])
 
 
 async def ensure_program_accounts(session: AsyncSession, now: datetime) -> None:
@@ -62,7 +85,7 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
     a member's balance happens under this lock, so concurrent commits for one member run one after another."""
     kinds = sorted(set(kinds))
     await repository.ensure_accounts(session, [
-        {"id": new_id("acc"), "kind": kind, "asset": MEMBER_ACCOUNT_ASSETS[kind], "member_id": member_id,
+        {"id": new_id("acc"), "kind": kind, "asset": member_asset(kind), "member_id": member_id,
          "balance": 0, "created_at": now}
         for kind in kinds
     ])
@@ -108,7 +131,7 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
     if accounts.member_id != posting.member_id:
         raise InvalidPosting(f"posting for {posting.member_id} with the accounts of {accounts.member_id}")
     for movement in posting.movements:
-        if PROGRAM_ACCOUNTS.get(movement.contra) != movement.asset or movement.account not in accounts.by_kind:
+        if program_asset(movement.contra) != movement.asset or movement.account not in accounts.by_kind:
             raise InvalidPosting(f"movement {movement.kind}: {movement.account} -> {movement.contra} is not a "
                                  "locked member account against a program account of the same asset")
     transaction_id = new_id("ltx")
@@ -187,12 +210,15 @@ async def _write_lots(session: AsyncSession, book: rules.LotBook, posting: Posti
 
 
 async def reversal_movements(session: AsyncSession, transaction_ids: Sequence[str], *, kind: str,
-                             origin: str) -> tuple[Movement, ...]:
-    """The movements that undo everything the given ledger transactions still hold, one per program account:
-    points that were earned are clawed back (the balance may go negative), points that were burned go back to
-    the very lots they came from."""
+                             origin: str, assets: Sequence[str] | None = None) -> tuple[Movement, ...]:
+    """The movements that undo everything the given ledger transactions still hold in ``assets``, one per program
+    account: points that were earned are clawed back (the balance may go negative), points that were burned go
+    back to the very lots they came from."""
+    assets = tuple(MEMBER_ACCOUNT_ASSETS.values()) if assets is None else assets  # stamps are the punch cards' own
     movements = []
     for account_id, asset, net in await repository.program_side_net(session, transaction_ids):
+        if asset not in assets:
+            continue
         member_amount = net  # the member's side of that account's movements was -net; reversing it is +net
         member_kind = next(k for k, a in MEMBER_ACCOUNT_ASSETS.items() if a == asset)
         policy = LotPolicy.NONE

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.punchcards.models import PunchProgram, PunchReward
+
+
+async def get_program(session: AsyncSession, program_id: str) -> PunchProgram | None:
+    return await session.get(PunchProgram, program_id)
+
+
+async def list_programs(session: AsyncSession, *, after: str | None, limit: int) -> list[PunchProgram]:
+    query = select(PunchProgram).order_by(PunchProgram.id).limit(limit)
+    if after:
+        query = query.where(PunchProgram.id > after)
+    return list((await session.execute(query)).scalars())
+
+
+async def active_programs(session: AsyncSession) -> list[PunchProgram]:
+    query = select(PunchProgram).where(PunchProgram.active.is_(True)).order_by(PunchProgram.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def programs_by_id(session: AsyncSession, ids: Sequence[str]) -> list[PunchProgram]:
+    if not ids:
+        return []
+    query = select(PunchProgram).where(PunchProgram.id.in_(list(ids))).order_by(PunchProgram.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def rewards_by_id(session: AsyncSession, ids: Sequence[str], *, lock: bool) -> list[PunchReward]:
+    query = select(PunchReward).where(PunchReward.id.in_(list(ids))).order_by(PunchReward.id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return list((await session.execute(query)).scalars())
+
+
+async def member_rewards(session: AsyncSession, member_id: str) -> list[PunchReward]:
+    query = (select(PunchReward).where(PunchReward.member_id == member_id)
+             .order_by(PunchReward.issued_at.desc(), PunchReward.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def unused_rewards(session: AsyncSession, member_id: str, program_id: str) -> list[PunchReward]:
+    """The member's available rewards of a program, locked, newest first."""
+    query = (select(PunchReward)
+             .where(PunchReward.member_id == member_id, PunchReward.program_id == program_id,
+                    PunchReward.status == "available")
+             .order_by(PunchReward.issued_at.desc(), PunchReward.id.desc())
+             .with_for_update().execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def rewards_issued_by(session: AsyncSession, transaction_id: str) -> list[PunchReward]:
+    query = select(PunchReward).where(PunchReward.issued_by == transaction_id).order_by(PunchReward.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def add_rewards(session: AsyncSession, rows: Sequence[PunchReward]) -> None:
+    session.add_all(rows)
+    await session.flush()
+
+
+async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str,
+                     at: datetime, redeemed_by: str | None = None) -> int:
+    """Move rewards from one status to another; only rows still in ``from_status`` change (the count says how
+    many did), so two writers can never both move the same reward."""
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(PunchReward)
+        .where(PunchReward.id.in_(list(ids)), PunchReward.status == from_status)
+        .values(status=to_status, changed_at=at, redeemed_by=redeemed_by)
+        .execution_options(synchronize_session=False))
+    return result.rowcount
+
+
+async def redeemed_by(session: AsyncSession, transaction_id: str) -> list[PunchReward]:
+    query = (select(PunchReward).where(PunchReward.redeemed_by == transaction_id, PunchReward.status == "redeemed")
+             .order_by(PunchReward.id).with_for_update().execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
+    result = await session.execute(
+        update(PunchReward)
+        .where(PunchReward.status == "available", PunchReward.expires_at <= as_of)
+        .values(status="expired", changed_at=now)
+        .execution_options(synchronize_session=False))
+    return result.rowcount

@@ -1,0 +1,156 @@
+"""Punch-card decisions as pure functions: which units earn stamps, which unit a reward makes free, how many
+rewards the stamps turn into, and what a return or void takes back.
+
+Stamps live in the ledger (one account ``stamps:<program id>`` per member and program). A balance below zero
+is a deficit (stamps returned after they were turned into a reward that was used); later stamps fill it first,
+because rewards are only issued from a balance of at least ``stamps_required``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from service.ledger.rules import Movement
+
+STAMPS_PREFIX = "stamps:"
+
+
+def account_kind(program_id: str) -> str:
+    """The member's ledger account (and asset) holding this program's stamps."""
+    return f"{STAMPS_PREFIX}{program_id}"
+
+
+def contra_account(program_id: str) -> str:
+    """The program's side of every stamp movement."""
+    return f"program:{STAMPS_PREFIX}{program_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    id: str
+    name: str
+    qualifying_skus: frozenset[str]
+    qualifying_categories: frozenset[str]
+    stamps_required: int
+    reward_skus: frozenset[str] = frozenset()
+    reward_categories: frozenset[str] = frozenset()
+    max_value: int | None = None
+
+    def qualifies(self, sku: str, category: str) -> bool:
+        return sku in self.qualifying_skus or category in self.qualifying_categories
+
+    def reward_eligible(self, sku: str, category: str) -> bool:
+        """A reward with no SKUs or categories of its own makes a qualifying item free."""
+        if not self.reward_skus and not self.reward_categories:
+            return self.qualifies(sku, category)
+        return sku in self.reward_skus or category in self.reward_categories
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """One line of the basket as the punch cards see it."""
+
+    line_id: str
+    sku: str
+    category: str
+    quantity: int
+    unit_price: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    reward_id: str
+    program: Program
+
+
+@dataclass(frozen=True, slots=True)
+class Freed:
+    reward_id: str
+    line_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class FreeUnits:
+    discounts: Mapping[str, int] = field(default_factory=dict)
+    units: Mapping[str, int] = field(default_factory=dict)
+    freed: tuple[Freed, ...] = ()
+
+
+def free_units(lines: Sequence[Unit], claims: Sequence[Claim]) -> FreeUnits:
+    """Each claimed reward makes the cheapest eligible unit not yet free in the basket free, up to the program's
+    ``max_value``. A claim with no eligible unit left frees nothing; :func:`unusable_claims` names it."""
+    used: dict[str, int] = defaultdict(int)
+    discounts: dict[str, int] = defaultdict(int)
+    freed = []
+    for claim in claims:
+        candidates = [line for line in lines
+                      if claim.program.reward_eligible(line.sku, line.category) and used[line.line_id] < line.quantity]
+        if not candidates:
+            continue
+        line = min(candidates, key=lambda ln: (ln.unit_price, ln.line_id))
+        amount = line.unit_price if claim.program.max_value is None else min(line.unit_price, claim.program.max_value)
+        used[line.line_id] += 1
+        discounts[line.line_id] += amount
+        freed.append(Freed(claim.reward_id, line.line_id, amount))
+    return FreeUnits(dict(discounts), dict(used), tuple(freed))
+
+
+def unusable_claims(claims: Sequence[Claim], result: FreeUnits) -> list[Claim]:
+    """The claims for which the basket had no eligible unit left."""
+    done = {f.reward_id for f in result.freed}
+    return [claim for claim in claims if claim.reward_id not in done]
+
+
+def stamps_earned(lines: Sequence[Unit], free: Mapping[str, int],
+                  programs: Sequence[Program]) -> dict[str, dict[str, int]]:
+    """``{program id: {line id: stamps}}``: one stamp per paid qualifying unit; a free unit earns none. One
+    unit may stamp several programs."""
+    earned: dict[str, dict[str, int]] = {}
+    for program in programs:
+        per_line = {line.line_id: line.quantity - free.get(line.line_id, 0) for line in lines
+                    if program.qualifies(line.sku, line.category) and line.quantity > free.get(line.line_id, 0)}
+        if per_line:
+            earned[program.id] = per_line
+    return earned
+
+
+def rewards_due(balance: int, earned: int, stamps_required: int) -> int:
+    """Rewards issued when ``earned`` stamps join ``balance`` (a deficit is filled first); the rest carries over."""
+    total = balance + earned
+    return total // stamps_required if total >= stamps_required else 0
+
+
+def stamps_to_remove(paid: int, returned_before: int, returned_now: int) -> int:
+    """Stamps a return takes back from a line that earned ``paid`` stamps: returned units count as paid ones
+    first, so the stamps removed over all returns never exceed what the line earned."""
+    return min(returned_before + returned_now, paid) - min(returned_before, paid)
+
+
+def rewards_to_revoke(balance_after: int, stamps_required: int, unused: int) -> int:
+    """How many unused rewards a removal of stamps takes back: enough to bring the balance back to zero or more,
+    as far as there are unused rewards. What is left below zero is a deficit."""
+    if balance_after >= 0 or unused <= 0:
+        return 0
+    needed = -(balance_after // stamps_required)  # ceil(-balance / required)
+    return min(needed, unused)
+
+
+def missing_stamps(balance: int, stamps_required: int) -> int:
+    return stamps_required - balance if balance < stamps_required else 0
+
+
+def stamp_movements(earned: Mapping[str, int], due: Mapping[str, int],
+                    required: Mapping[str, int]) -> tuple[Movement, ...]:
+    """Ledger movements of a commit: the stamps earned, then the stamps turned into rewards."""
+    movements = []
+    for program_id in sorted(earned):
+        kind = account_kind(program_id)
+        movements.append(Movement(account=kind, asset=kind, amount=earned[program_id],
+                                  contra=contra_account(program_id), kind="earn"))
+        if due.get(program_id):
+            movements.append(Movement(account=kind, asset=kind, amount=-due[program_id] * required[program_id],
+                                      contra=contra_account(program_id), kind="reward"))
+    return tuple(movements)

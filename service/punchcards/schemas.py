@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from service.money import MAX_AMOUNT
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Qualifying(Strict):
+    skus: list[Text64] = Field(default_factory=list, max_length=500)
+    categories: list[Text64] = Field(default_factory=list, max_length=500)
+
+    @model_validator(mode="after")
+    def _some(self) -> Qualifying:
+        if not self.skus and not self.categories:
+            raise ValueError("name at least one qualifying SKU or category")
+        return self
+
+
+class Reward(Strict):
+    skus: list[Text64] = Field(default_factory=list, max_length=500,
+                               description="Items the reward makes free (none: the qualifying items).")
+    categories: list[Text64] = Field(default_factory=list, max_length=500)
+    max_value: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] | None = Field(
+        default=None, description="The most the reward takes off, in minor units (none: the whole unit).")
+
+
+class PunchProgramCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 10,
+        "reward": {"categories": ["coffee"], "max_value": 500}, "reward_valid_days": 90, "active": True}]})
+
+    name: Name
+    qualifying: Qualifying
+    stamps_required: Annotated[int, Field(strict=True, ge=1, le=1000)]
+    reward: Reward = Field(default_factory=Reward)
+    reward_valid_days: Annotated[int, Field(strict=True, ge=1, le=3650)]
+    active: bool = True
+
+
+class PunchProgramPublic(PunchProgramCreate):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+
+
+class PunchProgramList(BaseModel):
+    data: list[PunchProgramPublic]
+    next_cursor: str | None
+
+
+class RewardPublic(BaseModel):
+    id: str
+    status: Literal["available", "redeemed", "expired", "revoked"]
+    expires_at: datetime
+
+
+class PunchCardPublic(BaseModel):
+    program_id: str
+    name: str
+    stamps: int = Field(description="Below zero: a deficit from a return, filled by the next stamps.")
+    stamps_required: int
+    rewards: list[RewardPublic]

@@ -1,0 +1,210 @@
+"""Punch cards: programs (admin), the member's cards, and what checkout asks of them: the rewards a basket
+redeems, the rewards its stamps issue, and what a void or return takes back. Never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.audit import record as audit
+from service.clock import Clock
+from service.ids import new_id
+from service.ledger import service as ledger
+from service.ledger.rules import Movement
+from service.members import service as members_service
+from service.punchcards import repository, rules
+from service.punchcards.errors import PunchProgramNotFound, RewardNotAvailable
+from service.punchcards.models import PunchProgram, PunchReward
+from service.punchcards.schemas import PunchCardPublic, PunchProgramCreate, PunchProgramPublic, RewardPublic
+
+
+def to_public(row: PunchProgram) -> PunchProgramPublic:
+    return PunchProgramPublic(
+        id=row.id, name=row.name, qualifying={"skus": row.qualifying_skus, "categories": row.qualifying_categories},
+        stamps_required=row.stamps_required,
+        reward={"skus": row.reward_skus, "categories": row.reward_categories, "max_value": row.reward_max_value},
+        reward_valid_days=row.reward_valid_days, active=row.active)
+
+
+def to_rules(row: PunchProgram) -> rules.Program:
+    return rules.Program(
+        id=row.id, name=row.name, qualifying_skus=frozenset(row.qualifying_skus),
+        qualifying_categories=frozenset(row.qualifying_categories), stamps_required=row.stamps_required,
+        reward_skus=frozenset(row.reward_skus), reward_categories=frozenset(row.reward_categories),
+        max_value=row.reward_max_value)
+
+
+def _apply(row: PunchProgram, body: PunchProgramCreate) -> None:
+    row.name = body.name
+    row.qualifying_skus, row.qualifying_categories = list(body.qualifying.skus), list(body.qualifying.categories)
+    row.stamps_required = body.stamps_required
+    row.reward_skus, row.reward_categories = list(body.reward.skus), list(body.reward.categories)
+    row.reward_max_value = body.reward.max_value
+    row.reward_valid_days = body.reward_valid_days
+    row.active = body.active
+
+
+async def create_program(session: AsyncSession, body: PunchProgramCreate, clock: Clock, *,
+                         actor: str) -> PunchProgramPublic:
+    now = clock.now()
+    row = PunchProgram(id=new_id("ppg"), created_at=now, updated_at=now, qualifying_skus=[], qualifying_categories=[],
+                       reward_skus=[], reward_categories=[], name="", stamps_required=1, reward_valid_days=1,
+                       active=True)
+    _apply(row, body)
+    session.add(row)
+    await session.flush()
+    await ledger.ensure_stamp_account(session, row.id, now)
+    await audit(session, clock, actor=actor, action="punch_program.created", target=row.id,
+                data=body.model_dump(mode="json"))
+    return to_public(row)
+
+
+async def _program(session: AsyncSession, program_id: str) -> PunchProgram:
+    row = await repository.get_program(session, program_id)
+    if row is None:
+        raise PunchProgramNotFound(f"There is no punch-card program {program_id!r}.")
+    return row
+
+
+async def get_program(session: AsyncSession, program_id: str) -> PunchProgramPublic:
+    return to_public(await _program(session, program_id))
+
+
+async def update_program(session: AsyncSession, program_id: str, body: PunchProgramCreate, clock: Clock, *,
+                         actor: str) -> PunchProgramPublic:
+    """Replace a program's configuration. Stamps and rewards already earned keep counting against it."""
+    row = await _program(session, program_id)
+    _apply(row, body)
+    row.updated_at = clock.now()
+    await session.flush()
+    await audit(session, clock, actor=actor, action="punch_program.updated", target=row.id,
+                data=body.model_dump(mode="json"))
+    return to_public(row)
+
+
+async def list_programs(session: AsyncSession, *, after: str | None, limit: int) -> list[PunchProgramPublic]:
+    return [to_public(row) for row in await repository.list_programs(session, after=after, limit=limit)]
+
+
+def effective_status(reward: PunchReward, now: datetime) -> str:
+    """An available reward past its expiry is expired, whether or not the sweep has written so yet."""
+    return "expired" if reward.status == "available" and reward.expires_at <= now else reward.status
+
+
+async def member_cards(session: AsyncSession, member_id: str, now: datetime) -> list[PunchCardPublic]:
+    """Every active program, and every other program the member holds stamps or rewards of."""
+    await members_service.get(session, member_id)
+    balances = await ledger.balances(session, member_id)
+    rewards = await repository.member_rewards(session, member_id)
+    held = {kind.removeprefix(rules.STAMPS_PREFIX) for kind in balances if kind.startswith(rules.STAMPS_PREFIX)}
+    held |= {r.program_id for r in rewards}
+    programs = {p.id: p for p in await repository.active_programs(session)}
+    for p in await repository.programs_by_id(session, sorted(held - set(programs))):
+        programs[p.id] = p
+    return [PunchCardPublic(
+        program_id=p.id, name=p.name, stamps=balances.get(rules.account_kind(p.id), 0),
+        stamps_required=p.stamps_required,
+        rewards=[RewardPublic(id=r.id, status=effective_status(r, now), expires_at=r.expires_at)
+                 for r in rewards if r.program_id == p.id],
+    ) for p in sorted(programs.values(), key=lambda p: p.id)]
+
+
+async def active_programs(session: AsyncSession) -> list[rules.Program]:
+    return [to_rules(row) for row in await repository.active_programs(session)]
+
+
+async def claims(session: AsyncSession, member_id: str, reward_ids: Sequence[str], now: datetime, *,
+                 lock: bool) -> list[rules.Claim]:
+    """The rewards a basket redeems, in request order; each must be the member's and available now (409
+    ``reward_not_available`` otherwise). ``lock``: hold the rows until the transaction ends (commit)."""
+    if not reward_ids:
+        return []
+    rows = {r.id: r for r in await repository.rewards_by_id(session, reward_ids, lock=lock)}
+    for reward_id in reward_ids:
+        row = rows.get(reward_id)
+        if row is None or row.member_id != member_id:
+            raise RewardNotAvailable(f"Reward {reward_id!r} does not belong to this member.", reward_id=reward_id)
+        status = effective_status(row, now)
+        if status != "available":
+            raise RewardNotAvailable(f"Reward {reward_id!r} is {status} and cannot be used.", reward_id=reward_id,
+                                     reward_status=status)
+    programs = {p.id: to_rules(p) for p in await repository.programs_by_id(
+        session, sorted({r.program_id for r in rows.values()}))}
+    return [rules.Claim(reward_id, programs[rows[reward_id].program_id]) for reward_id in reward_ids]
+
+
+async def available_rewards(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Claim]:
+    """The member's rewards that could be used now, soonest-expiring first (for offers)."""
+    rewards = sorted((r for r in await repository.member_rewards(session, member_id)
+                      if effective_status(r, now) == "available"), key=lambda r: (r.expires_at, r.id))
+    programs = {p.id: to_rules(p) for p in await repository.programs_by_id(
+        session, sorted({r.program_id for r in rewards}))}
+    return [rules.Claim(r.id, programs[r.program_id]) for r in rewards]
+
+
+async def redeem(session: AsyncSession, reward_ids: Sequence[str], transaction_id: str, now: datetime) -> None:
+    """Mark the rewards used by a commit. Only rewards still available change; a reward taken meanwhile is a 409
+    and the whole commit rolls back."""
+    changed = await repository.set_status(session, reward_ids, from_status="available", to_status="redeemed",
+                                          at=now, redeemed_by=transaction_id)
+    if changed != len(reward_ids):
+        raise RewardNotAvailable("A reward in this basket was used by another transaction a moment ago.")
+
+
+async def issue(session: AsyncSession, member_id: str, transaction_id: str, due: Mapping[str, int],
+                now: datetime) -> list[PunchReward]:
+    """Create the rewards the stamps of a commit turned into."""
+    programs = {p.id: p for p in await repository.programs_by_id(session, sorted(due))}
+    rows = [PunchReward(id=new_id("rwd"), member_id=member_id, program_id=program_id, status="available",
+                        issued_at=now, expires_at=now + timedelta(days=programs[program_id].reward_valid_days),
+                        issued_by=transaction_id, changed_at=now)
+            for program_id, count in sorted(due.items()) for _ in range(count)]
+    await repository.add_rewards(session, rows)
+    return rows
+
+
+def issued_public(rows: Sequence[PunchReward]) -> list[dict]:
+    return [{"id": r.id, "program_id": r.program_id, "expires_at": r.expires_at.isoformat()} for r in rows]
+
+
+async def issued_by(session: AsyncSession, transaction_id: str) -> list[dict]:
+    return issued_public(await repository.rewards_issued_by(session, transaction_id))
+
+
+async def take_back(session: AsyncSession, member_id: str, transaction_id: str, removals: Mapping[str, int],
+                    balances: Mapping[str, int], now: datetime, *, kind: str) -> tuple[Movement, ...]:
+    """Remove stamps on a void or return. When that leaves the card below zero, unused rewards of the program
+    are revoked (those this transaction issued first, then the newest) and their stamps come back; what stays
+    below zero is a deficit that later stamps fill."""
+    programs = {p.id: p for p in await repository.programs_by_id(session, sorted(removals))}
+    movements = []
+    for program_id, count in sorted(removals.items()):
+        if count <= 0:
+            continue
+        account, contra = rules.account_kind(program_id), rules.contra_account(program_id)
+        movements.append(Movement(account=account, asset=account, amount=-count, contra=contra, kind=kind,
+                                  allow_negative=True))
+        required = programs[program_id].stamps_required
+        unused = await repository.unused_rewards(session, member_id, program_id)
+        unused.sort(key=lambda r: r.issued_by != transaction_id)  # stable: this transaction's, then newest
+        revoke = rules.rewards_to_revoke(balances.get(account, 0) - count, required, len(unused))
+        if revoke:
+            ids = [r.id for r in unused[:revoke]]
+            await repository.set_status(session, ids, from_status="available", to_status="revoked", at=now)
+            movements.append(Movement(account=account, asset=account, amount=revoke * required, contra=contra,
+                                      kind="revoke"))
+    return tuple(movements)
+
+
+async def restore_redeemed(session: AsyncSession, transaction_id: str, now: datetime) -> int:
+    """A void gives back the rewards its transaction used."""
+    rows = await repository.redeemed_by(session, transaction_id)
+    return await repository.set_status(session, [r.id for r in rows], from_status="redeemed", to_status="available",
+                                       at=now)
+
+
+async def expire_rewards(session: AsyncSession, as_of: datetime, now: datetime) -> int:
+    """The sweep: available rewards past their expiry become expired. Running again changes nothing."""
+    return await repository.expire(session, as_of, now)

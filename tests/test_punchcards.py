@@ -1,0 +1,240 @@
+"""Punch cards through HTTP: programs, stamps, rewards at the till, voids, returns, expiry (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from tests import factories as f
+
+
+async def make_program(client, **changes) -> dict:
+    body = {"name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 10,
+            "reward": {"categories": ["coffee"], "max_value": 600}, "reward_valid_days": 30, **changes}
+    r = await client.post("/v1/punch-card-programs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def coffee(line_id: str = "c", quantity: int = 1, unit_price: int = 400, sku: str = "LATTE") -> dict:
+    return f.line(line_id, sku, "coffee", quantity, unit_price)
+
+
+async def card(client, member: str, program_id: str) -> dict:
+    r = await client.get(f"/v1/members/{member}/punch-cards")
+    assert r.status_code == 200, r.text
+    return next(c for c in r.json() if c["program_id"] == program_id)
+
+
+async def buy(client, member, store, lines, rewards=None) -> dict:
+    extra = {"redeem": {"punch_rewards": rewards}} if rewards else {}
+    r = await f.commit(client, f.basket(member, store, lines, **extra))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.fixture
+async def shop(client):
+    store = await f.create_store(client)
+    member = await f.enroll(client)
+    return store["id"], member["id"]
+
+
+async def test_program_crud_and_validation(client, make_client):
+    program = await make_program(client)
+    assert program["id"].startswith("ppg_") and program["active"] is True
+    assert program["qualifying"] == {"skus": [], "categories": ["coffee"]}
+    assert program["reward"] == {"skus": [], "categories": ["coffee"], "max_value": 600}
+    assert (await client.get(f"/v1/punch-card-programs/{program['id']}")).json() == program
+    listed = (await client.get("/v1/punch-card-programs")).json()
+    assert [p["id"] for p in listed["data"]] == [program["id"]]
+    body = {k: v for k, v in program.items() if k != "id"} | {"active": False, "stamps_required": 8}
+    r = await client.put(f"/v1/punch-card-programs/{program['id']}", json=body)
+    assert r.status_code == 200 and r.json()["active"] is False and r.json()["stamps_required"] == 8
+    r = await client.get("/v1/punch-card-programs/ppg_nope")
+    assert r.status_code == 404 and r.json()["code"] == "punch_program_not_found"
+    for bad in ({"qualifying": {}}, {"stamps_required": 0}, {"reward_valid_days": 0},
+                {"reward": {"max_value": -1}}):
+        r = await client.post("/v1/punch-card-programs", json={**body, **bad})
+        assert r.status_code == 422, (bad, r.text)
+    pos = make_client(await f.create_key(client, "pos", (await f.create_store(client))["id"]))
+    assert (await pos.post("/v1/punch-card-programs", json=body)).status_code == 403
+
+
+async def test_ten_single_purchases_issue_a_reward_and_nudges_come_near_the_end(client, app, shop):
+    store, member = shop
+    program = await make_program(client)
+    for _ in range(8):
+        t = await buy(client, member, store, [coffee(), f.line("x", "MUFFIN", "bakery", 1, 300)])
+        assert t["earned"]["stamps"] == [{"program_id": program["id"], "stamps": 1}]
+        assert t["earned"]["rewards_issued"] == []
+    assert (await card(client, member, program["id"]))["stamps"] == 8
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [coffee()]))).json()
+    assert q["earn"]["stamps"] == [{"program_id": program["id"], "stamps": 1}]
+    assert {"kind": "punch_card", "text": "2 more stamps to a free item on the Coffee card"} in q["nudges"]
+    await buy(client, member, store, [coffee()])
+    t = await buy(client, member, store, [coffee()])
+    [reward] = t["earned"]["rewards_issued"]
+    assert reward["program_id"] == program["id"]
+    c = await card(client, member, program["id"])
+    assert c["stamps"] == 0 and c["stamps_required"] == 10 and c["name"] == "Coffee card"
+    assert c["rewards"] == [{"id": reward["id"], "status": "available", "expires_at": c["rewards"][0]["expires_at"]}]
+    got = await client.get(f"/v1/checkout/transactions/{t['id']}")
+    assert got.json()["earned"]["rewards_issued"] == [reward]
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [coffee()]))).json()
+    offer = next(o for o in q["offers"] if o["kind"] == "punch_reward")
+    assert offer["id"] == reward["id"] and offer["applicable"] and offer["value"] == 400
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line()]))).json()
+    offer = next(o for o in q["offers"] if o["kind"] == "punch_reward")
+    assert not offer["applicable"] and offer["value"] == 0 and offer["reason"]
+    await f.verify_ledger(app)
+
+
+async def test_carry_over_and_two_programs_stamped_by_one_basket(client, app, shop):
+    store, member = shop
+    coffee_card = await make_program(client)
+    sandwich = await make_program(client, name="Sandwich card", qualifying={"skus": ["CLUB", "BLT"]},
+                                  stamps_required=5, reward={})
+    # one unit can stamp two programs: a coffee-category SKU named by the sandwich card too
+    t = await buy(client, member, store, [coffee(quantity=12), f.line("s", "CLUB", "food", 2, 700),
+                                          coffee("b", 1, 500, sku="BLT")])
+    assert t["earned"]["stamps"] == sorted([{"program_id": coffee_card["id"], "stamps": 13},
+                                            {"program_id": sandwich["id"], "stamps": 3}],
+                                           key=lambda s: s["program_id"])
+    assert [r["program_id"] for r in t["earned"]["rewards_issued"]] == [coffee_card["id"]]
+    assert (await card(client, member, coffee_card["id"]))["stamps"] == 3
+    assert (await card(client, member, sandwich["id"]))["stamps"] == 3
+    t = await buy(client, member, store, [f.line("s", "BLT", "food", 12, 700)])
+    assert len(t["earned"]["rewards_issued"]) == 3  # 3 + 12 = 15 stamps: three rewards, nothing left over
+    assert (await card(client, member, sandwich["id"]))["stamps"] == 0
+    await f.verify_ledger(app)
+
+
+async def test_redeem_frees_the_cheapest_eligible_unit_which_earns_no_stamp(client, app, shop):
+    store, member = shop
+    program = await make_program(client, stamps_required=2)
+    reward = (await buy(client, member, store, [coffee(quantity=2)]))["earned"]["rewards_issued"][0]["id"]
+    lines = [coffee("a", 2, 450), coffee("b", 1, 900, sku="MOCHA"), f.line("x", "MUFFIN", "bakery", 1, 200)]
+    body = f.basket(member, store, lines, redeem={"punch_rewards": [reward]})
+    q = (await client.post("/v1/checkout/quote", json=body)).json()
+    assert q["applied"][0] == {"kind": "punch_reward", "id": reward, "line_id": "a", "amount": 450, "points": None}
+    assert q["earn"]["stamps"] == [{"program_id": program["id"], "stamps": 2}]  # 3 coffees, one of them free
+    t = await buy(client, member, store, lines, rewards=[reward])
+    assert t["lines"][0] == {"line_id": "a", "discount": 450, "net": 450}
+    assert t["earned"]["stamps"] == [{"program_id": program["id"], "stamps": 2}]
+    # the cap: a reward takes at most max_value off an expensive unit
+    capped = t["earned"]["rewards_issued"][0]["id"]
+    t = await buy(client, member, store, [coffee("a", 1, 900, sku="MOCHA")], rewards=[capped])
+    assert t["lines"] == [{"line_id": "a", "discount": 600, "net": 300}]
+    assert t["earned"]["stamps"] == []
+    # used: refused, and nothing is written
+    r = await f.commit(client, f.basket(member, store, [coffee()], redeem={"punch_rewards": [reward]}))
+    assert r.status_code == 409 and r.json()["code"] == "reward_not_available", r.text
+    other = (await f.enroll(client))["id"]
+    r = await client.post("/v1/checkout/quote", json=f.basket(other, store, [coffee()],
+                                                               redeem={"punch_rewards": [capped]}))
+    assert r.status_code == 409 and r.json()["code"] == "reward_not_available"
+    assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "redeemed"
+    await f.verify_ledger(app)
+
+
+async def test_no_eligible_unit_is_a_422_and_writes_nothing(client, app, shop):
+    store, member = shop
+    await make_program(client, stamps_required=1)
+    reward = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    before = await f.entry_count(app)
+    r = await f.commit(client, f.basket(member, store, [f.line()], redeem={"punch_rewards": [reward]}))
+    assert r.status_code == 422 and r.json()["code"] == "no_eligible_item", r.text
+    assert await f.entry_count(app) == before
+    body = f.basket(member, store, [coffee()], redeem={"punch_rewards": [reward, reward]})
+    assert (await client.post("/v1/checkout/quote", json=body)).status_code == 422
+
+
+async def test_void_restores_the_reward_and_removes_the_stamps(client, app, shop):
+    store, member = shop
+    program = await make_program(client, stamps_required=3)
+    reward = (await buy(client, member, store, [coffee(quantity=4)]))["earned"]["rewards_issued"][0]["id"]
+    t = await buy(client, member, store, [coffee(quantity=3)], rewards=[reward])
+    assert t["earned"]["stamps"] == [{"program_id": program["id"], "stamps": 2}]
+    assert (await card(client, member, program["id"]))["stamps"] == 0  # 1 + 2 = 3: a second reward
+    r = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200 and r.json()["status"] == "voided", r.text
+    c = await card(client, member, program["id"])
+    assert c["stamps"] == 1  # the second reward, unused, is revoked; the voided stamps are gone
+    statuses = {rw["id"]: rw["status"] for rw in c["rewards"]}
+    assert statuses[reward] == "available"
+    assert sorted(statuses.values()) == ["available", "revoked"]
+    await f.verify_ledger(app)
+
+
+async def test_return_revokes_an_unused_reward_or_leaves_a_deficit(client, app, shop):
+    store, member = shop
+    program = await make_program(client, stamps_required=3)
+    t = await buy(client, member, store, [coffee(quantity=3)])
+    r = await client.post(f"/v1/checkout/transactions/{t['id']}/returns", json={"lines": [{"line_id": "c",
+                                                                                           "quantity": 1}]},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    assert r.json()["reversed"]["stamps"] == [{"program_id": program["id"], "stamps": 1}]
+    c = await card(client, member, program["id"])
+    assert c["stamps"] == 2 and [rw["status"] for rw in c["rewards"]] == ["revoked"]
+
+    t = await buy(client, member, store, [coffee("d", 1)])  # 3 stamps: a reward again
+    reward = t["earned"]["rewards_issued"][0]["id"]
+    await buy(client, member, store, [coffee()], rewards=[reward])
+    r = await client.post(f"/v1/checkout/transactions/{t['id']}/returns", json={"lines": [{"line_id": "d",
+                                                                                           "quantity": 1}]},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    assert (await card(client, member, program["id"]))["stamps"] == -1  # the reward was used: a deficit
+    t = await buy(client, member, store, [coffee(quantity=3)])
+    assert t["earned"]["rewards_issued"] == []  # the deficit is filled first
+    assert (await card(client, member, program["id"]))["stamps"] == 2
+    await f.verify_ledger(app)
+
+
+async def test_rewards_expire_after_their_validity(client, app, shop, clock):
+    from service.punchcards import service as punch_service
+
+    store, member = shop
+    program = await make_program(client, stamps_required=1, reward_valid_days=7)
+    reward = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    clock.advance(timedelta(days=7, seconds=1))
+    assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "expired"
+    r = await f.commit(client, f.basket(member, store, [f.line("z", "TEA", "tea")], redeem={"punch_rewards": [reward]}))
+    assert r.status_code == 409 and r.json()["code"] == "reward_not_available"
+    async with app.state.db.transaction(write=True) as session:
+        assert await punch_service.expire_rewards(session, clock.now(), clock.now()) == 1
+    async with app.state.db.transaction(write=True) as session:
+        assert await punch_service.expire_rewards(session, clock.now(), clock.now()) == 0
+    assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "expired"
+
+
+async def test_loyalty_sweep_expires_rewards(client, app, shop, clock, database_url):
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    store, member = shop
+    program = await make_program(client, stamps_required=1, reward_valid_days=7)
+    await buy(client, member, store, [coffee()])
+    as_of = (clock.now() + timedelta(days=8)).isoformat()
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "service.cli", "sweep", "--as-of", as_of],
+        env={**os.environ, "LOYALTY_DATABASE_URL": database_url}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "expired 1 punch-card rewards" in done.stdout
+    assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "expired"
+
+
+async def test_inactive_programs_do_not_stamp(client, shop):
+    store, member = shop
+    program = await make_program(client)
+    body = {k: v for k, v in program.items() if k != "id"} | {"active": False}
+    assert (await client.put(f"/v1/punch-card-programs/{program['id']}", json=body)).status_code == 200
+    t = await buy(client, member, store, [coffee()])
+    assert t["earned"]["stamps"] == []
+    r = await client.get("/v1/members/mem_nope/punch-cards")
+    assert r.status_code == 404

@@ -1,0 +1,47 @@
+"""Punch-card rules: free units, stamps, rewards due, returns."""
+
+from __future__ import annotations
+
+from service.punchcards import rules
+
+COFFEE = rules.Program("p1", "Coffee", frozenset({"BEANS"}), frozenset({"coffee"}), 10, max_value=500)
+
+
+def unit(line_id: str, sku: str, category: str, quantity: int, price: int) -> rules.Unit:
+    return rules.Unit(line_id, sku, category, quantity, price)
+
+
+def test_the_cheapest_eligible_unit_goes_free_up_to_the_cap_and_each_unit_only_once():
+    lines = [unit("a", "LATTE", "coffee", 1, 450), unit("b", "MOCHA", "coffee", 1, 900), unit("c", "X", "tea", 1, 10)]
+    claims = [rules.Claim("r1", COFFEE), rules.Claim("r2", COFFEE), rules.Claim("r3", COFFEE)]
+    result = rules.free_units(lines, claims)
+    assert result.discounts == {"a": 450, "b": 500}
+    assert result.units == {"a": 1, "b": 1}
+    assert [c.reward_id for c in rules.unusable_claims(claims, result)] == ["r3"]
+
+
+def test_stamps_for_paid_qualifying_units_only():
+    lines = [unit("a", "LATTE", "coffee", 3, 450), unit("b", "BEANS", "food", 1, 900), unit("c", "X", "tea", 2, 10)]
+    assert rules.stamps_earned(lines, {"a": 1}, [COFFEE]) == {"p1": {"a": 2, "b": 1}}
+    assert rules.stamps_earned(lines, {"a": 3, "b": 1}, [COFFEE]) == {}
+
+
+def test_rewards_due_carry_over_and_deficit():
+    assert rules.rewards_due(0, 12, 10) == 1
+    assert rules.rewards_due(8, 12, 10) == 2
+    assert rules.rewards_due(-3, 12, 10) == 0
+    assert rules.rewards_due(9, 0, 10) == 0
+
+
+def test_returns_take_back_paid_units_first_and_never_more_than_earned():
+    assert rules.stamps_to_remove(paid=2, returned_before=0, returned_now=1) == 1
+    assert rules.stamps_to_remove(paid=2, returned_before=1, returned_now=2) == 1
+    assert rules.stamps_to_remove(paid=2, returned_before=2, returned_now=1) == 0
+
+
+def test_revocation_only_below_zero_and_only_as_many_as_needed():
+    assert rules.rewards_to_revoke(0, 10, 2) == 0
+    assert rules.rewards_to_revoke(-1, 10, 2) == 1
+    assert rules.rewards_to_revoke(-11, 10, 5) == 2
+    assert rules.rewards_to_revoke(-11, 10, 1) == 1
+    assert rules.rewards_to_revoke(-1, 10, 0) == 0
