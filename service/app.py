@@ -25,10 +25,12 @@ from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
 from service.settings import Settings
+from service.tiers.routes import router as tiers_router
 
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
-ROUTERS = (api_keys_router, program_router, members_router, points_router, checkout_router)
+ROUTERS = (api_keys_router, program_router, members_router, points_router, checkout_router,
+           tiers_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

@@ -40,6 +40,7 @@ from service.checkout.schemas import (
     ReturnPublic,
     ReturnRequest,
     Reversed,
+    TierChange,
     Totals,
     TransactionPublic,
 )
@@ -55,6 +56,7 @@ from service.points import service as points_service
 from service.points.schemas import Expiring
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
+from service.tiers import service as tiers
 
 EXPIRY_NUDGE_DAYS = 30
 GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
@@ -118,6 +120,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 region: str) -> Quote:
     program, member = await _prepare(session, body, principal, region)
     now = clock.now()
+    await tiers.refresh(session, member, program, now)
     balance = await points_service.balance(session, member.id)
     ctx = _context(program, member, balance, body, now)
     priced = rules.price(_basket(body), ctx)
@@ -128,7 +131,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
         greeting=_greeting(member, locale),
         offers=_offers(program, ctx, _basket(body)),
-        nudges=_nudges(expiring, now, balance),
+        nudges=[*_nudges(expiring, now, balance),
+                *_tier_nudges(await tiers.nudge(session, member, program, now), program)],
         applied=_applied(priced.applied),
         lines=_lines(basket),
         totals=_totals(basket.subtotal, basket.discount, basket.net),
@@ -168,6 +172,13 @@ def _offers(program: ProgramPublic, ctx: rules.Context, basket: rules.Basket) ->
     return offers
 
 
+def _tier_nudges(nudge: tuple[int, str] | None, program: ProgramPublic) -> list[Nudge]:
+    if nudge is None:
+        return []
+    needed, name = nudge
+    return [Nudge(kind="tier", text=f"Spend {format_amount(needed, program.currency)} more to reach {name}")]
+
+
 def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge]:
     if balance <= 0:
         return []
@@ -192,6 +203,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
     # Then the lock, then every read the decision depends on: a concurrent commit for this member waits here.
     accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)
+    await tiers.refresh(session, member, program, now)  # a review that fell due applies before pricing
     ctx = _context(program, member, accounts.balance(POINTS), body, occurred_at)
     priced = rules.price(_basket(body), ctx)
     ledger_transaction_id = None
@@ -216,10 +228,13 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     } for line in basket.lines]
     row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
-    return to_public(row)
+    change = await tiers.record_commit(session, member, program, transaction_id=row.id, occurred_at=occurred_at,
+                                       amount=priced.qualifying_spend, now=now)
+    return to_public(row, tier_change=change)
 
 
-def to_public(row: CheckoutTransaction, *, points_balance: int | None = None) -> TransactionPublic:
+def to_public(row: CheckoutTransaction, *, points_balance: int | None = None,
+              tier_change: tuple[str | None, str] | None = None) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[AppliedPublic.model_validate(a) for a in row.applied],
@@ -228,7 +243,8 @@ def to_public(row: CheckoutTransaction, *, points_balance: int | None = None) ->
         earned=Earned(points=row.points_earned, stamps=[], vouchers_issued=[], rewards_issued=[]),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
                                 wallet=0),
-        tier_change=None,
+        tier_change=None if tier_change is None else TierChange.model_validate(
+            {"from": tier_change[0], "to": tier_change[1]}),
     )
 
 
@@ -243,7 +259,8 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
 
 
 async def get(session: AsyncSession, transaction_id: str, principal: Principal) -> TransactionPublic:
-    return to_public(await _load(session, transaction_id, principal))
+    row = await _load(session, transaction_id, principal)
+    return to_public(row, tier_change=await tiers.change_of(session, row.id))
 
 
 async def void(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
@@ -265,6 +282,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
             await ledger.post(session, ledger.Posting(
                 kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
                 reference=row.id, reverses_id=row.ledger_transaction_id), accounts)
+    await tiers.record_void(session, row.id)
     row.status = "voided"
     row.voided_at = now
     await session.flush()
@@ -313,6 +331,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
             kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
             reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
     await repository.add_return(session, ret)
+    await tiers.record_return(session, row.id, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     return ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
