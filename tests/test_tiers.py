@@ -11,6 +11,7 @@ import pytest
 from service.points.rules import add_months
 from tests import factories as f
 from tests.test_points import cli_env, run_cli  # noqa: F401 (fixture)
+from tests.test_race import server  # noqa: F401 (fixture)
 
 T0 = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -74,6 +75,7 @@ async def test_multiplier_discount_and_nudge_at_the_till(client, store):
     assert t["earned"]["points"] == 142  # 95.00 × 1 × 1.5, floored
     q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))).json()
     assert q["member"]["tier"] == "gold" and not [n for n in q["nudges"] if n["kind"] == "tier"]
+    assert q["greeting"] == {"text": "Hello, Jane Doe! Welcome to Gold!", "locale": "en", "occasion": "tier_upgrade"}
     assert any(o["kind"] == "tier_discount" and o["value"] == 50 for o in q["offers"])
 
 
@@ -157,3 +159,53 @@ async def test_backdated_transactions_count_at_their_time(client, store, clock):
     clock.freeze(add_months(when, 24))  # the next review finds nothing in its window: down one level
     info = await tier(client, member)
     assert info["code"] == "member" and info["qualifying_spend"] == 0
+
+
+async def test_greeting_mentions_only_a_fresh_upgrade(client, store, clock):
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 60_000)
+    clock.freeze(T0 + timedelta(days=8))
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store))).json()
+    assert q["greeting"]["occasion"] == "default" and q["member"]["tier"] == "silver"
+
+
+async def test_a_changed_ladder_applies_to_future_upgrades_and_reviews_not_history(client, store, clock):
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 60_000)  # silver under the default ladder
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][1]["min_qualifying_spend"] = 70_000
+    program["tiers"][2]["min_qualifying_spend"] = 100_000
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    info = await tier(client, member)
+    assert info["code"] == "silver" and info["spend_to_next"] == 40_000  # no downgrade before the review
+    assert (await buy(client, member, store, 40_000))["tier_change"] == {"from": "silver", "to": "gold"}
+    info = await tier(client, member)
+    assert [(h["from"], h["to"]) for h in info["history"]] == [("member", "silver"), ("silver", "gold")]
+
+
+@pytest.mark.postgres_only
+async def test_concurrent_commits_upgrade_exactly_once(server):  # noqa: F811
+    import asyncio
+
+    import httpx
+
+    from tests.conftest import ADMIN_KEY
+
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60,
+                                 limits=httpx.Limits(max_connections=20)) as c:
+        assert (await c.post("/v1/stores", json={"id": "tier-race", "name": "Race"})).status_code == 201
+        member = (await c.post("/v1/members", json={"name": "Racer", "phone": f.unique_phone()})).json()["id"]
+
+        async def spend(i: int) -> httpx.Response:
+            body = {"receipt_id": f"tier-{i}", "member": {"member_id": member}, "store_id": "tier-race",
+                    "currency": "USD", "lines": [f.line(unit_price=10_000)]}
+            return await c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"tier-{i}"})
+
+        answers = await asyncio.gather(*(spend(i) for i in range(12)))
+        assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+        changes = [a.json()["tier_change"] for a in answers if a.json()["tier_change"]]
+        assert changes == [{"from": "member", "to": "silver"}]
+        info = (await c.get(f"/v1/members/{member}/tier")).json()
+        assert info["qualifying_spend"] == 120_000 and len(info["history"]) == 1

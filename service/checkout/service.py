@@ -61,6 +61,7 @@ from service.tiers import service as tiers
 EXPIRY_NUDGE_DAYS = 30
 GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
 ANONYMOUS_GREETINGS = {"en": "Hello!", "zh-CN": "您好！"}
+UPGRADE_GREETINGS = {"en": "Welcome to {tier}!", "zh-CN": "恭喜升级为{tier}！"}
 DEFAULT_LOCALE = "en"
 
 
@@ -129,7 +130,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     expiring = await points_service.expiring(session, member.id, after=now, limit=1)
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
-        greeting=_greeting(member, locale),
+        greeting=_greeting(member, locale, await tiers.fresh_upgrade(session, member, program, now)),
         offers=_offers(program, ctx, _basket(body)),
         nudges=[*_nudges(expiring, now, balance),
                 *_tier_nudges(await tiers.nudge(session, member, program, now), program)],
@@ -141,8 +142,11 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     )
 
 
-def _greeting(member: Member, locale: str) -> Greeting:
+def _greeting(member: Member, locale: str, upgraded_to: str | None = None) -> Greeting:
     text = GREETINGS[locale].format(name=member.name) if member.name else ANONYMOUS_GREETINGS[locale]
+    if upgraded_to:
+        return Greeting(text=f"{text} {UPGRADE_GREETINGS[locale].format(tier=upgraded_to)}", locale=locale,
+                        occasion="tier_upgrade")
     return Greeting(text=text, locale=locale, occasion="default")
 
 
@@ -203,7 +207,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
     # Then the lock, then every read the decision depends on: a concurrent commit for this member waits here.
     accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)
-    await tiers.refresh(session, member, program, now)  # a review that fell due applies before pricing
+    tier_lock = await tiers.lock(session, member, program, now)  # due reviews apply before pricing
     ctx = _context(program, member, accounts.balance(POINTS), body, occurred_at)
     priced = rules.price(_basket(body), ctx)
     ledger_transaction_id = None
@@ -228,8 +232,8 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     } for line in basket.lines]
     row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
-    change = await tiers.record_commit(session, member, program, transaction_id=row.id, occurred_at=occurred_at,
-                                       amount=priced.qualifying_spend, now=now)
+    change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
+                                       occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
     return to_public(row, tier_change=change)
 
 

@@ -73,3 +73,8 @@ async def due_members(session: AsyncSession, as_of: datetime, *, after: str, lim
     rows = await session.scalars(select(TierState.member_id).where(
         TierState.review_at <= as_of, TierState.member_id > after).order_by(TierState.member_id).limit(limit))
     return list(rows)
+
+
+async def last_change(session: AsyncSession, member_id: str) -> TierHistory | None:
+    return await session.scalar(select(TierHistory).where(TierHistory.member_id == member_id)
+                                .order_by(TierHistory.id.desc()).limit(1))

@@ -10,7 +10,7 @@ with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from service.tiers.models import TierHistory, TierSpend
 from service.tiers.schemas import TierHistoryItem, TierPublic
 
 SWEEP_BATCH = 200
+FRESH_UPGRADE_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ async def _apply(session: AsyncSession, member: Member, state_row, new: rules.St
 
 async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime):
     state_row = await repository.lock_state(session, member.id, now)
+    # The member was read before the lock: a commit that changed the tier meanwhile is visible only now.
+    await session.refresh(member, ["tier_code"])
     state = rules.State(rules.level_of(member.tier_code, ladder.codes), state_row.attained_at, state_row.review_at)
     if state.level > 0 and state.review_at is not None and state.review_at <= now:
         events = await repository.spend_events(
@@ -72,14 +75,30 @@ async def refresh(session: AsyncSession, member: Member, program: ProgramPublic,
     await _review_locked(session, member, Ladder.of(program), now)
 
 
-async def record_commit(session: AsyncSession, member: Member, program: ProgramPublic, *, transaction_id: str,
-                        occurred_at: datetime, amount: int, now: datetime) -> tuple[str, str] | None:
-    """Count the commit's qualifying spend at its ``occurred_at``; replay due reviews; upgrade at once if the
-    window's spend now crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward."""
+@dataclass
+class Locked:
+    """The member's tier state, locked for the rest of the transaction, with due reviews applied."""
+
+    row: object
+    state: rules.State
+
+
+async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Locked:
+    """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
+    code under the lock and replay due reviews, so the price uses the tier as it stands now."""
+    row, state, _ = await _review_locked(session, member, Ladder.of(program), now)
+    return Locked(row, state)
+
+
+async def record_commit(session: AsyncSession, member: Member, program: ProgramPublic, locked: Locked, *,
+                        transaction_id: str, occurred_at: datetime, amount: int,
+                        now: datetime) -> tuple[str, str] | None:
+    """Count the commit's qualifying spend at its ``occurred_at``; upgrade at once if the window's spend now
+    crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward."""
     ladder = Ladder.of(program)
     await repository.add_spend(session, TierSpend(transaction_id=transaction_id, member_id=member.id,
                                                   occurred_at=occurred_at, amount=amount))
-    state_row, state, _ = await _review_locked(session, member, ladder, now)
+    state_row, state = locked.row, locked.state
     spend = await qualifying_spend(session, member.id, now, ladder.window_months)
     new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
     if change is None:
@@ -133,6 +152,17 @@ async def nudge(session: AsyncSession, member: Member, program: ProgramPublic,
     if next_level is None or not needed:
         return None
     return needed, program.tiers[next_level].name
+
+
+async def fresh_upgrade(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> str | None:
+    """The name of the member's current tier if they reached it by spending within the last
+    :data:`FRESH_UPGRADE_DAYS` days (the greeting can congratulate them), else None."""
+    last = await repository.last_change(session, member.id)
+    if last is None or last.reason != rules.UPGRADE or last.to_code != member.tier_code:
+        return None
+    if not now - timedelta(days=FRESH_UPGRADE_DAYS) <= last.at <= now:
+        return None
+    return next((t.name for t in program.tiers if t.code == last.to_code), None)
 
 
 @dataclass(frozen=True)
