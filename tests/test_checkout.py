@@ -377,3 +377,4 @@ async def test_quote_greets_in_the_members_language_and_nudges_expiring_points(c
     q = r.json()
     assert q["greeting"] == {"text": "李雷，您好！", "locale": "zh-CN", "occasion": "default"}
     assert [n["kind"] for n in q["nudges"]] == ["points_expiry", "tier"] and "40 points" in q["nudges"][0]["text"]
+    assert q["nudges"][1]["text"].startswith("再消费")

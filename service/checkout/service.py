@@ -62,6 +62,7 @@ EXPIRY_NUDGE_DAYS = 30
 GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
 ANONYMOUS_GREETINGS = {"en": "Hello!", "zh-CN": "您好！"}
 UPGRADE_GREETINGS = {"en": "Welcome to {tier}!", "zh-CN": "恭喜升级为{tier}！"}
+TIER_NUDGES = {"en": "Spend {amount} more to reach {tier}", "zh-CN": "再消费 {amount} 即可升级为{tier}"}
 DEFAULT_LOCALE = "en"
 
 
@@ -133,7 +134,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
         greeting=_greeting(member, locale, await tiers.fresh_upgrade(session, member, program, now)),
         offers=_offers(program, ctx, _basket(body)),
         nudges=[*_nudges(expiring, now, balance),
-                *_tier_nudges(await tiers.nudge(session, member, program, now), program)],
+                *_tier_nudges(await tiers.nudge(session, member, program, now), program, locale)],
         applied=_applied(priced.applied),
         lines=_lines(basket),
         totals=_totals(basket.subtotal, basket.discount, basket.net),
@@ -176,11 +177,12 @@ def _offers(program: ProgramPublic, ctx: rules.Context, basket: rules.Basket) ->
     return offers
 
 
-def _tier_nudges(nudge: tuple[int, str] | None, program: ProgramPublic) -> list[Nudge]:
+def _tier_nudges(nudge: tuple[int, str] | None, program: ProgramPublic, locale: str) -> list[Nudge]:
     if nudge is None:
         return []
     needed, name = nudge
-    return [Nudge(kind="tier", text=f"Spend {format_amount(needed, program.currency)} more to reach {name}")]
+    return [Nudge(kind="tier", text=TIER_NUDGES[locale].format(amount=format_amount(needed, program.currency),
+                                                                tier=name))]
 
 
 def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge]:
