@@ -76,7 +76,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from service.clock import Clock
     from service.db import Database
     from service.points import service as points_service
+    from service.program import service as program_service
     from service.punchcards import service as punch_service
+    from service.tiers import service as tiers_service
+
+    async def tier_reviews(db, as_of) -> tuple[int, int]:
+        reviewed = changed = 0
+        after = ""
+        while True:  # one database transaction per batch of members; the same rule a member read replays
+            async def batch(session, after=after):
+                return await tiers_service.sweep_batch(session, await program_service.get(session), as_of,
+                                                       after=after)
+            result, last = await db.run(batch)
+            reviewed, changed = reviewed + result.members, changed + result.changes
+            if last is None:
+                return reviewed, changed
+            after = last
 
     async def run() -> tuple[int, int, int, int, int]:
         settings = Settings()
@@ -91,15 +106,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 if result.members == 0:
                     break
             rewards = await db.run(lambda session: punch_service.expire_rewards(session, as_of, now))
+            tiers_done.extend(await tier_reviews(db, as_of))
             purged = await db.run(lambda session: idempotency.purge_expired(session, now,
                                                                             settings.idempotency_ttl_days))
             return members, lots, points, rewards, purged
         finally:
             await db.dispose()
 
+    tiers_done: list[int] = []
     members, lots, points, rewards, purged = asyncio.run(run())
     print(f"sweep: expired {points} points from {lots} lots of {members} members")
     print(f"sweep: expired {rewards} punch-card rewards")
+    print(f"sweep: reviewed the tiers of {tiers_done[0]} members, {tiers_done[1]} tier changes")
     print(f"sweep: purged {purged} idempotency records older than the retention period")
     return 0
 
@@ -178,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="a label for the key")
     create.set_defaults(func=_cmd_keys_create)
 
-    sweep = sub.add_parser("sweep", help="expire points in lots past their expiry (idempotent)")
+    sweep = sub.add_parser("sweep", help="expire points past their expiry and run due tier reviews (idempotent)")
     sweep.add_argument("--as-of", type=_parse_as_of, default=None,
                        help="expire what had expired at this time (ISO 8601; default: now)")
     sweep.set_defaults(func=_cmd_sweep)

@@ -376,4 +376,5 @@ async def test_quote_greets_in_the_members_language_and_nudges_expiring_points(c
     assert r.status_code == 200, r.text
     q = r.json()
     assert q["greeting"] == {"text": "李雷，您好！", "locale": "zh-CN", "occasion": "default"}
-    assert [n["kind"] for n in q["nudges"]] == ["points_expiry"] and "40 points" in q["nudges"][0]["text"]
+    assert [n["kind"] for n in q["nudges"]] == ["points_expiry", "tier"] and "40 points" in q["nudges"][0]["text"]
+    assert q["nudges"][1]["text"].startswith("再消费")

@@ -41,6 +41,7 @@ from service.checkout.schemas import (
     ReturnRequest,
     Reversed,
     StampsEarned,
+    TierChange,
     Totals,
     TransactionPublic,
 )
@@ -58,12 +59,15 @@ from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.punchcards import rules as punch_rules
 from service.punchcards import service as punch_service
+from service.tiers import service as tiers
 from service.wallet import rules as wallet_rules
 from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
 
 EXPIRY_NUDGE_DAYS = 30
 GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
 ANONYMOUS_GREETINGS = {"en": "Hello!", "zh-CN": "您好！"}
+UPGRADE_GREETINGS = {"en": "Welcome to {tier}!", "zh-CN": "恭喜升级为{tier}！"}
+TIER_NUDGES = {"en": "Spend {amount} more to reach {tier}", "zh-CN": "再消费 {amount} 即可升级为{tier}"}
 DEFAULT_LOCALE = "en"
 
 
@@ -152,6 +156,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 region: str) -> Quote:
     program, member = await _prepare(session, body, principal, region)
     now = clock.now()
+    await tiers.refresh(session, member, program, now)
     balance = await points_service.balance(session, member.id)
     held = await ledger.balances(session, member.id)
     programs = await punch_service.active_programs(session)
@@ -166,9 +171,10 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     available = await punch_service.available_rewards(session, member.id, now)
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
-        greeting=_greeting(member, locale),
+        greeting=_greeting(member, locale, await tiers.fresh_upgrade(session, member, program, now)),
         offers=_punch_offers(available, _basket(body), program.currency) + _offers(program, ctx, _basket(body)),
-        nudges=_punch_nudges(programs, held) + _nudges(expiring, now, balance),
+        nudges=[*_punch_nudges(programs, held), *_nudges(expiring, now, balance),
+                *_tier_nudges(await tiers.nudge(session, member, program, now), program, locale)],
         applied=_applied(priced.applied),
         lines=_lines(basket),
         totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0)),
@@ -178,8 +184,11 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     )
 
 
-def _greeting(member: Member, locale: str) -> Greeting:
+def _greeting(member: Member, locale: str, upgraded_to: str | None = None) -> Greeting:
     text = GREETINGS[locale].format(name=member.name) if member.name else ANONYMOUS_GREETINGS[locale]
+    if upgraded_to:
+        return Greeting(text=f"{text} {UPGRADE_GREETINGS[locale].format(tier=upgraded_to)}", locale=locale,
+                        occasion="tier_upgrade")
     return Greeting(text=text, locale=locale, occasion="default")
 
 
@@ -236,6 +245,14 @@ def _punch_nudges(programs: list[punch_rules.Program], balances: dict[str, int])
     return nudges
 
 
+def _tier_nudges(nudge: tuple[int, str] | None, program: ProgramPublic, locale: str) -> list[Nudge]:
+    if nudge is None:
+        return []
+    needed, name = nudge
+    return [Nudge(kind="tier", text=TIER_NUDGES[locale].format(amount=format_amount(needed, program.currency),
+                                                                tier=name))]
+
+
 def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge]:
     if balance <= 0:
         return []
@@ -263,6 +280,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
         session, member.id, [POINTS, *WALLET_KINDS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
+    tier_lock = await tiers.lock(session, member, program, now)  # due reviews apply before pricing
     # Rewards are read under the member's lock (and locked themselves): a reward used by a concurrent commit is
     # seen as redeemed here.
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)
@@ -297,12 +315,15 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     } for line in basket.lines]
     row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
+    change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
+                                       occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
     return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
-                     rewards_issued=punch_service.issued_public(issued))
+                     rewards_issued=punch_service.issued_public(issued), tier_change=change)
 
 
 async def _wallet_balance(session: AsyncSession, member_id: str) -> int:
     return _wallet_total(await ledger.balances(session, member_id))
+
 
 def _line_stamps(row: CheckoutTransaction) -> dict[str, int]:
     stamps: dict[str, int] = defaultdict(int)
@@ -327,7 +348,8 @@ def _stamp_kinds(row: CheckoutTransaction) -> list[str]:
 
 
 def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wallet_balance: int = 0,
-              rewards_issued: list[dict] | None = None) -> TransactionPublic:
+              rewards_issued: list[dict] | None = None,
+              tier_change: tuple[str | None, str] | None = None) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[AppliedPublic.model_validate(a) for a in row.applied],
@@ -337,7 +359,8 @@ def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wa
                       rewards_issued=rewards_issued or []),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
                                 wallet=wallet_balance),
-        tier_change=None,
+        tier_change=None if tier_change is None else TierChange.model_validate(
+            {"from": tier_change[0], "to": tier_change[1]}),
     )
 
 
@@ -354,7 +377,8 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
 async def get(session: AsyncSession, transaction_id: str, principal: Principal) -> TransactionPublic:
     row = await _load(session, transaction_id, principal)
     return to_public(row, wallet_balance=await _wallet_balance(session, row.member_id),
-                     rewards_issued=await punch_service.issued_by(session, row.id))
+                     rewards_issued=await punch_service.issued_by(session, row.id),
+                     tier_change=await tiers.change_of(session, row.id))
 
 
 async def void(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
@@ -385,6 +409,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
         await ledger.post(session, ledger.Posting(
             kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
             reference=row.id, reverses_id=row.ledger_transaction_id), accounts)
+    await tiers.record_void(session, row.id)
     row.status = "voided"
     row.voided_at = now
     await session.flush()
@@ -452,6 +477,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
             kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
             reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
     await repository.add_return(session, ret)
+    await tiers.record_return(session, row.id, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     return ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(

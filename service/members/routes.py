@@ -50,10 +50,14 @@ async def lookup_members(
 
 @router.get("/{member_id}", operation_id="get_member", response_model=MemberPublic,
             responses=problem_responses(404))
-async def get_member(member_id: MemberIdPath, session: Session,
+async def get_member(member_id: MemberIdPath, session: Session, clock: ClockDep,
                      principal: Principal = Depends(READERS)) -> MemberPublic:
+    from service.tiers import service as tiers_service  # tiers builds on members: imported late
+
     member = await service.get(session, member_id)
-    return service.to_public(member, await program_service.get(session), principal)
+    program = await program_service.get(session)
+    await tiers_service.refresh(session, member, program, clock.now())  # due tier reviews, lazily
+    return service.to_public(member, program, principal)
 
 
 @router.patch("/{member_id}", operation_id="update_member", response_model=MemberPublic,

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.ledger.repository import _insert
+from service.tiers.models import TierHistory, TierSpend, TierState
+
+
+async def add_spend(session: AsyncSession, row: TierSpend) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def reduce_spend(session: AsyncSession, transaction_id: str, amount: int) -> None:
+    await session.execute(update(TierSpend).where(TierSpend.transaction_id == transaction_id)
+                          .values(amount=TierSpend.amount - amount))
+
+
+async def clear_spend(session: AsyncSession, transaction_id: str) -> None:
+    await session.execute(update(TierSpend).where(TierSpend.transaction_id == transaction_id).values(amount=0))
+
+
+async def spend_since(session: AsyncSession, member_id: str, start: datetime) -> int:
+    """One range sum over the ``(member_id, occurred_at)`` index: only the rows inside the window are read."""
+    total = await session.scalar(select(func.coalesce(func.sum(TierSpend.amount), 0))
+                                 .where(TierSpend.member_id == member_id, TierSpend.occurred_at >= start))
+    return int(total or 0)
+
+
+async def spend_events(session: AsyncSession, member_id: str, start: datetime,
+                       end: datetime) -> list[tuple[datetime, int]]:
+    rows = await session.execute(select(TierSpend.occurred_at, TierSpend.amount).where(
+        TierSpend.member_id == member_id, TierSpend.occurred_at >= start, TierSpend.occurred_at < end,
+        TierSpend.amount != 0))
+    return [(at, amount) for at, amount in rows]
+
+
+async def get_state(session: AsyncSession, member_id: str) -> TierState | None:
+    return await session.get(TierState, member_id)
+
+
+async def lock_state(session: AsyncSession, member_id: str, now: datetime) -> TierState:
+    """The member's tier state, created if absent and locked until the transaction ends."""
+    await session.execute(_insert(session, TierState).values(member_id=member_id, updated_at=now)
+                          .on_conflict_do_nothing())
+    state = await session.scalar(select(TierState).where(TierState.member_id == member_id)
+                                 .with_for_update().execution_options(populate_existing=True))
+    assert state is not None
+    return state
+
+
+async def add_history(session: AsyncSession, rows: Sequence[TierHistory]) -> None:
+    session.add_all(rows)
+    await session.flush()
+
+
+async def history(session: AsyncSession, member_id: str) -> list[TierHistory]:
+    rows = await session.scalars(select(TierHistory).where(TierHistory.member_id == member_id)
+                                 .order_by(TierHistory.id))
+    return list(rows)
+
+
+async def change_of_transaction(session: AsyncSession, transaction_id: str) -> TierHistory | None:
+    return await session.scalar(select(TierHistory).where(TierHistory.transaction_id == transaction_id)
+                                .order_by(TierHistory.id).limit(1))
+
+
+async def due_members(session: AsyncSession, as_of: datetime, *, after: str, limit: int) -> list[str]:
+    rows = await session.scalars(select(TierState.member_id).where(
+        TierState.review_at <= as_of, TierState.member_id > after).order_by(TierState.member_id).limit(limit))
+    return list(rows)
+
+
+async def last_change(session: AsyncSession, member_id: str) -> TierHistory | None:
+    return await session.scalar(select(TierHistory).where(TierHistory.member_id == member_id)
+                                .order_by(TierHistory.id.desc()).limit(1))

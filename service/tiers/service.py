@@ -1,0 +1,187 @@
+"""Tiers (DESIGN §5): qualifying spend, upgrades inside the commit, scheduled reviews. Never commits.
+
+The checkout calls :func:`record_commit` (in the commit's transaction), :func:`record_return` and
+:func:`record_void`; reviews run from :func:`sweep_batch` (``loyalty sweep``) and lazily from :func:`refresh`
+when a member is read or checks out — both replay the same pure rule, so they give the same answer for the same
+"now". A changed ladder applies to future upgrades and reviews; history rows keep the codes they were written
+with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.members.models import Member
+from service.program.schemas import ProgramPublic
+from service.tiers import repository, rules
+from service.tiers.models import TierHistory, TierSpend
+from service.tiers.schemas import TierHistoryItem, TierPublic
+
+SWEEP_BATCH = 200
+FRESH_UPGRADE_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Ladder:
+    codes: tuple[str, ...]
+    thresholds: tuple[int, ...]
+    window_months: int
+
+    @classmethod
+    def of(cls, program: ProgramPublic) -> Ladder:
+        return cls(tuple(t.code for t in program.tiers), tuple(t.min_qualifying_spend for t in program.tiers),
+                   program.tier_window_months)
+
+
+async def qualifying_spend(session: AsyncSession, member_id: str, now: datetime, window_months: int) -> int:
+    return await repository.spend_since(session, member_id, rules.window_start(now, window_months))
+
+
+async def _apply(session: AsyncSession, member: Member, state_row, new: rules.State, changes: list[rules.Change],
+                 ladder: Ladder, now: datetime, *, transaction_id: str | None = None) -> None:
+    member.tier_code = ladder.codes[new.level]
+    state_row.attained_at, state_row.review_at, state_row.updated_at = new.attained_at, new.review_at, now
+    history = []
+    for change in changes:
+        history.append(TierHistory(
+            member_id=member.id, from_code=ladder.codes[change.from_level],
+            to_code=ladder.codes[change.to_level], at=change.at, reason=change.reason,
+            transaction_id=transaction_id if change.reason == rules.UPGRADE else None, created_at=now))
+    await repository.add_history(session, history)
+
+
+async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime):
+    state_row = await repository.lock_state(session, member.id, now)
+    # The member was read before the lock: a commit that changed the tier meanwhile is visible only now.
+    await session.refresh(member, ["tier_code"])
+    state = rules.State(rules.level_of(member.tier_code, ladder.codes), state_row.attained_at, state_row.review_at)
+    if state.level > 0 and state.review_at is not None and state.review_at <= now:
+        events = await repository.spend_events(
+            session, member.id, rules.window_start(state.review_at, ladder.window_months), now)
+        state, changes = rules.review(state, now, ladder.thresholds, ladder.window_months, events)
+        await _apply(session, member, state_row, state, changes, ladder, now)
+        return state_row, state, len(changes)
+    return state_row, state, 0
+
+
+async def refresh(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> None:
+    """Replay the member's due reviews (idempotent; writes only when one fell due)."""
+    row = await repository.get_state(session, member.id)
+    if row is None or row.review_at is None or row.review_at > now:
+        return
+    await _review_locked(session, member, Ladder.of(program), now)
+
+
+@dataclass
+class Locked:
+    """The member's tier state, locked for the rest of the transaction, with due reviews applied."""
+
+    row: object
+    state: rules.State
+
+
+async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Locked:
+    """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
+    code under the lock and replay due reviews, so the price uses the tier as it stands now."""
+    row, state, _ = await _review_locked(session, member, Ladder.of(program), now)
+    return Locked(row, state)
+
+
+async def record_commit(session: AsyncSession, member: Member, program: ProgramPublic, locked: Locked, *,
+                        transaction_id: str, occurred_at: datetime, amount: int,
+                        now: datetime) -> tuple[str, str] | None:
+    """Count the commit's qualifying spend at its ``occurred_at``; upgrade at once if the window's spend now
+    crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward."""
+    ladder = Ladder.of(program)
+    await repository.add_spend(session, TierSpend(transaction_id=transaction_id, member_id=member.id,
+                                                  occurred_at=occurred_at, amount=amount))
+    state_row, state = locked.row, locked.state
+    spend = await qualifying_spend(session, member.id, now, ladder.window_months)
+    new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
+    if change is None:
+        return None
+    await _apply(session, member, state_row, new, [change], ladder, now, transaction_id=transaction_id)
+    return ladder.codes[change.from_level], ladder.codes[new.level]
+
+
+async def record_return(session: AsyncSession, transaction_id: str, amount: int) -> None:
+    """A return lowers the transaction's spend at its own ``occurred_at``; no immediate downgrade."""
+    if amount:
+        await repository.reduce_spend(session, transaction_id, amount)
+
+
+async def record_void(session: AsyncSession, transaction_id: str) -> None:
+    """A void removes the transaction's spend; no immediate downgrade."""
+    await repository.clear_spend(session, transaction_id)
+
+
+async def change_of(session: AsyncSession, transaction_id: str) -> tuple[str | None, str] | None:
+    row = await repository.change_of_transaction(session, transaction_id)
+    return None if row is None else (row.from_code, row.to_code)
+
+
+async def summary(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> TierPublic:
+    await refresh(session, member, program, now)
+    ladder = Ladder.of(program)
+    level = rules.level_of(member.tier_code, ladder.codes)
+    tier = program.tiers[level]
+    spend = await qualifying_spend(session, member.id, now, ladder.window_months)
+    next_level, needed = rules.spend_to_next(spend, level, ladder.thresholds)
+    state = await repository.get_state(session, member.id)
+    history = await repository.history(session, member.id)
+    return TierPublic(
+        code=tier.code, name=tier.name, qualifying_spend=spend,
+        next_tier=None if next_level is None else ladder.codes[next_level], spend_to_next=needed,
+        attained_at=state.attained_at if state and level > 0 else None,
+        review_at=state.review_at if state and level > 0 else None,
+        earn_multiplier=tier.earn_multiplier, discount_percent=tier.discount_percent, perks=list(tier.perks),
+        history=[TierHistoryItem(from_=h.from_code, to=h.to_code, at=h.at, reason=h.reason) for h in history],
+    )
+
+
+async def nudge(session: AsyncSession, member: Member, program: ProgramPublic,
+                now: datetime) -> tuple[int, str] | None:
+    """How much more spend reaches the next tier (for the till's nudges), or None at the top."""
+    ladder = Ladder.of(program)
+    level = rules.level_of(member.tier_code, ladder.codes)
+    spend = await qualifying_spend(session, member.id, now, ladder.window_months)
+    next_level, needed = rules.spend_to_next(spend, level, ladder.thresholds)
+    if next_level is None or not needed:
+        return None
+    return needed, program.tiers[next_level].name
+
+
+async def fresh_upgrade(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> str | None:
+    """The name of the member's current tier if they reached it by spending within the last
+    :data:`FRESH_UPGRADE_DAYS` days (the greeting can congratulate them), else None."""
+    last = await repository.last_change(session, member.id)
+    if last is None or last.reason != rules.UPGRADE or last.to_code != member.tier_code:
+        return None
+    if not now - timedelta(days=FRESH_UPGRADE_DAYS) <= last.at <= now:
+        return None
+    return next((t.name for t in program.tiers if t.code == last.to_code), None)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    members: int
+    changes: int
+
+
+async def sweep_batch(session: AsyncSession, program: ProgramPublic, as_of: datetime, *,
+                      after: str = "") -> tuple[SweepResult, str | None]:
+    """Replay due reviews for one batch of members (ordered by id after ``after``); returns the last id."""
+    from service.members import repository as members_repository
+
+    ids = await repository.due_members(session, as_of, after=after, limit=SWEEP_BATCH)
+    ladder = Ladder.of(program)
+    changes = 0
+    for member_id in ids:
+        member = await members_repository.get(session, member_id)
+        if member is None:
+            continue
+        changes += (await _review_locked(session, member, ladder, as_of))[2]
+    return SweepResult(len(ids), changes), (ids[-1] if ids else None)

@@ -1,0 +1,211 @@
+"""Tiers through HTTP (SQLite and PostgreSQL): upgrades in the commit, benefits at the till, voids and returns,
+scheduled reviews (sweep and lazy read), backdated transactions. Default ladder: member 0, silver 500.00,
+gold 1500.00 (5 % off, ×1.5 points), a 12-month window."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.points.rules import add_months
+from tests import factories as f
+from tests.test_points import cli_env, run_cli  # noqa: F401 (fixture)
+from tests.test_race import server  # noqa: F401 (fixture)
+
+T0 = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def store(client):
+    return (await f.create_store(client))["id"]
+
+
+async def buy(client, member, store, *amounts, **extra) -> dict:
+    lines = [f.line(str(i), unit_price=a) for i, a in enumerate(amounts, 1)]
+    r = await f.commit(client, f.basket(member, store, lines, **extra))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def tier(client, member) -> dict:
+    r = await client.get(f"/v1/members/{member}/tier")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def test_upgrade_by_one_and_by_two_levels_in_one_commit(client, store, clock):
+    clock.freeze(T0)
+    one, two = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    t = await buy(client, one, store, 30_000)
+    assert t["tier_change"] is None
+    assert (await tier(client, one))["spend_to_next"] == 20_000
+    t = await buy(client, one, store, 20_000)  # 500.00 in the window: silver at once
+    assert t["tier_change"] == {"from": "member", "to": "silver"}
+    got = (await client.get(f"/v1/checkout/transactions/{t['id']}")).json()
+    assert got["tier_change"] == {"from": "member", "to": "silver"}
+    info = await tier(client, one)
+    assert info["code"] == "silver" and info["qualifying_spend"] == 50_000
+    assert info["next_tier"] == "gold" and info["spend_to_next"] == 100_000
+    assert info["attained_at"] == iso(T0) and info["review_at"] == iso(add_months(T0, 12))
+    assert info["history"] == [{"from": "member", "to": "silver", "at": iso(T0), "reason": "qualifying_spend"}]
+    assert (await client.get(f"/v1/members/{one}")).json()["tier"] == "silver"
+
+    t = await buy(client, two, store, 100_000, 60_000)  # straight to gold
+    assert t["tier_change"] == {"from": "member", "to": "gold"}
+    info = await tier(client, two)
+    assert info["code"] == "gold" and info["next_tier"] is None and info["spend_to_next"] is None
+    assert info["perks"] == ["Birthday treat", "Free delivery"]
+    assert [(h["from"], h["to"]) for h in info["history"]] == [("member", "gold")]
+    assert (await buy(client, two, store, 1000))["tier_change"] is None
+
+
+async def test_multiplier_discount_and_nudge_at_the_till(client, store):
+    member = (await f.enroll(client))["id"]
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))).json()
+    assert {"kind": "tier", "text": "Spend 500.00 USD more to reach Silver"} in q["nudges"]
+    await buy(client, member, store, 150_000)  # earned at the member tier: 1500 points
+    t = await buy(client, member, store, 10_000)
+    assert t["applied"] == [{"kind": "tier_discount", "id": "gold", "line_id": "1", "amount": 500, "points": None}]
+    assert t["totals"]["net"] == 9_500
+    assert t["earned"]["points"] == 142  # 95.00 × 1 × 1.5, floored
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))).json()
+    assert q["member"]["tier"] == "gold" and not [n for n in q["nudges"] if n["kind"] == "tier"]
+    assert q["greeting"] == {"text": "Hello, Jane Doe! Welcome to Gold!", "locale": "en", "occasion": "tier_upgrade"}
+    assert any(o["kind"] == "tier_discount" and o["value"] == 50 for o in q["offers"])
+
+
+async def test_void_and_return_lower_spend_without_an_immediate_downgrade(client, store):
+    member = (await f.enroll(client))["id"]
+    t = await buy(client, member, store, 30_000, 30_000)
+    assert t["tier_change"] == {"from": "member", "to": "silver"}
+    r = await client.post(f"/v1/checkout/transactions/{t['id']}/returns",
+                          json={"lines": [{"line_id": "1", "quantity": 1}]}, headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    assert r.json()["reversed"]["qualifying_spend"] == 30_000
+    info = await tier(client, member)
+    assert info["code"] == "silver" and info["qualifying_spend"] == 30_000
+    r = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    info = await tier(client, member)
+    assert info["code"] == "silver" and info["qualifying_spend"] == 0 and info["spend_to_next"] == 150_000
+    assert len(info["history"]) == 1
+
+
+async def test_reviews_keep_then_drop_one_level(client, store, clock):
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 160_000)  # gold at T0
+    clock.freeze(T0 + timedelta(days=200))
+    await buy(client, member, store, 150_000)  # gold again within the first year
+    r1 = add_months(T0, 12)
+    clock.freeze(r1 - timedelta(seconds=1))
+    assert (await tier(client, member))["review_at"] == iso(r1)
+    clock.freeze(r1)  # the review is due exactly now: 1500.00 in [r1 − 12 months, r1) keeps gold
+    info = await tier(client, member)
+    assert info["code"] == "gold" and info["attained_at"] == iso(T0) and info["review_at"] == iso(add_months(T0, 24))
+    assert len(info["history"]) == 1
+    clock.freeze(add_months(T0, 24) + timedelta(days=3))  # nothing spent in the second year: down one level only
+    info = await tier(client, member)
+    r2 = add_months(T0, 24)
+    assert info["code"] == "silver" and info["attained_at"] == iso(r2) and info["review_at"] == iso(add_months(r2, 12))
+    assert info["history"][-1] == {"from": "gold", "to": "silver", "at": iso(r2), "reason": "review"}
+    assert (await tier(client, member))["history"] == info["history"]  # idempotent
+
+
+async def test_several_overdue_reviews_replay_the_same_by_sweep_and_by_lazy_read(client, store, clock, cli_env,  # noqa: F811
+                                                                                 capsys):
+    clock.freeze(T0)
+    swept, lazy = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    for member in (swept, lazy):
+        await buy(client, member, store, 160_000)
+    # three overdue reviews: T0+12 keeps gold (T0's spend is in [T0, T0+12)), T0+24 drops to silver, T0+36 to member
+    now = add_months(T0, 40)
+    clock.freeze(now)
+    read = await tier(client, lazy)
+    assert await run_cli("sweep", "--as-of", iso(now)) == 0
+    out = capsys.readouterr().out
+    assert "reviewed the tiers of 1 members, 2 tier changes" in out
+    assert await run_cli("sweep", "--as-of", iso(now)) == 0
+    assert "reviewed the tiers of 0 members, 0 tier changes" in capsys.readouterr().out
+    swept_info = await tier(client, swept)
+    assert swept_info == read
+    assert read["code"] == "member" and read["review_at"] is None
+    assert [(h["from"], h["to"], h["at"], h["reason"]) for h in read["history"]] == [
+        ("member", "gold", iso(T0), "qualifying_spend"),
+        ("gold", "silver", iso(add_months(T0, 24)), "review"),
+        ("silver", "member", iso(add_months(T0, 36)), "review")]
+
+
+async def test_backdated_transactions_count_at_their_time(client, store, clock):
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    old = T0 - timedelta(days=400)  # outside the 12-month window: imported, but not qualifying now
+    t = await buy(client, member, store, 200_000, occurred_at=iso(old))
+    assert t["tier_change"] is None and (await tier(client, member))["qualifying_spend"] == 0
+    when = add_months(T0, -11)
+    t = await buy(client, member, store, 60_000, occurred_at=iso(when))
+    assert t["tier_change"] == {"from": "member", "to": "silver"}
+    info = await tier(client, member)
+    assert info["qualifying_spend"] == 60_000
+    assert info["attained_at"] == iso(when) and info["review_at"] == iso(add_months(when, 12))
+    clock.freeze(add_months(when, 12))  # reviewed at its time + window: [r − window, r) still holds it (kept)
+    info = await tier(client, member)
+    assert info["code"] == "silver" and info["review_at"] == iso(add_months(when, 24))
+    clock.freeze(add_months(when, 24))  # the next review finds nothing in its window: down one level
+    info = await tier(client, member)
+    assert info["code"] == "member" and info["qualifying_spend"] == 0
+
+
+async def test_greeting_mentions_only_a_fresh_upgrade(client, store, clock):
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 60_000)
+    clock.freeze(T0 + timedelta(days=8))
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store))).json()
+    assert q["greeting"]["occasion"] == "default" and q["member"]["tier"] == "silver"
+
+
+async def test_a_changed_ladder_applies_to_future_upgrades_and_reviews_not_history(client, store, clock):
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 60_000)  # silver under the default ladder
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][1]["min_qualifying_spend"] = 70_000
+    program["tiers"][2]["min_qualifying_spend"] = 100_000
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    info = await tier(client, member)
+    assert info["code"] == "silver" and info["spend_to_next"] == 40_000  # no downgrade before the review
+    assert (await buy(client, member, store, 40_000))["tier_change"] == {"from": "silver", "to": "gold"}
+    info = await tier(client, member)
+    assert [(h["from"], h["to"]) for h in info["history"]] == [("member", "silver"), ("silver", "gold")]
+
+
+@pytest.mark.postgres_only
+async def test_concurrent_commits_upgrade_exactly_once(server):  # noqa: F811
+    import asyncio
+
+    import httpx
+
+    from tests.conftest import ADMIN_KEY
+
+    async with httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60,
+                                 limits=httpx.Limits(max_connections=20)) as c:
+        assert (await c.post("/v1/stores", json={"id": "tier-race", "name": "Race"})).status_code == 201
+        member = (await c.post("/v1/members", json={"name": "Racer", "phone": f.unique_phone()})).json()["id"]
+
+        async def spend(i: int) -> httpx.Response:
+            body = {"receipt_id": f"tier-{i}", "member": {"member_id": member}, "store_id": "tier-race",
+                    "currency": "USD", "lines": [f.line(unit_price=10_000)]}
+            return await c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"tier-{i}"})
+
+        answers = await asyncio.gather(*(spend(i) for i in range(12)))
+        assert all(a.status_code == 201 for a in answers), [a.text for a in answers]
+        changes = [a.json()["tier_change"] for a in answers if a.json()["tier_change"]]
+        assert changes == [{"from": "member", "to": "silver"}]
+        info = (await c.get(f"/v1/members/{member}/tier")).json()
+        assert info["qualifying_spend"] == 120_000 and len(info["history"]) == 1
