@@ -20,6 +20,7 @@ from service.db import Database
 from service.errors import install_error_handlers, problem_response
 from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
+from service.members.summary import router as summary_router
 from service.observability import Metrics, ObservabilityMiddleware, configure_logging
 from service.points.routes import router as points_router
 from service.program import service as program_service
@@ -32,7 +33,7 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router)
+           tiers_router, wallet_router, summary_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
