@@ -161,3 +161,18 @@ def make_client(app):
     yield make
     for c in clients:
         asyncio.get_event_loop().create_task(c.aclose())
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    """``loyalty`` commands run in-process act on the test database."""
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", database_url)
+
+
+@pytest.fixture
+def server(app, database_url: str):
+    """``loyalty serve --workers 2`` on the test database (``app`` has emptied it and prepared the program)."""
+    from tests.server import running_server
+
+    with running_server(database_url, workers=2) as base:
+        yield base

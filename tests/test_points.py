@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
@@ -11,16 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from service import cli
 from tests import factories as f
-
-
-@pytest.fixture
-def cli_env(monkeypatch, database_url):
-    monkeypatch.setenv("LOYALTY_DATABASE_URL", database_url)
-
-
-async def run_cli(*argv: str) -> int:
-    """``loyalty …`` in-process (in a thread: the command runs its own event loop)."""
-    return await asyncio.to_thread(cli.main, list(argv))
+from tests.server import run_cli
 
 
 async def test_points_balance_and_expiring_lots(client, clock):

@@ -3,65 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY
 from tests.factories import line, new_key, unique_email, unique_phone
-
-LOYALTY = str(Path(sys.executable).with_name("loyalty"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-async def server(app, database_url, tmp_path):
-    """``loyalty serve --workers 2`` on the test database (``app`` has emptied it and prepared the program)."""
-    port = _free_port()
-    env = {**os.environ, "LOYALTY_DATABASE_URL": database_url, "LOYALTY_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-           "LOYALTY_LOG_LEVEL": "WARNING"}
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            LOYALTY, "serve", "--workers", "2", "--no-migrate", "--port", str(port), env=env,
-            stdout=out, stderr=out, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-            for _ in range(150):
-                if proc.returncode is not None:
-                    raise RuntimeError(f"server exited: {log.read_text()}")
-                try:
-                    if (await c.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("server did not answer /healthz")
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=15)
-        except TimeoutError:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
+from tests.server import run_cli
 
 
 @pytest.mark.postgres_only
-async def test_twenty_tills_spending_one_balance_at_once(server, database_url):
+async def test_twenty_tills_spending_one_balance_at_once(server, cli_env):
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     limits = httpx.Limits(max_connections=40)
     async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60, limits=limits) as c:
@@ -89,14 +41,11 @@ async def test_twenty_tills_spending_one_balance_at_once(server, database_url):
         entries = (await c.get(f"/v1/members/{member}/ledger", params={"limit": 500})).json()["data"]
         assert sum(e["amount"] for e in entries) == balance
 
-    verify = await asyncio.to_thread(
-        subprocess.run, [LOYALTY, "verify"], env={**os.environ, "LOYALTY_DATABASE_URL": database_url},
-        capture_output=True, text=True, timeout=60)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert await run_cli("verify") == 0
 
 
 @pytest.mark.postgres_only
-async def test_same_receipt_and_same_void_from_many_tills_at_once(server, database_url):
+async def test_same_receipt_and_same_void_from_many_tills_at_once(server, cli_env):
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
                                  limits=httpx.Limits(max_connections=40)) as c:
@@ -120,7 +69,7 @@ async def test_same_receipt_and_same_void_from_many_tills_at_once(server, databa
 
 
 @pytest.mark.postgres_only
-async def test_ten_tills_spending_one_wallet_at_once(server, database_url):
+async def test_ten_tills_spending_one_wallet_at_once(server, cli_env):
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
                                  limits=httpx.Limits(max_connections=20)) as c:
@@ -142,7 +91,4 @@ async def test_ten_tills_spending_one_wallet_at_once(server, database_url):
         wallet = (await c.get(f"/v1/members/{member}/wallet")).json()
         assert wallet["total"] == 0 and wallet["cash"] == 0 and wallet["bonus"] == 0
 
-    verify = await asyncio.to_thread(
-        subprocess.run, [LOYALTY, "verify"], env={**os.environ, "LOYALTY_DATABASE_URL": database_url},
-        capture_output=True, text=True, timeout=60)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert await run_cli("verify") == 0

@@ -10,8 +10,7 @@ import pytest
 
 from service.points.rules import add_months
 from tests import factories as f
-from tests.test_points import cli_env, run_cli  # noqa: F401 (fixture)
-from tests.test_race import server  # noqa: F401 (fixture)
+from tests.server import run_cli
 
 T0 = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -117,7 +116,7 @@ async def test_reviews_keep_then_drop_one_level(client, store, clock):
     assert (await tier(client, member))["history"] == info["history"]  # idempotent
 
 
-async def test_several_overdue_reviews_replay_the_same_by_sweep_and_by_lazy_read(client, store, clock, cli_env,  # noqa: F811
+async def test_several_overdue_reviews_replay_the_same_by_sweep_and_by_lazy_read(client, store, clock, cli_env,
                                                                                  capsys):
     clock.freeze(T0)
     swept, lazy = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
@@ -186,7 +185,7 @@ async def test_a_changed_ladder_applies_to_future_upgrades_and_reviews_not_histo
 
 
 @pytest.mark.postgres_only
-async def test_concurrent_commits_upgrade_exactly_once(server):  # noqa: F811
+async def test_concurrent_commits_upgrade_exactly_once(server):
     import asyncio
 
     import httpx
