@@ -17,10 +17,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import DateTime, event
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy import DateTime, Table, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.types import TypeDecorator
+from sqlmodel import SQLModel
 
 from service.clock import utc
 
@@ -48,14 +52,30 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else utc(value)
 
 
-async def insert_unless_duplicate(session: AsyncSession, row: object) -> bool:
-    """Insert ``row`` in a savepoint; False (and nothing written) when a unique constraint rejects it. The
-    constraint decides, never a read beforehand, so two concurrent inserts cannot both succeed."""
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError:
+def insert_ignoring_duplicates(session: AsyncSession, table: Table):
+    """``INSERT … ON CONFLICT DO NOTHING`` for the session's dialect (PostgreSQL and SQLite both have it): a row
+    a unique constraint rejects is skipped, in one statement and without a savepoint."""
+    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return insert(table).on_conflict_do_nothing()
+
+
+async def insert_unless_duplicate(session: AsyncSession, row: SQLModel) -> bool:
+    """Insert ``row``; False (and nothing written) when a unique constraint rejects it. The constraint decides,
+    never a read beforehand, so two concurrent inserts cannot both succeed. On success ``row`` is attached to
+    the session as a persistent object, so later changes to it are flushed as an UPDATE."""
+    table = row.__table__
+    values = {column.key: getattr(row, column.key) for column in table.columns
+              if getattr(row, column.key) is not None or not column.nullable}
+    result = await session.execute(insert_ignoring_duplicates(session, table).values(**values)
+                                   .returning(*table.primary_key.columns))
+    inserted = result.first()
+    if inserted is None:
         return False
+    for column, value in zip(table.primary_key.columns, inserted, strict=True):
+        setattr(row, column.key, value)
+    make_transient_to_detached(row)
+    session.add(row)
     return True
 
 

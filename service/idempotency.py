@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Index, LargeBinary, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Index, LargeBinary, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from service.db import Database, UTCDateTime
+from service.db import Database, UTCDateTime, insert_ignoring_duplicates
 from service.errors import Conflict, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -106,17 +105,14 @@ async def claim(
     """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised)."""
     for _ in range(3):
         async with db.transaction() as session:
-            try:
-                async with session.begin_nested():
-                    result = await session.execute(
-                        insert(IdempotencyRecord).values(
-                            api_key_id=api_key_id, key=key, request_hash=req_hash, status="in_progress",
-                            locked_at=now, created_at=now,
-                        ).returning(IdempotencyRecord.id)
-                    )
-                    return Claim(result.scalar_one(), now)
-            except IntegrityError:
-                pass
+            claimed = (await session.execute(
+                insert_ignoring_duplicates(session, IdempotencyRecord.__table__).values(
+                    api_key_id=api_key_id, key=key, request_hash=req_hash, status="in_progress",
+                    locked_at=now, created_at=now,
+                ).returning(IdempotencyRecord.id)
+            )).scalar_one_or_none()
+            if claimed is not None:
+                return Claim(claimed, now)
             found = (await session.execute(
                 select(IdempotencyRecord).where(
                     IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key)

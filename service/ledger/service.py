@@ -84,12 +84,15 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
     """Create the member's accounts of these kinds if missing, then lock them (in a fixed order). Every write to
     a member's balance happens under this lock, so concurrent commits for one member run one after another."""
     kinds = sorted(set(kinds))
-    await repository.ensure_accounts(session, [
-        {"id": new_id("acc"), "kind": kind, "asset": member_asset(kind), "member_id": member_id,
-         "balance": 0, "created_at": now}
-        for kind in kinds
-    ])
     accounts = await repository.lock_member_accounts(session, member_id, kinds)
+    missing = set(kinds) - {a.kind for a in accounts}
+    if missing:  # first use of these kinds: create them (a concurrent creator's rows are kept), lock all again
+        await repository.ensure_accounts(session, [
+            {"id": new_id("acc"), "kind": kind, "asset": member_asset(kind), "member_id": member_id,
+             "balance": 0, "created_at": now}
+            for kind in sorted(missing)
+        ])
+        accounts = await repository.lock_member_accounts(session, member_id, kinds)
     return LockedAccounts(member_id, {a.kind: a for a in accounts})
 
 

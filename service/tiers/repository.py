@@ -6,7 +6,8 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.ledger.repository import _insert
+from service.db import insert_ignoring_duplicates
+from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierState
 
 
@@ -43,14 +44,18 @@ async def get_state(session: AsyncSession, member_id: str) -> TierState | None:
     return await session.get(TierState, member_id)
 
 
-async def lock_state(session: AsyncSession, member_id: str, now: datetime) -> TierState:
-    """The member's tier state, created if absent and locked until the transaction ends."""
-    await session.execute(_insert(session, TierState).values(member_id=member_id, updated_at=now)
-                          .on_conflict_do_nothing())
-    state = await session.scalar(select(TierState).where(TierState.member_id == member_id)
-                                 .with_for_update().execution_options(populate_existing=True))
-    assert state is not None
-    return state
+async def lock_state(session: AsyncSession, member_id: str, now: datetime) -> tuple[TierState, str]:
+    """The member's tier state, created if absent and locked until the transaction ends, with the member's tier
+    code read under that lock (one statement once the state exists)."""
+    query = (select(TierState, Member.tier_code).join(Member, Member.id == TierState.member_id)
+             .where(TierState.member_id == member_id)
+             .with_for_update(of=TierState).execution_options(populate_existing=True))
+    found = (await session.execute(query)).first()
+    if found is None:
+        await session.execute(insert_ignoring_duplicates(session, TierState.__table__)
+                              .values(member_id=member_id, updated_at=now))
+        found = (await session.execute(query)).one()
+    return found[0], found[1]
 
 
 async def add_history(session: AsyncSession, rows: Sequence[TierHistory]) -> None:

@@ -54,9 +54,8 @@ async def _apply(session: AsyncSession, member: Member, state_row, new: rules.St
 
 
 async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime):
-    state_row = await repository.lock_state(session, member.id, now)
     # The member was read before the lock: a commit that changed the tier meanwhile is visible only now.
-    await session.refresh(member, ["tier_code"])
+    state_row, member.tier_code = await repository.lock_state(session, member.id, now)
     state = rules.State(rules.level_of(member.tier_code, ladder.codes), state_row.attained_at, state_row.review_at)
     if state.level > 0 and state.review_at is not None and state.review_at <= now:
         events = await repository.spend_events(

@@ -1,0 +1,127 @@
+"""Profile one request path in-process: where a look-up, quote or commit spends its time.
+
+Runs the app against a database (PostgreSQL by default, the bench's own), seeds a few members, then calls the
+chosen path N times sequentially under pyinstrument (``pip install pyinstrument``) and prints the tree, plus
+the number of SQL statements per request. Sequential on purpose: the figure is the CPU and round trips of one
+request, without queueing.
+
+    .venv/bin/python benchmarks/profile.py commit --count 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import event
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.app import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+ADMIN_KEY = "lk_profile_admin_key_0000000000"
+STORE = "bench-store"
+_seq = itertools.count()
+
+
+def fresh(database: str) -> str:
+    for sql in (f"DROP DATABASE IF EXISTS {database} WITH (FORCE)", f"CREATE DATABASE {database}"):
+        subprocess.run(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql], check=True)
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
+    subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=ROOT, check=True,
+                   env={"LOYALTY_DATABASE_URL": url, "PATH": "/usr/bin:/bin"}, stdout=subprocess.DEVNULL)
+    return url
+
+
+def checkout_body(member_id: str, mode: str) -> dict:
+    lines = [{"line_id": str(i), "sku": f"SKU-{i}", "category": "general", "quantity": 1, "unit_price": 1000 + i}
+             for i in range(3)]
+    body = {"member": {"member_id": member_id}, "store_id": STORE, "currency": "USD", "lines": lines,
+            "redeem": {"points": 100}}
+    if mode == "commit":
+        body["receipt_id"] = f"p-{next(_seq)}-{time.time_ns()}"
+    return body
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", choices=["lookup", "quote", "commit", "healthz"])
+    parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--database", default="loyalty_profile")
+    parser.add_argument("--url", help="use this database URL as it is (no re-creation)")
+    parser.add_argument("--no-profile", action="store_true", help="only time and count statements")
+    parser.add_argument("--show-sql", action="store_true", help="print the statements of one more request")
+    args = parser.parse_args()
+
+    url = args.url or fresh(args.database)
+    app = create_app(Settings(database_url=url, bootstrap_admin_key=ADMIN_KEY), log=False)
+    statements = 0
+    async with app.router.lifespan_context(app):
+        shown: list[str] = []
+
+        def count(_conn, _cursor, statement, *_):
+            nonlocal statements
+            statements += 1
+            shown.append(" ".join(statement.split())[:160])
+        event.listen(app.state.db.engine.sync_engine, "before_cursor_execute", count)
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
+            await client.post("/v1/stores", json={"id": STORE, "name": "Bench", "timezone": "UTC"})
+            members = []
+            for i in range(20):
+                r = await client.post("/v1/members", json={"name": f"Member {i}", "phone": f"+1415555{i:04d}"})
+                r.raise_for_status()
+                member = r.json()
+                members.append(member)
+                await client.post(f"/v1/members/{member['id']}/points/adjustments",
+                                  json={"amount": 1_000_000, "reason": "profile"},
+                                  headers={"Idempotency-Key": f"seed-{i}-{time.time_ns()}"})
+
+            async def one(i: int) -> None:
+                member = members[i % len(members)]
+                if args.path == "healthz":
+                    r = await client.get("/healthz")
+                elif args.path == "lookup":
+                    r = await client.get("/v1/members", params={"card_number": member["card_number"]})
+                elif args.path == "quote":
+                    r = await client.post("/v1/checkout/quote", json=checkout_body(member["id"], "quote"))
+                else:
+                    r = await client.post("/v1/checkout/transactions", json=checkout_body(member["id"], "commit"),
+                                          headers={"Idempotency-Key": f"k-{next(_seq)}-{time.time_ns()}"})
+                if r.status_code >= 400:
+                    raise SystemExit(f"{args.path} answered {r.status_code}: {r.text}")
+
+            for i in range(20):  # warm-up
+                await one(i)
+            statements = 0
+            profiler = None
+            if not args.no_profile:
+                from pyinstrument import Profiler
+                profiler = Profiler(async_mode="enabled")
+                profiler.start()
+            started = time.perf_counter()
+            for i in range(args.count):
+                await one(i)
+            elapsed = time.perf_counter() - started
+            if profiler:
+                profiler.stop()
+                print(profiler.output_text(unicode=True, color=False, show_all=False))
+            if args.show_sql:
+                shown.clear()
+                await one(args.count)
+                print("\n".join(f"{n:3d}. {sql}" for n, sql in enumerate(shown, 1)))
+    print(f"{args.path}: {args.count} requests in {elapsed:.2f} s = {elapsed / args.count * 1000:.2f} ms each, "
+          f"{statements / args.count:.1f} SQL statements each")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
