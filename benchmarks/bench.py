@@ -26,6 +26,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import growth  # noqa: E402
+from benchmarks.growth import HEADERS, STORE  # noqa: E402
 from tests.conftest import ADMIN_KEY  # noqa: E402
 from tests.server import running_server  # noqa: E402
 
@@ -80,7 +82,7 @@ def parse_wrk(name: str, output: str) -> Figure:
 
 def run_wrk(wrk: str, base: str, name: str, script: Path, args: list[str], *, connections: int, duration: int,
             warmup: int) -> Figure:
-    common = [wrk, "-t", "2", "-c", str(connections), "--latency", "-s", str(script), base]
+    common = [wrk, "-t", "2", "-c", str(connections), "--timeout", "10s", "--latency", "-s", str(script), base]
     if warmup:
         subprocess.run([*common[:1], "-t", "2", "-c", str(connections), "-d", f"{warmup}s", "-s", str(script), base,
                         "--", *args], check=True, capture_output=True)
@@ -107,16 +109,15 @@ def pgbench_ceiling(database: str, *, connections: int, duration: int) -> float:
     return float(re.search(r"tps = ([\d.]+)", out).group(1))
 
 
-STORE = "bench"
 
 
-async def seed_members(base: str, count: int, concurrency: int = 32, start: int = 0,
-                       points: int = 0) -> list[tuple[str, str]]:
-    """Enroll ``count`` members through the API (each given ``points``); return their (id, card number)."""
+async def seed_members(base: str, count: int, concurrency: int = 32, start: int = 0, points: int = 0,
+                       wallet: int = 0) -> list[tuple[str, str]]:
+    """Enroll ``count`` members through the API (each given ``points`` and ``wallet`` money); return their
+    (id, card number)."""
     cards: list[tuple[str, str]] = []
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     queue = iter(range(start, start + count))
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, headers=HEADERS, timeout=60) as client:
 
         async def worker() -> None:
             for i in queue:
@@ -127,10 +128,23 @@ async def seed_members(base: str, count: int, concurrency: int = 32, start: int 
                     (await client.post(f"/v1/members/{member['id']}/points/adjustments",
                                        json={"amount": points, "reason": "benchmark seed"},
                                        headers={"Idempotency-Key": f"seed-{member['id']}"})).raise_for_status()
+                if wallet:
+                    (await client.post(f"/v1/members/{member['id']}/wallet/top-ups",
+                                       json={"amount": wallet, "payment_ref": f"seed-{i}"},
+                                       headers={"Idempotency-Key": f"top-up-{member['id']}"})).raise_for_status()
                 cards.append((member["id"], member["card_number"]))
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return cards
+
+
+def seed_program(base: str) -> None:
+    """The store and a coffee punch card, so that the commit workload stamps a card."""
+    with httpx.Client(base_url=base, headers=HEADERS, timeout=30) as client:
+        client.post("/v1/stores", json={"id": STORE, "name": "Bench", "timezone": "UTC"}).raise_for_status()
+        client.post("/v1/punch-card-programs", json={
+            "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 10,
+            "reward": {"categories": ["coffee"], "max_value": 500}, "reward_valid_days": 90}).raise_for_status()
 
 
 def worker_rss_mb(server_pid_hint: str) -> float:
@@ -148,62 +162,139 @@ def worker_rss_mb(server_pid_hint: str) -> float:
     return max(sizes, default=0.0)
 
 
-def report(figures: list[Figure], ceilings: dict[str, float], notes: list[str]) -> str:
+def report(title: str, figures: list[Figure], ceilings: dict[str, float], notes: list[str]) -> str:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines = [f"Machine: {machine}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             "| workload | req/s | p50 ms | p99 ms | errors | × /healthz | × pgbench ledger |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    has_pg = "pgbench" in ceilings
+    lines = [f"### {title}", "", f"Machine: {machine}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "| workload | req/s | p50 ms | p99 ms | errors | × /healthz |" + (" × pgbench ledger |" if has_pg else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if has_pg else "")]
     for f in figures:
-        lines.append(f"| {f.name} | {f.rps:,.0f} | {f.p50_ms:.1f} | {f.p99_ms:.1f} | {f.errors} | "
-                     f"{f.rps / ceilings['healthz']:.2f} | {f.rps / ceilings['pgbench']:.2f} |")
+        row = (f"| {f.name} | {f.rps:,.0f} | {f.p50_ms:.1f} | {f.p99_ms:.1f} | {f.errors} | "
+               f"{f.rps / ceilings['healthz']:.2f} |")
+        lines.append(row + (f" {f.rps / ceilings['pgbench']:.2f} |" if has_pg else ""))
     for f in figures:
         for sample in f.sample_errors or []:
             notes = [*notes, f"{f.name}: {sample[:200]}"]
-    lines.append(f"| pgbench ledger transaction (database ceiling) | {ceilings['pgbench']:,.0f} | | | | | 1.00 |")
-    lines += ["", *notes]
+    if has_pg:
+        lines.append(f"| pgbench ledger transaction (database ceiling) | {ceilings['pgbench']:,.0f} | | | | | 1.00 |")
+    lines += ["", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
+
+
+def load_figures(wrk: str, base: str, tmp: str, seeded: list[tuple[str, str]], run: dict) -> list[Figure]:
+    """The framework ceiling and the four workloads against one running server."""
+    cards_file, ids_file, key_file = Path(tmp, "cards.txt"), Path(tmp, "ids.txt"), Path(tmp, "key.txt")
+    cards_file.write_text("\n".join(card for _, card in seeded) + "\n")
+    ids_file.write_text("\n".join(member_id for member_id, _ in seeded) + "\n")
+    key_file.write_text(ADMIN_KEY + "\n")
+    figures = [run_wrk(wrk, base, "GET /healthz (framework ceiling)", HERE / "lua/healthz.lua", [], **run),
+               run_wrk(wrk, base, "member look-up by card number", HERE / "lua/lookup.lua",
+                       [str(cards_file), str(key_file)], **run)]
+    labels = {"quote": "quote, 3 lines, points", "commit": "commit: earn and burn points, stamp a card",
+              "wallet": "commit paid from the wallet"}
+    for mode, label in labels.items():
+        figures.append(run_wrk(wrk, base, label, HERE / "lua/checkout.lua",
+                               [str(ids_file), str(key_file), mode, STORE], **run))
+    return figures
+
+
+def bench_postgres(args: argparse.Namespace, wrk: str) -> str:
+    url = fresh_postgres(args.database)
+    migrate(url)
+    notes: list[str] = []
+    growth_rows: list[str] = []
+    with running_server(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
+        seeded = seed(base, args.members, notes)
+        run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
+        figures = load_figures(wrk, base, tmp, seeded, run)
+        notes.append(f"Largest worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
+        if args.growth:
+            growth_rows = grow(args, wrk, base, tmp, seeded, run)
+    pgbench = pgbench_ceiling(args.database, connections=args.connections, duration=args.duration)
+    text = report(f"PostgreSQL, {args.workers} workers", figures,
+                  {"healthz": figures[0].rps, "pgbench": pgbench}, notes)
+    return text + ("\n" + "\n".join(growth_rows) + "\n" if growth_rows else "")
+
+
+def grow(args: argparse.Namespace, wrk: str, base: str, tmp: str, seeded: list[tuple[str, str]],
+         run: dict) -> list[str]:
+    """The commit workload at 1,000 / 100,000 / 1,000,000 members, then one member with a long history."""
+    rows = ["### Growth (PostgreSQL): the commit workload as the member base and one member's history grow", "",
+            "| members | seeding s | commit req/s | p50 ms | p99 ms |", "| ---: | ---: | ---: | ---: | ---: |"]
+    ids_file, key_file = Path(tmp, "ids.txt"), Path(tmp, "key.txt")
+    short = {**run, "duration": max(5, args.duration // 2)}
+    for total in args.sizes:
+        print(f"growth: {total:,} members...", flush=True)
+        took = growth.grow_members(args.database, total)
+        f = run_wrk(wrk, base, "commit", HERE / "lua/checkout.lua", [str(ids_file), str(key_file), "commit", STORE],
+                    **short)
+        rows.append(f"| {growth.member_count(args.database):,} | {took:.0f} | {f.rps:,.0f} | {f.p50_ms:.1f} | "
+                    f"{f.p99_ms:.1f} |")
+    heavy, light = seeded[0][0], seeded[1][0]
+    print(f"growth: {args.history:,} past transactions for one member...", flush=True)
+    took = growth.heavy_history(args.database, heavy, args.history)
+    rows += ["", f"One member given {args.history:,} past purchases ({took:.0f} s to write), 200 commits one after "
+                 "another for that member and for a member with a short history:", "",
+             "| member | mean ms | p50 ms |", "| --- | ---: | ---: |"]
+    for label, member_id in (("short history", light), (f"{args.history:,} past purchases", heavy)):
+        mean, p50 = growth.sequential_commits(base, member_id, 200, label.split()[0])
+        rows.append(f"| {label} | {mean:.1f} | {p50:.1f} |")
+    return rows
+
+
+def bench_sqlite(args: argparse.Namespace, wrk: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+        migrate(url)
+        notes: list[str] = []
+        with running_server(url, workers=1) as base:
+            seeded = seed(base, min(args.members, 1000), notes)
+            run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
+            figures = load_figures(wrk, base, tmp, seeded, run)
+            notes.append(f"Worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
+    return report("SQLite (the embedded default), 1 worker", figures, {"healthz": figures[0].rps}, notes)
+
+
+def migrate(url: str) -> None:
+    subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=ROOT, check=True,
+                   env={**os.environ, "LOYALTY_DATABASE_URL": url}, stdout=subprocess.DEVNULL)
+
+
+def seed(base: str, members: int, notes: list[str]) -> list[tuple[str, str]]:
+    started = time.perf_counter()
+    seed_program(base)
+    seeded = asyncio.run(seed_members(base, members, points=1_000_000, wallet=10_000_000))
+    notes.append(f"Seeded {len(seeded):,} members with points and wallet money through the API in "
+                 f"{time.perf_counter() - started:.1f} s.")
+    return seeded
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", choices=["postgres", "sqlite", "both"], default="both")
     parser.add_argument("--database", default="loyalty_bench", help="PostgreSQL database to (re)create")
-    parser.add_argument("--members", type=int, default=2000, help="members to seed for the look-up workload")
+    parser.add_argument("--members", type=int, default=2000, help="members to seed for the workloads")
     parser.add_argument("--duration", type=int, default=15, help="seconds of measured load per workload")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--growth", action="store_true",
+                        help="also run the commit workload at 1k/100k/1M members and with one long history")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1_000, 100_000, 1_000_000],
+                        help="member counts of the growth runs (comma-separated)")
+    parser.add_argument("--history", type=int, default=100_000, help="past purchases of the long-history member")
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.md")
     args = parser.parse_args()
 
     wrk = ensure_wrk()
-    url = fresh_postgres(args.database)
-    subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=ROOT, check=True,
-                   env={**os.environ, "LOYALTY_DATABASE_URL": url}, stdout=subprocess.DEVNULL)
-    figures: list[Figure] = []
-    notes: list[str] = []
-    with running_server(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        httpx.post(f"{base}/v1/stores", json={"id": STORE, "name": "Bench", "timezone": "UTC"},
-                   headers={"Authorization": f"Bearer {ADMIN_KEY}"}).raise_for_status()
-        seeded = asyncio.run(seed_members(base, args.members, points=1_000_000))
-        notes.append(f"Seeded {len(seeded)} members with points in {time.perf_counter() - started:.1f} s.")
-        cards_file, ids_file, key_file = Path(tmp, "cards.txt"), Path(tmp, "ids.txt"), Path(tmp, "key.txt")
-        cards_file.write_text("\n".join(card for _, card in seeded) + "\n")
-        ids_file.write_text("\n".join(member_id for member_id, _ in seeded) + "\n")
-        key_file.write_text(ADMIN_KEY + "\n")
-        run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
-        healthz = run_wrk(wrk, base, "GET /healthz (framework ceiling)", HERE / "lua/healthz.lua", [], **run)
-        figures.append(healthz)
-        figures.append(run_wrk(wrk, base, "member look-up by card number", HERE / "lua/lookup.lua",
-                               [str(cards_file), str(key_file)], **run))
-        for mode in ("quote", "commit"):
-            label = {"quote": "quote, 3 lines, points", "commit": "commit: earn and burn points"}[mode]
-            figures.append(run_wrk(wrk, base, label, HERE / "lua/checkout.lua",
-                                   [str(ids_file), str(key_file), mode, STORE], **run))
-        notes.append(f"Largest worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
-    pgbench = pgbench_ceiling(args.database, connections=args.connections, duration=args.duration)
-    text = report(figures, {"healthz": healthz.rps, "pgbench": pgbench}, notes)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.md").write_text(text)
+    parts = []
+    if args.engine in ("postgres", "both"):
+        parts.append(bench_postgres(args, wrk))
+    if args.engine in ("sqlite", "both"):
+        parts.append(bench_sqlite(args, wrk))
+    text = "\n".join(parts)
+    args.output.parent.mkdir(exist_ok=True)
+    args.output.write_text(text)
     print(text)
     return 0
 

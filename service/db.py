@@ -52,12 +52,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else utc(value)
 
 
-def insert_ignoring_duplicates(session: AsyncSession, table: Table):
-    """``INSERT … ON CONFLICT DO NOTHING`` for the session's dialect (PostgreSQL and SQLite both have it): a row
-    a unique constraint rejects is skipped, in one statement and without a savepoint."""
+def dialect_insert(session: AsyncSession):
+    """The session's dialect's ``insert`` (PostgreSQL's and SQLite's both have ``on_conflict_do_…``)."""
     dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-    return insert(table).on_conflict_do_nothing()
+    return sqlite_insert if dialect == "sqlite" else postgresql_insert
+
+
+def insert_ignoring_duplicates(session: AsyncSession, table: Table):
+    """``INSERT … ON CONFLICT DO NOTHING``: a row a unique constraint rejects is skipped, in one statement and
+    without a savepoint."""
+    return dialect_insert(session)(table).on_conflict_do_nothing()
 
 
 async def insert_unless_duplicate(session: AsyncSession, row: SQLModel) -> bool:

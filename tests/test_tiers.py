@@ -208,3 +208,28 @@ async def test_concurrent_commits_upgrade_exactly_once(server):
         assert changes == [{"from": "member", "to": "silver"}]
         info = (await c.get(f"/v1/members/{member}/tier")).json()
         assert info["qualifying_spend"] == 120_000 and len(info["history"]) == 1
+
+
+async def test_window_spend_is_exact_at_its_edge_across_day_sums(client, store, clock):
+    """The window's spend comes from per-day sums plus the rows of its first, partial day: a purchase a second
+    before the window's start is out, one at the start and later that day are in, as are whole days after;
+    returns and voids move the day sums with their transaction."""
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    start = add_months(T0, -12)
+    spent = {}
+    for label, at, amount in (("before", start - timedelta(seconds=1), 1_000), ("at", start, 2_000),
+                              ("same day", start + timedelta(hours=3), 4_000),
+                              ("next day", start + timedelta(days=1), 8_000),
+                              ("recent", T0 - timedelta(days=2), 16_000)):
+        spent[label] = await buy(client, member, store, amount, occurred_at=iso(at))
+    assert (await tier(client, member))["qualifying_spend"] == 2_000 + 4_000 + 8_000 + 16_000
+    r = await client.post(f"/v1/checkout/transactions/{spent['next day']['id']}/void",
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/checkout/transactions/{spent['same day']['id']}/returns",
+                          json={"lines": [{"line_id": "1", "quantity": 1}]}, headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    assert (await tier(client, member))["qualifying_spend"] == 2_000 + 16_000
+    clock.freeze(T0 + timedelta(seconds=1))  # the window moves a second: the purchase at its old start leaves
+    assert (await tier(client, member))["qualifying_spend"] == 16_000

@@ -1,6 +1,7 @@
 -- Checkout quote or commit for a random seeded member: a 3-line basket; the commit burns a few points and
 -- earns on the rest. Every commit is unique (its own Idempotency-Key and receipt id).
--- args: members file (one member id a line), key file, mode ("quote" or "commit"), store id
+-- args: members file (one member id a line), key file, mode ("quote", "commit" or "wallet"), store id.
+-- "wallet" commits pay the whole basket from the member's wallet instead of burning points.
 local members = {}
 local key, mode, store
 local counter = 0
@@ -20,10 +21,12 @@ local lines = '[{"line_id":"1","sku":"COFFEE","category":"coffee","quantity":2,"
 function request()
   counter = counter + 1
   local member = members[math.random(#members)]
+  local redeem = '{"points":5}'
+  if mode == "wallet" then redeem = '{"wallet_amount":2579}' end
   local body = '{"member":{"member_id":"' .. member .. '"},"store_id":"' .. store .. '","currency":"USD","lines":'
-    .. lines .. ',"redeem":{"points":5}'
+    .. lines .. ',"redeem":' .. redeem
   local headers = {["Authorization"] = "Bearer " .. key, ["Content-Type"] = "application/json"}
-  if mode == "commit" then
+  if mode ~= "quote" then
     local id = string.format("%d-%d", counter, math.random(1, 1000000000))
     body = body .. ',"receipt_id":"bench-' .. id .. '"}'
     headers["Idempotency-Key"] = "bench-" .. id

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from service.db import UTCDateTime
@@ -82,8 +82,11 @@ class PointLot(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("amount > 0", name="ck_point_lots_amount_positive"),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_point_lots_remaining_in_range"),
-        Index("ix_point_lots_member_id_expires_at", "member_id", "expires_at"),
+        # Open lots only: a debit reads them in expiry order without touching the member's exhausted ones.
+        Index("ix_point_lots_open", "member_id", "expires_at", "id", postgresql_where=text("remaining > 0"),
+              sqlite_where=text("remaining > 0")),
         Index("ix_point_lots_expires_at", "expires_at"),
+        Index("ix_point_lots_transaction_id", "transaction_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))

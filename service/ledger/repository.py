@@ -7,21 +7,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, insert, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import insert_ignoring_duplicates
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
-
-
-def _insert(session: AsyncSession, table: Any):
-    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Insert accounts that do not exist yet (concurrent callers are fine: conflicts are ignored)."""
     if rows:
-        await session.execute(_insert(session, LedgerAccount).values(list(rows)).on_conflict_do_nothing())
+        await session.execute(insert_ignoring_duplicates(session, LedgerAccount.__table__).values(list(rows)))
 
 
 async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str]) -> list[LedgerAccount]:
@@ -54,11 +49,32 @@ async def set_balance(session: AsyncSession, account_id: str, balance: int) -> N
     await session.execute(update(LedgerAccount).where(LedgerAccount.id == account_id).values(balance=balance))
 
 
-async def open_lots(session: AsyncSession, member_id: str) -> list[PointLot]:
-    """The member's lots that still hold points: bounded by what the member holds, not by their history."""
-    query = (select(PointLot).where(PointLot.member_id == member_id, PointLot.remaining > 0)
-             .execution_options(populate_existing=True))
-    return list((await session.execute(query)).scalars())
+async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
+                       prefer_transactions: Sequence[str] = ()) -> list[PointLot]:
+    """The open lots a debit of ``amount`` can draw from, in the order it draws (DESIGN §3): the lots of
+    ``prefer_transactions`` (a clawback takes back the points its own transaction earned first), then the
+    soonest-expiring, a page at a time until they cover ``amount``. A member's history of exhausted lots is
+    never read (the partial index holds open lots only), nor open lots the debit will not reach."""
+    found: dict[int, PointLot] = {}
+    if prefer_transactions:
+        query = select(PointLot).where(PointLot.transaction_id.in_(list(prefer_transactions)),
+                                       PointLot.member_id == member_id, PointLot.remaining > 0)
+        found.update((lot.id, lot) for lot in (await session.execute(
+            query.execution_options(populate_existing=True))).scalars())
+    covered, offset, page = sum(lot.remaining for lot in found.values()), 0, 16
+    while covered < amount:
+        query = (select(PointLot).where(PointLot.member_id == member_id, PointLot.remaining > 0)
+                 .order_by(PointLot.expires_at.asc().nulls_last(), PointLot.id).offset(offset).limit(page)
+                 .execution_options(populate_existing=True))
+        lots = list((await session.execute(query)).scalars())
+        for lot in lots:
+            if lot.id not in found:
+                found[lot.id] = lot
+                covered += lot.remaining
+        if len(lots) < page:
+            break
+        offset, page = offset + page, page * 4
+    return list(found.values())
 
 
 async def lots_by_id(session: AsyncSession, lot_ids: Sequence[int]) -> list[PointLot]:

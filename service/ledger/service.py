@@ -186,8 +186,13 @@ async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAc
     moves = [m for m in posting.movements if m.lots is not LotPolicy.NONE]
     if not moves:
         return None
-    needs_open = any(m.lots in (LotPolicy.FIFO, LotPolicy.CLAWBACK) for m in moves)
-    lots = {lot.id: lot for lot in (await repository.open_lots(session, posting.member_id) if needs_open else [])}
+    drawing = [m for m in moves if m.lots in (LotPolicy.FIFO, LotPolicy.CLAWBACK) and m.amount < 0]
+    lots = {}
+    if drawing:
+        prefer = sorted({m.origin for m in drawing if m.lots is LotPolicy.CLAWBACK and m.origin})
+        drawn = await repository.lots_to_draw(session, posting.member_id, sum(-m.amount for m in drawing),
+                                              prefer_transactions=prefer)
+        lots = {lot.id: lot for lot in drawn}
     origins = sorted({m.origin for m in moves if m.lots is LotPolicy.RESTORE and m.origin})
     outstanding = await repository.outstanding_draws(session, origins)
     specific = [i for m in moves if m.lots is LotPolicy.SPECIFIC for i in m.lot_ids]

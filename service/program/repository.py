@@ -11,6 +11,11 @@ async def get_program(session: AsyncSession) -> ProgramRow | None:
     return (await session.execute(select(ProgramRow).where(ProgramRow.id == 1))).scalar_one_or_none()
 
 
+async def get_program_version(session: AsyncSession) -> int | None:
+    """The program's version alone: enough to know whether a cached parse is still current."""
+    return (await session.execute(select(ProgramRow.version).where(ProgramRow.id == 1))).scalar_one_or_none()
+
+
 async def insert_program_if_absent(session: AsyncSession, row: ProgramRow) -> None:
 
     await insert_unless_duplicate(session, row)

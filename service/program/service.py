@@ -31,15 +31,18 @@ async def ensure_default(session: AsyncSession, currency: str, clock: Clock) -> 
 
 
 async def get(session: AsyncSession) -> ProgramPublic:
+    """The program as it stands in this transaction: a version check (one small read) and the parse cached
+    by version; the whole document is read and parsed only when the version is new to this process."""
+    program = _parsed.get(await repository.get_program_version(session))
+    if program is not None:
+        return program
     row = await repository.get_program(session)
     if row is None:
         raise ProgramMissing("Run `loyalty migrate` and start the service once to create the default program.")
-    program = _parsed.get(row.version)
-    if program is None:
-        program = ProgramPublic.model_validate({**row.config, "version": row.version, "updated_at": row.updated_at})
-        if len(_parsed) > 64:
-            _parsed.clear()
-        _parsed[row.version] = program
+    program = ProgramPublic.model_validate({**row.config, "version": row.version, "updated_at": row.updated_at})
+    if len(_parsed) > 64:
+        _parsed.clear()
+    _parsed[row.version] = program
     return program
 
 

@@ -1,35 +1,55 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.clock import utc
+from service.db import dialect_insert as _dialect_insert
 from service.db import insert_ignoring_duplicates
 from service.members.models import Member
-from service.tiers.models import TierHistory, TierSpend, TierState
+from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
 
 async def add_spend(session: AsyncSession, row: TierSpend) -> None:
     session.add(row)
     await session.flush()
+    await _add_to_day(session, row.member_id, row.occurred_at, row.amount)
+
+
+async def _add_to_day(session: AsyncSession, member_id: str, at: datetime, amount: int) -> None:
+    table = TierSpendDay.__table__
+    insert = _dialect_insert(session)(table).values(member_id=member_id, day=utc(at).date(), amount=amount)
+    await session.execute(insert.on_conflict_do_update(
+        index_elements=[table.c.member_id, table.c.day], set_={"amount": table.c.amount + insert.excluded.amount}))
 
 
 async def reduce_spend(session: AsyncSession, transaction_id: str, amount: int) -> None:
-    await session.execute(update(TierSpend).where(TierSpend.transaction_id == transaction_id)
-                          .values(amount=TierSpend.amount - amount))
+    row = await session.get(TierSpend, transaction_id, with_for_update=True)
+    if row is not None and amount:
+        row.amount -= amount
+        await session.flush()
+        await _add_to_day(session, row.member_id, row.occurred_at, -amount)
 
 
 async def clear_spend(session: AsyncSession, transaction_id: str) -> None:
-    await session.execute(update(TierSpend).where(TierSpend.transaction_id == transaction_id).values(amount=0))
+    row = await session.get(TierSpend, transaction_id, with_for_update=True)
+    if row is not None and row.amount:
+        await reduce_spend(session, transaction_id, row.amount)
 
 
 async def spend_since(session: AsyncSession, member_id: str, start: datetime) -> int:
-    """One range sum over the ``(member_id, occurred_at)`` index: only the rows inside the window are read."""
-    total = await session.scalar(select(func.coalesce(func.sum(TierSpend.amount), 0))
-                                 .where(TierSpend.member_id == member_id, TierSpend.occurred_at >= start))
-    return int(total or 0)
+    """The spend from ``start`` on: whole UTC days after ``start``'s day from the day sums, plus the rows of
+    ``start``'s own day from ``start`` on. Both reads are bounded by the window, never by the history."""
+    next_day = utc(start).date() + timedelta(days=1)
+    days = select(func.coalesce(func.sum(TierSpendDay.amount), 0)).where(
+        TierSpendDay.member_id == member_id, TierSpendDay.day >= next_day).scalar_subquery()
+    edge = select(func.coalesce(func.sum(TierSpend.amount), 0)).where(
+        TierSpend.member_id == member_id, TierSpend.occurred_at >= start,
+        TierSpend.occurred_at < datetime.combine(next_day, time(), tzinfo=UTC)).scalar_subquery()
+    return int(await session.scalar(select(days + edge)) or 0)
 
 
 async def spend_events(session: AsyncSession, member_id: str, start: datetime,
