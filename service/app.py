@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +19,9 @@ from service.checkout.routes import router as checkout_router
 from service.clock import Clock
 from service.db import Database
 from service.errors import install_error_handlers, problem_response
+from service.events import delivery
+from service.events.routes import router as events_router
+from service.events.routes import webhooks as webhooks_router
 from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
@@ -33,7 +37,7 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, summary_router)
+           tiers_router, wallet_router, summary_router, events_router, webhooks_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
@@ -57,15 +61,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
                       max_overflow=settings.db_max_overflow)
         app.state.db = db
         await prepare_database(db, settings, clock)
+        stop = asyncio.Event()
+        worker = (asyncio.create_task(delivery.run_worker(db, clock, interval=settings.webhook_poll_seconds,
+                                                          stop=stop), name="webhook-delivery")
+                  if settings.webhook_worker else None)
         try:
             yield
         finally:
+            if worker is not None:
+                stop.set()
+                await asyncio.wait_for(worker, timeout=15)
             await db.dispose()
 
     app = FastAPI(
         title="Loyalty service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
         openapi_tags=[{"name": t} for t in ("members", "points", "checkout", "program", "stores", "api-keys",
-                                            "health")],
+                                            "events", "webhooks", "health")],
     )
     app.state.settings = settings
     app.state.clock = clock

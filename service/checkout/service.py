@@ -46,6 +46,7 @@ from service.checkout.schemas import (
     TransactionPublic,
 )
 from service.clock import Clock
+from service.events import service as events
 from service.ids import new_id
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, LotPolicy, Movement
@@ -317,8 +318,11 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     await session.flush()
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
-    return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
-                     rewards_issued=punch_service.issued_public(issued), tier_change=change)
+    public = to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
+                       rewards_issued=punch_service.issued_public(issued), tier_change=change)
+    await events.emit(session, "transaction.committed", public.model_dump(mode="json", by_alias=True), at=now,
+                      member_id=member.id)
+    return public
 
 
 async def _wallet_balance(session: AsyncSession, member_id: str) -> int:
@@ -413,9 +417,12 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     row.status = "voided"
     row.voided_at = now
     await session.flush()
-    return to_public(row, points_balance=accounts.balance(POINTS),
-                     wallet_balance=await _wallet_balance(session, row.member_id),
-                     rewards_issued=await punch_service.issued_by(session, row.id))
+    public = to_public(row, points_balance=accounts.balance(POINTS),
+                       wallet_balance=await _wallet_balance(session, row.member_id),
+                       rewards_issued=await punch_service.issued_by(session, row.id))
+    await events.emit(session, "transaction.voided", public.model_dump(mode="json", by_alias=True), at=now,
+                      member_id=row.member_id)
+    return public
 
 
 def _returned_quantities(returns: list[CheckoutReturn]) -> dict[str, int]:
@@ -480,9 +487,13 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await tiers.record_return(session, row.id, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
-    return ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
+    public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
         points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
         wallet=wallet_back.total, qualifying_spend=plan.qualifying_spend))
+    await events.emit(session, "transaction.returned", {
+        **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
+        "receipt_id": row.receipt_id, "status": row.status, "lines": ret.lines}, at=now, member_id=row.member_id)
+    return public
 
 
 async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
