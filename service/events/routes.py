@@ -51,8 +51,10 @@ webhooks = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], route_class=UnitO
 
 @webhooks.post("", operation_id="create_webhook", response_model=WebhookCreated, status_code=201,
                summary="Subscribe an endpoint to events (the signing secret is shown once)")
-async def create_webhook(body: WebhookCreate, session: Session, clock: ClockDep,
+async def create_webhook(body: WebhookCreate, request: Request, session: Session, clock: ClockDep,
                          principal: Principal = Depends(ADMIN)) -> WebhookCreated:
+    """The endpoint receives the events committed after it was created."""
+    await service.publish_committed(request.app.state.db)
     return await service.create_webhook(session, body, clock, actor=principal.key_id)
 
 
