@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -103,7 +104,7 @@ async def test_a_failing_receiver_is_retried_with_backoff_then_disabled(client, 
             clock.freeze(due)
             assert await deliver_all(app, clock) == 1
             times.append(clock.now())
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
         # 30 s doubling, each with jitter between half and all of it, capped at 6 h.
         for n, gap in enumerate(gaps, start=1):
             full = min(30 * 2 ** (n - 1), 6 * 3600)
