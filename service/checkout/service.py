@@ -25,6 +25,7 @@ from service.checkout.errors import (
 )
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
 from service.checkout.schemas import (
+    APPLIED,
     AppliedPublic,
     Balances,
     CheckoutRequest,
@@ -150,7 +151,8 @@ def _wallet_total(balances: dict[str, int]) -> int:
 
 
 def _applied(applied) -> list[AppliedPublic]:
-    return [AppliedPublic(kind=a.kind, id=a.id, line_id=a.line_id, amount=a.amount, points=a.points) for a in applied]
+    return [APPLIED.validate_python({"kind": a.kind, "id": a.id, "line_id": a.line_id, "amount": a.amount,
+                                     "points": a.points}) for a in applied]
 
 
 async def quote(session: AsyncSession, body: CheckoutRequest, principal: Principal, clock: Clock, *,
@@ -314,7 +316,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         "stamps": {program_id: per_line[line.line_id] for program_id, per_line in sorted(priced.stamps.items())
                    if line.line_id in per_line},
     } for line in basket.lines]
-    row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
+    row.applied = [APPLIED.dump_python(a, exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
@@ -356,7 +358,7 @@ def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wa
               tier_change: tuple[str | None, str] | None = None) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
-        occurred_at=row.occurred_at, applied=[AppliedPublic.model_validate(a) for a in row.applied],
+        occurred_at=row.occurred_at, applied=[APPLIED.validate_python(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
         totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row)),
         earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)), vouchers_issued=[],
