@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -86,9 +87,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         try:
             yield
         finally:
-            if worker is not None:
+            if worker is not None:  # let a pass in flight finish (its sends time out within seconds)
                 stop.set()
-                await asyncio.wait_for(worker, timeout=15)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker, timeout=15)
             await db.dispose()
 
     app = FastAPI(
