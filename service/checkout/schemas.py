@@ -170,6 +170,8 @@ class Nudge(BaseModel):
     text: str
 
 
+# Every kind answers the same keys (`kind, id, line_id, amount, points`, null where they do not apply), as before
+# the union: each variant only says which of them its kind fills.
 class AppliedPunchReward(BaseModel):
     """A punch-card reward made a unit of a line free."""
 
@@ -177,6 +179,7 @@ class AppliedPunchReward(BaseModel):
     id: str = Field(description="The reward (`rwd_…`).")
     line_id: str
     amount: int = Field(description="Discount on the line, minor units.")
+    points: None = None
 
 
 class AppliedTierDiscount(BaseModel):
@@ -186,12 +189,15 @@ class AppliedTierDiscount(BaseModel):
     id: str = Field(description="The tier's code.")
     line_id: str
     amount: int = Field(description="Discount on the line, minor units.")
+    points: None = None
 
 
 class AppliedPoints(BaseModel):
     """Points burned as a discount on the basket."""
 
     kind: Literal["points"]
+    id: None = None
+    line_id: None = None
     amount: int = Field(description="Discount, minor units.")
     points: int = Field(description="How many points were burned.")
 
@@ -200,7 +206,10 @@ class AppliedWallet(BaseModel):
     """The member's wallet as a tender: lowers `payable`, not the price."""
 
     kind: Literal["wallet"]
+    id: None = None
+    line_id: None = None
     amount: int = Field(description="Paid from the wallet, minor units.")
+    points: None = None
 
 
 # What the checkout applied, one item per effect; `kind` says which (a discriminated union for generated clients).
