@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,6 +20,9 @@ from service.checkout.routes import router as checkout_router
 from service.clock import Clock
 from service.db import Database
 from service.errors import install_error_handlers, problem_response
+from service.events import delivery
+from service.events.routes import router as events_router
+from service.events.routes import webhooks as webhooks_router
 from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
@@ -26,6 +31,7 @@ from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
 from service.punchcards.routes import router as punchcards_router
+from service.routing import IDEMPOTENCY_EXTRA
 from service.settings import Settings
 from service.tiers.routes import router as tiers_router
 from service.wallet.routes import router as wallet_router
@@ -33,7 +39,7 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, summary_router)
+           tiers_router, wallet_router, summary_router, events_router, webhooks_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
@@ -43,6 +49,23 @@ async def prepare_database(db: Database, settings: Settings, clock: Clock) -> No
         await ledger_service.ensure_program_accounts(session, clock.now())
         if settings.bootstrap_admin_key:
             await auth_service.ensure_bootstrap(session, settings.bootstrap_admin_key, clock)
+
+
+# One tag per domain: generated clients group their methods by it (``client.api.checkout.create_quote``).
+TAGS = [{"name": name, "description": description} for name, description in (
+    ("members", "Enroll, look up, update and erase members; the member summary."),
+    ("points", "Points balance, expiring lots, the member's ledger, adjustments."),
+    ("punch cards", "Buy N, get one free: programs, cards and rewards."),
+    ("tiers", "The member's tier, qualifying spend and history."),
+    ("wallet", "Stored value: the member wallet, top-ups, cash-out, liability."),
+    ("checkout", "Quote, commit, void and return sales at the till."),
+    ("events", "Business events in commit order (the transactional outbox)."),
+    ("webhooks", "Signed deliveries of events to your endpoints."),
+    ("program", "The program's configuration."),
+    ("stores", "The retailer's stores."),
+    ("api-keys", "API keys and their roles."),
+    ("health", "Liveness, readiness and metrics."),
+)]
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None, log: bool = True) -> FastAPI:
@@ -57,15 +80,22 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
                       max_overflow=settings.db_max_overflow)
         app.state.db = db
         await prepare_database(db, settings, clock)
+        stop = asyncio.Event()
+        worker = (asyncio.create_task(delivery.run_worker(db, clock, interval=settings.webhook_poll_seconds,
+                                                          stop=stop), name="webhook-delivery")
+                  if settings.webhook_worker else None)
         try:
             yield
         finally:
+            if worker is not None:  # let a pass in flight finish (its sends time out within seconds)
+                stop.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker, timeout=15)
             await db.dispose()
 
     app = FastAPI(
         title="Loyalty service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
-        openapi_tags=[{"name": t} for t in ("members", "points", "checkout", "program", "stores", "api-keys",
-                                            "health")],
+        openapi_tags=TAGS,
     )
     app.state.settings = settings
     app.state.clock = clock
@@ -80,6 +110,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     return app
 
 
+IDEMPOTENCY_CONFLICT = ("Conflict: `idempotency_key_reused` (the key came with another body), `request_in_progress` "
+                        "(the first request with this key is still running), or a business conflict")
 # Every API operation can answer these; each route declares only the statuses of its own domain.
 COMMON_PROBLEMS = {"400": "Malformed request (e.g. the body is not JSON)", "401": "Missing or invalid API key",
                    "403": "The key's role or store may not do this", "422": "The request is not valid",
@@ -99,6 +131,8 @@ def _openapi(app: FastAPI) -> dict:
             if path.startswith("/v1/"):
                 for status, description in COMMON_PROBLEMS.items():
                     responses.setdefault(status, {"description": description})
+            if operation.get(IDEMPOTENCY_EXTRA):
+                responses.setdefault("409", {"description": IDEMPOTENCY_CONFLICT})
             for status, response in responses.items():
                 if status[0] in "45":
                     response["content"] = problem
@@ -111,12 +145,13 @@ def _openapi(app: FastAPI) -> dict:
 
 
 def _add_health_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["health"], operation_id="health", include_in_schema=True)
+    @app.get("/healthz", tags=["health"], operation_id="get_health", include_in_schema=True)
     async def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], operation_id="ready")
+    @app.get("/readyz", tags=["health"], operation_id="get_readiness",
+             responses={503: {"description": "Not ready: database unreachable or schema behind"}})
     async def readyz(request: Request) -> Response:
         """The database is reachable and its schema is at the migrations' head."""
         try:
@@ -130,7 +165,7 @@ def _add_health_routes(app: FastAPI) -> None:
                                     "`loyalty migrate`.")
         return JSONResponse({"status": "ready", "schema": current})
 
-    @app.get("/metrics", tags=["health"], operation_id="metrics", response_class=Response)
+    @app.get("/metrics", tags=["health"], operation_id="get_metrics", response_class=Response)
     async def metrics(request: Request) -> Response:
         """Prometheus text: request counts and latency by route and status."""
         body, media_type = request.app.state.metrics.render()

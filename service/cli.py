@@ -145,6 +145,35 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _cmd_deliver(args: argparse.Namespace) -> int:
+    from service.clock import Clock
+    from service.db import Database
+    from service.events import delivery
+
+    async def run() -> int:
+        settings = Settings()
+        db = Database(settings.database_url)
+        try:
+            if not args.once:
+                await delivery.run_worker(db, Clock(), interval=settings.webhook_poll_seconds)
+                return 0
+            total = 0
+            async with delivery.http_client() as http:
+                while attempted := await delivery.deliver_once(db, Clock(), http):
+                    total += attempted
+            return total
+        finally:
+            await db.dispose()
+
+    try:
+        attempted = asyncio.run(run())
+    except KeyboardInterrupt:
+        return 0
+    if args.once:
+        print(f"deliver: {attempted} webhook deliveries attempted")
+    return 0
+
+
 def openapi_document() -> dict:
     from service.app import create_app
 
@@ -200,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--as-of", type=_parse_as_of, default=None,
                        help="expire what had expired at this time (ISO 8601; default: now)")
     sweep.set_defaults(func=_cmd_sweep)
+
+    deliver = sub.add_parser("deliver", help="deliver webhooks (for deployments that run LOYALTY_WEBHOOK_WORKER=false)")
+    deliver.add_argument("--once", action="store_true",
+                         help="deliver what is due now, then exit (default: keep delivering until interrupted)")
+    deliver.set_defaults(func=_cmd_deliver)
 
     verify = sub.add_parser("verify", help="check the ledger's invariants; exit 1 with a report if one fails")
     verify.set_defaults(func=_cmd_verify)

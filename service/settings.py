@@ -21,6 +21,10 @@ class Settings(BaseSettings):
     idempotency_lock_seconds: int = Field(default=60, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
+    # Deliver webhooks from inside every service process (off: run `loyalty deliver` separately).
+    webhook_worker: bool = True
+    # How long an idle delivery worker waits before it looks for new events again.
+    webhook_poll_seconds: float = Field(default=1.0, gt=0, le=60)
 
 
 def get_settings() -> Settings:

@@ -120,7 +120,7 @@ async def wipe(url: str, tables: list[str]) -> None:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, bootstrap_admin_key=ADMIN_KEY, currency="USD", log_level="WARNING",
-                    db_pool_size=5)
+                    db_pool_size=5, webhook_worker=False)
 
 
 @pytest.fixture

@@ -29,17 +29,17 @@ def _region(request: Request) -> str:
     return request.app.state.settings.default_region
 
 
-@router.post("/quote", operation_id="quote_checkout", response_model=Quote, responses=problem_responses(409),
+@router.post("/quote", operation_id="create_quote", response_model=Quote, responses=problem_responses(409),
              summary="What loyalty changes about a basket (read-only)")
-async def quote_checkout(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
+async def create_quote(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
                          principal: Principal = Depends(TILLS)) -> Quote:
     return await service.quote(session, body, principal, clock, region=_region(request))
 
 
-@router.post("/transactions", operation_id="commit_checkout", response_model=TransactionPublic, status_code=201,
-             responses=problem_responses(409), summary="Commit a sale: burn and earn in one transaction",
-             **idempotent(required=True))
-async def commit_checkout(body: CommitRequest, request: Request, session: Session, clock: ClockDep,
+@router.post("/transactions", operation_id="commit_transaction", response_model=TransactionPublic,
+             status_code=201, responses=problem_responses(409),
+             summary="Commit a sale: burn and earn in one transaction", **idempotent(required=True))
+async def commit_transaction(body: CommitRequest, request: Request, session: Session, clock: ClockDep,
                           principal: Principal = Depends(TILLS)) -> TransactionPublic:
     return await service.commit(session, body, principal, clock, region=_region(request))
 

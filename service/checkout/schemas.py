@@ -3,7 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 from service.clock import utc
 from service.money import MAX_AMOUNT, MAX_QUANTITY
@@ -101,6 +110,13 @@ class CheckoutRequest(Strict):
 
 
 class CommitRequest(CheckoutRequest):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "member": {"card_number": "8000000000000001"}, "store_id": "berlin-01", "currency": "USD",
+        "lines": [{"line_id": "1", "sku": "COFFEE-250", "category": "coffee", "quantity": 2, "unit_price": 450},
+                  {"line_id": "2", "sku": "MUG-01", "category": "homeware", "quantity": 1, "unit_price": 1200}],
+        "redeem": {"points": 100, "wallet_amount": 500}, "receipt_id": "R-2026-000123",
+        "occurred_at": "2026-11-23T10:15:00Z"}]})
+
     receipt_id: Text64 = Field(description="The till's receipt number; unique per store.")
     occurred_at: SaleTime | None = Field(
         default=None, description="When the sale happened (default: now). pos: at most 72 h back; never more than "
@@ -113,6 +129,9 @@ class ReturnLine(Strict):
 
 
 class ReturnRequest(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "lines": [{"line_id": "2", "quantity": 1}]}]})
+
     lines: list[ReturnLine] = Field(min_length=1, max_length=MAX_LINES)
 
     @model_validator(mode="after")
@@ -151,12 +170,52 @@ class Nudge(BaseModel):
     text: str
 
 
-class AppliedPublic(BaseModel):
-    kind: str
-    id: str | None = None
-    line_id: str | None = None
-    amount: int
-    points: int | None = Field(default=None, description="For `points`: how many points were burned.")
+# Every kind answers the same keys (`kind, id, line_id, amount, points`, null where they do not apply), as before
+# the union: each variant only says which of them its kind fills.
+class AppliedPunchReward(BaseModel):
+    """A punch-card reward made a unit of a line free."""
+
+    kind: Literal["punch_reward"]
+    id: str = Field(description="The reward (`rwd_…`).")
+    line_id: str
+    amount: int = Field(description="Discount on the line, minor units.")
+    points: None = None
+
+
+class AppliedTierDiscount(BaseModel):
+    """The member's tier discount on one line."""
+
+    kind: Literal["tier_discount"]
+    id: str = Field(description="The tier's code.")
+    line_id: str
+    amount: int = Field(description="Discount on the line, minor units.")
+    points: None = None
+
+
+class AppliedPoints(BaseModel):
+    """Points burned as a discount on the basket."""
+
+    kind: Literal["points"]
+    id: None = None
+    line_id: None = None
+    amount: int = Field(description="Discount, minor units.")
+    points: int = Field(description="How many points were burned.")
+
+
+class AppliedWallet(BaseModel):
+    """The member's wallet as a tender: lowers `payable`, not the price."""
+
+    kind: Literal["wallet"]
+    id: None = None
+    line_id: None = None
+    amount: int = Field(description="Paid from the wallet, minor units.")
+    points: None = None
+
+
+# What the checkout applied, one item per effect; `kind` says which (a discriminated union for generated clients).
+AppliedPublic = Annotated[AppliedPunchReward | AppliedTierDiscount | AppliedPoints | AppliedWallet,
+                          Field(discriminator="kind")]
+APPLIED = TypeAdapter(AppliedPublic)
 
 
 class LineResult(BaseModel):

@@ -25,6 +25,7 @@ from service.checkout.errors import (
 )
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
 from service.checkout.schemas import (
+    APPLIED,
     AppliedPublic,
     Balances,
     CheckoutRequest,
@@ -46,6 +47,7 @@ from service.checkout.schemas import (
     TransactionPublic,
 )
 from service.clock import Clock
+from service.events import service as events
 from service.ids import new_id
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, LotPolicy, Movement
@@ -149,7 +151,8 @@ def _wallet_total(balances: dict[str, int]) -> int:
 
 
 def _applied(applied) -> list[AppliedPublic]:
-    return [AppliedPublic(kind=a.kind, id=a.id, line_id=a.line_id, amount=a.amount, points=a.points) for a in applied]
+    return [APPLIED.validate_python({"kind": a.kind, "id": a.id, "line_id": a.line_id, "amount": a.amount,
+                                     "points": a.points}) for a in applied]
 
 
 async def quote(session: AsyncSession, body: CheckoutRequest, principal: Principal, clock: Clock, *,
@@ -313,12 +316,15 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         "stamps": {program_id: per_line[line.line_id] for program_id, per_line in sorted(priced.stamps.items())
                    if line.line_id in per_line},
     } for line in basket.lines]
-    row.applied = [a.model_dump(exclude_none=True) for a in _applied(priced.applied)]
+    row.applied = [APPLIED.dump_python(a, exclude_none=True) for a in _applied(priced.applied)]
     await session.flush()
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
-    return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
-                     rewards_issued=punch_service.issued_public(issued), tier_change=change)
+    public = to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
+                       rewards_issued=punch_service.issued_public(issued), tier_change=change)
+    await events.emit(session, "transaction.committed", public.model_dump(mode="json", by_alias=True), at=now,
+                      member_id=member.id)
+    return public
 
 
 async def _wallet_balance(session: AsyncSession, member_id: str) -> int:
@@ -352,7 +358,7 @@ def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wa
               tier_change: tuple[str | None, str] | None = None) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
-        occurred_at=row.occurred_at, applied=[AppliedPublic.model_validate(a) for a in row.applied],
+        occurred_at=row.occurred_at, applied=[APPLIED.validate_python(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
         totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row)),
         earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)), vouchers_issued=[],
@@ -413,9 +419,12 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     row.status = "voided"
     row.voided_at = now
     await session.flush()
-    return to_public(row, points_balance=accounts.balance(POINTS),
-                     wallet_balance=await _wallet_balance(session, row.member_id),
-                     rewards_issued=await punch_service.issued_by(session, row.id))
+    public = to_public(row, points_balance=accounts.balance(POINTS),
+                       wallet_balance=await _wallet_balance(session, row.member_id),
+                       rewards_issued=await punch_service.issued_by(session, row.id))
+    await events.emit(session, "transaction.voided", public.model_dump(mode="json", by_alias=True), at=now,
+                      member_id=row.member_id)
+    return public
 
 
 def _returned_quantities(returns: list[CheckoutReturn]) -> dict[str, int]:
@@ -480,9 +489,13 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await tiers.record_return(session, row.id, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
-    return ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
+    public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
         points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
         wallet=wallet_back.total, qualifying_spend=plan.qualifying_spend))
+    await events.emit(session, "transaction.returned", {
+        **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
+        "receipt_id": row.receipt_id, "status": row.status, "lines": ret.lines}, at=now, member_id=row.member_id)
+    return public
 
 
 async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],

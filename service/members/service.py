@@ -10,6 +10,7 @@ from service.audit import record as audit
 from service.auth.rules import Principal
 from service.clock import Clock
 from service.errors import ValidationFailed
+from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
 from service.members import repository, rules
 from service.members.errors import (
@@ -64,6 +65,8 @@ async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, reg
     )
     for _ in range(3):  # a fresh card number or referral code may (very rarely) collide: draw again
         if await repository.add(session, member):
+            await events.emit(session, "member.enrolled", {"member_id": member.id, "referred_by": referred_by},
+                              at=now, member_id=member.id)
             return member
         await _raise_if_duplicate(session, member)
         member.card_number = rules.new_card_number()
@@ -122,6 +125,7 @@ async def erase(session: AsyncSession, member_id: str, clock: Clock, *, actor: s
     member.updated_at = now
     await session.flush()
     await audit(session, clock, actor=actor, action="member.erased", target=member_id)
+    await events.emit(session, "member.erased", {"member_id": member_id}, at=now, member_id=member_id)
 
 
 async def lookup(session: AsyncSession, *, card_number: str | None, phone: str | None, email: str | None,

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.audit import record as audit
 from service.clock import Clock
 from service.errors import ValidationFailed
+from service.events import service as events
 from service.ledger import repository as ledger_repository
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, LotPolicy, Movement
@@ -82,6 +83,9 @@ async def adjust(session: AsyncSession, member_id: str, body: AdjustmentCreate, 
         kind="adjustment", member_id=member.id, at=now, movements=(movement,), reason=body.reason), accounts)
     await audit(session, clock, actor=actor, action="points.adjusted", target=member.id,
                 data={"amount": body.amount, "reason": body.reason, "ledger_transaction_id": transaction_id})
+    await events.emit(session, "points.adjusted", {
+        "member_id": member.id, "amount": body.amount, "reason": body.reason, "ledger_transaction_id": transaction_id,
+        "balance": accounts.balance(POINTS)}, at=now, member_id=member.id)
     return LedgerTransactionPublic(
         id=transaction_id, kind="adjustment", member_id=member.id, reason=body.reason, created_at=now,
         entries=[AdjustmentEntry(account=POINTS, amount=body.amount, kind="adjust"),
@@ -111,7 +115,11 @@ async def sweep_batch(session: AsyncSession, as_of: datetime, now: datetime, *, 
             continue
         movement = Movement(account=POINTS, asset=POINTS, amount=-amount, contra="program:points_expired",
                             kind="expire", lots=LotPolicy.SPECIFIC, lot_ids=tuple(lot.id for lot in expired))
-        await ledger.post(session, ledger.Posting(kind="expiry", member_id=member_id, at=now, movements=(movement,),
-                                                  reason=f"expired as of {as_of.isoformat()}"), accounts)
+        transaction_id = await ledger.post(session, ledger.Posting(
+            kind="expiry", member_id=member_id, at=now, movements=(movement,),
+            reason=f"expired as of {as_of.isoformat()}"), accounts)
+        await events.emit(session, "points.expired", {
+            "member_id": member_id, "points": amount, "as_of": as_of, "ledger_transaction_id": transaction_id,
+            "balance": accounts.balance(POINTS)}, at=now, member_id=member_id)
         members, lots, total = members + 1, lots + len(expired), total + amount
     return SweepResult(members, lots, total)

@@ -9,17 +9,17 @@ from service.program import service
 from service.program.schemas import ProgramPublic, ProgramUpdate, StoreCreate, StoreList, StorePublic
 from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, next_cursor
 
-router = APIRouter(prefix="/v1", tags=["program"], route_class=UnitOfWorkRoute,
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute,
                    responses=problem_responses(401, 403, 422))
 
 
-@router.get("/program", operation_id="get_program", response_model=ProgramPublic,
+@router.get("/program", operation_id="get_program", response_model=ProgramPublic, tags=["program"],
             summary="The program's configuration (readable by every role; changed by admin)")
 async def get_program(session: Session, _: Principal = Depends(ANY_ROLE)) -> ProgramPublic:
     return await service.get(session)
 
 
-@router.put("/program", operation_id="update_program", response_model=ProgramPublic,
+@router.put("/program", operation_id="update_program", response_model=ProgramPublic, tags=["program"],
             responses=problem_responses(409), summary="Replace the program's configuration")
 async def update_program(body: ProgramUpdate, session: Session, clock: ClockDep,
                          principal: Principal = Depends(ADMIN)) -> ProgramPublic:

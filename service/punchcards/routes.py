@@ -49,7 +49,7 @@ async def update_punch_card_program(program_id: ProgramIdPath, body: PunchProgra
 
 
 @router.get("/members/{member_id}/punch-cards", operation_id="list_member_punch_cards",
-            response_model=list[PunchCardPublic], responses=problem_responses(404), tags=["punch cards"])
+            response_model=list[PunchCardPublic], responses=problem_responses(404))
 async def list_member_punch_cards(member_id: MemberIdPath, session: Session, clock: ClockDep,
                                   _: Principal = Depends(READERS)) -> list[PunchCardPublic]:
     return await service.member_cards(session, member_id, clock.now())

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import record as audit
 from service.clock import Clock
+from service.events import service as events
 from service.ids import new_id
 from service.ledger import service as ledger
 from service.ledger.rules import Movement
@@ -162,6 +163,10 @@ async def issue(session: AsyncSession, member_id: str, transaction_id: str, due:
                         issued_by=transaction_id, changed_at=now)
             for program_id, count in sorted(due.items()) for _ in range(count)]
     await repository.add_rewards(session, rows)
+    for r in rows:
+        await events.emit(session, "reward.issued", {
+            "reward_id": r.id, "member_id": member_id, "program_id": r.program_id, "transaction_id": transaction_id,
+            "expires_at": r.expires_at}, at=now, member_id=member_id)
     return rows
 
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.events import service as events
 from service.members.models import Member
 from service.program.schemas import ProgramPublic
 from service.tiers import repository, rules
@@ -51,6 +52,10 @@ async def _apply(session: AsyncSession, member: Member, state_row, new: rules.St
             to_code=ladder.codes[change.to_level], at=change.at, reason=change.reason,
             transaction_id=transaction_id if change.reason == rules.UPGRADE else None, created_at=now))
     await repository.add_history(session, history)
+    for row in history:
+        await events.emit(session, "tier.changed", {
+            "member_id": member.id, "from": row.from_code, "to": row.to_code, "reason": row.reason, "at": row.at,
+            "transaction_id": row.transaction_id}, at=row.at, member_id=member.id)
 
 
 async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime):

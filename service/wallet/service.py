@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.rules import Principal
 from service.clock import Clock
+from service.events import service as events
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, Movement
 from service.members import service as members_service
@@ -39,10 +40,14 @@ async def top_up(session: AsyncSession, member_id: str, body: TopUpCreate, princ
     if bonus:
         movements.append(Movement(account=WALLET_BONUS, asset=WALLET_BONUS, amount=bonus, contra=rules.BONUS_GRANTED,
                                   kind="top_up_bonus"))
-    await ledger.post(session, ledger.Posting(
+    transaction_id = await ledger.post(session, ledger.Posting(
         kind="top_up", member_id=member_id, at=now, movements=tuple(movements), store_id=principal.store_id,
         reference=body.payment_ref), accounts)
     cash, held_bonus = accounts.balance(WALLET_CASH), accounts.balance(WALLET_BONUS)
+    await events.emit(session, "wallet.topped_up", {
+        "member_id": member_id, "amount": body.amount, "bonus": bonus, "payment_ref": body.payment_ref,
+        "store_id": principal.store_id, "ledger_transaction_id": transaction_id,
+        "wallet": {"cash": cash, "bonus": held_bonus, "total": cash + held_bonus}}, at=now, member_id=member_id)
     return TopUpPublic(cash=cash, bonus=held_bonus, total=cash + held_bonus, bonus_granted=bonus)
 
 
@@ -61,6 +66,8 @@ async def cash_out(session: AsyncSession, member_id: str, clock: Clock) -> CashO
     if movements:
         await ledger.post(session, ledger.Posting(kind="cash_out", member_id=member_id, at=now,
                                                   movements=tuple(movements)), accounts)
+        await events.emit(session, "wallet.cashed_out", {"member_id": member_id, "cash_paid": cash,
+                                                         "bonus_forfeited": bonus}, at=now, member_id=member_id)
     return CashOutPublic(cash_paid=cash, bonus_forfeited=bonus, cash=0, bonus=0, total=0)
 
 

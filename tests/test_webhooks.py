@@ -1,0 +1,203 @@
+"""Webhooks: endpoints (admin), signed deliveries to a local receiver, retries with backoff, disabling after a
+day of failures, redelivery, the in-process worker and ``loyalty deliver``."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+from service.app import create_app
+from service.events import delivery
+from tests import factories as f
+from tests.receiver import Receiver, receiving
+from tests.server import run_cli
+
+SECRET = "whsec_test_0123456789abcdef"
+
+
+def verify_signature(secret: str, header: str, body: bytes, tolerance: int = 300) -> bool:
+    """The receiver's check, as the README shows it."""
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    signed = f"{parts['t']}.".encode() + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) <= tolerance
+
+
+async def subscribe(client, receiver: Receiver, **body) -> dict:
+    r = await client.post("/v1/webhooks", json={"url": receiver.url, "secret": SECRET, **body})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def deliver_all(app, clock) -> int:
+    total = 0
+    async with delivery.http_client() as http:
+        while attempted := await delivery.deliver_once(app.state.db, clock, http):
+            total += attempted
+    return total
+
+
+async def log_of(client, webhook_id: str) -> list[dict]:
+    r = await client.get(f"/v1/webhooks/{webhook_id}/deliveries")
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+async def test_a_receiver_gets_each_event_once_with_a_valid_signature(client, app, clock):
+    store = (await f.create_store(client))["id"]
+    before = (await f.enroll(client))["id"]  # before the subscription: not delivered
+    with receiving() as receiver:
+        hook = await subscribe(client, receiver)
+        assert hook["secret"] == SECRET and hook["status"] == "active" and hook["id"].startswith("whk_")
+        listed = (await client.get("/v1/webhooks")).json()["data"]
+        assert [w["id"] for w in listed] == [hook["id"]] and "secret" not in listed[0]
+        assert "secret" not in (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+        sales = await subscribe(client, receiver, types=["transaction.committed"])
+
+        member = (await f.enroll(client))["id"]
+        r = await f.commit(client, f.basket(member, store))
+        assert r.status_code == 201, r.text
+        assert await deliver_all(app, clock) == 3
+        assert await deliver_all(app, clock) == 0  # nothing is sent twice
+
+        feed = (await client.get("/v1/events")).json()["data"]
+        new = [e for e in feed if e["data"].get("member_id") != before]
+        assert sorted(receiver.event_ids()) == sorted([e["id"] for e in new] + [new[-1]["id"]])
+        for got in receiver.requests:
+            assert verify_signature(SECRET, got.headers["x-loyalty-signature"], got.body)
+            assert not verify_signature("another secret 0123", got.headers["x-loyalty-signature"], got.body)
+            assert got.headers["content-type"] == "application/json"
+            assert got.event in feed and got.headers["x-loyalty-event-id"] == got.event["id"]
+        assert [d["event_type"] for d in await log_of(client, sales["id"])] == ["transaction.committed"]
+        log = await log_of(client, hook["id"])
+        assert {(d["status"], d["attempts"], d["last_status_code"]) for d in log} == {("delivered", 1, 200)}
+
+        assert (await client.delete(f"/v1/webhooks/{hook['id']}")).status_code == 204
+        f.assert_problem(await client.get(f"/v1/webhooks/{hook['id']}"), 404, "webhook_not_found")
+        await f.enroll(client)
+        sent = len(receiver.requests)
+        assert await deliver_all(app, clock) == 0 and len(receiver.requests) == sent
+
+
+async def test_a_failing_receiver_is_retried_with_backoff_then_disabled(client, app, clock):
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    clock.freeze(start)
+    with receiving() as receiver:
+        receiver.status = 503
+        hook = await subscribe(client, receiver)
+        await f.enroll(client)
+        assert await deliver_all(app, clock) == 1
+        times = [clock.now()]
+        while True:
+            [entry] = await log_of(client, hook["id"])
+            state = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+            if state["status"] == "disabled":
+                break
+            assert entry["status"] == "pending" and entry["last_status_code"] == 503
+            due = datetime.fromisoformat(entry["next_attempt_at"])
+            clock.freeze(due - timedelta(seconds=1))
+            assert await deliver_all(app, clock) == 0  # not before it is due
+            clock.freeze(due)
+            assert await deliver_all(app, clock) == 1
+            times.append(clock.now())
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        # 30 s doubling, each with jitter between half and all of it, capped at 6 h.
+        for n, gap in enumerate(gaps, start=1):
+            full = min(30 * 2 ** (n - 1), 6 * 3600)
+            assert full / 2 <= gap <= full, (n, gap)
+        assert times[-1] - start >= timedelta(days=1) and times[-2] - start < timedelta(days=1)
+        assert state["disabled_reason"] and state["failing_since"] == start.isoformat().replace("+00:00", "Z")
+        assert len(receiver.requests) == len(times) == entry["attempts"]
+
+        # Disabled: nothing more is sent, whatever the time.
+        clock.advance(timedelta(days=2))
+        await f.enroll(client)
+        assert await deliver_all(app, clock) == 0
+        f.assert_problem(await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{entry['id']}/redeliver"),
+                         409, "webhook_disabled")
+
+        # Back on: the endpoint resumes where it stopped (the pending delivery and the event meanwhile).
+        receiver.status = 204
+        r = await client.post(f"/v1/webhooks/{hook['id']}/enable")
+        assert r.status_code == 200 and r.json()["status"] == "active"
+        assert await deliver_all(app, clock) == 2
+        log = await log_of(client, hook["id"])
+        assert [d["status"] for d in log] == ["delivered", "delivered"]
+
+        # Manual redelivery sends the event again.
+        sent = len(receiver.requests)
+        r = await client.post(f"/v1/webhooks/{hook['id']}/deliveries/{entry['id']}/redeliver")
+        assert r.status_code == 200 and r.json()["status"] == "pending" and r.json()["attempts"] == 0
+        assert await deliver_all(app, clock) == 1
+        assert receiver.requests[sent].event["id"] == entry["event_id"]
+
+
+async def test_a_delivery_is_given_up_after_three_days(client, app, clock):
+    start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+    clock.freeze(start)
+    with receiving() as receiver:
+        hook = await subscribe(client, receiver)
+        await f.enroll(client)
+        receiver.failing_events = {(await client.get("/v1/events")).json()["data"][0]["id"]}
+        assert await deliver_all(app, clock) == 1
+        # Other events delivered now and then keep the endpoint from being disabled; this one keeps failing.
+        while True:
+            [*_, entry] = await log_of(client, hook["id"])
+            if entry["status"] != "pending":
+                break
+            clock.freeze(datetime.fromisoformat(entry["next_attempt_at"]))
+            await f.enroll(client)
+            assert await deliver_all(app, clock) == 2
+        assert entry["status"] == "failed" and entry["next_attempt_at"] is None
+        assert datetime.fromisoformat(entry["last_attempt_at"]) - start <= timedelta(days=3)
+        assert (await client.get(f"/v1/webhooks/{hook['id']}")).json()["status"] == "active"
+
+
+async def test_webhook_validation_and_access(client, app, make_client):
+    store = (await f.create_store(client))["id"]
+    pos = make_client(await f.create_key(client, "pos", store))
+    f.assert_problem(await pos.post("/v1/webhooks", json={"url": "https://example.com/h"}), 403, "forbidden")
+    f.assert_problem(await client.post("/v1/webhooks", json={"url": "ftp://example.com/h"}), 422, "validation_error")
+    f.assert_problem(await client.post("/v1/webhooks", json={"url": "https://example.com/h", "types": ["nope"]}),
+                     422, "validation_error")
+    f.assert_problem(await client.post("/v1/webhooks", json={"url": "https://example.com/h", "secret": "short"}),
+                     422, "validation_error")
+    r = await client.post("/v1/webhooks", json={"url": "https://example.com/h"})
+    assert r.status_code == 201 and r.json()["secret"].startswith("whsec_") and len(r.json()["secret"]) > 40
+    f.assert_problem(await client.get("/v1/webhooks/whk_nope/deliveries"), 404, "webhook_not_found")
+    f.assert_problem(await client.post(f"/v1/webhooks/{r.json()['id']}/deliveries/dlv_nope/redeliver"), 404,
+                     "delivery_not_found")
+
+
+async def test_the_service_delivers_by_itself_when_its_worker_is_on(settings, clock, app):
+    with receiving() as receiver:
+        worker_app = create_app(settings.model_copy(update={"webhook_worker": True, "webhook_poll_seconds": 0.05}),
+                                clock=clock, log=False)
+        async with worker_app.router.lifespan_context(worker_app):
+            import httpx
+
+            from tests.conftest import ADMIN_KEY
+
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=worker_app), base_url="http://test",
+                                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+                await subscribe(c, receiver)
+                member = (await f.enroll(c))["id"]
+                for _ in range(100):
+                    if receiver.requests:
+                        break
+                    await asyncio.sleep(0.05)
+        assert [r.event["data"]["member_id"] for r in receiver.requests] == [member]
+
+
+async def test_loyalty_deliver_once(client, app, cli_env, capsys):
+    with receiving() as receiver:
+        await subscribe(client, receiver)
+        await f.enroll(client)
+        await f.enroll(client)
+        assert await run_cli("deliver", "--once") == 0
+        assert "2 webhook deliveries attempted" in capsys.readouterr().out
+        assert len(receiver.requests) == 2

@@ -1,0 +1,58 @@
+"""Webhook rules: the signature receivers check, the retry schedule, when an endpoint is disabled."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import random
+from datetime import UTC, datetime, timedelta
+
+from service.events import rules
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_the_signature_is_hmac_sha256_over_timestamp_dot_body():
+    body = b'{"id":"evt_1","type":"member.enrolled"}'
+    header = rules.signature("s3cret", 1700000000, body)
+    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={expected}"
+
+
+def test_verification_refuses_a_changed_body_another_secret_an_old_timestamp_and_garbage():
+    body = b'{"id":"evt_1"}'
+    header = rules.signature("s3cret", 1700000000, body)
+    assert rules.verify("s3cret", header, body, now=1700000100)
+    assert not rules.verify("s3cret", header, body + b" ", now=1700000100)
+    assert not rules.verify("other", header, body, now=1700000100)
+    assert not rules.verify("s3cret", header, body, now=1700000000 + 301)
+    assert not rules.verify("s3cret", "nonsense", body, now=1700000000)
+    assert not rules.verify("s3cret", "t=abc,v1=00", body, now=1700000000)
+
+
+def test_retry_delays_double_from_30_seconds_up_to_6_hours_with_jitter():
+    rng = random.Random(7)
+    for attempts in range(1, 30):
+        full = min(timedelta(seconds=30) * 2 ** (attempts - 1), timedelta(hours=6))
+        delays = [rules.retry_delay(attempts, rng) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(set(delays)) > 1  # jittered, not one fixed value
+
+
+def test_retries_stop_three_days_after_the_delivery_was_first_due():
+    start = NOW
+    assert rules.next_attempt(1, start, start) is not None
+    late = start + timedelta(days=3) - timedelta(minutes=1)
+    assert rules.next_attempt(20, start, late) is None  # the next try (hours away) would fall after the window
+    assert rules.next_attempt(1, start, late) is not None  # a short wait still fits
+
+
+def test_an_endpoint_is_disabled_after_a_day_of_failures():
+    assert not rules.should_disable(None, NOW)
+    assert not rules.should_disable(NOW - timedelta(hours=23, minutes=59), NOW)
+    assert rules.should_disable(NOW - timedelta(days=1), NOW)
+
+
+def test_an_endpoint_without_types_wants_every_event():
+    assert rules.wants([], "tier.changed")
+    assert rules.wants(["tier.changed"], "tier.changed") and not rules.wants(["tier.changed"], "reward.issued")
