@@ -18,6 +18,7 @@ from service.checkout.routes import router as checkout_router
 from service.clock import Clock
 from service.db import Database
 from service.errors import install_error_handlers, problem_response
+from service.giftcards.routes import router as giftcards_router
 from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
@@ -33,7 +34,7 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, summary_router)
+           tiers_router, wallet_router, giftcards_router, summary_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

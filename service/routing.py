@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from service import idempotency
+from service import idempotency, ratelimit
 from service.auth.dependencies import authenticate
 from service.clock import Clock
 from service.db import MAX_ATTEMPTS, backoff, is_retryable
@@ -25,6 +25,7 @@ from service.errors import ServiceError, render_known_error
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
 _SESSION = "loyalty.session"
+_ATTEMPTS = "loyalty.attempts"
 
 
 def get_session(request: Request) -> AsyncSession:
@@ -40,8 +41,17 @@ def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
+def get_attempts(request: Request) -> ratelimit.Attempts:
+    """The request's failed attempts (wrong PINs, unknown codes), written after its unit of work ends."""
+    attempts = request.scope.get(_ATTEMPTS)
+    if attempts is None:
+        attempts = request.scope[_ATTEMPTS] = ratelimit.Attempts()
+    return attempts
+
+
 Session = Annotated[AsyncSession, Depends(get_session)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+AttemptsDep = Annotated[ratelimit.Attempts, Depends(get_attempts)]
 
 
 async def _close_session(request: Request, *, commit: bool) -> None:
@@ -87,6 +97,10 @@ class UnitOfWorkRoute(APIRoute):
             except BaseException:
                 await _close_session(request, commit=False)
                 raise
+            finally:  # failures count whatever became of the request (it usually answers with an error)
+                attempts = request.scope.get(_ATTEMPTS)
+                if attempts is not None and attempts.pending:
+                    await ratelimit.flush(request.app.state.db, attempts)
 
         async def run(request: Request) -> Response:
             if needs_key:
@@ -187,4 +201,4 @@ def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str 
     return key(items[-1]) if len(items) == limit else None
 
 
-__all__ = ["ClockDep", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent", "next_cursor"]
+__all__ = ["AttemptsDep", "ClockDep", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent", "next_cursor"]

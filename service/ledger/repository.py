@@ -12,6 +12,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
+from service.ledger.rules import GIFT_CARD
+
+PROGRAM_PREFIX = "program:"  # the program's own accounts are named by their kind: ``program:points_issued`` …
 
 
 def _insert(session: AsyncSession, table: Any):
@@ -30,6 +33,16 @@ async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Seq
     transactions locking several accounts cannot deadlock."""
     query = (select(LedgerAccount)
              .where(LedgerAccount.member_id == member_id, LedgerAccount.kind.in_(list(kinds)))
+             .order_by(LedgerAccount.id)
+             .with_for_update()
+             .execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str]) -> list[LedgerAccount]:
+    """The gift cards' accounts, locked in id order (after the member's, see ``service.lock_gift_card_accounts``)."""
+    query = (select(LedgerAccount)
+             .where(LedgerAccount.gift_card_id.in_(list(gift_card_ids)), LedgerAccount.kind == GIFT_CARD)
              .order_by(LedgerAccount.id)
              .with_for_update()
              .execution_options(populate_existing=True))
@@ -98,10 +111,21 @@ async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]
     """``(program account id, asset, net amount)`` over the given ledger transactions: what a reversal of all
     of them has to undo (the member side mirrors it)."""
     query = (select(LedgerEntry.account_id, LedgerEntry.asset, func.sum(LedgerEntry.amount))
-             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)), LedgerEntry.member_id.is_(None))
+             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)),
+                    LedgerEntry.account_id.startswith(PROGRAM_PREFIX, autoescape=True))
              .group_by(LedgerEntry.account_id, LedgerEntry.asset)
              .order_by(LedgerEntry.account_id))
     return [(a, asset, int(n)) for a, asset, n in (await session.execute(query)).all() if n != 0]
+
+
+async def gift_card_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
+    """``{gift card id: net amount}`` over the given ledger transactions, on the cards' own accounts."""
+    query = (select(LedgerAccount.gift_card_id, func.sum(LedgerEntry.amount))
+             .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)), LedgerAccount.kind == GIFT_CARD,
+                    LedgerAccount.gift_card_id.is_not(None))
+             .group_by(LedgerAccount.gift_card_id))
+    return {card: int(n) for card, n in (await session.execute(query)).all() if n != 0}
 
 
 async def members_with_expired_lots(session: AsyncSession, as_of: datetime, *, limit: int) -> list[str]:
@@ -154,7 +178,7 @@ async def balance_mismatches(session: AsyncSession, limit: int) -> list[tuple[st
     total = func.coalesce(func.sum(LedgerEntry.amount), literal(0))
     query = (select(LedgerAccount.id, LedgerAccount.balance, total)
              .outerjoin(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
-             .where(LedgerAccount.member_id.is_not(None))
+             .where(LedgerAccount.balance.is_not(None))  # every owned account: members' and gift cards'
              .group_by(LedgerAccount.id, LedgerAccount.balance)
              .having(LedgerAccount.balance != total).limit(limit))
     return [(a, int(b), int(n)) for a, b, n in (await session.execute(query)).all()]
