@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
@@ -75,6 +76,8 @@ class UnitOfWorkRoute(APIRoute):
         # valid key hears 401 whatever it sent (not a 400 about its JSON).
         needs_key = mode is not None or any(
             getattr(dep.call, "requires_api_key", False) for dep in self.dependant.dependencies)
+        kept: KeptAnswer | None = next((dep.call.kept_answer for dep in self.dependant.dependencies
+                                        if hasattr(dep.call, "kept_answer")), None)
 
         async def run_once(request: Request, claim: idempotency.Claim | None) -> Response:
             try:
@@ -88,8 +91,10 @@ class UnitOfWorkRoute(APIRoute):
                             await idempotency.release(request.app.state.db, claim)
                     return response
                 if claim is not None:
+                    body = bytes(response.body)
                     await idempotency.complete(
-                        get_session(request), claim, status=response.status_code, body=bytes(response.body),
+                        get_session(request), claim, status=response.status_code,
+                        body=kept.redact(body) if kept else body,
                         media_type=response.media_type or "application/json",
                     )
                 await _close_session(request, commit=True)
@@ -107,7 +112,7 @@ class UnitOfWorkRoute(APIRoute):
                 await authenticate(request)
             claim = None
             if mode is not None:
-                claimed = await _claim(request, required=mode == "required")
+                claimed = await _claim(request, required=mode == "required", kept=kept)
                 if isinstance(claimed, Response):
                     return claimed
                 claim = claimed
@@ -135,7 +140,8 @@ class UnitOfWorkRoute(APIRoute):
         return run
 
 
-async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Response | None:
+async def _claim(request: Request, *, required: bool,
+                 kept: KeptAnswer | None = None) -> idempotency.Claim | Response | None:
     principal = await authenticate(request)
     key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
     if key is None:
@@ -148,7 +154,8 @@ async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Res
         ttl_days=settings.idempotency_ttl_days,
     )
     if isinstance(claimed, idempotency.Replay):
-        return Response(claimed.body, status_code=claimed.status, media_type=claimed.media_type,
+        body = kept.restore(request, claimed.body) if kept and claimed.status < 400 else claimed.body
+        return Response(body, status_code=claimed.status, media_type=claimed.media_type,
                         headers={"Idempotent-Replayed": "true"})
     return claimed
 
@@ -175,12 +182,28 @@ def _idempotency_header_optional(
     return None
 
 
-def idempotent(*, required: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """How an idempotent route's answer is kept when part of it is a secret that must not rest in the database
+    (gift card PINs): ``redact`` makes the copy that is stored, ``restore`` rebuilds the answer from it for a
+    replay. Only successful answers go through them."""
+
+    redact: Callable[[bytes], bytes]
+    restore: Callable[[Request, bytes], bytes]
+
+
+def idempotent(*, required: bool = True, kept: KeptAnswer | None = None) -> dict[str, Any]:
     """Route keyword arguments that make a POST idempotent and document its header."""
-    return {
-        "openapi_extra": {IDEMPOTENCY_EXTRA: "required" if required else "optional"},
-        "dependencies": [Depends(_idempotency_header_required if required else _idempotency_header_optional)],
-    }
+    header = _idempotency_header_required if required else _idempotency_header_optional
+    dependencies = [Depends(header)]
+    if kept is not None:
+        def keeps_answer() -> None:
+            return None
+
+        keeps_answer.kept_answer = kept  # type: ignore[attr-defined]  # read by UnitOfWorkRoute
+        dependencies.append(Depends(keeps_answer))
+    return {"openapi_extra": {IDEMPOTENCY_EXTRA: "required" if required else "optional"},
+            "dependencies": dependencies}
 
 
 class Page:
@@ -201,4 +224,5 @@ def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str 
     return key(items[-1]) if len(items) == limit else None
 
 
-__all__ = ["AttemptsDep", "ClockDep", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent", "next_cursor"]
+__all__ = ["AttemptsDep", "ClockDep", "KeptAnswer", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent",
+           "next_cursor"]

@@ -7,7 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
+from service.giftcards.models import GiftCard
+from service.idempotency import IdempotencyRecord
 from service.ids import CODE_ALPHABET
 from tests import factories as f
 
@@ -71,6 +74,11 @@ async def test_issue_gives_codes_and_pins_once_and_the_balance_needs_the_pin(cli
     replay = await issue(client, 5000, 3, key=key)  # the same request again: the same cards, no new ones
     assert replay.status_code == 201 and replay.json() == cards
     assert replay.headers["Idempotent-Replayed"] == "true"
+    async with app.state.db.transaction(write=False) as session:  # no PIN rests in the database
+        stored = (await session.execute(select(IdempotencyRecord.response_body))).scalars().all()
+        hashes = (await session.execute(select(GiftCard.pin_hash))).scalars().all()
+    assert len(hashes) == 3 and all(h.startswith("hmac-sha256$") for h in hashes)
+    assert not any(card["pin"].encode() in body for card in cards for body in stored + [h.encode() for h in hashes])
 
     card = cards[0]
     r = await check(client, card["code"], card["pin"])

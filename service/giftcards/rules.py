@@ -31,11 +31,20 @@ PIN_PER_CARD = Limit("gift_card_pin", max_failures=5, window=timedelta(hours=1))
 LOOKUP_PER_KEY = Limit("gift_card_lookup", max_failures=10, window=timedelta(minutes=10))
 
 
+def card_pin(key: str, gift_card_id: str) -> str:
+    """The card's PIN: ``PIN_DIGITS`` digits drawn from HMAC-SHA256 under the service's secret key over the card's
+    id (uniform: 2^256 mod 10^8 is negligible). Nobody can tell it without the key, and the service can say it
+    again without keeping it anywhere, which is how a replayed issue answer shows the PINs it first showed."""
+    digest = hmac.new(key.encode(), f"pin:{gift_card_id}".encode(), hashlib.sha256).digest()
+    return f"{int.from_bytes(digest, 'big') % 10**PIN_DIGITS:0{PIN_DIGITS}d}"
+
+
 def hash_pin(key: str, gift_card_id: str, pin: str) -> str:
     """``hmac-sha256$<hex>``: HMAC-SHA256 under the service's secret key (kept outside the database), over the
     card's id and its PIN. A PIN has only 10^8 values, so an unkeyed hash, however slow, could be reversed by
     whoever copies the table; with the key kept apart, trying PINs needs the running service, where the lockout
-    limits them. The card id binds each hash to its card (equal PINs hash differently)."""
+    limits them. The card id binds each hash to its card (equal PINs hash differently). The scheme prefix lets a
+    later key or scheme sit beside this one."""
     digest = hmac.new(key.encode(), f"{gift_card_id}:{pin}".encode(), hashlib.sha256).hexdigest()
     return f"{PIN_SCHEME}${digest}"
 

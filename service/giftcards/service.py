@@ -4,7 +4,6 @@ is paid with, each checked against its PIN under the limits on wrong PINs. Balan
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,10 +37,14 @@ class PinGuard:
     attempts: ratelimit.Attempts
 
     def key(self) -> str:
-        if not self.pin_key:
-            raise GiftCardsNotConfigured("Gift cards need LOYALTY_GIFT_CARD_PIN_KEY (a secret of at least 32 "
-                                         "characters) in the service's environment.")
-        return self.pin_key
+        return require_pin_key(self.pin_key)
+
+
+def require_pin_key(pin_key: str | None) -> str:
+    if not pin_key:
+        raise GiftCardsNotConfigured("Gift cards need LOYALTY_GIFT_CARD_PIN_KEY (a secret of at least 32 "
+                                     "characters) in the service's environment.")
+    return pin_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +56,10 @@ class Claim:
     amount: int | None = None
 
 
-def new_pin() -> str:
-    return f"{secrets.randbelow(10**rules.PIN_DIGITS):0{rules.PIN_DIGITS}d}"
-
-
 async def issue(session: AsyncSession, body: GiftCardIssue, guard: PinGuard, principal: Principal,
                 clock: Clock) -> list[GiftCardIssued]:
-    """``count`` cards of ``amount`` each: one ledger transaction loads them all. The PINs are in this answer only."""
+    """``count`` cards of ``amount`` each: one ledger transaction loads them all. The PINs are in this answer only
+    (stored hashed; the idempotency record keeps the answer without them, see ``routes.KEPT_ANSWER``)."""
     key = guard.key()
     program = await program_service.get(session)
     now = clock.now()
@@ -67,8 +67,8 @@ async def issue(session: AsyncSession, body: GiftCardIssue, guard: PinGuard, pri
     for attempt in range(1, CODE_ATTEMPTS + 1):
         rows = []
         for _ in range(body.count):
-            card_id, pin = new_id("gft"), new_pin()
-            pins[card_id] = pin
+            card_id = new_id("gft")
+            pins[card_id] = pin = rules.card_pin(key, card_id)
             rows.append({"id": card_id, "code": random_code(), "pin_hash": rules.hash_pin(key, card_id, pin),
                          "currency": program.currency, "initial_amount": body.amount, "issued_at": now,
                          "issued_by": principal.key_id})
@@ -148,3 +148,4 @@ async def outstanding(session: AsyncSession) -> tuple[int, int]:
 async def balances(session: AsyncSession, gift_card_ids: Sequence[str]) -> dict[str, int]:
     """The cards' balances, read without a lock (a quote's; a commit reads them under the accounts' lock)."""
     return await repository.balances(session, gift_card_ids)
+
