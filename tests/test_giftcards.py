@@ -4,8 +4,10 @@ wallet), void and returns giving back to each card, wrong-PIN lockout and the pe
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -13,6 +15,8 @@ from service.giftcards.models import GiftCard
 from service.idempotency import IdempotencyRecord
 from service.ids import CODE_ALPHABET
 from tests import factories as f
+from tests.conftest import ADMIN_KEY
+from tests.server import run_cli
 
 
 @pytest.fixture
@@ -278,3 +282,47 @@ async def test_liability_report_counts_what_the_cards_still_hold(client, app, sh
     assert held == [600, 250, 0]
     assert report["gift_cards"] == sum(held) and report["gift_cards_count"] == 2
     await f.verify_ledger(app)
+
+
+@pytest.mark.postgres_only
+async def test_tills_spending_the_same_cards_at_once_never_overdraw_them(server, cli_env):
+    """Ten tills, ten members (so no member lock serializes them): only the cards' locks stand between them. Each
+    asks 300 from both cards, handed over in either order: exactly three succeed and no card goes below zero."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
+                                 limits=httpx.Limits(max_connections=20)) as c:
+        assert (await c.post("/v1/stores", json={"id": "race-g", "name": "Race", "timezone": "UTC"})).status_code == 201
+        members = []
+        for _ in range(10):
+            r = await c.post("/v1/members", json={"name": "Racer", "phone": f.unique_phone(),
+                                                  "email": f.unique_email()})
+            members.append(r.json()["id"])
+        r = await c.post("/v1/gift-cards", json={"amount": 1000, "count": 2}, headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+        x, y = r.json()
+
+        async def spend(i: int) -> httpx.Response:
+            cards = [tender(x, 300), tender(y, 300)] if i % 2 else [tender(y, 300), tender(x, 300)]
+            body = {"receipt_id": f"gift-race-{i}", "member": {"member_id": members[i]}, "store_id": "race-g",
+                    "currency": "USD", "lines": [f.line(unit_price=1500)], "redeem": {"gift_cards": cards}}
+            return await c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"gr-{i}"})
+
+        answers = await asyncio.gather(*(spend(i) for i in range(10)))
+        assert sorted(a.status_code for a in answers) == [201] * 3 + [409] * 7, [a.text for a in answers]
+        assert all(a.json()["code"] == "insufficient_funds" for a in answers if a.status_code == 409)
+        assert [await balance(c, card) for card in (x, y)] == [100, 100]
+
+        # one card, two tills: exactly one of two full spends succeeds
+        r = await c.post("/v1/gift-cards", json={"amount": 500}, headers={"Idempotency-Key": f.new_key()})
+        (z,) = r.json()
+
+        async def spend_all(i: int) -> httpx.Response:
+            body = {"receipt_id": f"gift-race-z{i}", "member": {"member_id": members[i]}, "store_id": "race-g",
+                    "currency": "USD", "lines": [f.line(unit_price=800)], "redeem": {"gift_cards": [tender(z, 500)]}}
+            return await c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"gz-{i}"})
+
+        answers = await asyncio.gather(spend_all(0), spend_all(1))
+        assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+        assert await balance(c, z) == 0
+
+    assert await run_cli("verify") == 0
