@@ -14,6 +14,7 @@ from sqlalchemy import select
 from service.giftcards.models import GiftCard
 from service.idempotency import IdempotencyRecord
 from service.ids import CODE_ALPHABET
+from service.ratelimit import FailedAttempt
 from tests import factories as f
 from tests.conftest import ADMIN_KEY
 from tests.server import run_cli
@@ -270,7 +271,20 @@ async def test_wrong_codes_and_pins_are_limited_per_api_key(client, app, clock, 
     assert (await f.commit(till, store_body)).status_code == 201
 
 
-async def test_liability_report_counts_what_the_cards_still_hold(client, app, shop):
+async def test_the_sweep_forgets_failures_older_than_a_day(client, app, clock, cli_env):
+    card = await issue_one(client, 100)
+    clock.freeze(datetime.now(UTC) - timedelta(days=1, minutes=1))
+    assert (await check(client, card["code"], wrong(card["pin"]))).status_code == 422
+    clock.freeze(datetime.now(UTC))
+    body = f.assert_problem(await check(client, card["code"], wrong(card["pin"])), 422, "gift_card_pin_invalid")
+    assert body["attempts_left"] == 4  # the old failure is out of the window already
+    assert await run_cli("sweep") == 0
+    async with app.state.db.transaction(write=False) as session:
+        left = (await session.execute(select(FailedAttempt.at))).scalars().all()
+    assert len(left) == 2  # the recent one, counted per card and per key
+
+
+async def test_liability_report_counts_what_the_cards_still_hold(client, app, shop, cli_env):
     store, member = shop
     a, b, c = (await issue_one(client, 1000)), (await issue_one(client, 250)), (await issue_one(client, 300))
     r = await f.commit(client, pay(member, store, [f.line(unit_price=300)], [tender(c)]))
@@ -282,6 +296,7 @@ async def test_liability_report_counts_what_the_cards_still_hold(client, app, sh
     assert held == [600, 250, 0]
     assert report["gift_cards"] == sum(held) and report["gift_cards_count"] == 2
     await f.verify_ledger(app)
+    assert await run_cli("verify") == 0
 
 
 @pytest.mark.postgres_only
