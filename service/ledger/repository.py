@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,8 +63,13 @@ async def add_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         await session.execute(insert(LedgerEntry.__table__), list(rows))  # one executemany, whatever the count
 
 
-async def set_balance(session: AsyncSession, account_id: str, balance: int) -> None:
-    await session.execute(update(LedgerAccount).where(LedgerAccount.id == account_id).values(balance=balance))
+async def set_balances(session: AsyncSession, balances: dict[str, int]) -> None:
+    """New cached balances by account id: one statement (an executemany), however many accounts moved."""
+    if balances:
+        table = LedgerAccount.__table__
+        await session.execute(update(table).where(table.c.id == bindparam("account_id"))
+                              .values(balance=bindparam("new_balance")),
+                              [{"account_id": k, "new_balance": v} for k, v in sorted(balances.items())])
 
 
 async def open_lots(session: AsyncSession, member_id: str) -> list[PointLot]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.ids import new_id
 from service.ledger import repository, rules
@@ -198,11 +199,11 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
     await repository.add_entries(session, [r for r in rows if r["amount"] != 0])
     if book is not None:
         await _write_lots(session, book, posting, transaction_id, accounts.by_kind[POINTS].id)
-    for kind, balance in balances.items():
-        account = accounts.by_kind[kind]
-        if balance != account.balance:
-            await repository.set_balance(session, account.id, balance)
-            account.balance = balance
+    changed = [(accounts.by_kind[kind], balance) for kind, balance in balances.items()
+               if balance != accounts.by_kind[kind].balance]
+    await repository.set_balances(session, {account.id: balance for account, balance in changed})
+    for account, balance in changed:
+        set_committed_value(account, "balance", balance)  # written just now: nothing left for the ORM to flush
     return transaction_id
 
 
