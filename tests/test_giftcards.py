@@ -5,6 +5,7 @@ wallet), void and returns giving back to each card, wrong-PIN lockout and the pe
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -365,3 +366,42 @@ async def test_tills_spending_the_same_cards_at_once_never_overdraw_them(server,
         assert await balance(c, z) == 0
 
     assert await run_cli("verify") == 0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_random_payments_voids_and_returns_keep_every_card_whole(client, app, shop, seed):
+    store, member = shop
+    rng = random.Random(seed)
+    cards = [await issue_one(client, rng.randint(1, 800)) for _ in range(3)]
+    txns: list[str] = []
+    for _ in range(14):
+        op = rng.choice(["pay", "pay", "void", "return"])
+        if op == "pay":
+            chosen = rng.sample(cards, rng.randint(1, 3))
+            lines = [f.line("a", quantity=rng.randint(1, 3), unit_price=rng.randint(1, 300)),
+                     f.line("b", unit_price=rng.randint(1, 300))]
+            tenders = [tender(c, rng.choice([None, rng.randint(1, 200)])) for c in chosen]
+            r = await f.commit(client, pay(member, store, lines, tenders))
+            assert r.status_code in (201, 409, 422), r.text
+            if r.status_code == 201:
+                txns.append(r.json()["id"])
+            else:
+                assert r.json()["code"] in ("insufficient_funds", "gift_card_exceeds_payable"), r.text
+        elif txns:
+            txn = rng.choice(txns)
+            if op == "void":
+                r = await client.post(f"/v1/checkout/transactions/{txn}/void",
+                                      headers={"Idempotency-Key": f.new_key()})
+            else:
+                r = await client.post(f"/v1/checkout/transactions/{txn}/returns",
+                                      json={"lines": [{"line_id": "b", "quantity": 1}]},
+                                      headers={"Idempotency-Key": f.new_key()})
+            assert r.status_code in (200, 201, 409, 422), r.text
+        held = [await balance(client, c) for c in cards]
+        assert all(h >= 0 for h in held)
+    report = (await client.get("/v1/reports/liability")).json()
+    assert report["gift_cards"] == sum(held) and report["gift_cards_count"] == sum(1 for h in held if h > 0)
+    for txn in txns:  # voiding everything gives every card back its whole first balance
+        await client.post(f"/v1/checkout/transactions/{txn}/void", headers={"Idempotency-Key": f.new_key()})
+    assert [await balance(client, c) for c in cards] == [c["balance"] for c in cards]
+    await f.verify_ledger(app)
