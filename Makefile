@@ -6,6 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # A development admin key so the README's curl lines work as printed. Set your own outside development.
 export LOYALTY_BOOTSTRAP_ADMIN_KEY ?= lk_dev_admin_key_change_me_0000
+# The same for the key gift card PINs are hashed with (a secret kept outside the database in production).
+export LOYALTY_GIFT_CARD_PIN_KEY ?= dev-gift-card-pin-key-change-me-0000
 POSTGRES_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
 .PHONY: help install run test test-postgres lint format openapi clean bench

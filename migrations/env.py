@@ -19,10 +19,31 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=None,
-                      render_as_batch=connection.dialect.name == "sqlite", transaction_per_migration=True)
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # A batch ALTER rebuilds the table (copy, drop, rename); with foreign keys enforced, dropping a table that
+        # others refer to fails. SQLite only switches them off outside a transaction, so before the first one;
+        # every reference is checked once the migrations are done.
+        _sqlite_pragma(connection, "PRAGMA foreign_keys = OFF")
+    context.configure(connection=connection, target_metadata=None, render_as_batch=sqlite,
+                      transaction_per_migration=True)
     with context.begin_transaction():
         context.run_migrations()
+    if sqlite:
+        broken = _sqlite_pragma(connection, "PRAGMA foreign_key_check")
+        _sqlite_pragma(connection, "PRAGMA foreign_keys = ON")
+        if broken:
+            raise RuntimeError(f"foreign keys broken by the migrations: {broken[:10]}")
+
+
+def _sqlite_pragma(connection: Connection, statement: str) -> list:
+    """Run a PRAGMA on the driver's connection, outside any transaction SQLAlchemy would begin."""
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(statement)
+        return list(cursor.fetchall() or [])
+    finally:
+        cursor.close()
 
 
 async def _run_async() -> None:

@@ -23,6 +23,7 @@ from service.errors import install_error_handlers, problem_response
 from service.events import delivery
 from service.events.routes import router as events_router
 from service.events.routes import webhooks as webhooks_router
+from service.giftcards.routes import router as giftcards_router
 from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
@@ -39,7 +40,7 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, summary_router, events_router, webhooks_router)
+           tiers_router, wallet_router, giftcards_router, summary_router, events_router, webhooks_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

@@ -72,7 +72,7 @@ def _parse_as_of(value: str):
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from service import idempotency
+    from service import idempotency, ratelimit
     from service.clock import Clock
     from service.db import Database
     from service.points import service as points_service
@@ -93,7 +93,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 return reviewed, changed
             after = last
 
-    async def run() -> tuple[int, int, int, int, int]:
+    async def run() -> tuple[int, int, int, int, int, int]:
         settings = Settings()
         db = Database(settings.database_url)
         now = Clock().now()
@@ -109,16 +109,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             tiers_done.extend(await tier_reviews(db, as_of))
             purged = await db.run(lambda session: idempotency.purge_expired(session, now,
                                                                             settings.idempotency_ttl_days))
-            return members, lots, points, rewards, purged
+            failures = await db.run(lambda session: ratelimit.purge(session, now))
+            return members, lots, points, rewards, purged, failures
         finally:
             await db.dispose()
 
     tiers_done: list[int] = []
-    members, lots, points, rewards, purged = asyncio.run(run())
+    members, lots, points, rewards, purged, failures = asyncio.run(run())
     print(f"sweep: expired {points} points from {lots} lots of {members} members")
     print(f"sweep: expired {rewards} punch-card rewards")
     print(f"sweep: reviewed the tiers of {tiers_done[0]} members, {tiers_done[1]} tier changes")
     print(f"sweep: purged {purged} idempotency records older than the retention period")
+    print(f"sweep: purged {failures} failed attempts (wrong PINs, unknown codes) older than a day")
     return 0
 
 

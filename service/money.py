@@ -3,6 +3,7 @@ rounded once, with :func:`round_half_up`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 # Amounts and quantities are capped well inside 64 bits so that sums of many of them still fit.
@@ -96,3 +97,17 @@ def allocate(amount: int, weights: list[int] | tuple[int, ...]) -> list[int]:
             shares[i] -= give
             diff += give
     return shares
+
+
+def refund_in_proportion(paid: Sequence[int], refunded_before: Sequence[int], *, net: int, returned_net: int,
+                         fully: bool) -> list[int]:
+    """What a return gives back to each part that paid a sale (wallet cash and bonus, several gift cards): the
+    paid share of everything returned so far (``returned_net`` of the sale's ``net``, this return included),
+    rounded half up and split over the parts in the proportion they paid (:func:`allocate`), minus what earlier
+    returns gave back. Computed cumulatively, so that all returns together give back exactly ``paid``."""
+    total_paid = sum(paid)
+    if total_paid == 0 or net == 0:
+        return [0 for _ in paid]
+    total = total_paid if fully else min(round_half_up(Decimal(total_paid) * returned_net / net), total_paid)
+    cumulative = allocate(total, list(paid))
+    return [max(now - before, 0) for now, before in zip(cumulative, refunded_before, strict=True)]

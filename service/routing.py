@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from service import idempotency
+from service import idempotency, ratelimit
 from service.auth.dependencies import authenticate
 from service.clock import Clock
 from service.db import MAX_ATTEMPTS, backoff, is_retryable
@@ -25,6 +26,7 @@ from service.errors import ServiceError, render_known_error
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
 _SESSION = "loyalty.session"
+_ATTEMPTS = "loyalty.attempts"
 
 
 def get_session(request: Request) -> AsyncSession:
@@ -40,8 +42,17 @@ def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
+def get_attempts(request: Request) -> ratelimit.Attempts:
+    """The request's failed attempts (wrong PINs, unknown codes), written after its unit of work ends."""
+    attempts = request.scope.get(_ATTEMPTS)
+    if attempts is None:
+        attempts = request.scope[_ATTEMPTS] = ratelimit.Attempts()
+    return attempts
+
+
 Session = Annotated[AsyncSession, Depends(get_session)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
+AttemptsDep = Annotated[ratelimit.Attempts, Depends(get_attempts)]
 
 
 async def _close_session(request: Request, *, commit: bool) -> None:
@@ -65,6 +76,8 @@ class UnitOfWorkRoute(APIRoute):
         # valid key hears 401 whatever it sent (not a 400 about its JSON).
         needs_key = mode is not None or any(
             getattr(dep.call, "requires_api_key", False) for dep in self.dependant.dependencies)
+        kept: KeptAnswer | None = next((dep.call.kept_answer for dep in self.dependant.dependencies
+                                        if hasattr(dep.call, "kept_answer")), None)
 
         async def run_once(request: Request, claim: idempotency.Claim | None) -> Response:
             try:
@@ -78,8 +91,10 @@ class UnitOfWorkRoute(APIRoute):
                             await idempotency.release(request.app.state.db, claim)
                     return response
                 if claim is not None:
+                    body = bytes(response.body)
                     await idempotency.complete(
-                        get_session(request), claim, status=response.status_code, body=bytes(response.body),
+                        get_session(request), claim, status=response.status_code,
+                        body=kept.redact(body) if kept else body,
                         media_type=response.media_type or "application/json",
                     )
                 await _close_session(request, commit=True)
@@ -87,13 +102,17 @@ class UnitOfWorkRoute(APIRoute):
             except BaseException:
                 await _close_session(request, commit=False)
                 raise
+            finally:  # failures count whatever became of the request (it usually answers with an error)
+                attempts = request.scope.get(_ATTEMPTS)
+                if attempts is not None and attempts.pending:
+                    await ratelimit.flush(request.app.state.db, attempts)
 
         async def run(request: Request) -> Response:
             if needs_key:
                 await authenticate(request)
             claim = None
             if mode is not None:
-                claimed = await _claim(request, required=mode == "required")
+                claimed = await _claim(request, required=mode == "required", kept=kept)
                 if isinstance(claimed, Response):
                     return claimed
                 claim = claimed
@@ -121,7 +140,8 @@ class UnitOfWorkRoute(APIRoute):
         return run
 
 
-async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Response | None:
+async def _claim(request: Request, *, required: bool,
+                 kept: KeptAnswer | None = None) -> idempotency.Claim | Response | None:
     principal = await authenticate(request)
     key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
     if key is None:
@@ -134,7 +154,8 @@ async def _claim(request: Request, *, required: bool) -> idempotency.Claim | Res
         ttl_days=settings.idempotency_ttl_days,
     )
     if isinstance(claimed, idempotency.Replay):
-        return Response(claimed.body, status_code=claimed.status, media_type=claimed.media_type,
+        body = kept.restore(request, claimed.body) if kept and claimed.status < 400 else claimed.body
+        return Response(body, status_code=claimed.status, media_type=claimed.media_type,
                         headers={"Idempotent-Replayed": "true"})
     return claimed
 
@@ -161,12 +182,28 @@ def _idempotency_header_optional(
     return None
 
 
-def idempotent(*, required: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class KeptAnswer:
+    """How an idempotent route's answer is kept when part of it is a secret that must not rest in the database
+    (gift card PINs): ``redact`` makes the copy that is stored, ``restore`` rebuilds the answer from it for a
+    replay. Only successful answers go through them."""
+
+    redact: Callable[[bytes], bytes]
+    restore: Callable[[Request, bytes], bytes]
+
+
+def idempotent(*, required: bool = True, kept: KeptAnswer | None = None) -> dict[str, Any]:
     """Route keyword arguments that make a POST idempotent and document its header."""
-    return {
-        "openapi_extra": {IDEMPOTENCY_EXTRA: "required" if required else "optional"},
-        "dependencies": [Depends(_idempotency_header_required if required else _idempotency_header_optional)],
-    }
+    header = _idempotency_header_required if required else _idempotency_header_optional
+    dependencies = [Depends(header)]
+    if kept is not None:
+        def keeps_answer() -> None:
+            return None
+
+        keeps_answer.kept_answer = kept  # type: ignore[attr-defined]  # read by UnitOfWorkRoute
+        dependencies.append(Depends(keeps_answer))
+    return {"openapi_extra": {IDEMPOTENCY_EXTRA: "required" if required else "optional"},
+            "dependencies": dependencies}
 
 
 class Page:
@@ -187,4 +224,5 @@ def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str 
     return key(items[-1]) if len(items) == limit else None
 
 
-__all__ = ["ClockDep", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent", "next_cursor"]
+__all__ = ["AttemptsDep", "ClockDep", "KeptAnswer", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent",
+           "next_cursor"]

@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     idempotency_ttl_days: int = Field(default=7, ge=7)
     # A request still marked in flight after this long is taken to have died with its process.
     idempotency_lock_seconds: int = Field(default=60, ge=1)
+    # The secret key gift card PINs are hashed with (HMAC-SHA256). Kept outside the database, so that a copy of the
+    # database alone does not let anyone try the short PINs offline. Gift cards cannot be issued or checked
+    # without it; changing it invalidates every PIN issued before.
+    gift_card_pin_key: str | None = Field(default=None, min_length=32, repr=False)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     # Deliver webhooks from inside every service process (off: run `loyalty deliver` separately).

@@ -27,6 +27,7 @@ from service.program import service as program_service
 from service.settings import Settings
 
 ADMIN_KEY = "lk_test_admin_key_0123456789abcdef"
+GIFT_CARD_PIN_KEY = "test-gift-card-pin-key-0123456789abcdef"
 ROOT_DIR = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="loyalty-tests-"))
 DATABASE_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{_TMP / 'test.db'}"
@@ -120,7 +121,7 @@ async def wipe(url: str, tables: list[str]) -> None:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     return Settings(database_url=database_url, bootstrap_admin_key=ADMIN_KEY, currency="USD", log_level="WARNING",
-                    db_pool_size=5, webhook_worker=False)
+                    db_pool_size=5, webhook_worker=False, gift_card_pin_key=GIFT_CARD_PIN_KEY)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from service import cli
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, GIFT_CARD_PIN_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,8 @@ def running_server(database_url: str, *, workers: int = 2, env: dict[str, str] |
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="loyalty-server-", suffix=".log", delete=False)  # noqa: SIM115
     environment = {**os.environ, "LOYALTY_DATABASE_URL": database_url, "LOYALTY_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
-                   "LOYALTY_LOG_LEVEL": "WARNING", "LOYALTY_WEBHOOK_WORKER": "false", **(env or {})}
+                   "LOYALTY_GIFT_CARD_PIN_KEY": GIFT_CARD_PIN_KEY, "LOYALTY_WEBHOOK_WORKER": "false",
+                   "LOYALTY_LOG_LEVEL": "WARNING", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--no-migrate", "--port", str(port), "--workers",
          str(workers)], cwd=ROOT, env=environment, stdout=log, stderr=log,

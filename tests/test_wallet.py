@@ -172,7 +172,7 @@ async def test_liability_report_equals_the_members_balances(client, app, shop):
     program = (await client.get("/v1/program")).json()
     assert report == {"points_outstanding": sum(points), "points_value": sum(points) * program["point_value"],
                       "wallet_cash": sum(w["cash"] for w in wallets), "wallet_bonus": sum(w["bonus"] for w in wallets),
-                      "gift_cards": 0}
+                      "gift_cards": 0, "gift_cards_count": 0}
     till = (await f.create_key(client, "pos", store))
     assert (await client.get("/v1/reports/liability", headers={"Authorization": f"Bearer {till}"})).status_code == 403
     await f.verify_ledger(app)

@@ -16,6 +16,7 @@ from service.checkout.schemas import (
     TransactionPublic,
 )
 from service.errors import problem_responses
+from service.giftcards.routes import PinGuardDep
 from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
@@ -29,19 +30,20 @@ def _region(request: Request) -> str:
     return request.app.state.settings.default_region
 
 
-@router.post("/quote", operation_id="create_quote", response_model=Quote, responses=problem_responses(409),
-             summary="What loyalty changes about a basket (read-only)")
+@router.post("/quote", operation_id="create_quote", response_model=Quote,
+             responses=problem_responses(409, 429, 503), summary="What loyalty changes about a basket (read-only)")
 async def create_quote(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
-                         principal: Principal = Depends(TILLS)) -> Quote:
-    return await service.quote(session, body, principal, clock, region=_region(request))
+                         guard: PinGuardDep, principal: Principal = Depends(TILLS)) -> Quote:
+    return await service.quote(session, body, principal, clock, region=_region(request), guard=guard)
 
 
-@router.post("/transactions", operation_id="commit_transaction", response_model=TransactionPublic,
-             status_code=201, responses=problem_responses(409),
-             summary="Commit a sale: burn and earn in one transaction", **idempotent(required=True))
+@router.post("/transactions", operation_id="commit_transaction", response_model=TransactionPublic, status_code=201,
+             responses=problem_responses(409, 429, 503),
+             summary="Commit a sale: burn and earn in one transaction",
+             **idempotent(required=True))
 async def commit_transaction(body: CommitRequest, request: Request, session: Session, clock: ClockDep,
-                          principal: Principal = Depends(TILLS)) -> TransactionPublic:
-    return await service.commit(session, body, principal, clock, region=_region(request))
+                          guard: PinGuardDep, principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.commit(session, body, principal, clock, region=_region(request), guard=guard)
 
 
 @router.get("/transactions/{transaction_id}", operation_id="get_checkout_transaction",

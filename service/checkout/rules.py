@@ -17,8 +17,9 @@ from decimal import Decimal
 from typing import Protocol
 
 from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase, UnknownLine
+from service.giftcards import rules as giftcard_rules
 from service.ledger.errors import InsufficientFunds
-from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
 from service.money import allocate, round_half_up, to_decimal
 from service.points import rules as points_rules
 from service.punchcards import rules as punch_rules
@@ -115,6 +116,7 @@ class Context:
     occurred_at: datetime
     tendered: int = 0  # what earlier tenders already pay of the net
     punch: PunchState = field(default_factory=PunchState)
+    gift_cards: tuple[giftcard_rules.Tender, ...] = ()  # the cards handed over, PINs checked, balances locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +238,26 @@ class WalletTender:
         return Effect(applied=(Applied(self.kind, amount),), movements=movements, tender=amount)
 
 
+class GiftCardTender:
+    """Step 5, after the wallet: gift cards as tenders, in the order they were handed over, each paying what is
+    asked of it or else what it holds, never more than what is still payable (the card keeps the rest). Like the
+    wallet, it does not change the lines: gift-card-paid spend earns points and counts as qualifying spend."""
+
+    kind = "gift_card"
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        if not ctx.gift_cards:
+            return Effect()
+        plan = [(card_id, amount) for card_id, amount in
+                giftcard_rules.plan_payment(ctx.gift_cards, basket.net - ctx.tendered) if amount > 0]
+        movements = tuple(Movement(account=gift_card_key(card_id), asset=GIFT_CARD, amount=-amount,
+                                   contra=giftcard_rules.SPENT, kind="gift_card_pay") for card_id, amount in plan)
+        return Effect(applied=tuple(Applied(self.kind, amount, id=card_id) for card_id, amount in plan),
+                      movements=movements, tender=sum(amount for _, amount in plan))
+
+
 # DESIGN §4 steps 1-5, in order (vouchers, step 3, go between the tier discount and points).
-INCENTIVES: tuple[Incentive, ...] = (PunchRewards(), TierDiscount(), PointsBurn(), WalletTender())
+INCENTIVES: tuple[Incentive, ...] = (PunchRewards(), TierDiscount(), PointsBurn(), WalletTender(), GiftCardTender())
 
 
 @dataclass(frozen=True, slots=True)

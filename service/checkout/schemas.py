@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from service.clock import utc
+from service.giftcards.schemas import GiftCardTender
 from service.money import MAX_AMOUNT, MAX_QUANTITY
 from service.program.schemas import StoreId
 
@@ -37,6 +38,7 @@ def _plausible_time(value: datetime) -> datetime:
 
 SaleTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
 MAX_POINTS = 10**12
+MAX_GIFT_CARDS = 10
 
 
 class Strict(BaseModel):
@@ -79,11 +81,16 @@ class Redeem(Strict):
     punch_rewards: list[Text64] = Field(default_factory=list, max_length=50,
                                         description="Punch-card rewards (`rwd_…`) to use: each makes the cheapest "
                                                     "eligible unit free, up to the reward's cap.")
+    gift_cards: list[GiftCardTender] = Field(default_factory=list, max_length=MAX_GIFT_CARDS, description=(
+        "Gift cards handed over, paying after the wallet in this order (each at most what is still owed)."))
 
     @model_validator(mode="after")
     def _unique_rewards(self) -> Redeem:
         if len(set(self.punch_rewards)) != len(self.punch_rewards):
             raise ValueError("each punch reward can be named once")
+        codes = [card.code for card in self.gift_cards]
+        if len(set(codes)) != len(codes):
+            raise ValueError("each gift card can be named once")
         return self
 
 
@@ -212,8 +219,18 @@ class AppliedWallet(BaseModel):
     points: None = None
 
 
+class AppliedGiftCard(BaseModel):
+    """A gift card as a tender (after the wallet): lowers `payable`, not the price."""
+
+    kind: Literal["gift_card"]
+    id: str = Field(description="The card (`gft_…`), never its code.")
+    line_id: None = None
+    amount: int = Field(description="Paid from the card, minor units.")
+    points: None = None
+
+
 # What the checkout applied, one item per effect; `kind` says which (a discriminated union for generated clients).
-AppliedPublic = Annotated[AppliedPunchReward | AppliedTierDiscount | AppliedPoints | AppliedWallet,
+AppliedPublic = Annotated[AppliedPunchReward | AppliedTierDiscount | AppliedPoints | AppliedWallet | AppliedGiftCard,
                           Field(discriminator="kind")]
 APPLIED = TypeAdapter(AppliedPublic)
 
@@ -293,6 +310,7 @@ class Reversed(BaseModel):
     points_refunded: int = Field(description="Burned points given back to the member.")
     stamps: list[StampsEarned]
     wallet: int
+    gift_cards: int = Field(description="Given back to the gift cards the sale was paid with.")
     qualifying_spend: int
 
 

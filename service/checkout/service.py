@@ -48,9 +48,11 @@ from service.checkout.schemas import (
 )
 from service.clock import Clock
 from service.events import service as events
+from service.giftcards import rules as giftcard_rules
+from service.giftcards import service as giftcards
 from service.ids import new_id
 from service.ledger import service as ledger
-from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
 from service.members import service as members_service
 from service.members.models import Member
 from service.money import currency_exponent, format_amount
@@ -103,7 +105,8 @@ async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Prin
 
 
 def _context(program: ProgramPublic, member: Member, balances: dict[str, int], body: CheckoutRequest,
-             occurred_at: datetime, punch: rules.PunchState) -> rules.Context:
+             occurred_at: datetime, punch: rules.PunchState,
+             gift_cards: tuple[giftcard_rules.Tender, ...] = ()) -> rules.Context:
     tier, multiplier, discount = rules.tier_figures(program.tiers, member.tier_code)
     return rules.Context(
         program=_program_rules(program),
@@ -114,11 +117,31 @@ def _context(program: ProgramPublic, member: Member, balances: dict[str, int], b
                                  punch_rewards=tuple(_reward_ids(body))),
         occurred_at=occurred_at,
         punch=punch,
+        gift_cards=gift_cards,
     )
 
 
 def _reward_ids(body: CheckoutRequest) -> list[str]:
     return list(body.redeem.punch_rewards) if body.redeem else []
+
+
+async def _gift_card_tenders(session: AsyncSession, body: CheckoutRequest, guard: giftcards.PinGuard,
+                             principal: Principal, now: datetime,
+                             locked: ledger.LockedAccounts | None = None) -> tuple[giftcard_rules.Tender, ...]:
+    """The gift cards the request hands over, each code and PIN checked, with their balances: read for a quote,
+    read under their accounts' lock for a commit (``locked``: the member's accounts, locked first)."""
+    claims = [giftcards.Claim(c.code, c.pin, c.amount) for c in body.redeem.gift_cards] if body.redeem else []
+    if not claims:
+        return ()
+    cards = await giftcards.redeemable(session, claims, guard, principal, now)
+    ids = [card.id for card in cards]
+    if locked is None:
+        held = await giftcards.balances(session, ids)
+    else:
+        await ledger.lock_gift_card_accounts(session, ids, now, into=locked)
+        held = {i: locked.balance(gift_card_key(i)) for i in ids}
+    return tuple(giftcard_rules.Tender(card.id, card.code, held.get(card.id, 0), claim.amount)
+                 for card, claim in zip(cards, claims, strict=True))
 
 
 def _stamping(programs: list[punch_rules.Program], body: CheckoutRequest) -> list[punch_rules.Program]:
@@ -138,12 +161,18 @@ def _lines(basket: rules.Basket) -> list[LineResult]:
     return [LineResult(line_id=line.line_id, discount=line.discount, net=line.net) for line in basket.lines]
 
 
-def _totals(subtotal: int, discount: int, net: int, wallet: int = 0) -> Totals:
-    return Totals(subtotal=subtotal, discount=discount, net=net, wallet=wallet, gift_cards=0, payable=net - wallet)
+def _totals(subtotal: int, discount: int, net: int, wallet: int = 0, gift_cards: int = 0) -> Totals:
+    return Totals(subtotal=subtotal, discount=discount, net=net, wallet=wallet, gift_cards=gift_cards,
+                  payable=net - wallet - gift_cards)
 
 
 def _wallet_paid(row: CheckoutTransaction) -> int:
     return sum(a["amount"] for a in row.applied if a["kind"] == rules.WalletTender.kind)
+
+
+def _gift_cards_paid(row: CheckoutTransaction) -> dict[str, int]:
+    """``{gift card id: amount}`` the sale took from each card."""
+    return {a["id"]: a["amount"] for a in row.applied if a["kind"] == rules.GiftCardTender.kind}
 
 
 def _wallet_total(balances: dict[str, int]) -> int:
@@ -156,7 +185,7 @@ def _applied(applied) -> list[AppliedPublic]:
 
 
 async def quote(session: AsyncSession, body: CheckoutRequest, principal: Principal, clock: Clock, *,
-                region: str) -> Quote:
+                region: str, guard: giftcards.PinGuard) -> Quote:
     program, member = await _prepare(session, body, principal, region)
     now = clock.now()
     await tiers.refresh(session, member, program, now)
@@ -166,7 +195,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=False)
     stamping = _stamping(programs, body)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, lambda k: held.get(k, 0)), tuple(claims))
-    ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch)
+    cards = await _gift_card_tenders(session, body, guard, principal, now)
+    ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch, cards)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
     locale = member.locale if member.locale in GREETINGS else DEFAULT_LOCALE
@@ -180,7 +210,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 *_tier_nudges(await tiers.nudge(session, member, program, now), program, locale)],
         applied=_applied(priced.applied),
         lines=_lines(basket),
-        totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0)),
+        totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0),
+                       priced.tenders.get(rules.GiftCardTender.kind, 0)),
         earn=Earn(points=priced.points_earned, stamps=_stamps_public(priced.stamps_by_program()),
                   qualifying_spend=priced.qualifying_spend),
         balances=Balances(points=balance, wallet=_wallet_total(held)),
@@ -264,7 +295,7 @@ def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge
 
 
 async def commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,
-                 region: str) -> TransactionPublic:
+                 region: str, guard: giftcards.PinGuard) -> TransactionPublic:
     now = clock.now()
     occurred_at = body.occurred_at or now
     rules.check_occurred_at(occurred_at, now, is_admin=principal.is_admin)
@@ -288,8 +319,10 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     # seen as redeemed here.
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, accounts.balance), tuple(claims))
+    # Gift cards last: their accounts are locked after the member's (the one lock order, see the ledger).
+    cards = await _gift_card_tenders(session, body, guard, principal, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
-                   punch)
+                   punch, cards)
     priced = rules.price(_basket(body), ctx)
     ledger_transaction_id = None
     if priced.movements:
@@ -360,7 +393,7 @@ def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wa
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[APPLIED.validate_python(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
-        totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row)),
+        totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row), sum(_gift_cards_paid(row).values())),
         earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)), vouchers_issued=[],
                       rewards_issued=rewards_issued or []),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
@@ -398,12 +431,19 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     now = clock.now()
     accounts = await ledger.lock_accounts(
         session, row.member_id, [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ()), *_stamp_kinds(row)], now)
+    cards_paid = _gift_cards_paid(row)
+    await ledger.lock_gift_card_accounts(session, list(cards_paid), now, into=accounts)
     returns = await repository.returns_of(session, row.id)
     movements: tuple[Movement, ...] = ()
     if row.ledger_transaction_id:
         ledger_ids = [row.ledger_transaction_id, *(r.ledger_transaction_id for r in returns if r.ledger_transaction_id)]
         movements = await ledger.reversal_movements(session, ledger_ids, kind="void",
                                                     origin=row.ledger_transaction_id)
+        if cards_paid:  # each card gets back what the sale took from it and no return has given back yet
+            out = await ledger.gift_card_net(session, ledger_ids)
+            movements += tuple(Movement(account=gift_card_key(card_id), asset=GIFT_CARD, amount=-net,
+                                        contra=giftcard_rules.SPENT, kind="void")
+                               for card_id, net in sorted(out.items()) if net < 0)
     # Stamps: what the returns have not taken back yet goes now (revoking unused rewards it had earned).
     returned = _returned_quantities(returns)
     remaining = {ln["line_id"]: ln["quantity"] - returned.get(ln["line_id"], 0) for ln in row.lines}
@@ -467,6 +507,9 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
                                   (WALLET_BONUS, wallet_back.bonus, wallet_rules.BONUS_SPENT)):
         if part:
             movements.append(Movement(account=account, asset=account, amount=part, contra=contra, kind="return"))
+    cards_back = await _gift_card_refund(session, row, previous, before, plan)
+    movements.extend(Movement(account=gift_card_key(card_id), asset=GIFT_CARD, amount=amount,
+                              contra=giftcard_rules.SPENT, kind="return") for card_id, amount in cards_back.items())
     ret = CheckoutReturn(
         id=new_id("ret"), transaction_id=row.id,
         lines=[{"line_id": ln.line_id, "quantity": ln.quantity} for ln in body.lines],
@@ -479,6 +522,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
             session, row.member_id,
             [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
             now)
+        await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
         movements.extend(await punch_service.take_back(
             session, row.member_id, row.id, removals, {kind: accounts.balance(kind) for kind in accounts.by_kind},
             now, kind="return"))
@@ -491,7 +535,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await session.flush()
     public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
         points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
-        wallet=wallet_back.total, qualifying_spend=plan.qualifying_spend))
+        wallet=wallet_back.total, gift_cards=sum(cards_back.values()), qualifying_spend=plan.qualifying_spend))
     await events.emit(session, "transaction.returned", {
         **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
         "receipt_id": row.receipt_id, "status": row.status, "lines": ret.lines}, at=now, member_id=row.member_id)
@@ -510,3 +554,16 @@ async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previo
         wallet_rules.Split(paid.get(wallet_rules.SPENT, 0), paid.get(wallet_rules.BONUS_SPENT, 0)),
         wallet_rules.Split(-back.get(wallet_rules.SPENT, 0), -back.get(wallet_rules.BONUS_SPENT, 0)),
         net=row.net, returned_net=before.qualifying_spend + plan.qualifying_spend, fully=plan.fully_returned)
+
+
+async def _gift_card_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
+                            before: rules.ReturnTotals, plan: rules.ReturnPlan) -> dict[str, int]:
+    """What this return gives back to each gift card the sale was paid with: what each paid is on the sale, what
+    earlier returns gave back is read from the ledger."""
+    paid = _gift_cards_paid(row)
+    if not paid:
+        return {}
+    back = await ledger.gift_card_net(session, [r.ledger_transaction_id for r in previous])
+    return giftcard_rules.refund_on_return(paid, back, net=row.net,
+                                           returned_net=before.qualifying_spend + plan.qualifying_spend,
+                                           fully=plan.fully_returned)

@@ -1,8 +1,8 @@
 """Ledger tables (DESIGN §3). Only :mod:`service.ledger.service` writes them.
 
-- ``ledger_accounts``: one asset for one owner. Member accounts carry a cached ``balance`` (guarded by a row
-  lock); the program's own accounts (``program:points_issued`` …) have ``member_id`` and ``balance`` NULL:
-  their balance is the sum of their entries.
+- ``ledger_accounts``: one asset for one owner, a member (``member_id``) or a gift card (``gift_card_id``).
+  Owned accounts carry a cached ``balance`` (guarded by a row lock); the program's own accounts
+  (``program:points_issued`` …) have no owner and ``balance`` NULL: their balance is the sum of their entries.
 - ``ledger_transactions``: the entries of one business event; a reversal references what it reverses.
 - ``ledger_entries``: append-only (the database refuses UPDATE, and DELETE on PostgreSQL); they sum to zero per
   asset in every transaction.
@@ -23,12 +23,19 @@ from service.db import UTCDateTime
 # 64-bit ids on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+# An account has at most one owner, a member or a gift card; owned accounts carry a balance, the program's own
+# accounts (no owner) do not.
+OWNER_CHECK = ("(member_id IS NULL AND gift_card_id IS NULL AND balance IS NULL)"
+               " OR (member_id IS NOT NULL AND gift_card_id IS NULL AND balance IS NOT NULL)"
+               " OR (member_id IS NULL AND gift_card_id IS NOT NULL AND balance IS NOT NULL)")
+
+
 class LedgerAccount(SQLModel, table=True):
     __tablename__ = "ledger_accounts"
     __table_args__ = (
         UniqueConstraint("member_id", "kind", name="uq_ledger_accounts_member_kind"),
-        CheckConstraint("(member_id IS NULL AND balance IS NULL) OR (member_id IS NOT NULL AND balance IS NOT NULL)",
-                        name="ck_ledger_accounts_balance_owner"),
+        UniqueConstraint("gift_card_id", "kind", name="uq_ledger_accounts_gift_card_kind"),
+        CheckConstraint(OWNER_CHECK, name="ck_ledger_accounts_balance_owner"),
         CheckConstraint("balance >= 0 OR kind NOT IN ('wallet_cash', 'wallet_bonus', 'gift_card')",
                         name="ck_ledger_accounts_stored_value_not_negative"),
     )
@@ -37,6 +44,7 @@ class LedgerAccount(SQLModel, table=True):
     kind: str = Field(max_length=64)
     asset: str = Field(max_length=64)
     member_id: str | None = Field(default=None, max_length=32, foreign_key="members.id")
+    gift_card_id: str | None = Field(default=None, max_length=32, foreign_key="gift_cards.id")
     balance: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime = Field(sa_type=UTCDateTime)
 

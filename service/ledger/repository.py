@@ -6,11 +6,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import insert_ignoring_duplicates
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
+from service.ledger.rules import GIFT_CARD
+
+PROGRAM_PREFIX = "program:"  # the program's own accounts are named by their kind: ``program:points_issued`` …
 
 
 async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -31,6 +34,16 @@ async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Seq
     return list((await session.execute(query)).scalars())
 
 
+async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str]) -> list[LedgerAccount]:
+    """The gift cards' accounts, locked in id order (after the member's, see ``service.lock_gift_card_accounts``)."""
+    query = (select(LedgerAccount)
+             .where(LedgerAccount.gift_card_id.in_(list(gift_card_ids)), LedgerAccount.kind == GIFT_CARD)
+             .order_by(LedgerAccount.id)
+             .with_for_update()
+             .execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
 async def member_accounts(session: AsyncSession, member_id: str) -> list[LedgerAccount]:
     query = select(LedgerAccount).where(LedgerAccount.member_id == member_id).order_by(LedgerAccount.id)
     return list((await session.execute(query)).scalars())
@@ -45,8 +58,13 @@ async def add_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         await session.execute(insert(LedgerEntry.__table__), list(rows))  # one executemany, whatever the count
 
 
-async def set_balance(session: AsyncSession, account_id: str, balance: int) -> None:
-    await session.execute(update(LedgerAccount).where(LedgerAccount.id == account_id).values(balance=balance))
+async def set_balances(session: AsyncSession, balances: dict[str, int]) -> None:
+    """New cached balances by account id: one statement (an executemany), however many accounts moved."""
+    if balances:
+        table = LedgerAccount.__table__
+        await session.execute(update(table).where(table.c.id == bindparam("account_id"))
+                              .values(balance=bindparam("new_balance")),
+                              [{"account_id": k, "new_balance": v} for k, v in sorted(balances.items())])
 
 
 async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
@@ -114,10 +132,21 @@ async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]
     """``(program account id, asset, net amount)`` over the given ledger transactions: what a reversal of all
     of them has to undo (the member side mirrors it)."""
     query = (select(LedgerEntry.account_id, LedgerEntry.asset, func.sum(LedgerEntry.amount))
-             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)), LedgerEntry.member_id.is_(None))
+             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)),
+                    LedgerEntry.account_id.startswith(PROGRAM_PREFIX, autoescape=True))
              .group_by(LedgerEntry.account_id, LedgerEntry.asset)
              .order_by(LedgerEntry.account_id))
     return [(a, asset, int(n)) for a, asset, n in (await session.execute(query)).all() if n != 0]
+
+
+async def gift_card_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
+    """``{gift card id: net amount}`` over the given ledger transactions, on the cards' own accounts."""
+    query = (select(LedgerAccount.gift_card_id, func.sum(LedgerEntry.amount))
+             .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .where(LedgerEntry.transaction_id.in_(list(transaction_ids)), LedgerAccount.kind == GIFT_CARD,
+                    LedgerAccount.gift_card_id.is_not(None))
+             .group_by(LedgerAccount.gift_card_id))
+    return {card: int(n) for card, n in (await session.execute(query)).all() if n != 0}
 
 
 async def members_with_expired_lots(session: AsyncSession, as_of: datetime, *, limit: int) -> list[str]:
@@ -170,7 +199,7 @@ async def balance_mismatches(session: AsyncSession, limit: int) -> list[tuple[st
     total = func.coalesce(func.sum(LedgerEntry.amount), literal(0))
     query = (select(LedgerAccount.id, LedgerAccount.balance, total)
              .outerjoin(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
-             .where(LedgerAccount.member_id.is_not(None))
+             .where(LedgerAccount.balance.is_not(None))  # every owned account: members' and gift cards'
              .group_by(LedgerAccount.id, LedgerAccount.balance)
              .having(LedgerAccount.balance != total).limit(limit))
     return [(a, int(b), int(n)) for a, b, n in (await session.execute(query)).all()]

@@ -20,7 +20,14 @@ from datetime import datetime
 from enum import StrEnum
 
 POINTS = "points"
-STORED_VALUE_KINDS = frozenset({"wallet_cash", "wallet_bonus", "gift_card"})
+GIFT_CARD = "gift_card"  # the account kind of every gift card, and its asset
+STORED_VALUE_KINDS = frozenset({"wallet_cash", "wallet_bonus", GIFT_CARD})
+
+
+def gift_card_key(gift_card_id: str) -> str:
+    """How movements and locked accounts name a gift card's account (a member's are named by their kind; several
+    gift cards can move in one posting)."""
+    return f"{GIFT_CARD}:{gift_card_id}"
 
 
 class LotPolicy(StrEnum):

@@ -1,9 +1,9 @@
 """The one writer of the ledger: accounts, transactions, entries, lots and lot draws (DESIGN §3).
 
-Callers lock the member's accounts with :func:`lock_accounts`, decide what moves with their own ``rules``, and
-hand the movements to :func:`post`, which writes one balanced ledger transaction, keeps the lots equal to the
-balance, and updates the cached balances of the locked accounts. Nothing else writes these tables; entries are
-only ever inserted.
+Callers lock the member's accounts with :func:`lock_accounts` (then any gift cards' with
+:func:`lock_gift_card_accounts`), decide what moves with their own ``rules``, and hand the movements to
+:func:`post`, which writes one balanced ledger transaction, keeps the lots equal to the balance, and updates the
+cached balances of the locked accounts. Nothing else writes these tables; entries are only ever inserted.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.ids import new_id
 from service.ledger import repository, rules
 from service.ledger.errors import InsufficientFunds, InsufficientPoints, InvalidPosting
 from service.ledger.models import LedgerAccount
-from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
 
 # The program's own accounts: they take the other side of every movement and keep no balance row.
 PROGRAM_ACCOUNTS: dict[str, str] = {
@@ -33,6 +34,9 @@ PROGRAM_ACCOUNTS: dict[str, str] = {
     "program:bonus_granted": "wallet_bonus",
     "program:bonus_spent": "wallet_bonus",
     "program:bonus_forfeited": "wallet_bonus",
+    # Gift cards: one asset for every card; a card's account takes the owner's side.
+    "program:gift_cards_issued": GIFT_CARD,
+    "program:gift_cards_spent": GIFT_CARD,
 }
 # Member account kinds and the asset each holds.
 MEMBER_ACCOUNT_ASSETS: dict[str, str] = {POINTS: POINTS, "wallet_cash": "wallet_cash", "wallet_bonus": "wallet_bonus"}
@@ -70,9 +74,10 @@ async def ensure_program_accounts(session: AsyncSession, now: datetime) -> None:
 
 @dataclass
 class LockedAccounts:
-    """A member's accounts, locked for the rest of the database transaction."""
+    """Accounts locked for the rest of the database transaction: a member's, by kind, and any gift cards', by
+    :func:`~service.ledger.rules.gift_card_key`. ``member_id`` is None when only gift cards are locked."""
 
-    member_id: str
+    member_id: str | None
     by_kind: dict[str, LedgerAccount]
 
     def balance(self, kind: str) -> int:
@@ -96,6 +101,23 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
     return LockedAccounts(member_id, {a.kind: a for a in accounts})
 
 
+async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str], now: datetime,
+                                  into: LockedAccounts | None = None) -> LockedAccounts:
+    """Create the gift cards' accounts if missing, then lock them (in account id order), adding them to ``into``
+    (a member's locked accounts) or to a new set. Lock order, everywhere: the member's accounts first, then the
+    gift cards', so that commits, voids and returns touching both can never wait on each other in a cycle."""
+    accounts = into or LockedAccounts(None, {})
+    ids = sorted(set(gift_card_ids))
+    if not ids:
+        return accounts
+    await repository.ensure_accounts(session, [
+        {"id": new_id("acc"), "kind": GIFT_CARD, "asset": GIFT_CARD, "gift_card_id": gift_card_id, "balance": 0,
+         "created_at": now} for gift_card_id in ids])
+    for account in await repository.lock_gift_card_accounts(session, ids):
+        accounts.by_kind[gift_card_key(account.gift_card_id)] = account
+    return accounts
+
+
 async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
     """The member's cached balances by account kind (read without a lock: for display, not for decisions)."""
     return {a.kind: int(a.balance or 0) for a in await repository.member_accounts(session, member_id)}
@@ -110,6 +132,12 @@ async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> 
     return {account: net for account, _, net in await repository.program_side_net(session, ids)}
 
 
+async def gift_card_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
+    """``{gift card id: net amount}`` the given ledger transactions moved on each gift card's account."""
+    ids = [i for i in transaction_ids if i]
+    return await repository.gift_card_net(session, ids) if ids else {}
+
+
 async def expiring_points(session: AsyncSession, member_id: str, *, after: datetime | None,
                           limit: int) -> list[tuple[datetime, int]]:
     """``(expires_at, points)`` still held in the member's lots, soonest first."""
@@ -119,7 +147,7 @@ async def expiring_points(session: AsyncSession, member_id: str, *, after: datet
 @dataclass(frozen=True, slots=True)
 class Posting:
     kind: str
-    member_id: str
+    member_id: str | None
     at: datetime
     movements: tuple[Movement, ...]
     store_id: str | None = None
@@ -136,7 +164,7 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
     for movement in posting.movements:
         if program_asset(movement.contra) != movement.asset or movement.account not in accounts.by_kind:
             raise InvalidPosting(f"movement {movement.kind}: {movement.account} -> {movement.contra} is not a "
-                                 "locked member account against a program account of the same asset")
+                                 "locked account against a program account of the same asset")
     transaction_id = new_id("ltx")
     legs = [leg for movement in posting.movements for leg in rules.legs(movement)]
     problems = rules.unbalanced_assets((leg.asset, leg.amount) for leg in legs)
@@ -160,12 +188,12 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
                 raise InsufficientPoints(f"The member has {before} points; {-movement.amount} are needed.",
                                          balance=before)
             raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
-        if after < 0 and movement.account in rules.STORED_VALUE_KINDS:
+        if after < 0 and account.kind in rules.STORED_VALUE_KINDS:
             raise InsufficientFunds(f"The balance is {before}; {-movement.amount} is needed.", balance=before)
         if book is not None and movement.lots is not LotPolicy.NONE:
             book.apply(movement, before)
         balances[movement.account] = after
-        rows.append({"transaction_id": transaction_id, "account_id": account.id, "member_id": posting.member_id,
+        rows.append({"transaction_id": transaction_id, "account_id": account.id, "member_id": account.member_id,
                      "asset": movement.asset, "amount": movement.amount, "kind": movement.kind,
                      "created_at": posting.at})
         rows.append({"transaction_id": transaction_id, "account_id": movement.contra, "member_id": None,
@@ -174,11 +202,11 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
     await repository.add_entries(session, [r for r in rows if r["amount"] != 0])
     if book is not None:
         await _write_lots(session, book, posting, transaction_id, accounts.by_kind[POINTS].id)
-    for kind, balance in balances.items():
-        account = accounts.by_kind[kind]
-        if balance != account.balance:
-            await repository.set_balance(session, account.id, balance)
-            account.balance = balance
+    changed = [(accounts.by_kind[kind], balance) for kind, balance in balances.items()
+               if balance != accounts.by_kind[kind].balance]
+    await repository.set_balances(session, {account.id: balance for account, balance in changed})
+    for account, balance in changed:
+        set_committed_value(account, "balance", balance)  # written just now: nothing left for the ORM to flush
     return transaction_id
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
-from service.money import allocate, round_half_up
+from service.money import allocate, refund_in_proportion
 
 WALLET_CASH = "wallet_cash"
 WALLET_BONUS = "wallet_bonus"
@@ -59,8 +58,6 @@ def refund_on_return(paid: Split, refunded_before: Split, *, net: int, returned_
     """What a return gives back to each part: the wallet-paid share of everything returned so far (``returned_net``
     of the transaction's ``net``, this return included), split in the proportion the payment was, minus what
     earlier returns gave back. Computed cumulatively, so that all returns together give back exactly ``paid``."""
-    if paid.total == 0 or net == 0:
-        return Split(0, 0)
-    total = paid.total if fully else min(round_half_up(Decimal(paid.total) * returned_net / net), paid.total)
-    cumulative = split_payment(total, cash=paid.cash, bonus=paid.bonus)
-    return Split(max(cumulative.cash - refunded_before.cash, 0), max(cumulative.bonus - refunded_before.bonus, 0))
+    cash, bonus = refund_in_proportion([paid.cash, paid.bonus], [refunded_before.cash, refunded_before.bonus],
+                                       net=net, returned_net=returned_net, fully=fully)
+    return Split(cash, bonus)

@@ -44,4 +44,5 @@ class LiabilityPublic(BaseModel):
     points_value: int = Field(description="`points_outstanding` at `point_value`, in minor units.")
     wallet_cash: int
     wallet_bonus: int
-    gift_cards: int
+    gift_cards: int = Field(description="What the gift cards still hold.")
+    gift_cards_count: int = Field(description="How many gift cards still hold money.")

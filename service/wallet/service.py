@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.auth.rules import Principal
 from service.clock import Clock
 from service.events import service as events
+from service.giftcards import service as giftcards
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, Movement
 from service.members import service as members_service
@@ -73,8 +74,9 @@ async def cash_out(session: AsyncSession, member_id: str, clock: Clock) -> CashO
 
 async def liability(session: AsyncSession) -> LiabilityPublic:
     program = await program_service.get(session)
-    held = await repository.held_by_kind(session, [POINTS, WALLET_CASH, WALLET_BONUS, "gift_card"])
+    held = await repository.held_by_kind(session, [POINTS, WALLET_CASH, WALLET_BONUS])
+    gift_cards, gift_cards_count = await giftcards.outstanding(session)
     points = held.get(POINTS, 0)
     return LiabilityPublic(points_outstanding=points, points_value=points * program.point_value,
                            wallet_cash=held.get(WALLET_CASH, 0), wallet_bonus=held.get(WALLET_BONUS, 0),
-                           gift_cards=held.get("gift_card", 0))
+                           gift_cards=gift_cards, gift_cards_count=gift_cards_count)

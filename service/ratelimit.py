@@ -1,0 +1,125 @@
+"""Failed attempts, limited across worker processes (DESIGN §7: failed code look-ups are rate-limited per key;
+a gift card locks after wrong PINs).
+
+One mechanism for every "so many failures per subject per window" rule: a :class:`Limit` names a ``scope``
+(``gift_card_pin``, ``gift_card_lookup``, ``voucher_lookup`` …), how many failures it tolerates and over which
+sliding window; the subject is whatever the scope counts per (an API key id, a gift card id).
+
+- State lives in the database (``failed_attempts``, one row per failure), so every replica sees the same
+  counts; nothing is kept in process memory.
+- :func:`decide` is the rule, a pure function of the failure times: a subject with ``max_failures`` failures in
+  the trailing ``window`` is refused until the oldest of those leaves the window (``retry_after``).
+- A request *notes* its failures on :class:`Attempts`; they are written after the request's unit of work ends,
+  in a transaction of their own (:func:`flush`), because the request itself usually answers with an error and
+  rolls back, and because on SQLite the request's write transaction holds the database's write lock.
+- Refused attempts are not counted (nothing was tried), so a locked subject becomes usable again on time.
+- ``loyalty sweep`` deletes failures older than :data:`RETENTION`.
+
+Two attempts racing on one subject can both pass the check before either failure is written: the limit can be
+exceeded by the number of attempts in flight at that moment, never more.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import BigInteger, Column, Index, Integer, and_, delete, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import Field, SQLModel
+
+from service.db import Database, UTCDateTime
+
+# Failures older than this count for no limit (every window is shorter) and are purged by the sweep.
+RETENTION = timedelta(days=1)
+
+
+class FailedAttempt(SQLModel, table=True):
+    __tablename__ = "failed_attempts"
+    __table_args__ = (
+        Index("ix_failed_attempts_scope_subject_at", "scope", "subject", "at"),
+        Index("ix_failed_attempts_at", "at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"),
+                                                          primary_key=True, autoincrement=True))
+    scope: str = Field(max_length=32)
+    subject: str = Field(max_length=64)
+    at: datetime = Field(sa_type=UTCDateTime)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    scope: str
+    max_failures: int
+    window: timedelta
+
+    def __post_init__(self) -> None:
+        if self.max_failures < 1 or self.window <= timedelta(0) or self.window > RETENTION:
+            raise ValueError(f"limit {self.scope}: at least one failure over a window of at most {RETENTION}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    remaining: int  # failures still tolerated before the subject is refused
+    retry_after: timedelta | None = None  # when refused: how long until the next attempt is allowed
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """``Retry-After`` in whole seconds, rounded up (at least 1)."""
+        return max(1, math.ceil(self.retry_after.total_seconds())) if self.retry_after else 0
+
+
+def decide(limit: Limit, failures: Iterable[datetime], now: datetime) -> Decision:
+    """May the subject try again at ``now``, given the times of its failures? A failure at ``t`` counts while
+    ``now < t + window``. With ``max_failures`` of them counting, the subject is refused until the
+    ``max_failures``-th most recent leaves the window."""
+    recent = sorted((t for t in failures if now - limit.window < t <= now), reverse=True)
+    if len(recent) < limit.max_failures:
+        return Decision(True, limit.max_failures - len(recent))
+    frees_at = recent[limit.max_failures - 1] + limit.window
+    return Decision(False, 0, frees_at - now)
+
+
+async def check(session: AsyncSession, checks: Sequence[tuple[Limit, str]],
+                now: datetime) -> dict[tuple[str, str], Decision]:
+    """The decision for each ``(limit, subject)``, from one query. Read inside the request's transaction."""
+    if not checks:
+        return {}
+    query = select(FailedAttempt.scope, FailedAttempt.subject, FailedAttempt.at).where(or_(*(
+        and_(FailedAttempt.scope == limit.scope, FailedAttempt.subject == subject,
+             FailedAttempt.at > now - limit.window)
+        for limit, subject in checks)))
+    times: dict[tuple[str, str], list[datetime]] = {}
+    for scope, subject, at in (await session.execute(query)).all():
+        times.setdefault((scope, subject), []).append(at)
+    return {(limit.scope, subject): decide(limit, times.get((limit.scope, subject), ()), now)
+            for limit, subject in checks}
+
+
+@dataclass
+class Attempts:
+    """The failures one request noted; :func:`flush` writes them once its unit of work is over."""
+
+    pending: list[tuple[str, str, datetime]] = field(default_factory=list)
+
+    def fail(self, limit: Limit, subject: str, at: datetime) -> None:
+        self.pending.append((limit.scope, subject, at))
+
+
+async def flush(db: Database, attempts: Attempts) -> None:
+    """Write the noted failures in a transaction of their own (whatever became of the request's)."""
+    rows = [{"scope": scope, "subject": subject, "at": at} for scope, subject, at in attempts.pending]
+    attempts.pending.clear()
+    if rows:
+        async with db.transaction() as session:
+            await session.execute(insert(FailedAttempt.__table__), rows)
+
+
+async def purge(session: AsyncSession, now: datetime) -> int:
+    """Delete failures older than :data:`RETENTION` (``loyalty sweep``)."""
+    result = await session.execute(delete(FailedAttempt).where(FailedAttempt.at <= now - RETENTION))
+    return int(result.rowcount or 0)
