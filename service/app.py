@@ -28,12 +28,13 @@ from service.program.routes import router as program_router
 from service.punchcards.routes import router as punchcards_router
 from service.settings import Settings
 from service.tiers.routes import router as tiers_router
+from service.vouchers.routes import router as vouchers_router
 from service.wallet.routes import router as wallet_router
 
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, summary_router)
+           tiers_router, wallet_router, vouchers_router, summary_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     idempotency_ttl_days: int = Field(default=7, ge=7)
     # A request still marked in flight after this long is taken to have died with its process.
     idempotency_lock_seconds: int = Field(default=60, ge=1)
+    # Failed code look-ups (unknown voucher codes, wrong gift-card PINs) allowed per API key and window.
+    failed_lookup_limit: int = Field(default=10, ge=1)
+    failed_lookup_window_seconds: int = Field(default=60, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
 

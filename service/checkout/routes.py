@@ -17,6 +17,7 @@ from service.checkout.schemas import (
 )
 from service.errors import problem_responses
 from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
+from service.vouchers.routes import VoucherLookups
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 404, 422))
@@ -29,26 +30,26 @@ def _region(request: Request) -> str:
     return request.app.state.settings.default_region
 
 
-@router.post("/quote", operation_id="quote_checkout", response_model=Quote, responses=problem_responses(409),
+@router.post("/quote", operation_id="quote_checkout", response_model=Quote, responses=problem_responses(409, 429),
              summary="What loyalty changes about a basket (read-only)")
 async def quote_checkout(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
-                         principal: Principal = Depends(TILLS)) -> Quote:
-    return await service.quote(session, body, principal, clock, region=_region(request))
+                         lookups: VoucherLookups, principal: Principal = Depends(TILLS)) -> Quote:
+    return await service.quote(session, body, principal, clock, region=_region(request), lookups=lookups)
 
 
 @router.post("/transactions", operation_id="commit_checkout", response_model=TransactionPublic, status_code=201,
-             responses=problem_responses(409), summary="Commit a sale: burn and earn in one transaction",
+             responses=problem_responses(409, 429), summary="Commit a sale: burn and earn in one transaction",
              **idempotent(required=True))
 async def commit_checkout(body: CommitRequest, request: Request, session: Session, clock: ClockDep,
-                          principal: Principal = Depends(TILLS)) -> TransactionPublic:
-    return await service.commit(session, body, principal, clock, region=_region(request))
+                          lookups: VoucherLookups, principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.commit(session, body, principal, clock, region=_region(request), lookups=lookups)
 
 
 @router.get("/transactions/{transaction_id}", operation_id="get_checkout_transaction",
             response_model=TransactionPublic)
-async def get_checkout_transaction(transaction_id: TransactionIdPath, session: Session,
+async def get_checkout_transaction(transaction_id: TransactionIdPath, session: Session, clock: ClockDep,
                                    principal: Principal = Depends(TILLS)) -> TransactionPublic:
-    return await service.get(session, transaction_id, principal)
+    return await service.get(session, transaction_id, principal, clock)
 
 
 @router.post("/transactions/{transaction_id}/void", operation_id="void_checkout_transaction",

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from service.clock import utc
+from service.ids import normalize_code
 from service.money import MAX_AMOUNT, MAX_QUANTITY
 from service.program.schemas import StoreId
 
@@ -70,11 +71,19 @@ class Redeem(Strict):
     punch_rewards: list[Text64] = Field(default_factory=list, max_length=50,
                                         description="Punch-card rewards (`rwd_…`) to use: each makes the cheapest "
                                                     "eligible unit free, up to the reward's cap.")
+    vouchers: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=20, description="Voucher codes to redeem, applied in this order (at most "
+                                                         "one non-stackable voucher).")
 
     @model_validator(mode="after")
     def _unique_rewards(self) -> Redeem:
         if len(set(self.punch_rewards)) != len(self.punch_rewards):
             raise ValueError("each punch reward can be named once")
+        codes = [normalize_code(code) for code in self.vouchers]
+        if len(set(codes)) != len(codes):
+            raise ValueError("each voucher code can be named once")
+        if not all(codes):
+            raise ValueError("a voucher code cannot be empty")
         return self
 
 
