@@ -227,7 +227,9 @@ async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime) ->
         found = await repository.existing_codes(session, normalized)
     unknown = [code for code in normalized if code not in found]
     if unknown:
-        await guard.fail(now, amount=len(unknown))
+        standing = await guard.fail(now, amount=len(unknown))
+        if standing.count > guard.policy.limit:  # concurrent failures passed the check together: no answer past it
+            ratelimit.raise_limited(standing)
         raise UnknownVoucher(f"There is no voucher {unknown[0]}; check the code.", voucher_code=unknown[0])
     return normalized
 
