@@ -393,6 +393,8 @@ async def test_quote_offers_own_vouchers_soonest_expiring_first_and_nudges_befor
     assert len(nudges) == 1 and codes["week"] in nudges[0]
     listed = (await client.get(f"/v1/members/{member}/vouchers")).json()["data"]
     assert sorted(v["code"] for v in listed) == sorted(codes.values())
+    summary = (await client.get(f"/v1/members/{member}/summary")).json()
+    assert [v["code"] for v in summary["vouchers"]] == [codes["week"], codes["month"], codes["forever"]]
     f.assert_problem(await client.get("/v1/members/mem_nope/vouchers"), 404, "member_not_found")
 
 

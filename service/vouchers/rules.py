@@ -252,6 +252,10 @@ def expiring_soon(vouchers: Sequence[Voucher], now: datetime) -> list[Voucher]:
     return [v for v in vouchers if v.valid_until is not None and now < v.valid_until <= horizon]
 
 
+def expiry_order(valid_until: datetime | None, code: str) -> tuple:
+    """Sort key: soonest end first, vouchers without an end last, then by code."""
+    return (valid_until is None, valid_until or datetime.max, code)
+
+
 def soonest_expiring_first(vouchers: Sequence[Voucher]) -> list[Voucher]:
-    """Vouchers without an end come last."""
-    return sorted(vouchers, key=lambda v: (v.valid_until is None, v.valid_until or datetime.max, v.code))
+    return sorted(vouchers, key=lambda v: expiry_order(v.valid_until, v.code))

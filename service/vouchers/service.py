@@ -299,6 +299,13 @@ async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[r
                                          for v, c in await repository.usable(session, member_id, now)])
 
 
+async def usable_public(session: AsyncSession, member_id: str, now: datetime) -> list[VoucherPublic]:
+    """The member's usable vouchers as the API shows them, soonest-expiring first (for the member summary)."""
+    rows = sorted((v for v, _ in await repository.usable(session, member_id, now)),
+                  key=lambda v: rules.expiry_order(v.valid_until, v.code))
+    return [voucher_public(v, now) for v in rows]
+
+
 def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item], *, member_id: str,
                facts: rules.MemberFacts, now: datetime, currency: str) -> list[Offer]:
     """The till's offers: each usable voucher (soonest-expiring first) valued against the basket on its own."""
