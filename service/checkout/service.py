@@ -342,7 +342,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         session, member.id, voucher_service.member_facts(member, program), row.id, priced.qualifying_spend, now)
     return to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
                      rewards_issued=punch_service.issued_public(issued), tier_change=change,
-                     vouchers_issued=voucher_service.issued_public(earned_vouchers, now))
+                     vouchers_issued=voucher_service.issued_public(earned_vouchers))
 
 
 async def _wallet_balance(session: AsyncSession, member_id: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,8 +136,17 @@ def voucher_public(row: Voucher, now: datetime) -> VoucherPublic:
                          valid_until=row.valid_until, issued_at=row.issued_at)
 
 
+def _issued_public(values: dict[str, Any]) -> VoucherPublic:
+    """A voucher just inserted, from the values it was inserted with (no ORM object per voucher: bulk issue
+    makes ten thousand)."""
+    return VoucherPublic.model_construct(
+        id=values["id"], code=values["code"], campaign_id=values["campaign_id"], member_id=values["member_id"],
+        status=values["status"], valid_from=values["valid_from"], valid_until=values["valid_until"],
+        issued_at=values["issued_at"])
+
+
 async def _insert(session: AsyncSession, campaign: rules.Campaign, count: int, member_id: str | None,
-                  now: datetime, issued_by: str | None = None) -> list[Voucher]:
+                  now: datetime, issued_by: str | None = None) -> list[VoucherPublic]:
     """Create ``count`` vouchers with fresh codes in multi-row inserts. A code that collides with an existing one
     (about one chance in 10^15 per code even with a billion codes out) rolls the batch back and it is drawn
     again."""
@@ -146,7 +156,7 @@ async def _insert(session: AsyncSession, campaign: rules.Campaign, count: int, m
                  "member_id": member_id, "status": "active", "issued_at": now, "valid_from": valid_from,
                  "valid_until": valid_until, "issued_by": issued_by, "changed_at": now} for _ in range(count)]
         if len({r["code"] for r in rows}) == count and await repository.insert_vouchers(session, rows):
-            return [Voucher(**r) for r in rows]
+            return [_issued_public(r) for r in rows]
     raise RuntimeError("could not draw unique voucher codes")  # unreachable in practice: a 500, nothing written
 
 
@@ -189,27 +199,27 @@ async def issue(session: AsyncSession, campaign_id: str, body: IssueRequest, clo
     vouchers = await _insert(session, campaign, count, body.member_id, now)
     await audit(session, clock, actor=actor, action="vouchers.issued", target=row.id,
                 data={"member_id": body.member_id, "count": count})
-    return [voucher_public(v, now) for v in vouchers]
+    return vouchers
 
 
 async def issue_for_sale(session: AsyncSession, member_id: str, facts: rules.MemberFacts, transaction_id: str,
-                         net_spend: int, now: datetime) -> list[Voucher]:
+                         net_spend: int, now: datetime) -> list[VoucherPublic]:
     """The threshold vouchers a committed sale earns: one per campaign whose ``spend_threshold`` its net spend
     reaches, within the campaign's limits (a campaign at its limit issues nothing, silently)."""
     rows = {r.id: r for r in await repository.auto_issue_campaigns(session)}
-    issued: list[Voucher] = []
+    issued: list[VoucherPublic] = []
     for campaign in rules.auto_issued([to_rules(r) for r in rows.values()], net_spend, facts, now):
         if await _reserve(session, rows[campaign.id], 1, member_id) is None:
             issued += await _insert(session, campaign, 1, member_id, now, issued_by=transaction_id)
     return issued
 
 
-def issued_public(rows: Sequence[Voucher], now: datetime) -> list[dict]:
-    return [voucher_public(v, now).model_dump(mode="json") for v in rows]
+def issued_public(vouchers: Sequence[VoucherPublic]) -> list[dict]:
+    return [v.model_dump(mode="json") for v in vouchers]
 
 
 async def issued_by(session: AsyncSession, transaction_id: str, now: datetime) -> list[dict]:
-    return issued_public(await repository.issued_by(session, transaction_id), now)
+    return issued_public([voucher_public(v, now) for v in await repository.issued_by(session, transaction_id)])
 
 
 # --- look-ups and redemption --------------------------------------------------------------------------------
