@@ -140,6 +140,22 @@ async def test_per_member_and_total_limits(client, shop):
     assert len(listed["data"]) == 2 and listed["next_cursor"] is None
 
 
+async def test_per_member_limit_holds_for_bearer_codes_at_the_till(client, shop):
+    store, member = shop
+    campaign = await make_campaign(client, name="One per customer", per_member_limit=1, stackable=True)
+    first, second = (v["code"] for v in await issue(client, campaign["id"], count=2))
+    lines = [f.line(unit_price=2000)]
+    r = await f.commit(client, with_vouchers(member, store, lines, [first, second]))
+    assert "at most 1 per member" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    assert (await f.commit(client, with_vouchers(member, store, lines, [first]))).status_code == 201
+    r = await f.commit(client, with_vouchers(member, store, lines, [second]))
+    assert "already had 1" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    other = (await f.enroll(client))["id"]
+    assert (await f.commit(client, with_vouchers(other, store, lines, [second]))).status_code == 201
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"member_id": other},
+                                       headers={"Idempotency-Key": f.new_key()}), 409, "voucher_limit_reached")
+
+
 async def test_concurrent_issue_never_passes_the_limits(client, shop):
     _, member = shop
     per_member = await make_campaign(client, per_member_limit=3)

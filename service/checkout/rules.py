@@ -121,6 +121,7 @@ class VoucherState:
     claims: tuple[voucher_rules.Voucher, ...] = ()
     facts: voucher_rules.MemberFacts = field(default_factory=lambda: voucher_rules.MemberFacts(tier=None))
     now: datetime | None = None
+    held: Mapping[str, int] = field(default_factory=dict)  # campaign id -> vouchers of it the member holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +225,7 @@ class VoucherDiscount:
             return Effect()
         result = voucher_rules.apply(claims, member_id=ctx.member.id, facts=ctx.vouchers.facts,
                                      items=voucher_items(basket), now=ctx.vouchers.now or ctx.occurred_at,
-                                     currency=ctx.program.currency)
+                                     currency=ctx.program.currency, held=ctx.vouchers.held)
         if isinstance(result, voucher_rules.Refusal):
             raise VoucherNotApplicable(result.reason, voucher_code=result.voucher.code)
         discounts: dict[str, int] = defaultdict(int)

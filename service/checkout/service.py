@@ -173,7 +173,9 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     stamping = _stamping(programs, body)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, lambda k: held.get(k, 0)), tuple(claims))
     facts = voucher_service.member_facts(member, program)
-    vouchers = rules.VoucherState(tuple(await voucher_service.claims(session, codes, now, lock=False)), facts, now)
+    claimed = await voucher_service.claims(session, codes, now, lock=False)
+    vouchers = rules.VoucherState(tuple(claimed), facts, now,
+                                  await voucher_service.held(session, member.id, claimed, lock=False))
     ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch, vouchers)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
@@ -303,8 +305,9 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, accounts.balance), tuple(claims))
     # Vouchers are locked too: a second till redeeming the same code waits here, then finds it used.
-    vouchers = rules.VoucherState(tuple(await voucher_service.claims(session, codes, now, lock=True)),
-                                  voucher_service.member_facts(member, program), now)
+    claimed = await voucher_service.claims(session, codes, now, lock=True)
+    vouchers = rules.VoucherState(tuple(claimed), voucher_service.member_facts(member, program), now,
+                                  await voucher_service.held(session, member.id, claimed, lock=True))
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
                    punch, vouchers)
     priced = rules.price(_basket(body), ctx)

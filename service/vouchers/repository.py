@@ -63,6 +63,21 @@ async def held_by_member(session: AsyncSession, campaign_id: str, member_id: str
     return int((await session.execute(query)).scalar_one())
 
 
+async def held_counts(session: AsyncSession, member_id: str, campaign_ids: Sequence[str], *,
+                      lock: bool) -> dict[str, int]:
+    """Vouchers of each campaign the member holds or used (revoked ones do not count). ``lock``: first lock the
+    campaigns' rows, as issuers do, so that no concurrent issue to the member changes the counts."""
+    if not campaign_ids:
+        return {}
+    if lock:
+        await session.execute(select(VoucherCampaign.id).where(VoucherCampaign.id.in_(list(campaign_ids)))
+                              .order_by(VoucherCampaign.id).with_for_update())
+    query = (select(Voucher.campaign_id, func.count()).where(
+        Voucher.member_id == member_id, Voucher.campaign_id.in_(list(campaign_ids)), Voucher.status != "void")
+        .group_by(Voucher.campaign_id))
+    return {campaign_id: int(n) for campaign_id, n in (await session.execute(query)).all()}
+
+
 async def insert_vouchers(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> bool:
     """Insert all rows (in multi-row statements of up to a thousand rows) or none: False when a unique code or id
     collided, and nothing was written."""

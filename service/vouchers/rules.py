@@ -64,6 +64,7 @@ class Campaign:
     valid_from: datetime | None = None
     valid_until: datetime | None = None
     valid_days: int | None = None
+    per_member_limit: int | None = None
     auto_issue_spend_threshold: int | None = None
     active: bool = True
 
@@ -213,14 +214,25 @@ class Refusal:
 
 
 def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, items: Sequence[Item], now: datetime,
-          currency: str) -> list[Applied] | Refusal:
+          currency: str, held: Mapping[str, int] | None = None) -> list[Applied] | Refusal:
     """Apply the vouchers in request order, each to the basket as the earlier ones left it; at most one may be
-    non-stackable. The first voucher that does not apply is refused (the whole request is)."""
+    non-stackable. The first voucher that does not apply is refused (the whole request is).
+
+    ``held``: how many vouchers of each campaign the member already holds or used; a bearer code makes one more
+    (it becomes the member's), so it is refused when that passes the campaign's ``per_member_limit``."""
     basket_net = sum(i.net for i in items)
     current = list(items)
     applied: list[Applied] = []
     exclusive: Voucher | None = None
+    counts = dict(held or {})
     for voucher in vouchers:
+        if voucher.member_id is None:
+            campaign = voucher.campaign
+            counts[campaign.id] = counts.get(campaign.id, 0) + 1
+            if over_limit(campaign.per_member_limit, counts[campaign.id] - 1, 1):
+                return Refusal(voucher, f"Voucher {voucher.code}: this member has already had "
+                                        f"{counts[campaign.id] - 1} vouchers of {campaign.name!r} (at most "
+                                        f"{campaign.per_member_limit} per member).")
         if not voucher.campaign.stackable:
             if exclusive is not None:
                 return Refusal(voucher, f"Voucher {voucher.code} cannot be combined with voucher {exclusive.code}: "

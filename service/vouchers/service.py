@@ -66,7 +66,8 @@ def to_rules(row: VoucherCampaign) -> rules.Campaign:
         id=row.id, name=row.name, kind=row.kind, value=row.value, min_spend=row.min_spend,
         skus=frozenset(row.skus), categories=frozenset(row.categories), stackable=row.stackable,
         audience=_audience(row.audience), valid_from=row.valid_from, valid_until=row.valid_until,
-        valid_days=row.valid_days, auto_issue_spend_threshold=row.auto_issue_spend_threshold, active=row.active)
+        valid_days=row.valid_days, per_member_limit=row.per_member_limit,
+        auto_issue_spend_threshold=row.auto_issue_spend_threshold, active=row.active)
 
 
 def _apply(row: VoucherCampaign, body: CampaignCreate) -> None:
@@ -274,6 +275,14 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
                                  voucher_code=code)
         result.append(_to_rules_voucher(row, campaigns[row.campaign_id]))
     return result
+
+
+async def held(session: AsyncSession, member_id: str, vouchers: Sequence[rules.Voucher], *,
+               lock: bool) -> dict[str, int]:
+    """For the bearer codes a basket redeems whose campaigns limit vouchers per member: how many of each campaign
+    the member holds already (``lock``: under the campaigns' row locks, as issuers count)."""
+    limited = sorted({v.campaign.id for v in vouchers if v.member_id is None and v.campaign.per_member_limit})
+    return await repository.held_counts(session, member_id, limited, lock=lock)
 
 
 async def redeem(session: AsyncSession, vouchers: Sequence[rules.Voucher], member_id: str, transaction_id: str,

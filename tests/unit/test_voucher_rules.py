@@ -81,6 +81,15 @@ def test_at_most_one_non_stackable_voucher():
     assert len(apply([a, stackable, voucher(campaign(stackable=True), "T")], [item("x", 5000)])) == 3
 
 
+def test_bearer_codes_count_against_the_per_member_limit():
+    once = campaign(per_member_limit=1, stackable=True)
+    a, b = voucher(once, "A", member_id=None), voucher(once, "B", member_id=None)
+    assert len(apply([a], [item("x", 5000)], held={})) == 1
+    assert "already had 1" in apply([a], [item("x", 5000)], held={"cmp_1": 1}).reason
+    assert "at most 1 per member" in apply([a, b], [item("x", 5000)]).reason
+    assert len(apply([voucher(once, "OWN")], [item("x", 5000)], held={"cmp_1": 1})) == 1  # already the member's
+
+
 def test_why_a_voucher_does_not_apply():
     def why(v, items=(item("x", 1500),), facts=FACTS):
         return rules.why_not(v, member_id="mem_1", facts=facts, items=list(items),
