@@ -114,6 +114,20 @@ async def test_bulk_issue_makes_unguessable_unique_codes_fast_and_is_idempotent(
     assert (await voucher(client, typed))["id"] == vouchers[0]["id"]
 
 
+async def test_a_colliding_code_is_drawn_again(client, monkeypatch):
+    from service.vouchers import service as voucher_service
+
+    campaign = await make_campaign(client)
+    [taken] = await issue(client, campaign["id"], count=1)
+    draws = iter([taken["code"], "ZZZZZZZZZZZZZ", "YYYYYYYYYYYYY"])
+    monkeypatch.setattr(voucher_service, "random_code", lambda length: next(draws))
+    # The first batch collides with the existing code, is rolled back, and the next draw goes in.
+    [fresh] = await issue(client, campaign["id"], count=1)
+    assert fresh["code"] == "ZZZZZZZZZZZZZ"
+    assert (await voucher(client, taken["code"]))["id"] == taken["id"]
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 2
+
+
 async def test_per_member_and_total_limits(client, shop):
     _, member = shop
     other = (await f.enroll(client))["id"]

@@ -149,8 +149,8 @@ def _issued_public(values: dict[str, Any]) -> VoucherPublic:
 async def _insert(session: AsyncSession, campaign: rules.Campaign, count: int, member_id: str | None,
                   now: datetime, issued_by: str | None = None) -> list[VoucherPublic]:
     """Create ``count`` vouchers with fresh codes in multi-row inserts. A code that collides with an existing one
-    (about one chance in 10^15 per code even with a billion codes out) rolls the batch back and it is drawn
-    again."""
+    (one chance in 16 billion per code even with a billion codes out) rolls the batch back (a savepoint) and the
+    batch is drawn again."""
     valid_from, valid_until = rules.validity(campaign, now)
     for _ in range(INSERT_ATTEMPTS):
         rows = [{"id": new_id("vch"), "code": random_code(CODE_LENGTH), "campaign_id": campaign.id,
