@@ -35,12 +35,14 @@ from service.punchcards.routes import router as punchcards_router
 from service.routing import IDEMPOTENCY_EXTRA
 from service.settings import Settings
 from service.tiers.routes import router as tiers_router
+from service.vouchers.routes import router as vouchers_router
 from service.wallet.routes import router as wallet_router
 
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, giftcards_router, summary_router, events_router, webhooks_router)
+           tiers_router, wallet_router, giftcards_router, vouchers_router, summary_router, events_router,
+           webhooks_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

@@ -79,6 +79,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from service.program import service as program_service
     from service.punchcards import service as punch_service
     from service.tiers import service as tiers_service
+    from service.vouchers import service as voucher_service
 
     async def tier_reviews(db, as_of) -> tuple[int, int]:
         reviewed = changed = 0
@@ -106,6 +107,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 if result.members == 0:
                     break
             rewards = await db.run(lambda session: punch_service.expire_rewards(session, as_of, now))
+            vouchers_done.append(await db.run(lambda session: voucher_service.expire_vouchers(session, as_of, now)))
             tiers_done.extend(await tier_reviews(db, as_of))
             purged = await db.run(lambda session: idempotency.purge_expired(session, now,
                                                                             settings.idempotency_ttl_days))
@@ -115,9 +117,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             await db.dispose()
 
     tiers_done: list[int] = []
+    vouchers_done: list[int] = []
     members, lots, points, rewards, purged, failures = asyncio.run(run())
     print(f"sweep: expired {points} points from {lots} lots of {members} members")
     print(f"sweep: expired {rewards} punch-card rewards")
+    print(f"sweep: expired {vouchers_done[0]} vouchers")
     print(f"sweep: reviewed the tiers of {tiers_done[0]} members, {tiers_done[1]} tier changes")
     print(f"sweep: purged {purged} idempotency records older than the retention period")
     print(f"sweep: purged {failures} failed attempts (wrong PINs, unknown codes) older than a day")

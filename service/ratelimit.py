@@ -14,6 +14,10 @@ sliding window; the subject is whatever the scope counts per (an API key id, a g
   rolls back, and because on SQLite the request's write transaction holds the database's write lock.
 - Refused attempts are not counted (nothing was tried), so a locked subject becomes usable again on time.
 - ``loyalty sweep`` deletes failures older than :data:`RETENTION`.
+- A :class:`Guard` is the other way to count, for checks made *before* the request's own transaction (vouchers
+  screen the codes a request names this way): it reads and writes in short transactions of its own, and
+  serializes the failures of one subject (an advisory lock on PostgreSQL; SQLite has one writer), so that "at
+  most ``max_failures`` answered" holds exactly across processes.
 
 Two attempts racing on one subject can both pass the check before either failure is written: the limit can be
 exceeded by the number of attempts in flight at that moment, never more.
@@ -26,11 +30,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Column, Index, Integer, and_, delete, insert, or_, select
+from fastapi import Request
+from sqlalchemy import BigInteger, Column, Index, Integer, and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
+from service.auth.dependencies import authenticate
 from service.db import Database, UTCDateTime
+from service.errors import RateLimited
 
 # Failures older than this count for no limit (every window is shorter) and are purged by the sweep.
 RETENTION = timedelta(days=1)
@@ -66,6 +73,7 @@ class Decision:
     allowed: bool
     remaining: int  # failures still tolerated before the subject is refused
     retry_after: timedelta | None = None  # when refused: how long until the next attempt is allowed
+    failures: int = 0  # failures counting in the window now
 
     @property
     def retry_after_seconds(self) -> int:
@@ -79,9 +87,9 @@ def decide(limit: Limit, failures: Iterable[datetime], now: datetime) -> Decisio
     ``max_failures``-th most recent leaves the window."""
     recent = sorted((t for t in failures if now - limit.window < t <= now), reverse=True)
     if len(recent) < limit.max_failures:
-        return Decision(True, limit.max_failures - len(recent))
+        return Decision(True, limit.max_failures - len(recent), failures=len(recent))
     frees_at = recent[limit.max_failures - 1] + limit.window
-    return Decision(False, 0, frees_at - now)
+    return Decision(False, 0, frees_at - now, failures=len(recent))
 
 
 async def check(session: AsyncSession, checks: Sequence[tuple[Limit, str]],
@@ -117,6 +125,52 @@ async def flush(db: Database, attempts: Attempts) -> None:
     if rows:
         async with db.transaction() as session:
             await session.execute(insert(FailedAttempt.__table__), rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The failures of one subject under one limit, checked and counted in short transactions of their own."""
+
+    db: Database
+    limit: Limit
+    subject: str
+
+    async def check(self, now: datetime) -> None:
+        """Refuse (429) a subject that has used up its failures."""
+        async with self.db.transaction(write=False) as session:
+            decision = (await check(session, [(self.limit, self.subject)], now))[(self.limit.scope, self.subject)]
+        if not decision.allowed:
+            raise_limited(decision)
+
+    async def fail(self, now: datetime, *, amount: int = 1) -> Decision:
+        """Count ``amount`` failures now, committed at once (they outlive the request's rollback); the decision
+        with them counted. Failures of one subject are counted one request after another."""
+        async with self.db.transaction() as session:
+            if session.bind.dialect.name == "postgresql":
+                await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(
+                    f"{self.limit.scope}:{self.subject}"))))
+            await session.execute(insert(FailedAttempt.__table__),
+                                  [{"scope": self.limit.scope, "subject": self.subject, "at": now}] * amount)
+            return (await check(session, [(self.limit, self.subject)], now))[(self.limit.scope, self.subject)]
+
+
+def raise_limited(decision: Decision) -> None:
+    seconds = decision.retry_after_seconds
+    raise RateLimited(f"Too many unknown codes were tried with this key; try again in {seconds} seconds.",
+                      headers={"Retry-After": str(seconds)}, retry_after=seconds)
+
+
+def failed_lookups(scope: str):
+    """A route dependency: the :class:`Guard` for failed look-ups of ``scope`` by the calling API key, with the
+    limit from the settings (``LOYALTY_FAILED_LOOKUP_LIMIT`` per ``LOYALTY_FAILED_LOOKUP_WINDOW_SECONDS``)."""
+
+    async def dependency(request: Request) -> Guard:
+        principal = await authenticate(request)
+        settings = request.app.state.settings
+        limit = Limit(scope, settings.failed_lookup_limit, timedelta(seconds=settings.failed_lookup_window_seconds))
+        return Guard(request.app.state.db, limit, principal.key_id)
+
+    return dependency
 
 
 async def purge(session: AsyncSession, now: datetime) -> int:

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # database alone does not let anyone try the short PINs offline. Gift cards cannot be issued or checked
     # without it; changing it invalidates every PIN issued before.
     gift_card_pin_key: str | None = Field(default=None, min_length=32, repr=False)
+    # Failed code look-ups (unknown voucher codes, wrong gift-card PINs) allowed per API key and window.
+    failed_lookup_limit: int = Field(default=10, ge=1, le=86_400)
+    failed_lookup_window_seconds: int = Field(default=60, ge=1, le=86_400)
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     # Deliver webhooks from inside every service process (off: run `loyalty deliver` separately).

@@ -18,6 +18,7 @@ from service.checkout.schemas import (
 from service.errors import problem_responses
 from service.giftcards.routes import PinGuardDep
 from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
+from service.vouchers.routes import VoucherLookups
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 404, 422))
@@ -33,8 +34,9 @@ def _region(request: Request) -> str:
 @router.post("/quote", operation_id="create_quote", response_model=Quote,
              responses=problem_responses(409, 429, 503), summary="What loyalty changes about a basket (read-only)")
 async def create_quote(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
-                         guard: PinGuardDep, principal: Principal = Depends(TILLS)) -> Quote:
-    return await service.quote(session, body, principal, clock, region=_region(request), guard=guard)
+                       guard: PinGuardDep, lookups: VoucherLookups, principal: Principal = Depends(TILLS)) -> Quote:
+    return await service.quote(session, body, principal, clock, region=_region(request), guard=guard,
+                                lookups=lookups)
 
 
 @router.post("/transactions", operation_id="commit_transaction", response_model=TransactionPublic, status_code=201,
@@ -42,15 +44,17 @@ async def create_quote(body: CheckoutRequest, request: Request, session: Session
              summary="Commit a sale: burn and earn in one transaction",
              **idempotent(required=True))
 async def commit_transaction(body: CommitRequest, request: Request, session: Session, clock: ClockDep,
-                          guard: PinGuardDep, principal: Principal = Depends(TILLS)) -> TransactionPublic:
-    return await service.commit(session, body, principal, clock, region=_region(request), guard=guard)
+                             guard: PinGuardDep, lookups: VoucherLookups,
+                             principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.commit(session, body, principal, clock, region=_region(request), guard=guard,
+                                lookups=lookups)
 
 
 @router.get("/transactions/{transaction_id}", operation_id="get_checkout_transaction",
             response_model=TransactionPublic)
-async def get_checkout_transaction(transaction_id: TransactionIdPath, session: Session,
+async def get_checkout_transaction(transaction_id: TransactionIdPath, session: Session, clock: ClockDep,
                                    principal: Principal = Depends(TILLS)) -> TransactionPublic:
-    return await service.get(session, transaction_id, principal)
+    return await service.get(session, transaction_id, principal, clock)
 
 
 @router.post("/transactions/{transaction_id}/void", operation_id="void_checkout_transaction",

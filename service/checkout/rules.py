@@ -10,6 +10,7 @@ tender. Earning follows on the net after steps 1-4. Steps 1, 3 and 5 arrive with
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ from service.money import allocate, round_half_up, to_decimal
 from service.points import rules as points_rules
 from service.punchcards import rules as punch_rules
 from service.punchcards.errors import NoEligibleItem
+from service.vouchers import rules as voucher_rules
+from service.vouchers.errors import VoucherNotApplicable
 from service.wallet import rules as wallet_rules
 from service.wallet.errors import WalletExceedsPayable
 
@@ -39,6 +42,7 @@ class Line:
     quantity: int
     unit_price: int
     discount: int = 0
+    free_units: int = 0  # units an earlier step made free (they earn no stamp and cannot be made free again)
 
     @property
     def subtotal(self) -> int:
@@ -65,8 +69,10 @@ class Basket:
     def net(self) -> int:
         return sum(line.net for line in self.lines)
 
-    def discounted(self, discounts: Mapping[str, int]) -> Basket:
-        return Basket(tuple(replace(line, discount=line.discount + discounts.get(line.line_id, 0))
+    def discounted(self, discounts: Mapping[str, int], free_units: Mapping[str, int] | None = None) -> Basket:
+        free_units = free_units or {}
+        return Basket(tuple(replace(line, discount=line.discount + discounts.get(line.line_id, 0),
+                                    free_units=line.free_units + free_units.get(line.line_id, 0))
                             for line in self.lines))
 
 
@@ -109,6 +115,17 @@ class PunchState:
 
 
 @dataclass(frozen=True, slots=True)
+class VoucherState:
+    """What the vouchers bring to a checkout: the vouchers the request redeems, in request order (already
+    checked to exist, be unused and be valid now), what their audiences look at, and the time they are used."""
+
+    claims: tuple[voucher_rules.Voucher, ...] = ()
+    facts: voucher_rules.MemberFacts = field(default_factory=lambda: voucher_rules.MemberFacts(tier=None))
+    now: datetime | None = None
+    held: Mapping[str, int] = field(default_factory=dict)  # campaign id -> vouchers of it the member holds
+
+
+@dataclass(frozen=True, slots=True)
 class Context:
     program: ProgramRules
     member: MemberState
@@ -117,6 +134,7 @@ class Context:
     tendered: int = 0  # what earlier tenders already pay of the net
     punch: PunchState = field(default_factory=PunchState)
     gift_cards: tuple[giftcard_rules.Tender, ...] = ()  # the cards handed over, PINs checked, balances locked
+    vouchers: VoucherState = field(default_factory=VoucherState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +209,39 @@ class TierDiscount:
         return Effect(discounts={k: v for k, v in discounts.items() if v > 0}, applied=applied)
 
 
+def voucher_items(basket: Basket) -> list[voucher_rules.Item]:
+    return [voucher_rules.Item(line.line_id, line.sku, line.category, line.unit_price,
+                               line.quantity - line.free_units, line.net) for line in basket.lines]
+
+
+class VoucherDiscount:
+    """Step 3: the vouchers the request redeems, in request order, each on the basket as the earlier ones left it
+    (at most one non-stackable): amount off or percent off the eligible lines (spread over them so the parts add
+    up exactly), or the cheapest eligible unit free."""
+
+    kind = "voucher"
+
+    def price(self, basket: Basket, ctx: Context) -> Effect:
+        claims = ctx.vouchers.claims
+        if not claims:
+            return Effect()
+        result = voucher_rules.apply(claims, member_id=ctx.member.id, facts=ctx.vouchers.facts,
+                                     items=voucher_items(basket), now=ctx.vouchers.now or ctx.occurred_at,
+                                     currency=ctx.program.currency, held=ctx.vouchers.held)
+        if isinstance(result, voucher_rules.Refusal):
+            raise VoucherNotApplicable(result.reason, voucher_code=result.voucher.code)
+        discounts: dict[str, int] = defaultdict(int)
+        free: dict[str, int] = defaultdict(int)
+        applied = []
+        for used in result:
+            for line_id, amount in used.discount.per_line.items():
+                discounts[line_id] += amount
+                applied.append(Applied(self.kind, amount, line_id=line_id, id=used.voucher.id))
+            for line_id, units in used.discount.free_units.items():
+                free[line_id] += units
+        return Effect(discounts=dict(discounts), applied=tuple(applied), free_units=dict(free))
+
+
 class PointsBurn:
     """Step 4: points as a discount worth ``point_value`` minor units each, spread over the lines in proportion
     to their net; capped by ``max_burn_percent`` of the net after the earlier discounts."""
@@ -256,8 +307,10 @@ class GiftCardTender:
                       movements=movements, tender=sum(amount for _, amount in plan))
 
 
-# DESIGN §4 steps 1-5, in order (vouchers, step 3, go between the tier discount and points).
-INCENTIVES: tuple[Incentive, ...] = (PunchRewards(), TierDiscount(), PointsBurn(), WalletTender(), GiftCardTender())
+# DESIGN §4 steps 1-5, in order.
+INCENTIVES: tuple[Incentive, ...] = (PunchRewards(), TierDiscount(), VoucherDiscount(), PointsBurn(), WalletTender(),
+                                     GiftCardTender())
+VOUCHER_STEP = 2  # the index of VoucherDiscount: what comes before it prices the basket vouchers see
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +349,7 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
         effect = incentive.price(basket, replace(ctx, tendered=sum(tenders.values())))
         if effect.tender:
             tenders[incentive.kind] = effect.tender
-        basket = basket.discounted(effect.discounts)
+        basket = basket.discounted(effect.discounts, effect.free_units)
         applied.extend(effect.applied)
         movements.extend(effect.movements)
         by_kind[incentive.kind] = effect.discounts
@@ -322,6 +375,14 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
                   points_burned=ctx.redeem.points, points_earned=earned.points, line_points=earned.per_line,
                   qualifying_spend=basket.net, tenders=tenders, free_units=free, stamps=stamps,
                   rewards_due=due)
+
+
+def before_vouchers(basket: Basket, ctx: Context) -> Basket:
+    """The basket as the steps before the vouchers leave it (what a voucher offer is valued against)."""
+    for incentive in INCENTIVES[:VOUCHER_STEP]:
+        effect = incentive.price(basket, ctx)
+        basket = basket.discounted(effect.discounts, effect.free_units)
+    return basket
 
 
 def tier_figures(tiers: Sequence, tier_code: str | None) -> tuple[str, Decimal, Decimal]:

@@ -16,6 +16,7 @@ from pydantic import (
 
 from service.clock import utc
 from service.giftcards.schemas import GiftCardTender
+from service.ids import normalize_code
 from service.money import MAX_AMOUNT, MAX_QUANTITY
 from service.program.schemas import StoreId
 
@@ -81,6 +82,9 @@ class Redeem(Strict):
     punch_rewards: list[Text64] = Field(default_factory=list, max_length=50,
                                         description="Punch-card rewards (`rwd_…`) to use: each makes the cheapest "
                                                     "eligible unit free, up to the reward's cap.")
+    vouchers: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=20, description="Voucher codes to redeem, applied in this order (at most "
+                                                         "one non-stackable voucher).")
     gift_cards: list[GiftCardTender] = Field(default_factory=list, max_length=MAX_GIFT_CARDS, description=(
         "Gift cards handed over, paying after the wallet in this order (each at most what is still owed)."))
 
@@ -91,6 +95,11 @@ class Redeem(Strict):
         codes = [card.code for card in self.gift_cards]
         if len(set(codes)) != len(codes):
             raise ValueError("each gift card can be named once")
+        codes = [normalize_code(code) for code in self.vouchers]
+        if len(set(codes)) != len(codes):
+            raise ValueError("each voucher code can be named once")
+        if not all(codes):
+            raise ValueError("a voucher code cannot be empty")
         return self
 
 
@@ -199,6 +208,16 @@ class AppliedTierDiscount(BaseModel):
     points: None = None
 
 
+class AppliedVoucher(BaseModel):
+    """A voucher's discount on one line (a voucher spread over several lines appears once per line)."""
+
+    kind: Literal["voucher"]
+    id: str = Field(description="The voucher (`vch_…`).")
+    line_id: str
+    amount: int = Field(description="Discount on the line, minor units.")
+    points: None = None
+
+
 class AppliedPoints(BaseModel):
     """Points burned as a discount on the basket."""
 
@@ -230,8 +249,8 @@ class AppliedGiftCard(BaseModel):
 
 
 # What the checkout applied, one item per effect; `kind` says which (a discriminated union for generated clients).
-AppliedPublic = Annotated[AppliedPunchReward | AppliedTierDiscount | AppliedPoints | AppliedWallet | AppliedGiftCard,
-                          Field(discriminator="kind")]
+AppliedPublic = Annotated[AppliedPunchReward | AppliedTierDiscount | AppliedVoucher | AppliedPoints | AppliedWallet
+                          | AppliedGiftCard, Field(discriminator="kind")]
 APPLIED = TypeAdapter(AppliedPublic)
 
 

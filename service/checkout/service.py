@@ -63,7 +63,9 @@ from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.punchcards import rules as punch_rules
 from service.punchcards import service as punch_service
+from service.ratelimit import Guard
 from service.tiers import service as tiers
+from service.vouchers import service as voucher_service
 from service.wallet import rules as wallet_rules
 from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
 
@@ -106,7 +108,8 @@ async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Prin
 
 def _context(program: ProgramPublic, member: Member, balances: dict[str, int], body: CheckoutRequest,
              occurred_at: datetime, punch: rules.PunchState,
-             gift_cards: tuple[giftcard_rules.Tender, ...] = ()) -> rules.Context:
+             gift_cards: tuple[giftcard_rules.Tender, ...] = (),
+             vouchers: rules.VoucherState = rules.VoucherState()) -> rules.Context:
     tier, multiplier, discount = rules.tier_figures(program.tiers, member.tier_code)
     return rules.Context(
         program=_program_rules(program),
@@ -118,6 +121,7 @@ def _context(program: ProgramPublic, member: Member, balances: dict[str, int], b
         occurred_at=occurred_at,
         punch=punch,
         gift_cards=gift_cards,
+        vouchers=vouchers,
     )
 
 
@@ -142,6 +146,10 @@ async def _gift_card_tenders(session: AsyncSession, body: CheckoutRequest, guard
         held = {i: locked.balance(gift_card_key(i)) for i in ids}
     return tuple(giftcard_rules.Tender(card.id, card.code, held.get(card.id, 0), claim.amount)
                  for card, claim in zip(cards, claims, strict=True))
+
+
+def _voucher_codes(body: CheckoutRequest) -> list[str]:
+    return list(body.redeem.vouchers) if body.redeem else []
 
 
 def _stamping(programs: list[punch_rules.Program], body: CheckoutRequest) -> list[punch_rules.Program]:
@@ -185,9 +193,10 @@ def _applied(applied) -> list[AppliedPublic]:
 
 
 async def quote(session: AsyncSession, body: CheckoutRequest, principal: Principal, clock: Clock, *,
-                region: str, guard: giftcards.PinGuard) -> Quote:
-    program, member = await _prepare(session, body, principal, region)
+                region: str, guard: giftcards.PinGuard, lookups: Guard) -> Quote:
     now = clock.now()
+    codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
+    program, member = await _prepare(session, body, principal, region)
     await tiers.refresh(session, member, program, now)
     balance = await points_service.balance(session, member.id)
     held = await ledger.balances(session, member.id)
@@ -196,17 +205,26 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     stamping = _stamping(programs, body)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, lambda k: held.get(k, 0)), tuple(claims))
     cards = await _gift_card_tenders(session, body, guard, principal, now)
-    ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch, cards)
+    facts = voucher_service.member_facts(member, program)
+    claimed = await voucher_service.claims(session, codes, now, lock=False)
+    vouchers = rules.VoucherState(tuple(claimed), facts, now,
+                                  await voucher_service.held(session, member.id, claimed, lock=False))
+    ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch, cards, vouchers)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
+    usable = await voucher_service.usable(session, member.id, now)
     locale = member.locale if member.locale in GREETINGS else DEFAULT_LOCALE
     expiring = await points_service.expiring(session, member.id, after=now, limit=1)
     available = await punch_service.available_rewards(session, member.id, now)
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
         greeting=_greeting(member, locale, await tiers.fresh_upgrade(session, member, program, now)),
-        offers=_punch_offers(available, _basket(body), program.currency) + _offers(program, ctx, _basket(body)),
+        offers=[*_punch_offers(available, _basket(body), program.currency),
+                *voucher_service.offers_for(usable, rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
+                                            member_id=member.id, facts=facts, now=now, currency=program.currency),
+                *_offers(program, ctx, _basket(body))],
         nudges=[*_punch_nudges(programs, held), *_nudges(expiring, now, balance),
+                *voucher_service.nudges_for(usable, now, program.currency),
                 *_tier_nudges(await tiers.nudge(session, member, program, now), program, locale)],
         applied=_applied(priced.applied),
         lines=_lines(basket),
@@ -295,10 +313,11 @@ def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge
 
 
 async def commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,
-                 region: str, guard: giftcards.PinGuard) -> TransactionPublic:
+                 region: str, guard: giftcards.PinGuard, lookups: Guard) -> TransactionPublic:
     now = clock.now()
     occurred_at = body.occurred_at or now
     rules.check_occurred_at(occurred_at, now, is_admin=principal.is_admin)
+    codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
     program, member = await _prepare(session, body, principal, region)
     row = CheckoutTransaction(
         id=new_id("txn"), store_id=body.store_id, receipt_id=body.receipt_id, member_id=member.id,
@@ -319,10 +338,14 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     # seen as redeemed here.
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, accounts.balance), tuple(claims))
+    # Vouchers are locked too: a second till redeeming the same code waits here, then finds it used.
+    claimed = await voucher_service.claims(session, codes, now, lock=True)
+    vouchers = rules.VoucherState(tuple(claimed), voucher_service.member_facts(member, program), now,
+                                  await voucher_service.held(session, member.id, claimed, lock=True))
     # Gift cards last: their accounts are locked after the member's (the one lock order, see the ledger).
     cards = await _gift_card_tenders(session, body, guard, principal, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
-                   punch, cards)
+                   punch, cards, vouchers)
     priced = rules.price(_basket(body), ctx)
     ledger_transaction_id = None
     if priced.movements:
@@ -330,6 +353,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
             kind="checkout", member_id=member.id, at=now, movements=priced.movements, store_id=body.store_id,
             reference=row.id), accounts)
     await punch_service.redeem(session, [c.reward_id for c in claims], row.id, now)
+    await voucher_service.redeem(session, vouchers.claims, member.id, row.id, now)
     issued = await punch_service.issue(session, member.id, row.id, priced.rewards_due, now)
     # The row's figures last, so that they reach the database in one UPDATE.
     basket = priced.basket
@@ -353,8 +377,11 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     await session.flush()
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
+    earned_vouchers = await voucher_service.issue_for_sale(
+        session, member.id, voucher_service.member_facts(member, program), row.id, priced.qualifying_spend, now)
     public = to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
-                       rewards_issued=punch_service.issued_public(issued), tier_change=change)
+                       rewards_issued=punch_service.issued_public(issued), tier_change=change,
+                       vouchers_issued=voucher_service.issued_public(earned_vouchers))
     await events.emit(session, "transaction.committed", public.model_dump(mode="json", by_alias=True), at=now,
                       member_id=member.id)
     return public
@@ -387,15 +414,15 @@ def _stamp_kinds(row: CheckoutTransaction) -> list[str]:
 
 
 def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wallet_balance: int = 0,
-              rewards_issued: list[dict] | None = None,
-              tier_change: tuple[str | None, str] | None = None) -> TransactionPublic:
+              rewards_issued: list[dict] | None = None, tier_change: tuple[str | None, str] | None = None,
+              vouchers_issued: list[dict] | None = None) -> TransactionPublic:
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[APPLIED.validate_python(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
         totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row), sum(_gift_cards_paid(row).values())),
-        earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)), vouchers_issued=[],
-                      rewards_issued=rewards_issued or []),
+        earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)),
+                      vouchers_issued=vouchers_issued or [], rewards_issued=rewards_issued or []),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
                                 wallet=wallet_balance),
         tier_change=None if tier_change is None else TierChange.model_validate(
@@ -413,11 +440,12 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
     return row
 
 
-async def get(session: AsyncSession, transaction_id: str, principal: Principal) -> TransactionPublic:
+async def get(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
     row = await _load(session, transaction_id, principal)
     return to_public(row, wallet_balance=await _wallet_balance(session, row.member_id),
                      rewards_issued=await punch_service.issued_by(session, row.id),
-                     tier_change=await tiers.change_of(session, row.id))
+                     tier_change=await tiers.change_of(session, row.id),
+                     vouchers_issued=await voucher_service.issued_by(session, row.id, clock.now()))
 
 
 async def void(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
@@ -451,6 +479,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
         session, row.member_id, row.id, _stamp_removals(row, returned, remaining),
         {kind: accounts.balance(kind) for kind in accounts.by_kind}, now, kind="void")
     await punch_service.restore_redeemed(session, row.id, now)
+    await voucher_service.undo_sale(session, row.id, now)
     if movements:
         await ledger.post(session, ledger.Posting(
             kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
@@ -461,7 +490,8 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     await session.flush()
     public = to_public(row, points_balance=accounts.balance(POINTS),
                        wallet_balance=await _wallet_balance(session, row.member_id),
-                       rewards_issued=await punch_service.issued_by(session, row.id))
+                       rewards_issued=await punch_service.issued_by(session, row.id),
+                       vouchers_issued=await voucher_service.issued_by(session, row.id, now))
     await events.emit(session, "transaction.voided", public.model_dump(mode="json", by_alias=True), at=now,
                       member_id=row.member_id)
     return public

@@ -1,11 +1,11 @@
 """``GET /v1/members/{id}/summary``: the member and every balance in one answer, for the till's screen and the
 app's home page. A read view over the domains' own services (each answers its part as its own endpoint does);
-vouchers and the segment join it when those domains exist."""
+the segment joins it when that domain exists."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.auth.dependencies import require
 from service.auth.rules import Principal
@@ -21,6 +21,8 @@ from service.punchcards.schemas import PunchCardPublic
 from service.routing import ClockDep, Session, UnitOfWorkRoute
 from service.tiers import service as tiers_service
 from service.tiers.schemas import TierPublic
+from service.vouchers import service as voucher_service
+from service.vouchers.schemas import VoucherPublic
 from service.wallet import service as wallet_service
 from service.wallet.schemas import WalletPublic
 
@@ -30,6 +32,7 @@ class MemberSummary(BaseModel):
     points: PointsPublic
     tier: TierPublic
     punch_cards: list[PunchCardPublic]
+    vouchers: list[VoucherPublic] = Field(description="The member's vouchers usable now, soonest-expiring first.")
     wallet: WalletPublic
 
 
@@ -38,7 +41,7 @@ router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWor
 
 @router.get("/{member_id}/summary", operation_id="get_member_summary", response_model=MemberSummary,
             responses=problem_responses(404),
-            summary="The member with points, tier (and its perks), punch cards and wallet")
+            summary="The member with points, tier (and its perks), punch cards, vouchers and wallet")
 async def get_member_summary(member_id: MemberIdPath, session: Session, clock: ClockDep,
                              principal: Principal = Depends(require("admin", "pos", "app"))) -> MemberSummary:
     now = clock.now()
@@ -50,5 +53,6 @@ async def get_member_summary(member_id: MemberIdPath, session: Session, clock: C
         points=await points_service.points(session, member_id),
         tier=await tiers_service.summary(session, member, program, now),
         punch_cards=await punch_service.member_cards(session, member_id, now),
+        vouchers=await voucher_service.usable_public(session, member_id, now),
         wallet=await wallet_service.wallet(session, member_id),
     )

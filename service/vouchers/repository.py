@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.vouchers.models import Voucher, VoucherCampaign
+
+
+async def get_campaign(session: AsyncSession, campaign_id: str) -> VoucherCampaign | None:
+    return await session.get(VoucherCampaign, campaign_id)
+
+
+async def list_campaigns(session: AsyncSession, *, after: str | None, limit: int) -> list[VoucherCampaign]:
+    query = select(VoucherCampaign).order_by(VoucherCampaign.id).limit(limit)
+    if after:
+        query = query.where(VoucherCampaign.id > after)
+    return list((await session.execute(query)).scalars())
+
+
+async def campaigns_by_id(session: AsyncSession, ids: Sequence[str]) -> list[VoucherCampaign]:
+    if not ids:
+        return []
+    query = select(VoucherCampaign).where(VoucherCampaign.id.in_(list(ids))).order_by(VoucherCampaign.id)
+    return list((await session.execute(query)).scalars())
+
+
+async def auto_issue_campaigns(session: AsyncSession) -> list[VoucherCampaign]:
+    query = (select(VoucherCampaign)
+             .where(VoucherCampaign.active.is_(True), VoucherCampaign.auto_issue_spend_threshold.is_not(None))
+             .order_by(VoucherCampaign.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def reserve(session: AsyncSession, campaign_id: str, count: int) -> bool:
+    """Count ``count`` more vouchers against the campaign unless that passes its ``total_limit``. The update
+    holds the campaign's row lock until the transaction ends: issuers of one campaign run one after another
+    (PostgreSQL re-checks the condition on the row a concurrent issuer just committed; SQLite has one writer)."""
+    result = await session.execute(
+        update(VoucherCampaign)
+        .where(VoucherCampaign.id == campaign_id,
+               (VoucherCampaign.total_limit.is_(None))
+               | (VoucherCampaign.issued_count + count <= VoucherCampaign.total_limit))
+        .values(issued_count=VoucherCampaign.issued_count + count)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+async def give_back(session: AsyncSession, campaign_id: str, count: int) -> None:
+    await session.execute(
+        update(VoucherCampaign).where(VoucherCampaign.id == campaign_id)
+        .values(issued_count=VoucherCampaign.issued_count - count).execution_options(synchronize_session=False))
+
+
+async def held_by_member(session: AsyncSession, campaign_id: str, member_id: str) -> int:
+    """Vouchers of the campaign the member holds or used (revoked ones do not count)."""
+    query = select(func.count()).select_from(Voucher).where(
+        Voucher.member_id == member_id, Voucher.campaign_id == campaign_id, Voucher.status != "void")
+    return int((await session.execute(query)).scalar_one())
+
+
+async def held_counts(session: AsyncSession, member_id: str, campaign_ids: Sequence[str], *,
+                      lock: bool) -> dict[str, int]:
+    """Vouchers of each campaign the member holds or used (revoked ones do not count). ``lock``: first lock the
+    campaigns' rows, as issuers do, so that no concurrent issue to the member changes the counts."""
+    if not campaign_ids:
+        return {}
+    if lock:
+        await session.execute(select(VoucherCampaign.id).where(VoucherCampaign.id.in_(list(campaign_ids)))
+                              .order_by(VoucherCampaign.id).with_for_update())
+    query = (select(Voucher.campaign_id, func.count()).where(
+        Voucher.member_id == member_id, Voucher.campaign_id.in_(list(campaign_ids)), Voucher.status != "void")
+        .group_by(Voucher.campaign_id))
+    return {campaign_id: int(n) for campaign_id, n in (await session.execute(query)).all()}
+
+
+async def insert_vouchers(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> bool:
+    """Insert all rows (in multi-row statements of up to a thousand rows) or none: False when a unique code or id
+    collided, and nothing was written."""
+    try:
+        async with session.begin_nested():
+            await session.execute(insert(Voucher).returning(Voucher.id), list(rows))
+    except IntegrityError:
+        return False
+    return True
+
+
+async def by_codes(session: AsyncSession, codes: Sequence[str], *, lock: bool) -> list[Voucher]:
+    query = select(Voucher).where(Voucher.code.in_(list(codes))).order_by(Voucher.id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return list((await session.execute(query)).scalars())
+
+
+async def existing_codes(session: AsyncSession, codes: Sequence[str]) -> set[str]:
+    query = select(Voucher.code).where(Voucher.code.in_(list(codes)))
+    return set((await session.execute(query)).scalars())
+
+
+async def member_vouchers(session: AsyncSession, member_id: str, *, after: str | None,
+                          limit: int) -> list[Voucher]:
+    query = select(Voucher).where(Voucher.member_id == member_id).order_by(Voucher.id).limit(limit)
+    if after:
+        query = query.where(Voucher.id > after)
+    return list((await session.execute(query)).scalars())
+
+
+async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[tuple[Voucher, VoucherCampaign]]:
+    """The member's active vouchers not yet past their end, with their campaigns."""
+    query = (select(Voucher, VoucherCampaign).join(VoucherCampaign, VoucherCampaign.id == Voucher.campaign_id)
+             .where(Voucher.member_id == member_id, Voucher.status == "active",
+                    (Voucher.valid_until.is_(None)) | (Voucher.valid_until > now)))
+    return [(v, c) for v, c in (await session.execute(query)).all()]
+
+
+async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str, at: datetime,
+                     **values: Any) -> int:
+    """Move vouchers from one status to another; only rows still in ``from_status`` change (the count says how
+    many did), so two writers can never both move the same voucher."""
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(Voucher).where(Voucher.id.in_(list(ids)), Voucher.status == from_status)
+        .values(status=to_status, changed_at=at, **values).execution_options(synchronize_session=False))
+    return result.rowcount
+
+
+async def claim_bearer(session: AsyncSession, ids: Sequence[str], member_id: str) -> None:
+    """Bearer codes a member redeemed become the member's."""
+    if ids:
+        await session.execute(update(Voucher).where(Voucher.id.in_(list(ids)), Voucher.member_id.is_(None))
+                              .values(member_id=member_id).execution_options(synchronize_session=False))
+
+
+async def issued_by(session: AsyncSession, transaction_id: str, *, lock: bool = False) -> list[Voucher]:
+    query = select(Voucher).where(Voucher.issued_by == transaction_id).order_by(Voucher.id)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return list((await session.execute(query)).scalars())
+
+
+async def redeemed_by(session: AsyncSession, transaction_id: str) -> list[Voucher]:
+    query = (select(Voucher).where(Voucher.redeemed_by == transaction_id, Voucher.status == "redeemed")
+             .order_by(Voucher.id).with_for_update().execution_options(populate_existing=True))
+    return list((await session.execute(query)).scalars())
+
+
+async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
+    result = await session.execute(
+        update(Voucher).where(Voucher.status == "active", Voucher.valid_until <= as_of)
+        .values(status="expired", changed_at=now).execution_options(synchronize_session=False))
+    return result.rowcount

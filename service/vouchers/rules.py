@@ -1,0 +1,273 @@
+"""Voucher decisions as pure functions: who a campaign is for, when a voucher is valid, whether it applies to a
+basket, what it takes off each line, and which campaigns a sale's spend issues.
+
+A voucher is not a ledger balance (DESIGN §3 keeps the ledger for points, stamps and stored value): it is a
+single-use right whose status changes under a row lock; its effect on a sale is a discount on the lines, listed
+in the transaction's ``applied`` entries with kind ``voucher``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from service.money import allocate, format_amount, round_half_up
+
+AMOUNT_OFF, PERCENT_OFF, FREE_ITEM = "amount_off", "percent_off", "free_item"
+EXPIRY_NUDGE_DAYS = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Audience:
+    """Who a campaign is for; ``None`` for a dimension means everyone."""
+
+    tiers: frozenset[str] | None = None
+    quadrants: frozenset[str] | None = None
+    lifecycles: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFacts:
+    """What the audience looks at. ``quadrant`` and ``lifecycle`` are ``None`` until personalization supplies
+    them (the checkout and the issue path fill what they know)."""
+
+    tier: str | None
+    quadrant: str | None = None
+    lifecycle: str | None = None
+
+
+def audience_matches(audience: Audience | None, facts: MemberFacts) -> bool:
+    """The hook every audience check goes through. A restriction on a fact that is unknown (``None``) does not
+    match: a campaign for ``true_friend`` members reaches no one until quadrants are known, never everyone."""
+    if audience is None:
+        return True
+    for allowed, fact in ((audience.tiers, facts.tier), (audience.quadrants, facts.quadrant),
+                          (audience.lifecycles, facts.lifecycle)):
+        if allowed is not None and fact not in allowed:
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    id: str
+    name: str
+    kind: str
+    value: int | None  # amount_off: minor units; percent_off: percent (1-100); free_item: cap (None: whole unit)
+    min_spend: int = 0
+    skus: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+    stackable: bool = False
+    audience: Audience | None = None
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    valid_days: int | None = None
+    per_member_limit: int | None = None
+    auto_issue_spend_threshold: int | None = None
+    active: bool = True
+
+    def eligible(self, sku: str, category: str) -> bool:
+        """Lines a voucher works on: the named SKUs and categories, or every line when none are named."""
+        if not self.skus and not self.categories:
+            return True
+        return sku in self.skus or category in self.categories
+
+    def describe(self, currency: str) -> str:
+        if self.kind == AMOUNT_OFF:
+            return f"{format_amount(self.value or 0, currency)} off"
+        if self.kind == PERCENT_OFF:
+            return f"{self.value}% off"
+        if self.value is None:
+            return "One item free"
+        return f"One item free (up to {format_amount(self.value, currency)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    id: str
+    code: str
+    campaign: Campaign
+    member_id: str | None  # None: a bearer code
+    status: str
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+
+
+def validity(campaign: Campaign, issued_at: datetime) -> tuple[datetime | None, datetime | None]:
+    """``(valid_from, valid_until)`` of a voucher issued at ``issued_at``: the campaign's dates, and at most
+    ``valid_days`` from issue."""
+    until = campaign.valid_until
+    if campaign.valid_days is not None:
+        by_days = issued_at + timedelta(days=campaign.valid_days)
+        until = by_days if until is None else min(until, by_days)
+    return campaign.valid_from, until
+
+
+def can_issue(campaign: Campaign, now: datetime) -> str | None:
+    """Why the campaign cannot issue now (None: it can)."""
+    if not campaign.active:
+        return f"The campaign {campaign.name!r} is not active."
+    if campaign.valid_until is not None and campaign.valid_until <= now:
+        return f"The campaign {campaign.name!r} ended on {campaign.valid_until.date().isoformat()}."
+    return None
+
+
+def status_at(status: str, valid_until: datetime | None, now: datetime) -> str:
+    """An active voucher past its end is expired, whether or not the sweep has written so yet."""
+    if status == "active" and valid_until is not None and valid_until <= now:
+        return "expired"
+    return status
+
+
+def over_limit(limit: int | None, current: int, adding: int) -> bool:
+    return limit is not None and current + adding > limit
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One basket line as the vouchers see it: its net after the earlier steps and its units not yet free."""
+
+    line_id: str
+    sku: str
+    category: str
+    unit_price: int
+    paid_units: int
+    net: int
+
+
+@dataclass(frozen=True, slots=True)
+class Discount:
+    per_line: Mapping[str, int] = field(default_factory=dict)
+    free_units: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_line.values())
+
+
+def _eligible(campaign: Campaign, items: Sequence[Item]) -> list[Item]:
+    return [i for i in items if campaign.eligible(i.sku, i.category) and i.net > 0]
+
+
+def unit_value(item: Item) -> int:
+    """What one paid unit of the line still costs: its net shared evenly over the paid units, rounded half up."""
+    if item.paid_units <= 0:
+        return 0
+    return min(round_half_up(Decimal(item.net) / item.paid_units), item.net)
+
+
+def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
+    """What the campaign takes off, per line. ``amount_off``: its value, at most the eligible lines' net;
+    ``percent_off``: the percent of the eligible lines' net, rounded half up once; both spread over the eligible
+    lines in proportion to their net so the parts add up exactly (:func:`service.money.allocate`).
+    ``free_item``: the cheapest eligible paid unit, up to the cap."""
+    eligible = _eligible(campaign, items)
+    if not eligible:
+        return Discount()
+    if campaign.kind == FREE_ITEM:
+        candidates = [i for i in eligible if i.paid_units > 0]
+        if not candidates:
+            return Discount()
+        item = min(candidates, key=lambda i: (unit_value(i), i.line_id))
+        amount = unit_value(item) if campaign.value is None else min(unit_value(item), campaign.value)
+        return Discount({item.line_id: amount}, {item.line_id: 1}) if amount > 0 else Discount()
+    nets = [i.net for i in eligible]
+    if campaign.kind == AMOUNT_OFF:
+        total = min(campaign.value or 0, sum(nets))
+    else:
+        total = min(round_half_up(Decimal(sum(nets)) * (campaign.value or 0) / 100), sum(nets))
+    shares = allocate(total, nets)
+    return Discount({i.line_id: s for i, s in zip(eligible, shares, strict=True) if s > 0})
+
+
+def why_not(voucher: Voucher, *, member_id: str, facts: MemberFacts, items: Sequence[Item], basket_net: int,
+            now: datetime, currency: str) -> str | None:
+    """Why this (valid, unused) voucher does not apply to this member's basket, in words a cashier can read out;
+    None when it does. ``basket_net``: the whole basket's net before any voucher (what ``min_spend`` needs)."""
+    campaign = voucher.campaign
+    if voucher.member_id is not None and voucher.member_id != member_id:
+        return f"Voucher {voucher.code} belongs to another member."
+    if voucher.valid_from is not None and voucher.valid_from > now:
+        return f"Voucher {voucher.code} can be used from {voucher.valid_from.date().isoformat()}."
+    if not audience_matches(campaign.audience, facts):
+        return f"Voucher {voucher.code} ({campaign.name}) is not offered to this member."
+    if basket_net < campaign.min_spend:
+        return (f"Voucher {voucher.code} needs a spend of at least {format_amount(campaign.min_spend, currency)}; "
+                f"this basket comes to {format_amount(basket_net, currency)}.")
+    if not _eligible(campaign, items) or discount(campaign, items).total == 0:
+        return f"No item in this basket qualifies for voucher {voucher.code} ({campaign.name})."
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    voucher: Voucher
+    discount: Discount
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    voucher: Voucher
+    reason: str
+
+
+def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, items: Sequence[Item], now: datetime,
+          currency: str, held: Mapping[str, int] | None = None) -> list[Applied] | Refusal:
+    """Apply the vouchers in request order, each to the basket as the earlier ones left it; at most one may be
+    non-stackable. The first voucher that does not apply is refused (the whole request is).
+
+    ``held``: how many vouchers of each campaign the member already holds or used; a bearer code makes one more
+    (it becomes the member's), so it is refused when that passes the campaign's ``per_member_limit``."""
+    basket_net = sum(i.net for i in items)
+    current = list(items)
+    applied: list[Applied] = []
+    exclusive: Voucher | None = None
+    counts = dict(held or {})
+    for voucher in vouchers:
+        if voucher.member_id is None:
+            campaign = voucher.campaign
+            counts[campaign.id] = counts.get(campaign.id, 0) + 1
+            if over_limit(campaign.per_member_limit, counts[campaign.id] - 1, 1):
+                return Refusal(voucher, f"Voucher {voucher.code}: this member has already had "
+                                        f"{counts[campaign.id] - 1} vouchers of {campaign.name!r} (at most "
+                                        f"{campaign.per_member_limit} per member).")
+        if not voucher.campaign.stackable:
+            if exclusive is not None:
+                return Refusal(voucher, f"Voucher {voucher.code} cannot be combined with voucher {exclusive.code}: "
+                                        "only one non-stackable voucher can be used per sale.")
+            exclusive = voucher
+        reason = why_not(voucher, member_id=member_id, facts=facts, items=current, basket_net=basket_net, now=now,
+                         currency=currency)
+        if reason is not None:
+            return Refusal(voucher, reason)
+        result = discount(voucher.campaign, current)
+        applied.append(Applied(voucher, result))
+        current = [Item(i.line_id, i.sku, i.category, i.unit_price,
+                        i.paid_units - result.free_units.get(i.line_id, 0), i.net - result.per_line.get(i.line_id, 0))
+                   for i in current]
+    return applied
+
+
+def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFacts, now: datetime) -> list[Campaign]:
+    """The threshold campaigns a sale of ``net_spend`` issues a voucher of ("spend 100, get 5"): one voucher per
+    campaign whose threshold the sale's net reaches, for members in its audience, while it can issue."""
+    return [c for c in campaigns
+            if c.auto_issue_spend_threshold is not None and net_spend >= c.auto_issue_spend_threshold
+            and can_issue(c, now) is None and audience_matches(c.audience, facts)]
+
+
+def expiring_soon(vouchers: Sequence[Voucher], now: datetime) -> list[Voucher]:
+    """Usable vouchers whose end falls within :data:`EXPIRY_NUDGE_DAYS` (for nudges)."""
+    horizon = now + timedelta(days=EXPIRY_NUDGE_DAYS)
+    return [v for v in vouchers if v.valid_until is not None and now < v.valid_until <= horizon]
+
+
+def expiry_order(valid_until: datetime | None, code: str) -> tuple:
+    """Sort key: soonest end first, vouchers without an end last, then by code."""
+    return (valid_until is None, valid_until or datetime.max, code)
+
+
+def soonest_expiring_first(vouchers: Sequence[Voucher]) -> list[Voucher]:
+    return sorted(vouchers, key=lambda v: expiry_order(v.valid_until, v.code))

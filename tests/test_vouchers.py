@@ -1,0 +1,470 @@
+"""Vouchers through HTTP: campaigns, codes, limits, redemption at the till (amount, percent, free item), stacking,
+eligibility, validity, voids, threshold issue, offers and nudges, and the limit on failed look-ups (SQLite and
+PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from service.audit import AuditEntry
+from service.ids import CODE_ALPHABET
+from tests import factories as f
+
+
+async def make_campaign(client, **changes) -> dict:
+    body = {"name": "Five off", "kind": "amount_off", "value": 500, **changes}
+    r = await client.post("/v1/voucher-campaigns", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def issue(client, campaign_id: str, *, key: str | None = None, **body) -> list[dict]:
+    r = await client.post(f"/v1/voucher-campaigns/{campaign_id}/vouchers", json=body,
+                          headers={"Idempotency-Key": key or f.new_key()})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def give(client, campaign_id: str, member_id: str) -> dict:
+    [voucher] = await issue(client, campaign_id, member_id=member_id)
+    return voucher
+
+
+def with_vouchers(member: str, store: str, lines: list[dict], codes: list[str], **extra) -> dict:
+    return f.basket(member, store, lines, redeem={"vouchers": codes, **extra})
+
+
+async def voucher(client, code: str) -> dict:
+    r = await client.get(f"/v1/vouchers/{code}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.fixture
+async def shop(client):
+    store = await f.create_store(client)
+    member = await f.enroll(client)
+    return store["id"], member["id"]
+
+
+# --- campaigns and codes ------------------------------------------------------------------------------------------
+
+async def test_campaign_crud_validation_and_audit(client, app, make_client):
+    campaign = await make_campaign(client, min_spend=2000, categories=["coffee"], valid_days=30, per_member_limit=2,
+                                   total_limit=100, stackable=True, audience={"tiers": ["gold"]},
+                                   auto_issue={"spend_threshold": 10_000})
+    assert campaign["id"].startswith("cmp_") and campaign["issued_count"] == 0 and campaign["active"] is True
+    assert campaign["audience"] == {"tiers": ["gold"], "quadrants": None, "lifecycles": None}
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json() == campaign
+    assert [c["id"] for c in (await client.get("/v1/voucher-campaigns")).json()["data"]] == [campaign["id"]]
+    body = {k: v for k, v in campaign.items() if k not in ("id", "issued_count")} | {"active": False, "value": 700}
+    r = await client.put(f"/v1/voucher-campaigns/{campaign['id']}", json=body)
+    assert r.status_code == 200 and r.json()["value"] == 700 and r.json()["active"] is False
+    f.assert_problem(await client.get("/v1/voucher-campaigns/cmp_nope"), 404, "campaign_not_found")
+    for bad in ({"kind": "percent_off", "value": 101}, {"kind": "percent_off", "value": None},
+                {"kind": "amount_off", "value": 0}, {"kind": "bogus"}, {"min_spend": -1},
+                {"valid_from": "2030-01-02T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"},
+                {"audience": {"quadrants": ["nobody"]}}, {"auto_issue": {"spend_threshold": 0}}, {"extra": 1}):
+        r = await client.post("/v1/voucher-campaigns", json={"name": "x", "kind": "amount_off", "value": 5, **bad})
+        f.assert_problem(r, 422, "validation_error")
+    r = await client.post("/v1/voucher-campaigns", json={"name": "Free coffee", "kind": "free_item",
+                                                         "categories": ["coffee"]})
+    assert r.status_code == 201 and r.json()["value"] is None
+    store = (await f.create_store(client))["id"]
+    pos = make_client(await f.create_key(client, "pos", store))
+    assert (await pos.post("/v1/voucher-campaigns", json=body)).status_code == 403
+    assert (await pos.get("/v1/voucher-campaigns")).status_code == 403
+    async with app.state.db.session(write=False) as session:
+        actions = [(a.action, a.target) for a in (await session.execute(select(AuditEntry))).scalars()]
+    assert ("voucher_campaign.created", campaign["id"]) in actions
+    assert ("voucher_campaign.updated", campaign["id"]) in actions
+
+
+async def test_bulk_issue_makes_unguessable_unique_codes_fast_and_is_idempotent(client, app):
+    campaign = await make_campaign(client, valid_until="2099-01-01T00:00:00Z")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    vouchers = await issue(client, campaign["id"], key="bulk-1", count=10_000)
+    assert loop.time() - started < 30  # one multi-row insert per thousand codes, not ten thousand round trips
+    codes = [v["code"] for v in vouchers]
+    assert len(set(codes)) == 10_000
+    assert all(len(c) >= 10 and set(c) <= set(CODE_ALPHABET) for c in codes)
+    assert not set("".join(codes)) & set("01OIL")
+    assert {v["status"] for v in vouchers} == {"active"} and {v["member_id"] for v in vouchers} == {None}
+    assert vouchers[0]["valid_until"].startswith("2099-01-01")
+    # The same request again: the same codes, no new vouchers.
+    r = await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"count": 10_000},
+                          headers={"Idempotency-Key": "bulk-1"})
+    assert r.status_code == 201 and r.headers["Idempotent-Replayed"] == "true"
+    assert [v["code"] for v in r.json()] == codes
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 10_000
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"count": 10_001},
+                                       headers={"Idempotency-Key": f.new_key()}), 422, "validation_error")
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers",
+                                       json={"count": 1, "member_id": "mem_x"},
+                                       headers={"Idempotency-Key": f.new_key()}), 422, "validation_error")
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"count": 1}),
+                     400, "idempotency_key_required")
+    # A code reads back whatever the cashier typed: case, dashes and spaces do not matter.
+    typed = "-".join([codes[0][:4].lower(), codes[0][4:]])
+    assert (await voucher(client, typed))["id"] == vouchers[0]["id"]
+
+
+async def test_a_colliding_code_is_drawn_again(client, monkeypatch):
+    from service.vouchers import service as voucher_service
+
+    campaign = await make_campaign(client)
+    [taken] = await issue(client, campaign["id"], count=1)
+    draws = iter([taken["code"], "ZZZZZZZZZZZZZ", "YYYYYYYYYYYYY"])
+    monkeypatch.setattr(voucher_service, "random_code", lambda length: next(draws))
+    # The first batch collides with the existing code, is rolled back, and the next draw goes in.
+    [fresh] = await issue(client, campaign["id"], count=1)
+    assert fresh["code"] == "ZZZZZZZZZZZZZ"
+    assert (await voucher(client, taken["code"]))["id"] == taken["id"]
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 2
+
+
+async def test_per_member_and_total_limits(client, shop):
+    _, member = shop
+    other = (await f.enroll(client))["id"]
+    campaign = await make_campaign(client, per_member_limit=2, total_limit=5)
+    await give(client, campaign["id"], member)
+    await give(client, campaign["id"], member)
+    r = await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"member_id": member},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert "at most 2 per member" in f.assert_problem(r, 409, "voucher_limit_reached")["detail"]
+    await give(client, campaign["id"], other)
+    r = await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"count": 3},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert "only 2 can still be issued" in f.assert_problem(r, 409, "voucher_limit_reached")["detail"]
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 3
+    assert len(await issue(client, campaign["id"], count=2)) == 2
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"count": 1},
+                                       headers={"Idempotency-Key": f.new_key()}), 409, "voucher_limit_reached")
+    f.assert_problem(await client.post("/v1/voucher-campaigns/cmp_nope/vouchers", json={"count": 1},
+                                       headers={"Idempotency-Key": f.new_key()}), 404, "campaign_not_found")
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers",
+                                       json={"member_id": "mem_nope"}, headers={"Idempotency-Key": f.new_key()}),
+                     404, "member_not_found")
+    listed = (await client.get(f"/v1/members/{member}/vouchers")).json()
+    assert len(listed["data"]) == 2 and listed["next_cursor"] is None
+
+
+async def test_per_member_limit_holds_for_bearer_codes_at_the_till(client, shop):
+    store, member = shop
+    campaign = await make_campaign(client, name="One per customer", per_member_limit=1, stackable=True)
+    first, second = (v["code"] for v in await issue(client, campaign["id"], count=2))
+    lines = [f.line(unit_price=2000)]
+    r = await f.commit(client, with_vouchers(member, store, lines, [first, second]))
+    assert "at most 1 per member" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    assert (await f.commit(client, with_vouchers(member, store, lines, [first]))).status_code == 201
+    r = await f.commit(client, with_vouchers(member, store, lines, [second]))
+    assert "already had 1" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    other = (await f.enroll(client))["id"]
+    assert (await f.commit(client, with_vouchers(other, store, lines, [second]))).status_code == 201
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"member_id": other},
+                                       headers={"Idempotency-Key": f.new_key()}), 409, "voucher_limit_reached")
+
+
+async def test_concurrent_issue_never_passes_the_limits(client, shop):
+    _, member = shop
+    per_member = await make_campaign(client, per_member_limit=3)
+    answers = await asyncio.gather(*(
+        client.post(f"/v1/voucher-campaigns/{per_member['id']}/vouchers", json={"member_id": member},
+                    headers={"Idempotency-Key": f.new_key()}) for _ in range(8)))
+    assert sorted(a.status_code for a in answers) == [201] * 3 + [409] * 5
+    total = await make_campaign(client, total_limit=25)
+    answers = await asyncio.gather(*(
+        client.post(f"/v1/voucher-campaigns/{total['id']}/vouchers", json={"count": 10},
+                    headers={"Idempotency-Key": f.new_key()}) for _ in range(5)))
+    assert sorted(a.status_code for a in answers) == [201] * 2 + [409] * 3
+    assert (await client.get(f"/v1/voucher-campaigns/{total['id']}")).json()["issued_count"] == 20
+
+
+async def test_inactive_ended_and_audience_campaigns_do_not_issue(client, clock, shop):
+    _, member = shop
+    stopped = await make_campaign(client, active=False)
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{stopped['id']}/vouchers", json={"count": 1},
+                                       headers={"Idempotency-Key": f.new_key()}), 409, "campaign_not_issuing")
+    ended = await make_campaign(client, valid_until=(clock.now() - timedelta(days=1)).isoformat())
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{ended['id']}/vouchers", json={"count": 1},
+                                       headers={"Idempotency-Key": f.new_key()}), 409, "campaign_not_issuing")
+    gold = await make_campaign(client, audience={"tiers": ["gold"]})
+    f.assert_problem(await client.post(f"/v1/voucher-campaigns/{gold['id']}/vouchers", json={"member_id": member},
+                                       headers={"Idempotency-Key": f.new_key()}), 422, "member_not_in_audience")
+
+
+# --- redemption at the till ---------------------------------------------------------------------------------------
+
+async def test_amount_off_redeems_once_and_earns_on_the_net_after_it(client, app, shop):
+    store, member = shop
+    code = (await give(client, (await make_campaign(client, value=500))["id"], member))["code"]
+    lines = [f.line("a", unit_price=3000), f.line("b", unit_price=1000)]
+    quote = (await client.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [code]))).json()
+    assert quote["totals"]["discount"] == 500 and quote["totals"]["net"] == 3500
+    r = await f.commit(client, with_vouchers(member, store, lines, [code.lower()]))
+    assert r.status_code == 201, r.text
+    sale = r.json()
+    vid = (await voucher(client, code))["id"]
+    assert [(a["kind"], a["id"], a["line_id"], a["amount"]) for a in sale["applied"]] == [
+        ("voucher", vid, "a", 375), ("voucher", vid, "b", 125)]
+    assert sale["totals"] == {"subtotal": 4000, "discount": 500, "net": 3500, "wallet": 0, "gift_cards": 0,
+                              "payable": 3500}
+    assert sale["earned"]["points"] == 35
+    assert (await voucher(client, code))["status"] == "redeemed"
+    r = await f.commit(client, with_vouchers(member, store, lines, [code]))
+    assert "already used" in f.assert_problem(r, 409, "voucher_already_used")["detail"]
+    f.assert_problem(await client.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [code])),
+                     409, "voucher_already_used")
+    # An amount larger than the basket takes it to zero, never below.
+    big = (await give(client, (await make_campaign(client, value=100_000))["id"], member))["code"]
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=700)], [big]))
+    assert r.status_code == 201 and r.json()["totals"]["net"] == 0
+    await f.verify_ledger(app)
+
+
+async def test_percent_off_rounds_half_up_once_and_spreads_exactly(client, shop):
+    store, member = shop
+    ten = await make_campaign(client, kind="percent_off", value=10, stackable=True)
+    # 10% of 305 is 30.5: rounds up to 31, spread 101:204 over the lines.
+    code = (await give(client, ten["id"], member))["code"]
+    r = await f.commit(client, with_vouchers(member, store, [f.line("a", unit_price=101),
+                                                              f.line("b", unit_price=204)], [code]))
+    sale = r.json()
+    assert sale["totals"]["discount"] == 31
+    assert {ln["line_id"]: ln["discount"] for ln in sale["lines"]} == {"a": 10, "b": 21}
+    # Only eligible lines: 15% of the coffee (3 x 333 = 999 -> 149.85 -> 150), nothing off the tea.
+    coffee = await make_campaign(client, kind="percent_off", value=15, categories=["coffee"])
+    code = (await give(client, coffee["id"], member))["code"]
+    lines = [f.line("c1", "LATTE", "coffee", 3, 333), f.line("t", "TEA", "tea", 1, 500)]
+    sale = (await f.commit(client, with_vouchers(member, store, lines, [code]))).json()
+    assert {ln["line_id"]: ln["discount"] for ln in sale["lines"]} == {"c1": 150, "t": 0}
+
+
+async def test_free_item_is_the_cheapest_eligible_unit_up_to_the_cap(client, shop):
+    store, member = shop
+    free = await make_campaign(client, name="Free pastry", kind="free_item", value=None, categories=["pastry"])
+    code = (await give(client, free["id"], member))["code"]
+    lines = [f.line("a", "CROISSANT", "pastry", 2, 350), f.line("b", "MUFFIN", "pastry", 1, 300),
+             f.line("c", "LATTE", "coffee", 1, 200)]
+    sale = (await f.commit(client, with_vouchers(member, store, lines, [code]))).json()
+    assert {ln["line_id"]: ln["discount"] for ln in sale["lines"]} == {"a": 0, "b": 300, "c": 0}
+    capped = await make_campaign(client, name="Pastry up to 2.50", kind="free_item", value=250,
+                                 categories=["pastry"], stackable=True)
+    code = (await give(client, capped["id"], member))["code"]
+    sale = (await f.commit(client, with_vouchers(member, store, lines, [code]))).json()
+    assert {ln["line_id"]: ln["discount"] for ln in sale["lines"]} == {"a": 0, "b": 250, "c": 0}
+
+
+async def test_free_item_after_the_tier_discount_frees_what_the_unit_still_costs(client, shop):
+    store, member = shop
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][0]["discount_percent"] = 10
+    await f.set_program(client, tiers=program["tiers"])
+    free = await make_campaign(client, kind="free_item", value=None)
+    code = (await give(client, free["id"], member))["code"]
+    sale = (await f.commit(client, with_vouchers(member, store, [f.line("a", quantity=2, unit_price=401)],
+                                                 [code]))).json()
+    # 802 less 10% (80.2 -> 80) = 722 for two units; one unit now costs 361, and that is what goes free.
+    assert sale["lines"] == [{"line_id": "a", "discount": 80 + 361, "net": 361}]
+    assert [a["kind"] for a in sale["applied"]] == ["tier_discount", "voucher"]
+
+
+async def test_vouchers_apply_in_request_order_with_one_non_stackable(client, shop):
+    store, member = shop
+    exclusive_a = await make_campaign(client, name="A", value=1000)
+    exclusive_b = await make_campaign(client, name="B", value=200)
+    stack = await make_campaign(client, name="Ten percent", kind="percent_off", value=10, stackable=True)
+    a = (await give(client, exclusive_a["id"], member))["code"]
+    b = (await give(client, exclusive_b["id"], member))["code"]
+    s = (await give(client, stack["id"], member))["code"]
+    lines = [f.line(unit_price=5000)]
+    r = await f.commit(client, with_vouchers(member, store, lines, [a, b]))
+    body = f.assert_problem(r, 422, "voucher_not_applicable")
+    assert "only one non-stackable" in body["detail"] and body["voucher_code"] == b
+    # Nothing was written: both are still usable.
+    assert (await voucher(client, a))["status"] == "active" and (await voucher(client, b))["status"] == "active"
+    # Order matters: 10% of 5000 then 10.00 off is 500 + 1000; the other way round 1000 + 10% of 4000.
+    q1 = (await client.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [s, a]))).json()
+    q2 = (await client.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [a, s]))).json()
+    assert q1["totals"]["discount"] == 1500 and q2["totals"]["discount"] == 1400
+    f.assert_problem(await client.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [a, a.lower()])),
+                     422, "validation_error")
+
+
+async def test_vouchers_that_do_not_apply_say_why(client, shop):
+    store, member = shop
+    other = (await f.enroll(client))["id"]
+    lines = [f.line("t", "TEA", "tea", 1, 1500)]
+    cases = [
+        (await make_campaign(client, min_spend=2000), member, "at least 20.00 USD"),
+        (await make_campaign(client, categories=["coffee"]), member, "No item in this basket qualifies"),
+        (await make_campaign(client), other, "belongs to another member"),
+    ]
+    for campaign, owner, words in cases:
+        code = (await give(client, campaign["id"], owner))["code"]
+        for path in ("/v1/checkout/quote", None):
+            body = with_vouchers(member, store, lines, [code])
+            r = await (client.post(path, json=body) if path else f.commit(client, body))
+            assert words in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    # The audience: a gold-only voucher (a bearer code) is refused until the member is gold.
+    gold = await make_campaign(client, audience={"tiers": ["gold"]}, value=100)
+    [code] = [v["code"] for v in await issue(client, gold["id"], count=1)]
+    r = await f.commit(client, with_vouchers(member, store, lines, [code]))
+    assert "not offered to this member" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    await f.commit(client, f.basket(member, store, [f.line(unit_price=150_000)]))  # reaches gold
+    assert (await f.commit(client, with_vouchers(member, store, lines, [code]))).status_code == 201
+    # A bearer code becomes the member's when redeemed.
+    assert (await voucher(client, code))["member_id"] == member
+
+
+async def test_unknown_expired_and_not_yet_valid_vouchers(client, clock, shop):
+    store, member = shop
+    lines = [f.line(unit_price=2000)]
+    r = await f.commit(client, with_vouchers(member, store, lines, ["ABCDEFGHJKMNP"]))
+    assert f.assert_problem(r, 422, "voucher_not_found")["voucher_code"] == "ABCDEFGHJKMNP"
+    f.assert_problem(await client.get("/v1/vouchers/ABCDEFGHJKMNP"), 404, "voucher_not_found")
+    week = await make_campaign(client, valid_days=7)
+    code = (await give(client, week["id"], member))["code"]
+    clock.advance(timedelta(days=7, seconds=1))
+    r = await f.commit(client, with_vouchers(member, store, lines, [code]))
+    assert "expired on" in f.assert_problem(r, 409, "voucher_expired")["detail"]
+    assert (await voucher(client, code))["status"] == "expired"
+    later = await make_campaign(client, valid_from=(clock.now() + timedelta(days=2)).isoformat())
+    code = (await give(client, later["id"], member))["code"]
+    r = await f.commit(client, with_vouchers(member, store, lines, [code]))
+    assert "can be used from" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    clock.advance(timedelta(days=2))
+    assert (await f.commit(client, with_vouchers(member, store, lines, [code]))).status_code == 201
+
+
+async def test_void_restores_a_voucher_while_it_is_still_valid(client, clock, shop):
+    store, member = shop
+    campaign = await make_campaign(client, valid_days=10)
+    keep = (await give(client, campaign["id"], member))["code"]
+    lapse = (await give(client, campaign["id"], member))["code"]
+    first = (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2000)], [keep]))).json()
+    clock.advance(timedelta(days=9))
+    second = (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2000)], [lapse]))).json()
+    r = await client.post(f"/v1/checkout/transactions/{first['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    assert (await voucher(client, keep))["status"] == "active"
+    assert (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=900)], [keep]))).status_code == 201
+    clock.advance(timedelta(days=2))  # past the end of the second voucher
+    await client.post(f"/v1/checkout/transactions/{second['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert (await voucher(client, lapse))["status"] == "expired"
+
+
+async def test_threshold_voucher_is_issued_by_the_sale_that_reaches_it_and_revoked_by_its_void(client, app, shop):
+    store, member = shop
+    campaign = await make_campaign(client, name="Spend 100, get 5", auto_issue={"spend_threshold": 10_000},
+                                   valid_days=30)
+    small = (await f.commit(client, f.basket(member, store, [f.line(unit_price=9_999)]))).json()
+    assert small["earned"]["vouchers_issued"] == []
+    # Net spend counts after discounts: 10,500 less a 5.00 voucher is 10,000 and reaches the threshold.
+    five = (await give(client, (await make_campaign(client, value=500))["id"], member))["code"]
+    sale = (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=10_500)], [five]))).json()
+    [earned] = sale["earned"]["vouchers_issued"]
+    assert earned["campaign_id"] == campaign["id"] and earned["member_id"] == member and earned["status"] == "active"
+    fetched = (await client.get(f"/v1/checkout/transactions/{sale['id']}")).json()
+    assert fetched["earned"]["vouchers_issued"] == [earned]
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 1
+    r = await client.post(f"/v1/checkout/transactions/{sale['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    assert r.json()["earned"]["vouchers_issued"][0]["status"] == "void"
+    assert (await voucher(client, earned["code"]))["status"] == "void"
+    assert (await voucher(client, five))["status"] == "active"  # the voucher the sale used came back
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 0
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2000)], [earned["code"]]))
+    assert "withdrawn" in f.assert_problem(r, 409, "voucher_expired")["detail"]
+    # Once used, a void of the sale that earned it leaves it used.
+    sale = (await f.commit(client, f.basket(member, store, [f.line(unit_price=12_000)]))).json()
+    [earned] = sale["earned"]["vouchers_issued"]
+    assert (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=900)], [earned["code"]]))
+            ).status_code == 201
+    await client.post(f"/v1/checkout/transactions/{sale['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert (await voucher(client, earned["code"]))["status"] == "redeemed"
+    await f.verify_ledger(app)
+
+
+async def test_threshold_issue_honours_limits_and_audience(client, shop):
+    store, member = shop
+    limited = await make_campaign(client, name="Once", auto_issue={"spend_threshold": 1000}, per_member_limit=1)
+    gold = await make_campaign(client, name="Gold only", auto_issue={"spend_threshold": 1000},
+                               audience={"tiers": ["gold"]})
+    first = (await f.commit(client, f.basket(member, store, [f.line(unit_price=1000)]))).json()
+    assert [v["campaign_id"] for v in first["earned"]["vouchers_issued"]] == [limited["id"]]
+    second = (await f.commit(client, f.basket(member, store, [f.line(unit_price=150_000)]))).json()
+    assert second["tier_change"]["to"] == "gold"  # the sale made the member gold: the gold voucher follows
+    assert [v["campaign_id"] for v in second["earned"]["vouchers_issued"]] == [gold["id"]]
+
+
+# --- what the till and the app see --------------------------------------------------------------------------------
+
+async def test_quote_offers_own_vouchers_soonest_expiring_first_and_nudges_before_they_expire(client, shop):
+    store, member = shop
+    month = await make_campaign(client, name="Month", value=300, valid_days=30)
+    week = await make_campaign(client, name="Week", value=200, valid_days=5)
+    forever = await make_campaign(client, name="Forever", value=100, min_spend=10_000)
+    codes = {name: (await give(client, c["id"], member))["code"]
+             for name, c in (("forever", forever), ("month", month), ("week", week))}
+    other = (await f.enroll(client))["id"]
+    await give(client, month["id"], other)
+    quote = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))).json()
+    offers = [o for o in quote["offers"] if o["kind"] == "voucher"]
+    assert [o["id"] for o in offers] == [codes["week"], codes["month"], codes["forever"]]
+    assert [(o["value"], o["applicable"]) for o in offers] == [(200, True), (300, True), (0, False)]
+    assert "at least 100.00 USD" in offers[2]["reason"]
+    nudges = [n["text"] for n in quote["nudges"] if n["kind"] == "voucher_expiry"]
+    assert len(nudges) == 1 and codes["week"] in nudges[0]
+    listed = (await client.get(f"/v1/members/{member}/vouchers")).json()["data"]
+    assert sorted(v["code"] for v in listed) == sorted(codes.values())
+    summary = (await client.get(f"/v1/members/{member}/summary")).json()
+    assert [v["code"] for v in summary["vouchers"]] == [codes["week"], codes["month"], codes["forever"]]
+    f.assert_problem(await client.get("/v1/members/mem_nope/vouchers"), 404, "member_not_found")
+
+
+async def test_voucher_look_up_by_code(client, make_client, shop):
+    _, member = shop
+    campaign = await make_campaign(client, name="Five off", min_spend=1000, stackable=True)
+    v = await give(client, campaign["id"], member)
+    app_client = make_client(await f.create_key(client, "app"))
+    r = await app_client.get(f"/v1/vouchers/{v['code']}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["title"] == "Five off" and body["description"] == "5.00 USD off"
+    assert {k: body[k] for k in ("id", "code", "campaign_id", "member_id", "status", "min_spend", "stackable")} == {
+        "id": v["id"], "code": v["code"], "campaign_id": campaign["id"], "member_id": member, "status": "active",
+        "min_spend": 1000, "stackable": True}
+
+
+# --- anti-enumeration ---------------------------------------------------------------------------------------------
+
+async def test_failed_look_ups_are_limited_per_key_across_quote_commit_and_get(client, clock, make_client, shop):
+    store, member = shop
+    clock.freeze(clock.now().replace(second=0, microsecond=0))
+    real = (await give(client, (await make_campaign(client))["id"], member))["code"]
+    pos = make_client(await f.create_key(client, "pos", store))
+    lines = [f.line(unit_price=2000)]
+    for i in range(4):
+        f.assert_problem(await pos.get(f"/v1/vouchers/WRONGCODE{i:04d}"), 404, "voucher_not_found")
+    for i in range(3):
+        r = await pos.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [f"BADQUOTE{i:05d}"]))
+        f.assert_problem(r, 422, "voucher_not_found")
+    for i in range(3):  # a commit that answers 4xx rolls back, but its failed look-up stays counted
+        f.assert_problem(await f.commit(pos, with_vouchers(member, store, lines, [f"BADCOMMIT{i:04d}"])),
+                         422, "voucher_not_found")
+    # Ten failures: the key is now refused every look-up, even of a real code, until the window ends.
+    r = await pos.get(f"/v1/vouchers/{real}")
+    body = f.assert_problem(r, 429, "rate_limited")
+    assert 1 <= int(r.headers["Retry-After"]) <= 60 and body["retry_after"] == int(r.headers["Retry-After"])
+    f.assert_problem(await f.commit(pos, with_vouchers(member, store, lines, [real])), 429, "rate_limited")
+    # A sale without vouchers is not affected, nor is another key.
+    assert (await f.commit(pos, f.basket(member, store, lines))).status_code == 201
+    assert (await client.get(f"/v1/vouchers/{real}")).status_code == 200
+    clock.advance(timedelta(seconds=61))
+    assert (await pos.get(f"/v1/vouchers/{real}")).status_code == 200

@@ -1,0 +1,149 @@
+"""Voucher rules: amount, percent and free-item arithmetic with rounding, eligibility, stacking, audience,
+validity, threshold issue; and the rate limiter's window rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from service.vouchers import rules
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+FACTS = rules.MemberFacts(tier="member")
+
+
+def campaign(kind: str = rules.AMOUNT_OFF, value: int | None = 500, **fields) -> rules.Campaign:
+    return rules.Campaign(id="cmp_1", name="Test", kind=kind, value=value, **fields)
+
+
+def voucher(c: rules.Campaign, code: str = "CODE1", member_id: str | None = "mem_1", **fields) -> rules.Voucher:
+    return rules.Voucher(id=f"vch_{code}", code=code, campaign=c, member_id=member_id, status="active", **fields)
+
+
+def item(line_id: str, net: int, *, sku: str = "X", category: str = "general", unit_price: int | None = None,
+         units: int = 1) -> rules.Item:
+    return rules.Item(line_id, sku, category, unit_price if unit_price is not None else net // units, units, net)
+
+
+def test_amount_off_is_spread_by_net_and_never_exceeds_the_eligible_net():
+    assert rules.discount(campaign(value=500), [item("a", 3000), item("b", 1000)]).per_line == {"a": 375, "b": 125}
+    # 100 over three equal lines: 33.33 each rounds to 33; the largest remainder (ties: earliest) takes the cent.
+    assert rules.discount(campaign(value=100), [item("a", 10), item("b", 10), item("c", 10)]).per_line == {
+        "a": 10, "b": 10, "c": 10}
+    assert rules.discount(campaign(value=100), [item("a", 300), item("b", 300), item("c", 300)]).per_line == {
+        "a": 34, "b": 33, "c": 33}
+
+
+def test_percent_off_rounds_half_up_once_over_the_eligible_lines():
+    assert rules.discount(campaign(rules.PERCENT_OFF, 10), [item("a", 101), item("b", 204)]).per_line == {
+        "a": 10, "b": 21}  # 30.5 -> 31, spread 101:204
+    assert rules.discount(campaign(rules.PERCENT_OFF, 10), [item("a", 304)]).total == 30  # 30.4 -> 30
+    only_coffee = campaign(rules.PERCENT_OFF, 15, categories=frozenset({"coffee"}))
+    result = rules.discount(only_coffee, [item("c", 999, category="coffee", units=3), item("t", 500)])
+    assert result.per_line == {"c": 150}  # 149.85 -> 150; the tea is not eligible
+    assert rules.discount(campaign(rules.PERCENT_OFF, 100), [item("a", 7), item("b", 3)]).total == 10
+
+
+def test_free_item_takes_the_cheapest_eligible_paid_unit_up_to_the_cap():
+    pastry = frozenset({"pastry"})
+    lines = [item("a", 700, category="pastry", units=2), item("b", 300, category="pastry"), item("c", 200)]
+    assert rules.discount(campaign(rules.FREE_ITEM, None, categories=pastry), lines) == rules.Discount(
+        {"b": 300}, {"b": 1})
+    assert rules.discount(campaign(rules.FREE_ITEM, 250, categories=pastry), lines).per_line == {"b": 250}
+    # A line already discounted: one of two units costing 722 in all is worth 361.
+    assert rules.discount(campaign(rules.FREE_ITEM, None), [item("a", 722, unit_price=401, units=2)]).per_line == {
+        "a": 361}
+    # An odd net: 721 over two units rounds half up to 361 for the free one.
+    assert rules.unit_value(item("a", 721, unit_price=401, units=2)) == 361
+    # No paid unit left: nothing to make free.
+    assert rules.discount(campaign(rules.FREE_ITEM, None), [rules.Item("a", "X", "g", 400, 0, 0)]) == rules.Discount()
+
+
+def apply(vouchers, items, **kw):
+    return rules.apply(vouchers, member_id="mem_1", facts=kw.pop("facts", FACTS), items=items, now=NOW,
+                       currency="USD", **kw)
+
+
+def test_vouchers_apply_in_order_each_on_what_the_earlier_left():
+    ten = voucher(campaign(rules.PERCENT_OFF, 10, stackable=True), "TEN")
+    five = voucher(campaign(value=1000), "FIVE")
+    items = [item("a", 5000)]
+    assert [a.discount.total for a in apply([ten, five], items)] == [500, 1000]
+    assert [a.discount.total for a in apply([five, ten], items)] == [1000, 400]
+
+
+def test_at_most_one_non_stackable_voucher():
+    a, b = voucher(campaign(), "A"), voucher(campaign(), "B")
+    refusal = apply([a, b], [item("x", 5000)])
+    assert isinstance(refusal, rules.Refusal) and refusal.voucher.code == "B"
+    assert "only one non-stackable" in refusal.reason
+    stackable = voucher(campaign(stackable=True), "S")
+    assert len(apply([a, stackable, voucher(campaign(stackable=True), "T")], [item("x", 5000)])) == 3
+
+
+def test_bearer_codes_count_against_the_per_member_limit():
+    once = campaign(per_member_limit=1, stackable=True)
+    a, b = voucher(once, "A", member_id=None), voucher(once, "B", member_id=None)
+    assert len(apply([a], [item("x", 5000)], held={})) == 1
+    assert "already had 1" in apply([a], [item("x", 5000)], held={"cmp_1": 1}).reason
+    assert "at most 1 per member" in apply([a, b], [item("x", 5000)]).reason
+    assert len(apply([voucher(once, "OWN")], [item("x", 5000)], held={"cmp_1": 1})) == 1  # already the member's
+
+
+def test_why_a_voucher_does_not_apply():
+    def why(v, items=(item("x", 1500),), facts=FACTS):
+        return rules.why_not(v, member_id="mem_1", facts=facts, items=list(items),
+                             basket_net=sum(i.net for i in items), now=NOW, currency="USD")
+
+    assert why(voucher(campaign())) is None
+    assert why(voucher(campaign(), member_id=None)) is None  # a bearer code
+    assert "another member" in why(voucher(campaign(), member_id="mem_2"))
+    assert "at least 20.00 USD" in why(voucher(campaign(min_spend=2000)))
+    assert "No item" in why(voucher(campaign(skus=frozenset({"LATTE"}))))
+    assert "No item" in why(voucher(campaign()), items=[item("x", 0)])
+    assert "can be used from 2026-11-24" in why(voucher(campaign(), valid_from=NOW + timedelta(days=1)))
+    gold = campaign(audience=rules.Audience(tiers=frozenset({"gold"})))
+    assert "not offered" in why(voucher(gold))
+    assert why(voucher(gold), facts=rules.MemberFacts(tier="gold")) is None
+
+
+def test_audience_matches_known_facts_and_never_matches_an_unknown_one():
+    friends = rules.Audience(quadrants=frozenset({"true_friend"}))
+    assert rules.audience_matches(None, FACTS)
+    assert rules.audience_matches(rules.Audience(), FACTS)
+    assert not rules.audience_matches(friends, FACTS)  # quadrant unknown: no match
+    assert rules.audience_matches(friends, rules.MemberFacts(tier="member", quadrant="true_friend"))
+    both = rules.Audience(tiers=frozenset({"gold"}), lifecycles=frozenset({"active"}))
+    assert rules.audience_matches(both, rules.MemberFacts(tier="gold", lifecycle="active"))
+    assert not rules.audience_matches(both, rules.MemberFacts(tier="gold", lifecycle="lapsed"))
+
+
+def test_validity_status_and_issue_windows():
+    until = NOW + timedelta(days=10)
+    assert rules.validity(campaign(valid_days=30), NOW) == (None, NOW + timedelta(days=30))
+    assert rules.validity(campaign(valid_days=30, valid_until=until), NOW) == (None, until)
+    assert rules.validity(campaign(), NOW) == (None, None)
+    assert rules.status_at("active", NOW, NOW) == "expired"
+    assert rules.status_at("active", NOW + timedelta(seconds=1), NOW) == "active"
+    assert rules.status_at("redeemed", NOW - timedelta(days=1), NOW) == "redeemed"
+    assert rules.can_issue(campaign(active=False), NOW) is not None
+    assert rules.can_issue(campaign(valid_until=NOW), NOW) is not None
+    assert rules.over_limit(3, 2, 1) is False and rules.over_limit(3, 3, 1) is True and not rules.over_limit(None, 9, 9)
+
+
+def test_threshold_issue_one_voucher_per_campaign_the_sale_reaches():
+    spend_100 = campaign(auto_issue_spend_threshold=10_000)
+    spend_50 = rules.Campaign(id="cmp_2", name="50", kind=rules.AMOUNT_OFF, value=200, auto_issue_spend_threshold=5_000)
+    gold = rules.Campaign(id="cmp_3", name="g", kind=rules.AMOUNT_OFF, value=200, auto_issue_spend_threshold=1,
+                          audience=rules.Audience(tiers=frozenset({"gold"})))
+    plain = campaign()
+    assert rules.auto_issued([spend_100, spend_50, gold, plain], 9_999, FACTS, NOW) == [spend_50]
+    assert rules.auto_issued([spend_100, spend_50], 25_000, FACTS, NOW) == [spend_100, spend_50]
+    assert rules.auto_issued([campaign(auto_issue_spend_threshold=1, active=False)], 100, FACTS, NOW) == []
+
+
+def test_offers_order_and_expiry_nudges():
+    c = campaign()
+    soon, later, never = (voucher(c, "SOON", valid_until=NOW + timedelta(days=3)),
+                          voucher(c, "LATER", valid_until=NOW + timedelta(days=8)), voucher(c, "NEVER"))
+    assert [v.code for v in rules.soonest_expiring_first([never, later, soon])] == ["SOON", "LATER", "NEVER"]
+    assert [v.code for v in rules.expiring_soon([never, later, soon], NOW)] == ["SOON"]
