@@ -22,6 +22,7 @@ from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
 from service.observability import Metrics, ObservabilityMiddleware, configure_logging
+from service.personalization.routes import router as personalization_router
 from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
@@ -33,7 +34,7 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, summary_router)
+           tiers_router, wallet_router, summary_router, personalization_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
@@ -64,8 +65,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
 
     app = FastAPI(
         title="Loyalty service", version="1.0.0", description=DESCRIPTION, lifespan=lifespan,
-        openapi_tags=[{"name": t} for t in ("members", "points", "checkout", "program", "stores", "api-keys",
-                                            "health")],
+        openapi_tags=[{"name": t} for t in ("members", "points", "checkout", "personalization", "program",
+                                            "stores", "api-keys", "health")],
     )
     app.state.settings = settings
     app.state.clock = clock

@@ -1,6 +1,6 @@
 """``GET /v1/members/{id}/summary``: the member and every balance in one answer, for the till's screen and the
 app's home page. A read view over the domains' own services (each answers its part as its own endpoint does);
-vouchers and the segment join it when those domains exist."""
+vouchers join it when that domain exists."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from service.errors import problem_responses
 from service.members import service as members_service
 from service.members.routes import MemberIdPath
 from service.members.schemas import MemberPublic
+from service.personalization import service as personalization
+from service.personalization.schemas import SegmentPublic
 from service.points import service as points_service
 from service.points.schemas import PointsPublic
 from service.program import service as program_service
@@ -31,6 +33,7 @@ class MemberSummary(BaseModel):
     tier: TierPublic
     punch_cards: list[PunchCardPublic]
     wallet: WalletPublic
+    segment: SegmentPublic
 
 
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute)
@@ -38,7 +41,7 @@ router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWor
 
 @router.get("/{member_id}/summary", operation_id="get_member_summary", response_model=MemberSummary,
             responses=problem_responses(404),
-            summary="The member with points, tier (and its perks), punch cards and wallet")
+            summary="The member with points, tier (and its perks), punch cards, wallet and segment")
 async def get_member_summary(member_id: MemberIdPath, session: Session, clock: ClockDep,
                              principal: Principal = Depends(require("admin", "pos", "app"))) -> MemberSummary:
     now = clock.now()
@@ -51,4 +54,5 @@ async def get_member_summary(member_id: MemberIdPath, session: Session, clock: C
         tier=await tiers_service.summary(session, member, program, now),
         punch_cards=await punch_service.member_cards(session, member_id, now),
         wallet=await wallet_service.wallet(session, member_id),
+        segment=await personalization.segment_public(session, member, program, now),
     )
