@@ -220,10 +220,11 @@ def resolve_locale(locale: str | None, available: Iterable[str]) -> str:
 
 def templates(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
     """The built-in templates with the program's ``greetings`` laid over them (a locale only the program has
-    falls back to English for what it leaves out)."""
-    merged = {locale: dict(t) for locale, t in TEMPLATES.items()}
+    falls back to the program's English for what it leaves out)."""
+    merged = {locale: {**t, **overrides.get(locale, {})} for locale, t in TEMPLATES.items()}
     for locale, own in overrides.items():
-        merged.setdefault(locale, dict(TEMPLATES[DEFAULT_LOCALE])).update(own)
+        if locale not in merged:
+            merged[locale] = {**merged[DEFAULT_LOCALE], **own}
     return merged
 
 

@@ -70,18 +70,13 @@ async def figures(session: AsyncSession, member: Member, activity: MemberActivit
         frequency=frequency, monetary=monetary)
 
 
-async def member_segment(session: AsyncSession, member: Member, program: ProgramPublic,
-                         now: datetime) -> rules.Segment:
-    activity = await repository.get_activity(session, member.id)
-    today = now.date()
-    return rules.segment(await figures(session, member, activity, today), today,
-                         (await thresholds(session, program))[0])
-
-
 async def segment_public(session: AsyncSession, member: Member, program: ProgramPublic,
                          now: datetime) -> SegmentPublic:
-    seg = await member_segment(session, member, program, now)
+    """The member's segment as of now: lifetime figures from the running row, the window from the days."""
     activity = await repository.get_activity(session, member.id)
+    today = now.date()
+    seg = rules.segment(await figures(session, member, activity, today), today,
+                        (await thresholds(session, program))[0])
     return SegmentPublic(quadrant=seg.quadrant, lifecycle=seg.lifecycle, recency_days=seg.recency_days,
                          frequency=seg.frequency, monetary=seg.monetary,
                          last_purchase_on=_day(activity.last_purchase_at) if activity else None)
