@@ -251,7 +251,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     await session.flush()
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
-    await personalization.record_commit(session, member.id, activity, transaction_id=row.id, occurred_at=occurred_at,
+    await personalization.record_commit(session, member.id, transaction_id=row.id, occurred_at=occurred_at,
                                         net=basket.net, now=now, birthday_year=birthday_year)
     if referral:
         await referrals.record(session, member, referral, program, transaction_id=row.id, store_id=body.store_id,

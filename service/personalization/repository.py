@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
@@ -16,8 +16,30 @@ async def get_activity(session: AsyncSession, member_id: str) -> MemberActivity 
     return await session.get(MemberActivity, member_id)
 
 
-def add_activity(session: AsyncSession, row: MemberActivity) -> None:
-    session.add(row)
+async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetime, now: datetime, *,
+                     birthday_year: int | None, transaction_id: str) -> None:
+    """One upsert: the member's row is created or has the sale added (purchases + 1, first and last purchase
+    widened to ``occurred_at``), atomically: a sweep creating the row meanwhile cannot make it fail."""
+    table = MemberActivity.__table__
+    stmt = _insert(session, MemberActivity).values(
+        member_id=member_id, purchases=1, first_purchase_at=occurred_at, last_purchase_at=occurred_at,
+        birthday_bonus_year=birthday_year, birthday_bonus_transaction_id=transaction_id if birthday_year else None,
+        updated_at=now)
+    new = stmt.excluded
+    changes = {
+        "purchases": table.c.purchases + 1,
+        "first_purchase_at": case((or_(table.c.first_purchase_at.is_(None),
+                                       new.first_purchase_at < table.c.first_purchase_at), new.first_purchase_at),
+                                  else_=table.c.first_purchase_at),
+        "last_purchase_at": case((or_(table.c.last_purchase_at.is_(None),
+                                      new.last_purchase_at > table.c.last_purchase_at), new.last_purchase_at),
+                                 else_=table.c.last_purchase_at),
+        "updated_at": new.updated_at,
+    }
+    if birthday_year is not None:
+        changes |= {"birthday_bonus_year": new.birthday_bonus_year,
+                    "birthday_bonus_transaction_id": new.birthday_bonus_transaction_id}
+    await session.execute(stmt.on_conflict_do_update(index_elements=["member_id"], set_=changes))
 
 
 async def add_to_day(session: AsyncSession, member_id: str, day: date, transactions: int, spend: int) -> None:

@@ -164,22 +164,12 @@ def birthday_bonus(member: Member, activity: MemberActivity | None, program: Pro
                            expires_at=lot_expiry(occurred_at, program.points_expiry_months)),)
 
 
-async def record_commit(session: AsyncSession, member_id: str, activity: MemberActivity | None, *,
-                        transaction_id: str, occurred_at: datetime, net: int, now: datetime,
-                        birthday_year: int | None) -> None:
-    """Count the sale on its day and in the running figures (two statements)."""
+async def record_commit(session: AsyncSession, member_id: str, *, transaction_id: str, occurred_at: datetime,
+                        net: int, now: datetime, birthday_year: int | None) -> None:
+    """Count the sale on its day and in the running figures (two upserts)."""
     await repository.add_to_day(session, member_id, occurred_at.date(), 1, net)
-    if activity is None:
-        activity = MemberActivity(member_id=member_id, purchases=0, updated_at=now)
-        repository.add_activity(session, activity)
-    activity.purchases += 1
-    if activity.first_purchase_at is None or occurred_at < activity.first_purchase_at:
-        activity.first_purchase_at = occurred_at
-    if activity.last_purchase_at is None or occurred_at > activity.last_purchase_at:
-        activity.last_purchase_at = occurred_at
-    if birthday_year is not None:
-        activity.birthday_bonus_year, activity.birthday_bonus_transaction_id = birthday_year, transaction_id
-    activity.updated_at = now
+    await repository.count_sale(session, member_id, occurred_at, now, birthday_year=birthday_year,
+                                transaction_id=transaction_id)
 
 
 async def record_return(session: AsyncSession, member_id: str, occurred_at: datetime, amount: int) -> None:
