@@ -9,7 +9,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+# Answers always carry every field (null where it does not apply): required in the OpenAPI document, so generated
+# clients see ``kind`` as the discriminator it is.
+ANSWER = ConfigDict(json_schema_serialization_defaults_required=True)
 
 
 class Greeting(BaseModel):
@@ -19,6 +23,9 @@ class Greeting(BaseModel):
 
 
 class _Offer(BaseModel):
+    model_config = ANSWER
+
+    kind: str
     title: str
     description: str
     value: int = Field(description="Minor units this offer is worth (in this basket, for the till).")
@@ -51,21 +58,28 @@ class CampaignOffer(_Offer):
 Offer = Annotated[PunchRewardOffer | PointsOffer | TierDiscountOffer | CampaignOffer, Field(discriminator="kind")]
 
 
-class PunchCardNudge(BaseModel):
+class _Nudge(BaseModel):
+    model_config = ANSWER
+
+    kind: str
+    text: str
+
+
+class PunchCardNudge(_Nudge):
     kind: Literal["punch_card"] = "punch_card"
     text: str
     program_id: str
     missing: int
 
 
-class TierNudge(BaseModel):
+class TierNudge(_Nudge):
     kind: Literal["tier"] = "tier"
     text: str
     tier: str
     amount: int = Field(description="Spend still needed, minor units.")
 
 
-class PointsExpiryNudge(BaseModel):
+class PointsExpiryNudge(_Nudge):
     kind: Literal["points_expiry"] = "points_expiry"
     text: str
     points: int
