@@ -3,9 +3,14 @@ voids, refused codes (SQLite and PostgreSQL). Default program: 500 points each s
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 
 from tests import factories as f
+from tests.conftest import ADMIN_KEY
+from tests.server import run_cli
 
 
 @pytest.fixture
@@ -93,3 +98,29 @@ async def test_the_programs_referral_settings(client, store):
     friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
     assert (await buy(client, friend, store, 100))["balances_after"]["points"] == 101
     assert await f.balance(client, referrer["id"]) == 0
+
+
+@pytest.mark.postgres_only
+async def test_ten_tills_at_once_reward_a_referral_once(server, cli_env):
+    """Ten first sales of one referred member at the same moment on two server processes: one reward, both
+    sides; the segment counts every sale once."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
+                                 limits=httpx.Limits(max_connections=20)) as c:
+        assert (await c.post("/v1/stores", json={"id": "ref-race", "name": "Race", "timezone": "UTC"})).status_code \
+            == 201
+        referrer = (await c.post("/v1/members", json={"name": "Ref", "phone": f.unique_phone()})).json()
+        friend = (await c.post("/v1/members", json={"name": "Friend", "phone": f.unique_phone(),
+                                                    "referral_code": referrer["referral_code"]})).json()["id"]
+
+        async def sale(i: int) -> httpx.Response:
+            body = {**f.basket(friend, "ref-race", [f.line(unit_price=3_000)]), "receipt_id": f"ref-race-{i}"}
+            return await c.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": f"ref-{i}"})
+
+        answers = await asyncio.gather(*(sale(i) for i in range(10)))
+        assert [a.status_code for a in answers] == [201] * 10, [a.text for a in answers]
+        assert (await c.get(f"/v1/members/{friend}/points")).json()["balance"] == 10 * 30 + 500
+        assert (await c.get(f"/v1/members/{referrer['id']}/points")).json()["balance"] == 500
+        segment = (await c.get(f"/v1/members/{friend}/segment")).json()
+        assert (segment["frequency"], segment["monetary"]) == (10, 30_000)
+    assert await run_cli("verify") == 0
