@@ -2,8 +2,9 @@
 member, by ``loyalty sweep`` for everyone), greetings, the birthday bonus. Never commits.
 
 The checkout calls :func:`activity_for_commit` and :func:`record_commit` in the commit's transaction (after the
-member's ledger lock, which serializes them), :func:`record_void` and :func:`record_return`. None of them reads
-more than the member's one activity row and one day row, whatever the history.
+member's ledger lock, which serializes them), :func:`record_void` and :func:`record_return`. They touch the
+member's one activity row and one day row, whatever the history (a void re-reads the first or last purchase from
+the transactions' index when it removes that one).
 """
 
 from __future__ import annotations
@@ -59,15 +60,21 @@ def _since(enrolled_at: datetime, first: date | None) -> date:
     return min(enrolled_at.date(), first) if first else enrolled_at.date()
 
 
-async def figures(session: AsyncSession, member: Member, activity: MemberActivity | None,
-                  today: date) -> rules.Figures:
-    """The member's figures as of ``today``: lifetime ones from the running row, the window from the days."""
-    frequency, monetary = await repository.window(session, member.id, rules.window_start(today), today)
+def _lifetime(member: Member, activity: MemberActivity | None, frequency: int = 0,
+              monetary: int = 0) -> rules.Figures:
+    """The member's figures from the running row (the window's, when needed, from the days)."""
     first = _day(activity.first_purchase_at) if activity else None
     return rules.Figures(
         customer_since=_since(member.enrolled_at, first), purchases=activity.purchases if activity else 0,
         first_purchase=first, last_purchase=_day(activity.last_purchase_at) if activity else None,
         frequency=frequency, monetary=monetary)
+
+
+async def figures(session: AsyncSession, member: Member, activity: MemberActivity | None,
+                  today: date) -> rules.Figures:
+    """The member's figures as of ``today``: lifetime ones from the running row, the window from the days."""
+    frequency, monetary = await repository.window(session, member.id, rules.window_start(today), today)
+    return _lifetime(member, activity, frequency, monetary)
 
 
 async def segment_public(session: AsyncSession, member: Member, program: ProgramPublic,
@@ -141,10 +148,7 @@ async def activity_for_commit(session: AsyncSession, member_id: str) -> MemberAc
 
 def member_segments(member: Member, activity: MemberActivity | None, tier: str, today: date) -> frozenset[str]:
     """What audiences and bonus events match the member on: tier code, the sweep's quadrant, the lifecycle now."""
-    first = _day(activity.first_purchase_at) if activity else None
-    figures_ = rules.Figures(_since(member.enrolled_at, first), activity.purchases if activity else 0, first,
-                             _day(activity.last_purchase_at) if activity else None, 0, 0)
-    found = {tier, rules.lifecycle(figures_, today)}
+    found = {tier, rules.lifecycle(_lifetime(member, activity), today)}
     if activity is not None and activity.quadrant:
         found.add(activity.quadrant)
     return frozenset(found)
@@ -202,12 +206,9 @@ async def greeting(session: AsyncSession, member: Member, program: ProgramPublic
                    *, upgraded_at: datetime | None, tier_name: str) -> Greeting:
     """The till's greeting: the member's language, the time of day at the store, the most relevant occasion."""
     activity = await repository.get_activity(session, member.id)
-    today = now.date()
-    first = _day(activity.first_purchase_at) if activity else None
-    purchases = activity.purchases if activity else 0
-    lifecycle = rules.lifecycle(rules.Figures(
-        _since(member.enrolled_at, first), purchases, first, _day(activity.last_purchase_at) if activity else None,
-        0, 0), today)
+    lifetime = _lifetime(member, activity)
+    purchases = lifetime.purchases
+    lifecycle = rules.lifecycle(lifetime, now.date())
     at_store = local(now, store.timezone)
     occasion = rules.occasion(rules.Visit(today=at_store.date(), birthday=member.birthday, upgraded_at=upgraded_at,
                                           now=now, lifecycle=lifecycle, purchases=purchases))
