@@ -60,6 +60,27 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('rewarded', 'reversed')", name="ck_referral_rewards_status"),
     )
     op.create_index("ix_referral_rewards_transaction_id", "referral_rewards", ["transaction_id"])
+    _backfill()
+
+
+def _backfill() -> None:
+    """The running figures of the sales committed before this revision: one day row per member and UTC day (net
+    spend after returns from ``tier_spend``), one activity row per member. Voided sales do not count."""
+    postgres = op.get_bind().dialect.name == "postgresql"
+    day = "CAST(t.occurred_at AT TIME ZONE 'UTC' AS date)" if postgres else "date(t.occurred_at)"
+    op.execute(f"""
+        INSERT INTO member_days (member_id, day, transactions, spend)
+        SELECT t.member_id, {day}, COUNT(*), COALESCE(SUM(s.amount), 0)
+        FROM checkout_transactions t LEFT JOIN tier_spend s ON s.transaction_id = t.id
+        WHERE t.status <> 'voided'
+        GROUP BY t.member_id, {day}
+    """)
+    op.execute("""
+        INSERT INTO member_activity (member_id, purchases, first_purchase_at, last_purchase_at, updated_at)
+        SELECT member_id, COUNT(*), MIN(occurred_at), MAX(occurred_at), MAX(created_at)
+        FROM checkout_transactions WHERE status <> 'voided'
+        GROUP BY member_id
+    """)
 
 
 def downgrade() -> None:
