@@ -6,12 +6,17 @@ units and, where that leaves a remainder, one unit on a line of its own carrying
 Each customer's purchases go in date order through one connection; customers run concurrently.
 
     python benchmarks/cdnow.py --base http://127.0.0.1:8000 --key <admin key> [--limit N] [--concurrency 32]
+                               [--sweep [--as-of 1998-07-01T00:00:00Z]] [--skip-replay]
+
+``--sweep`` then runs ``loyalty sweep --as-of`` (the end of the data by default) on the server's database (set
+``LOYALTY_DATABASE_URL`` as the server has it), times it, and prints the segment report.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -23,6 +28,7 @@ import httpx
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow_master.txt"
 STORE = "cdnow"
+END_OF_DATA = "1998-07-01T00:00:00+00:00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +133,46 @@ async def replay(base: str, key: str, *, limit: int | None = None, concurrency: 
     return {"members": len(ids), "purchases": purchases, "seconds": elapsed, "rate": purchases / elapsed}
 
 
+def sweep(as_of: str) -> float:
+    """``loyalty sweep --as-of`` on the database ``LOYALTY_DATABASE_URL`` names; its seconds."""
+    started = time.perf_counter()
+    loyalty = Path(sys.executable).with_name("loyalty")
+    subprocess.run([str(loyalty), "sweep", "--as-of", as_of], check=True)
+    return time.perf_counter() - started
+
+
+def segment_report(base: str, key: str) -> dict:
+    r = httpx.get(f"{base}/v1/reports/segments", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    r.raise_for_status()
+    return r.json()
+
+
+def print_report(report: dict) -> None:
+    members = max(report["members"], 1)
+    print(f"segments as of {report['as_of']}: {report['members']} members "
+          f"({report['not_segmented']} not yet segmented); thresholds {report['thresholds']}")
+    for title, counts in (("quadrant", report["quadrants"]), ("lifecycle", report["lifecycles"])):
+        for name, n in counts.items():
+            print(f"  {title:<9} {name:<12} {n:>7} {100 * n / members:5.1f}%")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="Replay the CDNOW customer base through the API.")
     parser.add_argument("--base", default="http://127.0.0.1:8000")
     parser.add_argument("--key", required=True, help="an admin API key")
     parser.add_argument("--limit", type=int, help="only the first N customers")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--sweep", action="store_true", help="then run the sweep and print the segment report")
+    parser.add_argument("--as-of", default=END_OF_DATA, help="the sweep's --as-of (default: the end of the data)")
+    parser.add_argument("--skip-replay", action="store_true", help="only the sweep and the report")
     args = parser.parse_args()
-    result = asyncio.run(replay(args.base, args.key, limit=args.limit, concurrency=args.concurrency))
-    print(f"{result['members']} members, {result['purchases']} purchases in {result['seconds']:.1f} s "
-          f"({result['rate']:,.0f} purchases/s)")
+    if not args.skip_replay:
+        result = asyncio.run(replay(args.base, args.key, limit=args.limit, concurrency=args.concurrency))
+        print(f"{result['members']} members, {result['purchases']} purchases in {result['seconds']:.1f} s "
+              f"({result['rate']:,.0f} purchases/s)")
+    if args.sweep:
+        print(f"sweep --as-of {args.as_of}: {sweep(args.as_of):.1f} s")
+        print_report(segment_report(args.base, args.key))
     return 0
 
 

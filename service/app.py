@@ -28,6 +28,7 @@ from service.ledger import service as ledger_service
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
 from service.observability import Metrics, ObservabilityMiddleware, configure_logging
+from service.personalization.routes import router as personalization_router
 from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
@@ -41,8 +42,8 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           tiers_router, wallet_router, giftcards_router, vouchers_router, summary_router, events_router,
-           webhooks_router)
+           tiers_router, wallet_router, giftcards_router, vouchers_router, summary_router, personalization_router,
+           events_router, webhooks_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

@@ -75,6 +75,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from service import idempotency, ratelimit
     from service.clock import Clock
     from service.db import Database
+    from service.personalization import service as personalization
     from service.points import service as points_service
     from service.program import service as program_service
     from service.punchcards import service as punch_service
@@ -94,6 +95,27 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 return reviewed, changed
             after = last
 
+    async def segments(db, as_of, now) -> tuple[int, object]:
+        """Thresholds first (medians as of ``as_of``), then every active member's segment, a batch per
+        database transaction, with a progress line on stderr."""
+        async def thresholds(session):
+            return await personalization.sweep_thresholds(session, await program_service.get(session), as_of, now)
+
+        found = await db.run(thresholds)
+        done, after = 0, ""
+        while True:
+            result = await db.run(lambda session, after=after: personalization.sweep_batch(
+                session, found, as_of, now, after=after))
+            done += result.members
+            if sys.stderr.isatty():
+                sys.stderr.write(f"\rsweep: segmenting members... {done}")
+                sys.stderr.flush()
+            if result.last is None:
+                if sys.stderr.isatty():
+                    sys.stderr.write("\n")
+                return done, found
+            after = result.last
+
     async def run() -> tuple[int, int, int, int, int, int]:
         settings = Settings()
         db = Database(settings.database_url)
@@ -109,6 +131,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             rewards = await db.run(lambda session: punch_service.expire_rewards(session, as_of, now))
             vouchers_done.append(await db.run(lambda session: voucher_service.expire_vouchers(session, as_of, now)))
             tiers_done.extend(await tier_reviews(db, as_of))
+            segmented.extend(await segments(db, as_of, now))
             purged = await db.run(lambda session: idempotency.purge_expired(session, now,
                                                                             settings.idempotency_ttl_days))
             failures = await db.run(lambda session: ratelimit.purge(session, now))
@@ -118,11 +141,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     tiers_done: list[int] = []
     vouchers_done: list[int] = []
+    segmented: list = []
     members, lots, points, rewards, purged, failures = asyncio.run(run())
     print(f"sweep: expired {points} points from {lots} lots of {members} members")
     print(f"sweep: expired {rewards} punch-card rewards")
     print(f"sweep: expired {vouchers_done[0]} vouchers")
     print(f"sweep: reviewed the tiers of {tiers_done[0]} members, {tiers_done[1]} tier changes")
+    print(f"sweep: segmented {segmented[0]} members (frequent from {segmented[1].min_frequency} purchases, high "
+          f"spend from {segmented[1].min_monetary} minor units in the trailing 365 days)")
     print(f"sweep: purged {purged} idempotency records older than the retention period")
     print(f"sweep: purged {failures} failed attempts (wrong PINs, unknown codes) older than a day")
     return 0
@@ -231,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="a label for the key")
     create.set_defaults(func=_cmd_keys_create)
 
-    sweep = sub.add_parser("sweep", help="expire points past their expiry and run due tier reviews (idempotent)")
+    sweep = sub.add_parser("sweep", help="expire points and rewards, run due tier reviews, segment members "
+                           "(idempotent)")
     sweep.add_argument("--as-of", type=_parse_as_of, default=None,
-                       help="expire what had expired at this time (ISO 8601; default: now)")
+                       help="act as of this time (ISO 8601; default: now)")
     sweep.set_defaults(func=_cmd_sweep)
 
     deliver = sub.add_parser("deliver", help="deliver webhooks (for deployments that run LOYALTY_WEBHOOK_WORKER=false)")

@@ -375,6 +375,8 @@ async def test_quote_greets_in_the_members_language_and_nudges_expiring_points(c
     r = await client.post("/v1/checkout/quote", json=f.basket(member, store))
     assert r.status_code == 200, r.text
     q = r.json()
-    assert q["greeting"] == {"text": "李雷，您好！", "locale": "zh-CN", "occasion": "default"}
-    assert [n["kind"] for n in q["nudges"]] == ["points_expiry", "tier"] and "40 points" in q["nudges"][0]["text"]
-    assert q["nudges"][1]["text"].startswith("再消费")
+    assert q["greeting"]["locale"] == "zh-CN" and q["greeting"]["occasion"] == "welcome"
+    assert q["greeting"]["text"].startswith("李雷，") and "欢迎您" in q["greeting"]["text"]
+    assert [n["kind"] for n in q["nudges"]] == ["tier", "points_expiry"]
+    assert q["nudges"][0]["text"].startswith("再消费")
+    assert q["nudges"][1]["text"].startswith("40 积分") and q["nudges"][1]["points"] == 40

@@ -72,7 +72,8 @@ async def test_ten_single_purchases_issue_a_reward_and_nudges_come_near_the_end(
     assert (await card(client, member, program["id"]))["stamps"] == 8
     q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [coffee()]))).json()
     assert q["earn"]["stamps"] == [{"program_id": program["id"], "stamps": 1}]
-    assert {"kind": "punch_card", "text": "2 more stamps to a free item on the Coffee card"} in q["nudges"]
+    assert {"kind": "punch_card", "text": "2 more stamps to a free item on the Coffee card",
+            "program_id": program["id"], "missing": 2} in q["nudges"]
     await buy(client, member, store, [coffee()])
     t = await buy(client, member, store, [coffee()])
     [reward] = t["earned"]["rewards_issued"]

@@ -468,3 +468,19 @@ async def test_failed_look_ups_are_limited_per_key_across_quote_commit_and_get(c
     assert (await client.get(f"/v1/vouchers/{real}")).status_code == 200
     clock.advance(timedelta(seconds=61))
     assert (await pos.get(f"/v1/vouchers/{real}")).status_code == 200
+
+
+async def test_issues_are_announced_as_events_without_bearer_codes(client):
+    campaign = await make_campaign(client)
+    member = (await f.enroll(client))["id"]
+    given = await give(client, campaign["id"], member)
+    await issue(client, campaign["id"], count=3)
+    r = await client.get("/v1/events", params={"types": "voucher.issued"})
+    assert r.status_code == 200, r.text
+    issued = [e["data"] for e in r.json()["data"]]
+    assert issued == [
+        {"campaign_id": campaign["id"], "count": 1, "member_id": member, "voucher_id": given["id"],
+         "valid_until": given["valid_until"]},
+        {"campaign_id": campaign["id"], "count": 3, "member_id": None},
+    ]
+    assert all("code" not in data for data in issued)

@@ -92,7 +92,7 @@ class MemberState:
     tier_multiplier: Decimal
     tier_discount_percent: Decimal
     points_balance: int
-    segment: str | None = None
+    segments: frozenset[str] = frozenset()  # tier code, quadrant, lifecycle: what bonus events target
     wallet_cash: int = 0
     wallet_bonus: int = 0
 
@@ -199,14 +199,19 @@ class TierDiscount:
     kind = "tier_discount"
 
     def price(self, basket: Basket, ctx: Context) -> Effect:
-        percent = ctx.member.tier_discount_percent
-        if percent <= 0:
-            return Effect()
-        discounts = {line.line_id: min(round_half_up(Decimal(line.net) * percent / 100), line.net)
-                     for line in basket.lines}
+        discounts = tier_discounts(basket, ctx.member.tier_discount_percent)
         applied = tuple(Applied(self.kind, amount, line_id=line_id, id=ctx.member.tier)
-                        for line_id, amount in discounts.items() if amount > 0)
-        return Effect(discounts={k: v for k, v in discounts.items() if v > 0}, applied=applied)
+                        for line_id, amount in discounts.items())
+        return Effect(discounts=discounts, applied=applied)
+
+
+def tier_discounts(basket: Basket, percent: Decimal) -> dict[str, int]:
+    """``percent`` off every line's net, rounded half up per line (the lines it leaves unchanged left out)."""
+    if percent <= 0:
+        return {}
+    discounts = {line.line_id: min(round_half_up(Decimal(line.net) * percent / 100), line.net)
+                 for line in basket.lines}
+    return {k: v for k, v in discounts.items() if v > 0}
 
 
 def voucher_items(basket: Basket) -> list[voucher_rules.Item]:
@@ -358,7 +363,7 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
     earned = points_rules.earn(
         [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in basket.lines],
         ctx.program.earn, tier_multiplier=ctx.member.tier_multiplier, occurred_at=ctx.occurred_at,
-        segment=ctx.member.segment)
+        segments=ctx.member.segments)
     if earned.points > 0:
         movements.append(Movement(
             account=POINTS, asset=POINTS, amount=earned.points, contra="program:points_issued", kind="earn",

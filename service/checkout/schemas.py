@@ -18,6 +18,7 @@ from service.clock import utc
 from service.giftcards.schemas import GiftCardTender
 from service.ids import normalize_code
 from service.money import MAX_AMOUNT, MAX_QUANTITY
+from service.personalization.schemas import Greeting, Nudge, Offer
 from service.program.schemas import StoreId
 
 Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -163,27 +164,6 @@ class QuoteMember(BaseModel):
     name: str | None
     tier: str
     card_number: str
-
-
-class Greeting(BaseModel):
-    text: str
-    locale: str
-    occasion: str
-
-
-class Offer(BaseModel):
-    kind: Literal["punch_reward", "voucher", "points", "tier_discount", "campaign"]
-    id: str | None = None
-    title: str
-    description: str
-    value: int
-    applicable: bool
-    reason: str | None = None
-
-
-class Nudge(BaseModel):
-    kind: str
-    text: str
 
 
 # Every kind answers the same keys (`kind, id, line_id, amount, points`, null where they do not apply), as before

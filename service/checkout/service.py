@@ -8,7 +8,7 @@ incentives produced through :mod:`service.ledger.service`, the only writer of ba
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,10 +32,7 @@ from service.checkout.schemas import (
     CommitRequest,
     Earn,
     Earned,
-    Greeting,
     LineResult,
-    Nudge,
-    Offer,
     Quote,
     QuoteMember,
     ReturnPublic,
@@ -55,26 +52,22 @@ from service.ledger import service as ledger
 from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
 from service.members import service as members_service
 from service.members.models import Member
-from service.money import currency_exponent, format_amount
+from service.money import currency_exponent
+from service.personalization import offers as personal_offers
+from service.personalization import service as personalization
 from service.points import rules as points_rules
 from service.points import service as points_service
-from service.points.schemas import Expiring
 from service.program import service as program_service
+from service.program.models import Store
 from service.program.schemas import ProgramPublic
 from service.punchcards import rules as punch_rules
 from service.punchcards import service as punch_service
 from service.ratelimit import Guard
+from service.referrals import service as referrals
 from service.tiers import service as tiers
 from service.vouchers import service as voucher_service
 from service.wallet import rules as wallet_rules
 from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
-
-EXPIRY_NUDGE_DAYS = 30
-GREETINGS = {"en": "Hello, {name}!", "zh-CN": "{name}，您好！"}
-ANONYMOUS_GREETINGS = {"en": "Hello!", "zh-CN": "您好！"}
-UPGRADE_GREETINGS = {"en": "Welcome to {tier}!", "zh-CN": "恭喜升级为{tier}！"}
-TIER_NUDGES = {"en": "Spend {amount} more to reach {tier}", "zh-CN": "再消费 {amount} 即可升级为{tier}"}
-DEFAULT_LOCALE = "en"
 
 
 def _program_rules(program: ProgramPublic) -> rules.ProgramRules:
@@ -91,11 +84,11 @@ def _basket(body: CheckoutRequest) -> rules.Basket:
 
 
 async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Principal,
-                   region: str) -> tuple[ProgramPublic, Member]:
+                   region: str) -> tuple[ProgramPublic, Member, Store]:
     """Authorize the store, check the currency, find the member: the checks quote and commit share."""
     if not store_allowed(principal, body.store_id):
         raise StoreNotAllowed(f"This till's key serves store {principal.store_id!r}, not {body.store_id!r}.")
-    await program_service.get_store(session, body.store_id)
+    store = await program_service.get_store(session, body.store_id)
     program = await program_service.get(session)
     if body.currency != program.currency:
         raise CurrencyMismatch(f"The basket is in {body.currency} but the program runs in {program.currency}.",
@@ -103,17 +96,17 @@ async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Prin
     ref = body.member
     member = await members_service.find_for_checkout(session, member_id=ref.member_id, card_number=ref.card_number,
                                                      phone=ref.phone, region=region)
-    return program, member
+    return program, member, store
 
 
 def _context(program: ProgramPublic, member: Member, balances: dict[str, int], body: CheckoutRequest,
-             occurred_at: datetime, punch: rules.PunchState,
+             occurred_at: datetime, punch: rules.PunchState, segments: frozenset[str],
              gift_cards: tuple[giftcard_rules.Tender, ...] = (),
              vouchers: rules.VoucherState = rules.VoucherState()) -> rules.Context:
     tier, multiplier, discount = rules.tier_figures(program.tiers, member.tier_code)
     return rules.Context(
         program=_program_rules(program),
-        member=rules.MemberState(member.id, tier, multiplier, discount, balances.get(POINTS, 0),
+        member=rules.MemberState(member.id, tier, multiplier, discount, balances.get(POINTS, 0), segments=segments,
                                  wallet_cash=balances.get(WALLET_CASH, 0), wallet_bonus=balances.get(WALLET_BONUS, 0)),
         redeem=rules.Redemptions(points=body.redeem.points if body.redeem else 0,
                                  wallet_amount=body.redeem.wallet_amount if body.redeem else 0,
@@ -123,6 +116,10 @@ def _context(program: ProgramPublic, member: Member, balances: dict[str, int], b
         gift_cards=gift_cards,
         vouchers=vouchers,
     )
+
+
+def _tier_code(program: ProgramPublic, member: Member) -> str:
+    return rules.tier_figures(program.tiers, member.tier_code)[0]
 
 
 def _reward_ids(body: CheckoutRequest) -> list[str]:
@@ -196,36 +193,36 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 region: str, guard: giftcards.PinGuard, lookups: Guard) -> Quote:
     now = clock.now()
     codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
-    program, member = await _prepare(session, body, principal, region)
+    program, member, store = await _prepare(session, body, principal, region)
     await tiers.refresh(session, member, program, now)
     balance = await points_service.balance(session, member.id)
-    held = await ledger.balances(session, member.id)
+    held = {**await ledger.balances(session, member.id), POINTS: balance}
     programs = await punch_service.active_programs(session)
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=False)
     stamping = _stamping(programs, body)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, lambda k: held.get(k, 0)), tuple(claims))
+    activity = await personalization.activity_for_commit(session, member.id)
+    tier_code = _tier_code(program, member)
+    segments = personalization.member_segments(member, activity, tier_code, now.date())
     cards = await _gift_card_tenders(session, body, guard, principal, now)
-    facts = voucher_service.member_facts(member, program)
+    facts = voucher_service.member_facts(member, program, segments)
     claimed = await voucher_service.claims(session, codes, now, lock=False)
     vouchers = rules.VoucherState(tuple(claimed), facts, now,
                                   await voucher_service.held(session, member.id, claimed, lock=False))
-    ctx = _context(program, member, {**held, POINTS: balance}, body, now, punch, cards, vouchers)
+    ctx = _context(program, member, held, body, now, punch, segments, cards, vouchers)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
-    usable = await voucher_service.usable(session, member.id, now)
-    locale = member.locale if member.locale in GREETINGS else DEFAULT_LOCALE
-    expiring = await points_service.expiring(session, member.id, after=now, limit=1)
-    available = await punch_service.available_rewards(session, member.id, now)
+    tier_name = next(t.name for t in program.tiers if t.code == tier_code)
+    greeting = await personalization.greeting(session, member, program, store, now,
+                                              upgraded_at=await tiers.upgraded_at(session, member), tier_name=tier_name)
+    ranked = await personal_offers.ranked(session, personal_offers.OfferContext(
+        member=member, program=program, locale=greeting.locale, now=now, balances=held, segments=segments,
+        basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx))))
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
-        greeting=_greeting(member, locale, await tiers.fresh_upgrade(session, member, program, now)),
-        offers=[*_punch_offers(available, _basket(body), program.currency),
-                *voucher_service.offers_for(usable, rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
-                                            member_id=member.id, facts=facts, now=now, currency=program.currency),
-                *_offers(program, ctx, _basket(body))],
-        nudges=[*_punch_nudges(programs, held), *_nudges(expiring, now, balance),
-                *voucher_service.nudges_for(usable, now, program.currency),
-                *_tier_nudges(await tiers.nudge(session, member, program, now), program, locale)],
+        greeting=greeting,
+        offers=ranked.offers,
+        nudges=ranked.nudges,
         applied=_applied(priced.applied),
         lines=_lines(basket),
         totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0),
@@ -236,89 +233,13 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     )
 
 
-def _greeting(member: Member, locale: str, upgraded_to: str | None = None) -> Greeting:
-    text = GREETINGS[locale].format(name=member.name) if member.name else ANONYMOUS_GREETINGS[locale]
-    if upgraded_to:
-        return Greeting(text=f"{text} {UPGRADE_GREETINGS[locale].format(tier=upgraded_to)}", locale=locale,
-                        occasion="tier_upgrade")
-    return Greeting(text=text, locale=locale, occasion="default")
-
-
-def _offers(program: ProgramPublic, ctx: rules.Context, basket: rules.Basket) -> list[Offer]:
-    offers = []
-    tier_discounts = rules.TierDiscount().price(basket, ctx).discounts
-    if ctx.member.tier_discount_percent > 0:
-        value = sum(tier_discounts.values())
-        offers.append(Offer(kind="tier_discount", id=ctx.member.tier, title=f"{ctx.member.tier} discount",
-                            description=f"{ctx.member.tier_discount_percent}% off as a {ctx.member.tier} member",
-                            value=value, applicable=value > 0))
-    balance = ctx.member.points_balance
-    if balance != 0:
-        after_tier = basket.discounted(tier_discounts)
-        limit = points_rules.max_burnable_points(after_tier.net, max_burn_percent=program.max_burn_percent,
-                                                 point_value=program.point_value)
-        usable = max(min(balance, limit), 0)
-        value = usable * program.point_value
-        reason = None
-        if balance < 0:
-            reason = f"The member owes {-balance} points from a return; points can be used again once repaid."
-        elif usable == 0:
-            reason = "Points cannot pay for this basket."
-        offers.append(Offer(kind="points", title="Pay with points",
-                            description=f"Use up to {usable} points, worth {format_amount(value, program.currency)}",
-                            value=value, applicable=usable > 0, reason=reason))
-    return offers
-
-
-def _punch_offers(available: list[punch_rules.Claim], basket: rules.Basket, currency: str) -> list[Offer]:
-    """The member's usable rewards, each valued against this basket on its own."""
-    offers = []
-    for claim in available:
-        freed = punch_rules.free_units(rules.punch_units(basket), [claim]).freed
-        value = freed[0].amount if freed else 0
-        offers.append(Offer(
-            kind="punch_reward", id=claim.reward_id, title=f"Free item: {claim.program.name}",
-            description=f"One eligible item free, worth {format_amount(value, currency)} in this basket"
-            if freed else "One eligible item free", value=value, applicable=bool(freed),
-            reason=None if freed else f"No item in this basket can be made free by the {claim.program.name} reward."))
-    return offers
-
-
-def _punch_nudges(programs: list[punch_rules.Program], balances: dict[str, int]) -> list[Nudge]:
-    """A nudge for each card one or two stamps short of a reward."""
-    nudges = []
-    for program in programs:
-        missing = punch_rules.missing_stamps(balances.get(punch_rules.account_kind(program.id), 0),
-                                             program.stamps_required)
-        if missing in (1, 2):
-            noun = "stamp" if missing == 1 else "stamps"
-            nudges.append(Nudge(kind="punch_card", text=f"{missing} more {noun} to a free item on the "
-                                                        f"{program.name}"))
-    return nudges
-
-
-def _tier_nudges(nudge: tuple[int, str] | None, program: ProgramPublic, locale: str) -> list[Nudge]:
-    if nudge is None:
-        return []
-    needed, name = nudge
-    return [Nudge(kind="tier", text=TIER_NUDGES[locale].format(amount=format_amount(needed, program.currency),
-                                                                tier=name))]
-
-
-def _nudges(expiring: list[Expiring], now: datetime, balance: int) -> list[Nudge]:
-    if balance <= 0:
-        return []
-    return [Nudge(kind="points_expiry", text=f"{e.amount} points expire on {e.expires_at.date().isoformat()}")
-            for e in expiring if e.expires_at <= now + timedelta(days=EXPIRY_NUDGE_DAYS)]
-
-
 async def commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,
                  region: str, guard: giftcards.PinGuard, lookups: Guard) -> TransactionPublic:
     now = clock.now()
     occurred_at = body.occurred_at or now
     rules.check_occurred_at(occurred_at, now, is_admin=principal.is_admin)
     codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
-    program, member = await _prepare(session, body, principal, region)
+    program, member, store = await _prepare(session, body, principal, region)
     row = CheckoutTransaction(
         id=new_id("txn"), store_id=body.store_id, receipt_id=body.receipt_id, member_id=member.id,
         status="committed", currency=body.currency, occurred_at=occurred_at, created_at=now, subtotal=0, discount=0,
@@ -338,19 +259,28 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     # seen as redeemed here.
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, accounts.balance), tuple(claims))
+    # The running figures, read under the member's lock: what bonus events and voucher audiences target, whether
+    # the birthday bonus is still due this year.
+    activity = await personalization.activity_for_commit(session, member.id)
+    segments = personalization.member_segments(member, activity, _tier_code(program, member),
+                                               occurred_at.date())
+    facts = voucher_service.member_facts(member, program, segments)
     # Vouchers are locked too: a second till redeeming the same code waits here, then finds it used.
     claimed = await voucher_service.claims(session, codes, now, lock=True)
-    vouchers = rules.VoucherState(tuple(claimed), voucher_service.member_facts(member, program), now,
+    vouchers = rules.VoucherState(tuple(claimed), facts, now,
                                   await voucher_service.held(session, member.id, claimed, lock=True))
     # Gift cards last: their accounts are locked after the member's (the one lock order, see the ledger).
     cards = await _gift_card_tenders(session, body, guard, principal, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
-                   punch, cards, vouchers)
+                   punch, segments, cards, vouchers)
     priced = rules.price(_basket(body), ctx)
+    birthday_year, bonus = personalization.birthday_bonus(member, activity, program, occurred_at, store)
+    referral = await referrals.due(session, member, program, priced.basket.net)
+    movements = priced.movements + bonus + (referral.movements(occurred_at, program) if referral else ())
     ledger_transaction_id = None
-    if priced.movements:
+    if movements:
         ledger_transaction_id = await ledger.post(session, ledger.Posting(
-            kind="checkout", member_id=member.id, at=now, movements=priced.movements, store_id=body.store_id,
+            kind="checkout", member_id=member.id, at=now, movements=movements, store_id=body.store_id,
             reference=row.id), accounts)
     await punch_service.redeem(session, [c.reward_id for c in claims], row.id, now)
     await voucher_service.redeem(session, vouchers.claims, member.id, row.id, now)
@@ -377,8 +307,15 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     await session.flush()
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
+    await personalization.record_commit(session, member.id, transaction_id=row.id, occurred_at=occurred_at,
+                                        net=basket.net, now=now, birthday_year=birthday_year)
+    if referral:
+        await referrals.record(session, member, referral, program, transaction_id=row.id, store_id=body.store_id,
+                               now=now)
+    # Threshold vouchers see the member as the sale leaves them (a sale that upgraded the tier counts as the new).
     earned_vouchers = await voucher_service.issue_for_sale(
-        session, member.id, voucher_service.member_facts(member, program), row.id, priced.qualifying_spend, now)
+        session, member.id, voucher_service.member_facts(member, program, segments), row.id, priced.qualifying_spend,
+        now)
     public = to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
                        rewards_issued=punch_service.issued_public(issued), tier_change=change,
                        vouchers_issued=voucher_service.issued_public(earned_vouchers))
@@ -485,6 +422,9 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
             kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
             reference=row.id, reverses_id=row.ledger_transaction_id), accounts)
     await tiers.record_void(session, row.id)
+    await personalization.record_void(session, row.member_id, row.id, row.occurred_at,
+                                      row.qualifying_spend - sum(r.qualifying_spend for r in returns), now)
+    await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
     row.status = "voided"
     row.voided_at = now
     await session.flush()
@@ -561,6 +501,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
             reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
     await repository.add_return(session, ret)
     await tiers.record_return(session, row.id, plan.qualifying_spend)
+    await personalization.record_return(session, row.member_id, row.occurred_at, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(

@@ -23,3 +23,7 @@ class InvalidReferralCode(Unprocessable):
 
 class LookupNeedsOneKey(Unprocessable):
     code, title = "validation_error", "Look members up by exactly one of card_number, phone or email"
+
+
+class SelfReferral(Unprocessable):
+    code, title = "self_referral", "A member cannot refer themselves"

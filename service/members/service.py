@@ -20,10 +20,12 @@ from service.members.errors import (
     MemberErased,
     MemberExists,
     MemberNotFound,
+    SelfReferral,
 )
 from service.members.models import Member
 from service.members.schemas import MemberCreate, MemberPublic, MemberUpdate
 from service.program.schemas import ProgramPublic
+from service.referrals import rules as referral_rules
 
 DEFAULT_LOCALE = "en"
 REFERRAL_CODE_LENGTH = 8
@@ -49,16 +51,19 @@ def _birthday_not_in_future(birthday, clock: Clock) -> None:
 async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, region: str) -> Member:
     _birthday_not_in_future(body.birthday, clock)
     now = clock.now()
+    phone = _phone(body.phone, region)
+    email_normalized = rules.normalize_email(str(body.email)) if body.email else None
     referred_by = None
     if body.referral_code:
         referrer = await repository.by_referral_code(session, normalize_code(body.referral_code))
         if referrer is None or referrer.status != "active":
             raise InvalidReferralCode(f"No member has the referral code {body.referral_code!r}.")
+        if referral_rules.self_referral((referrer.phone, referrer.email_normalized), (phone, email_normalized)):
+            raise SelfReferral("This referral code belongs to the member enrolling (same phone or email).")
         referred_by = referrer.id
     member = Member(
-        id=new_id("mem"), card_number=rules.new_card_number(), name=body.name, phone=_phone(body.phone, region),
-        email=str(body.email) if body.email else None,
-        email_normalized=rules.normalize_email(str(body.email)) if body.email else None,
+        id=new_id("mem"), card_number=rules.new_card_number(), name=body.name, phone=phone,
+        email=str(body.email) if body.email else None, email_normalized=email_normalized,
         birthday=body.birthday, locale=body.locale, marketing_consent=body.marketing_consent,
         external_ref=body.external_ref, referral_code=random_code(REFERRAL_CODE_LENGTH), referred_by=referred_by,
         enrolled_at=now, updated_at=now,

@@ -1,6 +1,5 @@
 """``GET /v1/members/{id}/summary``: the member and every balance in one answer, for the till's screen and the
-app's home page. A read view over the domains' own services (each answers its part as its own endpoint does);
-the segment joins it when that domain exists."""
+app's home page. A read view over the domains' own services (each answers its part as its own endpoint does)."""
 
 from __future__ import annotations
 
@@ -13,6 +12,8 @@ from service.errors import problem_responses
 from service.members import service as members_service
 from service.members.routes import MemberIdPath
 from service.members.schemas import MemberPublic
+from service.personalization import service as personalization
+from service.personalization.schemas import SegmentPublic
 from service.points import service as points_service
 from service.points.schemas import PointsPublic
 from service.program import service as program_service
@@ -34,6 +35,7 @@ class MemberSummary(BaseModel):
     punch_cards: list[PunchCardPublic]
     vouchers: list[VoucherPublic] = Field(description="The member's vouchers usable now, soonest-expiring first.")
     wallet: WalletPublic
+    segment: SegmentPublic
 
 
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute)
@@ -41,7 +43,7 @@ router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWor
 
 @router.get("/{member_id}/summary", operation_id="get_member_summary", response_model=MemberSummary,
             responses=problem_responses(404),
-            summary="The member with points, tier (and its perks), punch cards, vouchers and wallet")
+            summary="The member with points, tier (and its perks), punch cards, vouchers, wallet and segment")
 async def get_member_summary(member_id: MemberIdPath, session: Session, clock: ClockDep,
                              principal: Principal = Depends(require("admin", "pos", "app"))) -> MemberSummary:
     now = clock.now()
@@ -55,4 +57,5 @@ async def get_member_summary(member_id: MemberIdPath, session: Session, clock: C
         punch_cards=await punch_service.member_cards(session, member_id, now),
         vouchers=await voucher_service.usable_public(session, member_id, now),
         wallet=await wallet_service.wallet(session, member_id),
+        segment=await personalization.segment_public(session, member, program, now),
     )

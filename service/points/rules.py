@@ -6,7 +6,8 @@ Earning, per line: ``net / 10**exponent * base_rate * item multiplier * bonus mu
 - The item multiplier is the SKU's if the program lists the SKU, else the category's, else 1: a SKU multiplier
   is the more specific rule, so it wins (it replaces the category multiplier; they do not stack).
 - Bonus events apply while ``starts_at <= occurred_at < ends_at``, to their ``categories`` (all when none are
-  listed). Events restricted to ``segments`` need the member's segment; without one they do not apply. When
+  listed). Events restricted to ``segments`` (tier codes, quadrants, lifecycles) apply to members who have one of
+  them. When
   several events apply to a line, the largest multiplier counts (events do not stack).
 - Points are summed unrounded (``Decimal``) over the lines and floored once per transaction.
 
@@ -37,12 +38,12 @@ class BonusEvent:
     categories: frozenset[str] | None = None
     segments: frozenset[str] | None = None
 
-    def applies(self, category: str, occurred_at: datetime, segment: str | None) -> bool:
+    def applies(self, category: str, occurred_at: datetime, segments: frozenset[str]) -> bool:
         if not self.starts_at <= occurred_at < self.ends_at:
             return False
         if self.categories is not None and category not in self.categories:
             return False
-        return self.segments is None or (segment is not None and segment in self.segments)
+        return self.segments is None or bool(self.segments & segments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,22 +90,23 @@ def item_multiplier(line: EarnLine, rules: EarnRules) -> Decimal:
     return rules.category_multipliers.get(line.category, ONE)
 
 
-def bonus_multiplier(line: EarnLine, rules: EarnRules, occurred_at: datetime, segment: str | None) -> Decimal:
-    active = [e.multiplier for e in rules.bonus_events if e.applies(line.category, occurred_at, segment)]
+def bonus_multiplier(line: EarnLine, rules: EarnRules, occurred_at: datetime,
+                     segments: frozenset[str]) -> Decimal:
+    active = [e.multiplier for e in rules.bonus_events if e.applies(line.category, occurred_at, segments)]
     return max(active, default=ONE)
 
 
 def line_points(line: EarnLine, rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
-                segment: str | None = None) -> Decimal:
+                segments: frozenset[str] = frozenset()) -> Decimal:
     major = Decimal(line.net) / (Decimal(10) ** rules.exponent)
     return (major * rules.base_rate * item_multiplier(line, rules)
-            * bonus_multiplier(line, rules, occurred_at, segment) * tier_multiplier)
+            * bonus_multiplier(line, rules, occurred_at, segments) * tier_multiplier)
 
 
 def earn(lines: Sequence[EarnLine], rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
-         segment: str | None = None) -> Earned:
+         segments: frozenset[str] = frozenset()) -> Earned:
     per_line = {line.line_id: line_points(line, rules, tier_multiplier=tier_multiplier, occurred_at=occurred_at,
-                                          segment=segment)
+                                          segments=segments)
                 for line in lines}
     return Earned(per_line, max(floor(sum(per_line.values(), Decimal(0))), 0))
 

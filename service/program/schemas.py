@@ -88,6 +88,21 @@ class Referral(Strict):
     min_first_spend: Amount = 0
 
 
+class BirthdayBonus(Strict):
+    points: Annotated[int, Field(ge=0, le=10**9)] = Field(
+        default=0, description="Points granted once a year at the member's first purchase in their birthday week "
+        "(the birthday ± 3 days); 0: none.")
+
+
+class SegmentSettings(Strict):
+    """Fixed quadrant thresholds; null: the median the sweep computes."""
+
+    min_frequency: Annotated[int, Field(ge=1, le=10**6)] | None = Field(
+        default=None, description="Purchases in the trailing 365 days from which a member is frequent.")
+    min_monetary: Amount | None = Field(
+        default=None, description="Net spend in the trailing 365 days from which a member spends high.")
+
+
 Template = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
 
@@ -107,6 +122,8 @@ class ProgramConfig(Strict):
     tier_window_months: Annotated[int, Field(ge=1, le=60)] = 12
     wallet_top_up_bonuses: list[TopUpBonus] = Field(default_factory=list, max_length=50)
     referral: Referral = Field(default_factory=Referral)
+    birthday_bonus: BirthdayBonus = Field(default_factory=BirthdayBonus)
+    segments: SegmentSettings = Field(default_factory=SegmentSettings)
     greetings: dict[Locale, dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")], Template]] = Field(
         default_factory=dict, max_length=50)
 

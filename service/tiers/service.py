@@ -10,7 +10,7 @@ with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,7 +22,6 @@ from service.tiers.models import TierHistory, TierSpend
 from service.tiers.schemas import TierHistoryItem, TierPublic
 
 SWEEP_BATCH = 200
-FRESH_UPGRADE_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -158,15 +157,13 @@ async def nudge(session: AsyncSession, member: Member, program: ProgramPublic,
     return needed, program.tiers[next_level].name
 
 
-async def fresh_upgrade(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> str | None:
-    """The name of the member's current tier if they reached it by spending within the last
-    :data:`FRESH_UPGRADE_DAYS` days (the greeting can congratulate them), else None."""
+async def upgraded_at(session: AsyncSession, member: Member) -> datetime | None:
+    """When the member reached their current tier by spending (None if they hold it otherwise), for the
+    greeting's ``tier_upgrade`` occasion."""
     last = await repository.last_change(session, member.id)
     if last is None or last.reason != rules.UPGRADE or last.to_code != member.tier_code:
         return None
-    if not now - timedelta(days=FRESH_UPGRADE_DAYS) <= last.at <= now:
-        return None
-    return next((t.name for t in program.tiers if t.code == last.to_code), None)
+    return last.at
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import ratelimit
 from service.audit import record as audit
-from service.checkout.schemas import Nudge, Offer
 from service.clock import Clock
+from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
 from service.members import service as members_service
 from service.members.models import Member
+from service.personalization.rules import LIFECYCLES, QUADRANTS
+from service.personalization.schemas import VoucherOffer
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.vouchers import repository, rules
@@ -126,9 +128,20 @@ async def list_campaigns(session: AsyncSession, *, after: str | None, limit: int
 
 # --- issuing ------------------------------------------------------------------------------------------------
 
-def member_facts(member: Member, program: ProgramPublic) -> rules.MemberFacts:
-    """What an audience is matched against. Quadrant and lifecycle join when personalization supplies them."""
-    return rules.MemberFacts(tier=member.tier_code or program.tiers[0].code)
+def member_facts(member: Member, program: ProgramPublic, segments: frozenset[str] = frozenset()) -> rules.MemberFacts:
+    """What an audience is matched against: the tier, and the quadrant and lifecycle among the member's segments
+    (personalization's running figures; unknown when not given)."""
+    quadrant = next((s for s in segments if s in QUADRANTS), None)
+    lifecycle = next((s for s in segments if s in LIFECYCLES), None)
+    return rules.MemberFacts(tier=member.tier_code or program.tiers[0].code, quadrant=quadrant, lifecycle=lifecycle)
+
+
+async def _segments(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> frozenset[str]:
+    """The member's tier, quadrant and lifecycle now, from personalization's running figures."""
+    from service.personalization import service as personalization  # imported late: its offers import this module
+
+    activity = await personalization.activity_for_commit(session, member.id)
+    return personalization.member_segments(member, activity, member.tier_code or program.tiers[0].code, now.date())
 
 
 def voucher_public(row: Voucher, now: datetime) -> VoucherPublic:
@@ -191,7 +204,9 @@ async def issue(session: AsyncSession, campaign_id: str, body: IssueRequest, clo
         raise CampaignNotIssuing(problem)
     if body.member_id is not None:
         member = await members_service.get(session, body.member_id)
-        if not rules.audience_matches(campaign.audience, member_facts(member, await program_service.get(session))):
+        program = await program_service.get(session)
+        facts = member_facts(member, program, await _segments(session, member, program, now))
+        if not rules.audience_matches(campaign.audience, facts):
             raise MemberNotInAudience(f"The campaign {row.name!r} is not offered to this member.")
     count = body.count or 1
     problem = await _reserve(session, row, count, body.member_id)
@@ -200,7 +215,20 @@ async def issue(session: AsyncSession, campaign_id: str, body: IssueRequest, clo
     vouchers = await _insert(session, campaign, count, body.member_id, now)
     await audit(session, clock, actor=actor, action="vouchers.issued", target=row.id,
                 data={"member_id": body.member_id, "count": count})
+    if body.member_id is not None:
+        await _announce(session, vouchers, now)
+    else:  # bearer codes are as good as cash: the event says how many, never which
+        await events.emit(session, "voucher.issued", {"campaign_id": row.id, "count": count, "member_id": None},
+                          at=now)
     return vouchers
+
+
+async def _announce(session: AsyncSession, vouchers: Sequence[VoucherPublic], now: datetime) -> None:
+    """One ``voucher.issued`` event per voucher issued to a member (targeted, or earned by a sale)."""
+    for voucher in vouchers:
+        await events.emit(session, "voucher.issued", {
+            "campaign_id": voucher.campaign_id, "count": 1, "member_id": voucher.member_id, "voucher_id": voucher.id,
+            "valid_until": voucher.valid_until}, at=now, member_id=voucher.member_id)
 
 
 async def issue_for_sale(session: AsyncSession, member_id: str, facts: rules.MemberFacts, transaction_id: str,
@@ -212,6 +240,7 @@ async def issue_for_sale(session: AsyncSession, member_id: str, facts: rules.Mem
     for campaign in rules.auto_issued([to_rules(r) for r in rows.values()], net_spend, facts, now):
         if await _reserve(session, rows[campaign.id], 1, member_id) is None:
             issued += await _insert(session, campaign, 1, member_id, now, issued_by=transaction_id)
+    await _announce(session, issued, now)
     return issued
 
 
@@ -325,27 +354,30 @@ async def usable_public(session: AsyncSession, member_id: str, now: datetime) ->
     return [voucher_public(v, now) for v in rows]
 
 
-def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item], *, member_id: str,
-               facts: rules.MemberFacts, now: datetime, currency: str) -> list[Offer]:
-    """The till's offers: each usable voucher (soonest-expiring first) valued against the basket on its own."""
-    basket_net = sum(i.net for i in items)
+def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | None, *, member_id: str,
+               facts: rules.MemberFacts, now: datetime, currency: str) -> list[VoucherOffer]:
+    """Each usable voucher (soonest-expiring first) valued against the basket's ``items`` on its own; without a
+    basket (the app), every usable voucher, worth its amount when it is one."""
+    basket_net = sum(i.net for i in items or ())
     offers = []
     for voucher in vouchers:
-        reason = rules.why_not(voucher, member_id=member_id, facts=facts, items=items, basket_net=basket_net,
-                               now=now, currency=currency)
-        value = 0 if reason else rules.discount(voucher.campaign, items).total
+        reason = None
+        if items is not None:
+            reason = rules.why_not(voucher, member_id=member_id, facts=facts, items=items, basket_net=basket_net,
+                                   now=now, currency=currency)
+            value = 0 if reason else rules.discount(voucher.campaign, items).total
+        else:
+            value = voucher.campaign.value or 0 if voucher.campaign.kind == "amount_off" else 0
         until = f", valid until {voucher.valid_until.date().isoformat()}" if voucher.valid_until else ""
-        offers.append(Offer(kind="voucher", id=voucher.code, title=voucher.campaign.name,
-                            description=f"{voucher.campaign.describe(currency)}{until}", value=value,
-                            applicable=reason is None, reason=reason))
+        offers.append(VoucherOffer(id=voucher.code, title=voucher.campaign.name,
+                                   description=f"{voucher.campaign.describe(currency)}{until}", value=value,
+                                   applicable=reason is None, reason=reason, expires_at=voucher.valid_until))
     return offers
 
 
-def nudges_for(vouchers: Sequence[rules.Voucher], now: datetime, currency: str) -> list[Nudge]:
-    """A nudge for each usable voucher that ends within a week."""
-    return [Nudge(kind="voucher_expiry", text=f"Voucher {v.code} ({v.campaign.describe(currency)}) expires on "
-                                              f"{v.valid_until.date().isoformat()}")
-            for v in rules.expiring_soon(vouchers, now) if v.valid_until]
+def expiring_soon(vouchers: Sequence[rules.Voucher], now: datetime) -> list[rules.Voucher]:
+    """The usable vouchers that end within a week (for nudges)."""
+    return [v for v in rules.expiring_soon(vouchers, now) if v.valid_until]
 
 
 async def member_vouchers(session: AsyncSession, member_id: str, now: datetime, *, after: str | None,

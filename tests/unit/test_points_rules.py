@@ -48,11 +48,13 @@ def test_bonus_events_by_window_category_and_segment():
     triple = rules.BonusEvent("vip", NOW - timedelta(hours=1), NOW + timedelta(hours=1), Decimal(3),
                               segments=frozenset({"true_friend"}))
     r = earn_rules(bonus_events=(event, triple))
-    assert rules.bonus_multiplier(line(100), r, NOW, None) == 2
-    assert rules.bonus_multiplier(line(100), r, NOW, "true_friend") == 3  # the largest, not the product
-    assert rules.bonus_multiplier(line(100, category="d"), r, NOW, None) == 1
-    assert rules.bonus_multiplier(line(100), r, NOW + timedelta(hours=1), None) == 1  # ends_at is exclusive
-    assert rules.bonus_multiplier(line(100), r, NOW - timedelta(hours=1), None) == 2  # starts_at inclusive
+    none: frozenset[str] = frozenset()
+    assert rules.bonus_multiplier(line(100), r, NOW, none) == 2
+    assert rules.bonus_multiplier(line(100), r, NOW, frozenset({"gold", "true_friend"})) == 3  # the largest
+    assert rules.bonus_multiplier(line(100), r, NOW, frozenset({"gold", "stranger"})) == 2
+    assert rules.bonus_multiplier(line(100, category="d"), r, NOW, none) == 1
+    assert rules.bonus_multiplier(line(100), r, NOW + timedelta(hours=1), none) == 1  # ends_at is exclusive
+    assert rules.bonus_multiplier(line(100), r, NOW - timedelta(hours=1), none) == 2  # starts_at inclusive
 
 
 def test_burn_value_and_its_limits():

@@ -1,0 +1,243 @@
+"""Ranked offers and nudges for the till (with a basket) and the app (without one).
+
+Each incentive domain contributes through one :class:`OfferProvider` in :data:`PROVIDERS`; the list is ranked
+here, once (:func:`service.personalization.rules.rank_key`): what the member can use now (rewards, own vouchers
+soonest-expiring first, points), then campaign offers whose audience matches the member. Nudges come in the
+providers' order. A new incentive (vouchers) is one more provider in :data:`PROVIDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.checkout import rules as checkout_rules
+from service.ledger.rules import POINTS
+from service.members.models import Member
+from service.money import currency_exponent, format_amount
+from service.personalization import rules
+from service.personalization.schemas import (
+    CampaignOffer,
+    MemberOffers,
+    Nudge,
+    Offer,
+    PointsExpiryNudge,
+    PointsOffer,
+    PunchCardNudge,
+    PunchRewardOffer,
+    TierDiscountOffer,
+    TierNudge,
+    VoucherExpiryNudge,
+)
+from service.points import rules as points_rules
+from service.points import service as points_service
+from service.program.schemas import ProgramPublic
+from service.punchcards import rules as punch_rules
+from service.punchcards import service as punch_service
+from service.tiers import service as tiers
+from service.vouchers import rules as voucher_rules
+from service.vouchers import service as voucher_service
+
+
+@dataclass(frozen=True)
+class OfferContext:
+    """What every provider may look at. ``basket`` is None for the app (no basket: an offer is applicable when
+    the member can use it at all, and its value is what it is worth at most)."""
+
+    member: Member
+    program: ProgramPublic
+    locale: str
+    now: datetime
+    balances: Mapping[str, int]  # the member's ledger balances by account kind
+    segments: frozenset[str]  # tier code, quadrant, lifecycle
+    basket: checkout_rules.Basket | None = None
+    # What vouchers are priced against: the basket's items after the steps before vouchers (None: no basket).
+    voucher_items: Sequence[voucher_rules.Item] | None = None
+
+    @property
+    def currency(self) -> str:
+        return self.program.currency
+
+    def text(self, key: str, **values: object) -> str:
+        return rules.message(self.locale, key, **values)
+
+
+class OfferProvider(Protocol):
+    async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]: ...
+
+    async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]: ...
+
+
+class PunchCards:
+    """Available rewards, each valued against the basket on its own; nudges one or two stamps short."""
+
+    async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
+        offers: list[Offer] = []
+        for claim in await punch_service.available_rewards(session, ctx.member.id, ctx.now):
+            name = claim.program.name
+            if ctx.basket is None:
+                offers.append(PunchRewardOffer(id=claim.reward_id, title=ctx.text("punch_title", program=name),
+                                               description=ctx.text("punch_description_any"),
+                                               value=claim.program.max_value or 0, applicable=True))
+                continue
+            freed = punch_rules.free_units(checkout_rules.punch_units(ctx.basket), [claim]).freed
+            value = freed[0].amount if freed else 0
+            offers.append(PunchRewardOffer(
+                id=claim.reward_id, title=ctx.text("punch_title", program=name),
+                description=ctx.text("punch_description", value=format_amount(value, ctx.currency)) if freed
+                else ctx.text("punch_description_any"), value=value, applicable=bool(freed),
+                reason=None if freed else ctx.text("punch_reason", program=name)))
+        return offers
+
+    async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
+        nudges: list[Nudge] = []
+        for program in await punch_service.active_programs(session):
+            missing = punch_rules.missing_stamps(ctx.balances.get(punch_rules.account_kind(program.id), 0),
+                                                 program.stamps_required)
+            if rules.missing_stamps_worth_a_nudge(missing):
+                noun = ctx.text("stamp" if missing == 1 else "stamps")
+                nudges.append(PunchCardNudge(text=ctx.text("nudge_stamps", missing=missing, noun=noun,
+                                                           program=program.name),
+                                             program_id=program.id, missing=missing))
+        return nudges
+
+
+class Points:
+    """Redeemable points with their value (for the basket: what ``max_burn_percent`` lets it take after the tier
+    discount); nudges for lots expiring within 30 days."""
+
+    async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
+        balance = ctx.balances.get(POINTS, 0)
+        if balance == 0:
+            return []
+        program = ctx.program
+        if ctx.basket is None:
+            usable = max(balance, 0)
+        else:
+            _, _, percent = checkout_rules.tier_figures(program.tiers, ctx.member.tier_code)
+            after_tier = ctx.basket.discounted(checkout_rules.tier_discounts(ctx.basket, percent))
+            limit = points_rules.max_burnable_points(after_tier.net, max_burn_percent=program.max_burn_percent,
+                                                     point_value=program.point_value)
+            usable = max(min(balance, limit), 0)
+        value = usable * program.point_value
+        reason = None
+        if balance < 0:
+            reason = ctx.text("points_reason_debt", points=-balance)
+        elif usable == 0:
+            reason = ctx.text("points_reason_basket")
+        return [PointsOffer(title=ctx.text("points_title"), points=usable, value=value, applicable=usable > 0,
+                            description=ctx.text("points_description", points=usable,
+                                                 value=format_amount(value, ctx.currency)), reason=reason)]
+
+    async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
+        if ctx.balances.get(POINTS, 0) <= 0:
+            return []
+        horizon = ctx.now + timedelta(days=rules.POINTS_EXPIRY_NUDGE_DAYS)
+        return [PointsExpiryNudge(text=ctx.text("nudge_points_expiry", points=e.amount,
+                                                date=e.expires_at.date().isoformat()),
+                                  points=e.amount, expires_at=e.expires_at)
+                for e in await points_service.expiring(session, ctx.member.id, after=ctx.now, limit=3)
+                if e.expires_at <= horizon]
+
+
+class Tiers:
+    """The tier discount as an offer; the spend still needed for the next tier as a nudge."""
+
+    async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
+        code, _, percent = checkout_rules.tier_figures(ctx.program.tiers, ctx.member.tier_code)
+        if percent <= 0:
+            return []
+        name = next(t.name for t in ctx.program.tiers if t.code == code)
+        value = sum(checkout_rules.tier_discounts(ctx.basket, percent).values()) if ctx.basket is not None else 0
+        return [TierDiscountOffer(id=code, title=ctx.text("tier_title", tier=name),
+                                  description=ctx.text("tier_description", percent=f"{percent.normalize():f}",
+                                                       tier=name),
+                                  value=value, applicable=value > 0 if ctx.basket is not None else True)]
+
+    async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
+        found = await tiers.nudge(session, ctx.member, ctx.program, ctx.now)
+        if found is None:
+            return []
+        needed, name = found
+        return [TierNudge(text=ctx.text("nudge_tier", amount=format_amount(needed, ctx.currency), tier=name),
+                          tier=name, amount=needed)]
+
+
+class Campaigns:
+    """Bonus-point events running now whose audience (``segments``: tier codes, quadrants, lifecycles) matches
+    the member; for a basket, valued as the extra points its lines would earn."""
+
+    async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
+        offers: list[Offer] = []
+        for event in ctx.program.earn.bonus_events:
+            if not event.starts_at <= ctx.now < event.ends_at or not rules.audience_matches(event.segments,
+                                                                                            ctx.segments):
+                continue
+            what = ", ".join(event.categories) if event.categories else ctx.text("campaign_everything")
+            description = ctx.text("campaign_description", multiplier=f"{event.multiplier:g}", what=what,
+                                   until=event.ends_at.date().isoformat())
+            value, applicable = 0, True
+            if ctx.basket is not None:
+                extra = _extra_points(ctx, event)
+                applicable = extra > 0
+                value = extra * ctx.program.point_value
+            offers.append(CampaignOffer(id=event.name, title=ctx.text("campaign_title", name=event.name),
+                                        description=description, value=value, applicable=applicable,
+                                        ends_at=event.ends_at,
+                                        reason=None if applicable else ctx.text("campaign_reason", name=event.name)))
+        return offers
+
+    async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
+        return []
+
+
+def _extra_points(ctx: OfferContext, event) -> int:
+    """The points this event adds to what the basket earns (before any redemption)."""
+    earn = points_rules.EarnRules.from_config(ctx.program.earn, currency_exponent(ctx.currency))
+    lines = [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in ctx.basket.lines]
+    _, multiplier, _ = checkout_rules.tier_figures(ctx.program.tiers, ctx.member.tier_code)
+    base = replace(earn, bonus_events=())
+    with_event = replace(earn, bonus_events=tuple(e for e in earn.bonus_events if e.name == event.name))
+    points = [points_rules.earn(lines, r, tier_multiplier=multiplier, occurred_at=ctx.now, segments=ctx.segments)
+              .points for r in (with_event, base)]
+    return max(points[0] - points[1], 0)
+
+
+class Vouchers:
+    """The member's own usable vouchers (ranked soonest-expiring first), each valued against this basket;
+    nudges for those that end within a week."""
+
+    async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
+        usable = await voucher_service.usable(session, ctx.member.id, ctx.now)
+        facts = voucher_service.member_facts(ctx.member, ctx.program, ctx.segments)
+        return list(voucher_service.offers_for(usable, ctx.voucher_items, member_id=ctx.member.id, facts=facts,
+                                               now=ctx.now, currency=ctx.currency))
+
+    async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
+        usable = await voucher_service.usable(session, ctx.member.id, ctx.now)
+        return [VoucherExpiryNudge(text=ctx.text("nudge_voucher_expiry", name=v.campaign.name, code=v.code,
+                                                 date=v.valid_until.date().isoformat()),
+                                   code=v.code, expires_at=v.valid_until)
+                for v in voucher_service.expiring_soon(usable, ctx.now)]
+
+
+# Nudges in this order: stamps, tier, expiring points, expiring vouchers (offers are ranked afterwards).
+PROVIDERS: tuple[OfferProvider, ...] = (PunchCards(), Tiers(), Points(), Vouchers(), Campaigns())
+
+
+def _rank(offer: Offer) -> tuple:
+    return rules.rank_key(offer.kind, offer.applicable, getattr(offer, "expires_at", None), offer.value)
+
+
+async def ranked(session: AsyncSession, ctx: OfferContext,
+                 providers: tuple[OfferProvider, ...] = PROVIDERS) -> MemberOffers:
+    offers: list[Offer] = []
+    nudges: list[Nudge] = []
+    for provider in providers:
+        offers.extend(await provider.offers(session, ctx))
+        nudges.extend(await provider.nudges(session, ctx))
+    return MemberOffers(offers=sorted(offers, key=_rank), nudges=nudges)

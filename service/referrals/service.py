@@ -1,0 +1,95 @@
+"""Referral rewards, inside the checkout's transactions. Never commits.
+
+The commit asks :func:`due` (only for a referred member: nobody else pays a query), posts the referred member's
+points with the sale and then calls :func:`record`, which credits the referrer in a ledger transaction of their
+own (``kind="referral"``, referencing the sale). :func:`reverse` undoes both sides when that sale is voided.
+The referred member's ledger lock (held by the commit or void) serializes these decisions; the referrer always
+enrolled before the referred member, so locking the referrer second can never close a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.ledger import service as ledger
+from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.members import repository as members_repository
+from service.members.models import Member
+from service.points.rules import lot_expiry
+from service.program.schemas import ProgramPublic
+from service.referrals import repository, rules
+from service.referrals.models import ReferralReward
+
+KIND = "referral_bonus"
+
+
+@dataclass(frozen=True)
+class Due:
+    referrer_id: str
+    referee_points: int
+    referrer_points: int
+    row: ReferralReward | None  # a reward reversed by an earlier void, to be used again
+
+    def movements(self, occurred_at: datetime, program: ProgramPublic) -> tuple[Movement, ...]:
+        """The referred member's side, posted with the sale."""
+        if self.referee_points <= 0:
+            return ()
+        return (_credit(self.referee_points, occurred_at, program),)
+
+
+def _credit(points: int, at: datetime, program: ProgramPublic) -> Movement:
+    return Movement(account=POINTS, asset=POINTS, amount=points, contra="program:points_issued", kind=KIND,
+                    lots=LotPolicy.NEW, earned_at=at, expires_at=lot_expiry(at, program.points_expiry_months))
+
+
+async def due(session: AsyncSession, member: Member, program: ProgramPublic, net: int) -> Due | None:
+    if member.referred_by is None:
+        return None
+    row = await repository.get(session, member.id)
+    settings = program.referral
+    if not rules.reward_due(net, settings.min_first_spend, already_rewarded=row is not None and row.status ==
+                            "rewarded", referrer_points=settings.referrer_points,
+                            referee_points=settings.referee_points):
+        return None
+    return Due(member.referred_by, settings.referee_points, settings.referrer_points, row)
+
+
+async def record(session: AsyncSession, member: Member, reward: Due, program: ProgramPublic, *,
+                 transaction_id: str, store_id: str, now: datetime) -> None:
+    """Mark the referral rewarded by this sale and credit the referrer (skipped if they were erased since)."""
+    referrer = await members_repository.get(session, reward.referrer_id)
+    referrer_points = reward.referrer_points if referrer is not None and referrer.status == "active" else 0
+    ledger_id = None
+    if referrer_points > 0:
+        accounts = await ledger.lock_accounts(session, reward.referrer_id, [POINTS], now)
+        ledger_id = await ledger.post(session, ledger.Posting(
+            kind="referral", member_id=reward.referrer_id, at=now, movements=(_credit(referrer_points, now, program),),
+            store_id=store_id, reference=transaction_id, reason=f"referred {member.id}"), accounts)
+    row = reward.row or ReferralReward(referee_id=member.id, referrer_id=reward.referrer_id, status="rewarded",
+                                       transaction_id=transaction_id, referee_points=0, referrer_points=0,
+                                       updated_at=now)
+    row.status, row.transaction_id, row.updated_at = "rewarded", transaction_id, now
+    row.referee_points, row.referrer_points, row.referrer_ledger_transaction_id = (
+        reward.referee_points, referrer_points, ledger_id)
+    if reward.row is None:
+        repository.add(session, row)
+
+
+async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, now: datetime) -> None:
+    """The void of the sale that rewarded a referral takes the referrer's points back (the referred member's go
+    with the sale's own entries); a later qualifying sale may reward again."""
+    row = await repository.rewarded_by(session, transaction_id)
+    if row is None:
+        return
+    if row.referrer_ledger_transaction_id:
+        accounts = await ledger.lock_accounts(session, row.referrer_id, [POINTS], now)
+        movements = await ledger.reversal_movements(session, [row.referrer_ledger_transaction_id], kind="void",
+                                                    origin=row.referrer_ledger_transaction_id)
+        await ledger.post(session, ledger.Posting(
+            kind="void", member_id=row.referrer_id, at=now, movements=movements, store_id=store_id,
+            reference=transaction_id, reverses_id=row.referrer_ledger_transaction_id,
+            reason=f"referral of {row.referee_id} voided"), accounts)
+    row.status, row.updated_at = "reversed", now

@@ -1,0 +1,318 @@
+"""Personalization through HTTP: segments from a back-dated history, lifecycle over time (``loyalty sweep
+--as-of``), greetings (every occasion and their priority, both built-in locales, the program's own templates),
+ranked offers with audience filtering, nudges, the birthday bonus (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from tests import factories as f
+from tests.server import run_cli
+
+NOW = datetime(2026, 6, 15, 10, 0, tzinfo=UTC)  # 12:00 in Berlin, 18:00 in Shanghai
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat()
+
+
+@pytest.fixture
+async def store(client, clock):
+    clock.freeze(NOW)
+    return (await f.create_store(client, tz="Europe/Berlin"))["id"]
+
+
+async def buy(client, member, store, amount=1000, at=None, **extra) -> dict:
+    body = f.basket(member, store, [f.line(unit_price=amount)], **extra)
+    if at is not None:
+        body["occurred_at"] = iso(at)
+    r = await f.commit(client, body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def quote(client, member, store, lines=None, **extra) -> dict:
+    r = await client.post("/v1/checkout/quote", json=f.basket(member, store, lines, **extra))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def segment(client, member) -> dict:
+    r = await client.get(f"/v1/members/{member}/segment")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def report(client) -> dict:
+    r = await client.get("/v1/reports/segments")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# -- segments ------------------------------------------------------------------------------------------------------
+
+
+async def test_segment_figures_for_a_back_dated_history(client, store):
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 10_000, NOW - timedelta(days=400))  # before the window
+    await buy(client, member, store, 5_000, NOW - timedelta(days=200))
+    await buy(client, member, store, 3_000, NOW - timedelta(days=100))
+    last = await buy(client, member, store, 2_000, NOW - timedelta(days=10))
+    voided = await buy(client, member, store, 7_000, NOW - timedelta(days=5))
+    r = await client.post(f"/v1/checkout/transactions/{voided['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/checkout/transactions/{last['id']}/returns", json={"lines": [
+        {"line_id": "1", "quantity": 1}]}, headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text  # the whole 20.00 line comes back: spend falls, the visit counts
+    seg = await segment(client, member)
+    assert seg == {"quadrant": "barnacle", "lifecycle": "active", "recency_days": 10, "frequency": 3,
+                   "monetary": 8_000, "last_purchase_on": (NOW - timedelta(days=10)).date().isoformat()}
+    # The window is the 365 days ending today: the 400-day-old sale is out, one 364 days old is in.
+    await buy(client, member, store, 4_000, NOW - timedelta(days=364))
+    seg = await segment(client, member)
+    assert (seg["frequency"], seg["monetary"], seg["quadrant"]) == (4, 12_000, "true_friend")
+    await f.set_program(client, segments={"min_frequency": 5, "min_monetary": 20_000})
+    assert (await segment(client, member))["quadrant"] == "stranger"
+    await f.set_program(client, segments={"min_frequency": 5, "min_monetary": 100})
+    assert (await segment(client, member))["quadrant"] == "butterfly"
+    summary = (await client.get(f"/v1/members/{member}/summary")).json()
+    assert summary["segment"]["quadrant"] == "butterfly" and summary["segment"]["frequency"] == 4
+
+
+async def test_a_member_who_never_bought(client, store):
+    member = (await f.enroll(client))["id"]
+    assert await segment(client, member) == {"quadrant": "stranger", "lifecycle": "new", "recency_days": None,
+                                             "frequency": 0, "monetary": 0, "last_purchase_on": None}
+    r = await client.get("/v1/members/mem_missing/segment")
+    f.assert_problem(r, 404, "member_not_found")
+
+
+async def test_lifecycle_over_time_by_the_sweep(client, store, clock, cli_env):
+    regular = (await f.enroll(client))["id"]
+    for days in (100, 90, 80):  # a sale every 10 days: at risk after 60 days without one (2 × 10 is less)
+        await buy(client, regular, store, 1_000, NOW - timedelta(days=days))
+    idle = (await f.enroll(client))["id"]  # enrolled at NOW, never buys
+    steps = [(NOW - timedelta(days=85), "new", "new"),  # the regular's first sale was 15 days before
+             (NOW - timedelta(days=50), "active", "new"),
+             (NOW, "at_risk", "new"),
+             (NOW + timedelta(days=45), "at_risk", "active"),
+             (NOW + timedelta(days=70), "at_risk", "at_risk"),
+             (NOW + timedelta(days=101), "lapsed", "at_risk"),
+             (NOW + timedelta(days=181), "lapsed", "lapsed")]
+    for as_of, regular_stage, idle_stage in steps:
+        assert await run_cli("sweep", "--as-of", iso(as_of)) == 0
+        counts = await report(client)
+        expected = {c: 0 for c in ("new", "active", "at_risk", "lapsed")}
+        expected[regular_stage] += 1
+        expected[idle_stage] += 1
+        assert counts["lifecycles"] == expected, (as_of, counts)
+        assert counts["as_of"][:10] == as_of.date().isoformat()
+        assert counts["members"] == 2 and counts["not_segmented"] == 0 and sum(counts["quadrants"].values()) == 2
+    # The sweep is idempotent: the same as-of gives the same counts.
+    assert await run_cli("sweep", "--as-of", iso(NOW + timedelta(days=181))) == 0
+    assert (await report(client))["lifecycles"]["lapsed"] == 2
+    # The report is the sweep's picture; a member read is judged now (the clock is at NOW).
+    assert (await segment(client, idle))["lifecycle"] == "new"
+    assert (await segment(client, regular))["lifecycle"] == "at_risk"
+    await f.enroll(client)
+    assert (await report(client))["not_segmented"] == 1
+
+
+async def test_the_sweep_sets_thresholds_at_the_medians(client, store, cli_env):
+    members = [(await f.enroll(client))["id"] for _ in range(4)]
+    for i, member in enumerate(members):  # 1, 2, 3, 4 sales of 10.00 × (i + 1)
+        for n in range(i + 1):
+            await buy(client, member, store, 1_000 * (i + 1), NOW - timedelta(days=20 + n))
+    assert await run_cli("sweep", "--as-of", iso(NOW)) == 0
+    counts = await report(client)
+    # (sales, spend): (1, 10.00), (2, 40.00), (3, 90.00), (4, 160.00); medians 2.5 and 65.00: frequent from 3
+    # sales, high from 65.01
+    assert counts["thresholds"] == {"min_frequency": 3, "min_monetary": 6_501, "source": "sweep"}
+    assert counts["quadrants"] == {"true_friend": 2, "butterfly": 0, "barnacle": 0, "stranger": 2}
+    assert (await segment(client, members[3]))["quadrant"] == "true_friend"
+
+
+# -- greetings -----------------------------------------------------------------------------------------------------
+
+
+async def test_occasions_and_their_priority(client, store, clock):
+    # welcome: no purchase yet; the salutation follows the store's clock (12:00 in Berlin)
+    newcomer = await f.enroll(client, name="Ann")
+    q = await quote(client, newcomer["id"], store)
+    assert q["greeting"] == {"text": "Good afternoon, Ann! Welcome, and thank you for joining.", "locale": "en",
+                             "occasion": "welcome"}
+    # birthday (± 3 days) beats welcome, and a tier upgrade
+    birthday = (NOW + timedelta(days=3)).date().replace(year=1990)
+    celebrant = (await f.enroll(client, name="Bo", birthday=birthday.isoformat()))["id"]
+    assert (await quote(client, celebrant, store))["greeting"]["occasion"] == "birthday"
+    await buy(client, celebrant, store, 60_000)  # silver now
+    q = await quote(client, celebrant, store)
+    assert q["greeting"] == {"text": "Good afternoon, Bo! Happy birthday!", "locale": "en", "occasion": "birthday"}
+    clock.freeze(NOW + timedelta(days=7))
+    assert (await quote(client, celebrant, store))["greeting"]["occasion"] == "tier_upgrade"
+    # tier upgrade beats welcome back: the upgrading sale is voided, the last one left is 100 days old
+    clock.freeze(NOW)
+    upgraded = (await f.enroll(client, name="Cy"))["id"]
+    await buy(client, upgraded, store, 1_000, NOW - timedelta(days=100))
+    big = await buy(client, upgraded, store, 60_000, NOW - timedelta(days=10))
+    assert big["tier_change"] == {"from": "member", "to": "silver"}
+    r = await client.post(f"/v1/checkout/transactions/{big['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200
+    assert (await segment(client, upgraded))["lifecycle"] == "at_risk"
+    q = await quote(client, upgraded, store)
+    assert q["greeting"]["occasion"] == "tier_upgrade" and q["greeting"]["text"].endswith("Welcome to Silver!")
+    clock.freeze(NOW + timedelta(days=21))
+    q = await quote(client, upgraded, store)
+    assert q["greeting"] == {"text": "Good afternoon, Cy! Welcome back, we missed you.", "locale": "en",
+                             "occasion": "welcome_back"}
+    # welcome back beats a milestone: nine sales, long ago; the next visit would be the 10th
+    clock.freeze(NOW)
+    loyal = (await f.enroll(client, name="Di"))["id"]
+    for days in range(200, 191, -1):
+        await buy(client, loyal, store, 1_000, NOW - timedelta(days=days))
+    assert (await quote(client, loyal, store))["greeting"]["occasion"] == "welcome_back"
+    await buy(client, loyal, store)  # the 10th visit
+    assert (await quote(client, loyal, store))["greeting"]["occasion"] == "regular"
+    # milestone: the 10th visit of an active member
+    steady = (await f.enroll(client, name="Ed"))["id"]
+    for days in range(9, 0, -1):
+        await buy(client, steady, store, 1_000, NOW - timedelta(days=days))
+    q = await quote(client, steady, store)
+    assert q["greeting"] == {"text": "Good afternoon, Ed! This is your visit number 10: thank you!", "locale": "en",
+                             "occasion": "milestone"}
+    await buy(client, steady, store)
+    assert (await quote(client, steady, store))["greeting"]["text"] == "Good afternoon, Ed!"
+
+
+async def test_a_zh_cn_member_is_greeted_in_chinese_in_the_stores_time(client, store):
+    shanghai = (await f.create_store(client, tz="Asia/Shanghai"))["id"]
+    member = (await f.enroll(client, name="李雷", locale="zh-CN"))["id"]
+    q = await quote(client, member, shanghai)  # 18:00 in Shanghai
+    assert q["greeting"] == {"text": "李雷，晚上好！欢迎您，感谢加入。", "locale": "zh-CN", "occasion": "welcome"}
+    await buy(client, member, shanghai, 1_000, NOW - timedelta(days=1))
+    q = await quote(client, member, store)  # 12:00 in Berlin
+    assert q["greeting"] == {"text": "李雷，下午好！", "locale": "zh-CN", "occasion": "regular"}
+    # the offers and nudges speak Chinese too
+    assert q["nudges"][0]["kind"] == "tier" and q["nudges"][0]["text"].startswith("再消费")
+    assert any(o["kind"] == "points" and o["title"] == "积分抵扣" for o in q["offers"])
+    for locale, expected in (("zh", "zh-CN"), ("fr", "en"), ("EN-gb", "en")):
+        other = (await f.enroll(client, name="X", locale=locale))["id"]
+        assert (await quote(client, other, store))["greeting"]["locale"] == expected
+
+
+async def test_the_programs_own_templates(client, store):
+    await f.set_program(client, greetings={
+        "en": {"regular": "Hi {name} ({tier}), {salutation}! {unknown}"},
+        "de": {"welcome": "{salutation}, {name}! Willkommen!", "afternoon": "Guten Tag"}})
+    german = (await f.enroll(client, name="Udo", locale="de"))["id"]
+    assert (await quote(client, german, store))["greeting"] == {"text": "Guten Tag, Udo! Willkommen!",
+                                                                "locale": "de", "occasion": "welcome"}
+    await buy(client, german, store, 1_000, NOW - timedelta(days=1))
+    q = await quote(client, german, store)  # the program has no German "regular": the English one, overridden
+    assert q["greeting"] == {"text": "Hi Udo (Member), Guten Tag! {unknown}", "locale": "de", "occasion": "regular"}
+
+
+# -- offers and nudges ---------------------------------------------------------------------------------------------
+
+
+async def test_offers_are_ranked_and_campaigns_filtered_by_audience(client, store, make_client):
+    program = (await client.post("/v1/punch-card-programs", json={
+        "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 1,
+        "reward": {"categories": ["coffee"], "max_value": 600}, "reward_valid_days": 30})).json()
+    window = {"starts_at": iso(NOW - timedelta(days=1)), "ends_at": iso(NOW + timedelta(days=6))}
+    await f.set_program(client, earn={"bonus_events": [
+        {"name": "Gold week", "multiplier": 2, "segments": ["gold"], **window},
+        {"name": "Come back", "multiplier": 3, "segments": ["lapsed", "at_risk"], **window},
+        {"name": "Tea time", "multiplier": 2, "categories": ["tea"], **window},
+        {"name": "Last month", "multiplier": 5, "starts_at": iso(NOW - timedelta(days=40)),
+         "ends_at": iso(NOW - timedelta(days=10))}]})
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 150_000, NOW - timedelta(days=2))  # gold, 1500 points
+    await f.commit(client, f.basket(member, store, [f.line("c", "LATTE", "coffee", 1, 400)]))  # a reward
+    q = await quote(client, member, store, [f.line("c", "LATTE", "coffee", 1, 400), f.line("t", "TEA", "tea", 1, 600)])
+    kinds = [(o["kind"], o.get("id") if o["kind"] != "punch_reward" else "reward") for o in q["offers"]]
+    assert kinds == [("punch_reward", "reward"), ("points", None), ("tier_discount", "gold"),
+                     ("campaign", "Gold week"), ("campaign", "Tea time")], kinds
+    reward, points, tier, gold_week, tea = q["offers"]
+    assert reward["applicable"] and reward["value"] == 400 and reward["id"].startswith("rwd_")
+    assert points["applicable"] and points["points"] == 950 and points["value"] == 950  # 10.00 less 5% gold
+    assert tier["value"] == 50 and tier["description"] == "5% off as a Gold member"
+    # the extra points the event adds to this basket (before discounts; gold earns 1.5×): 15 + 15, 6 + 18 - 15
+    assert gold_week["value"] == 15 and tea["value"] == 9
+    assert gold_week["ends_at"].startswith((NOW + timedelta(days=6)).date().isoformat())
+    # a basket with nothing for a campaign or a reward: those offers rank after the ones that apply
+    q = await quote(client, member, store, [f.line("x", "BREAD", "bakery", 1, 300)])
+    assert [o["kind"] for o in q["offers"]] == ["points", "tier_discount", "punch_reward", "campaign", "campaign"]
+    assert q["offers"][2]["applicable"] is False and "Coffee card" in q["offers"][2]["reason"]
+    tea = next(o for o in q["offers"] if o.get("id") == "Tea time")
+    assert tea["applicable"] is False and tea["value"] == 0
+    # the app sees the same offers without a basket; a till may not ask
+    app = make_client(await f.create_key(client, "app"))
+    r = await app.get(f"/v1/members/{member}/offers")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [o["kind"] for o in body["offers"]] == ["punch_reward", "points", "tier_discount", "campaign", "campaign"]
+    assert body["offers"][1]["points"] == 1_511 and all(o["applicable"] for o in body["offers"])  # 1500 + 3.80 × 3
+    assert body["nudges"] == [{"kind": "punch_card", "text": "1 more stamp to a free item on the Coffee card",
+                               "program_id": program["id"], "missing": 1}]
+    pos = make_client(await f.create_key(client, "pos", store))
+    assert (await pos.get(f"/v1/members/{member}/offers")).status_code == 403
+    # a lapsed member is offered the come-back campaign instead
+    gone = (await f.enroll(client))["id"]
+    await buy(client, gone, store, 1_000, NOW - timedelta(days=200))
+    offers = (await client.get(f"/v1/members/{gone}/offers")).json()["offers"]
+    assert [o["id"] for o in offers if o["kind"] == "campaign"] == ["Come back", "Tea time"]
+
+
+async def test_nudges_stamps_tier_and_expiring_points(client, store, clock):
+    await client.post("/v1/punch-card-programs", json={
+        "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 3,
+        "reward": {"categories": ["coffee"]}, "reward_valid_days": 30})
+    member = (await f.enroll(client))["id"]
+    await f.commit(client, f.basket(member, store, [f.line("c", "LATTE", "coffee", 1, 400)]))
+    await f.adjust(client, member, 70)
+    clock.freeze(NOW + timedelta(days=340))  # the 70 points expire 12 months after NOW
+    q = await quote(client, member, store)
+    expiry = (NOW + timedelta(days=365)).date().isoformat()
+    assert q["nudges"] == [
+        {"kind": "punch_card", "text": "2 more stamps to a free item on the Coffee card",
+         "program_id": q["nudges"][0]["program_id"], "missing": 2},
+        {"kind": "tier", "text": "Spend 496.00 USD more to reach Silver", "tier": "Silver", "amount": 49_600},
+        {"kind": "points_expiry", "text": f"74 points expire on {expiry}", "points": 74,
+         "expires_at": q["nudges"][2]["expires_at"]},
+    ]
+    clock.freeze(NOW + timedelta(days=300))  # more than 30 days before: no expiry nudge
+    assert [n["kind"] for n in (await quote(client, member, store))["nudges"]] == ["punch_card", "tier"]
+
+
+# -- the birthday bonus --------------------------------------------------------------------------------------------
+
+
+async def test_birthday_bonus_once_a_year_in_the_birthday_week(client, app, store, clock):
+    await f.set_program(client, birthday_bonus={"points": 200})
+    birthday = date(1990, NOW.month, NOW.day) + timedelta(days=2)
+    member = (await f.enroll(client, birthday=birthday.isoformat()))["id"]
+    outside = (await f.enroll(client, birthday=(birthday + timedelta(days=10)).isoformat()))["id"]
+    assert (await buy(client, outside, store, 1_000))["balances_after"]["points"] == 10
+    first = await buy(client, member, store, 1_000)
+    assert first["balances_after"]["points"] == 210  # 10 earned + 200
+    ledger = (await client.get(f"/v1/members/{member}/ledger")).json()["data"]
+    assert sorted(e["kind"] for e in ledger) == ["birthday_bonus", "earn"]
+    assert (await buy(client, member, store, 1_000))["balances_after"]["points"] == 220  # once a year
+    # the void of the sale that carried it takes it back; the next sale in the week brings it again
+    r = await client.post(f"/v1/checkout/transactions/{first['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.json()["balances_after"]["points"] == 10
+    again = await buy(client, member, store, 1_000)
+    assert again["balances_after"]["points"] == 220
+    # a retried commit (same key, same body) is answered from the first answer: no second bonus
+    body = {**f.basket(member, store), "receipt_id": "retry-1"}
+    key = f.new_key()
+    for _ in range(2):
+        r = await client.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": key})
+        assert r.status_code == 201 and r.json()["balances_after"]["points"] == 230
+    # next year's birthday week: once more
+    clock.freeze(NOW + timedelta(days=365))
+    assert (await buy(client, member, store, 1_000))["balances_after"]["points"] == 440
+    await f.verify_ledger(app)
