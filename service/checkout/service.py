@@ -190,7 +190,8 @@ def _applied(applied) -> list[AppliedPublic]:
 
 
 async def quote(session: AsyncSession, body: CheckoutRequest, principal: Principal, clock: Clock, *,
-                region: str, guard: giftcards.PinGuard, lookups: Guard) -> Quote:
+                region: str, guard: giftcards.PinGuard | None = None,
+                lookups: Guard | None = None) -> Quote:
     now = clock.now()
     codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
     program, member, store = await _prepare(session, body, principal, region)
@@ -234,7 +235,10 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
 
 
 async def commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,
-                 region: str, guard: giftcards.PinGuard, lookups: Guard) -> TransactionPublic:
+                 region: str, guard: giftcards.PinGuard | None = None,
+                 lookups: Guard | None = None) -> TransactionPublic:
+    """Commit a sale. ``guard`` and ``lookups`` limit wrong gift card PINs and unknown voucher codes per key; only
+    a request that names gift cards or vouchers needs them (service-level replays such as imports pass none)."""
     now = clock.now()
     occurred_at = body.occurred_at or now
     rules.check_occurred_at(occurred_at, now, is_admin=principal.is_admin)
