@@ -26,6 +26,7 @@ from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
 from service.punchcards.routes import router as punchcards_router
+from service.routing import IDEMPOTENCY_EXTRA
 from service.settings import Settings
 from service.tiers.routes import router as tiers_router
 from service.wallet.routes import router as wallet_router
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
 COMMON_PROBLEMS = {"400": "Malformed request (e.g. the body is not JSON)", "401": "Missing or invalid API key",
                    "403": "The key's role or store may not do this", "422": "The request is not valid",
                    "500": "Unexpected error (the request was not applied)"}
+IDEMPOTENCY_CONFLICT = ("The Idempotency-Key was used with another request (`idempotency_key_reused`) or its first "
+                        "request is still running (`request_in_progress`)")
 
 
 def _openapi(app: FastAPI) -> dict:
@@ -99,6 +102,8 @@ def _openapi(app: FastAPI) -> dict:
             if path.startswith("/v1/"):
                 for status, description in COMMON_PROBLEMS.items():
                     responses.setdefault(status, {"description": description})
+            if operation.get(IDEMPOTENCY_EXTRA):
+                responses.setdefault("409", {"description": IDEMPOTENCY_CONFLICT})
             for status, response in responses.items():
                 if status[0] in "45":
                     response["content"] = problem
