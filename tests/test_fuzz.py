@@ -146,3 +146,21 @@ def test_operation_answers_as_documented(live: LiveApp, operation, mode: Generat
         case.validate_response(response, checks=checks)
 
     run()
+
+
+async def test_idempotent_operations_document_the_409_they_answer(client) -> None:
+    """Found by the fuzzing above: a reused Idempotency-Key answers 409 on operations that did not declare it."""
+    from tests.factories import enroll
+
+    member = (await enroll(client))["id"]
+    first = await client.post(f"/v1/members/{member}/wallet/cash-out", headers={"Idempotency-Key": "same"})
+    assert first.status_code == 200, first.text
+    reused = await client.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 100, "payment_ref": "x"},
+                               headers={"Idempotency-Key": "same"})
+    assert reused.status_code == 409 and reused.json()["code"] == "idempotency_key_reused", reused.text
+    document = (await client.get("/openapi.json")).json()
+    idempotent = [(path, method, op) for path, ops in document["paths"].items() for method, op in ops.items()
+                  if any(p["name"] == "Idempotency-Key" for p in op.get("parameters", []))]
+    assert len(idempotent) >= 7
+    undeclared = [f"{method.upper()} {path}" for path, method, op in idempotent if "409" not in op["responses"]]
+    assert not undeclared, undeclared
