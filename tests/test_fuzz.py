@@ -40,7 +40,7 @@ from schemathesis.checks import (
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import ADMIN_KEY
-from tests.factories import line
+from tests.factories import enroll, line
 from tests.live import LiveApp, live_app
 
 EXAMPLES = int(os.environ.get("LOYALTY_FUZZ_EXAMPLES", "50"))
@@ -150,8 +150,6 @@ def test_operation_answers_as_documented(live: LiveApp, operation, mode: Generat
 
 async def test_idempotent_operations_document_the_409_they_answer(client) -> None:
     """Found by the fuzzing above: a reused Idempotency-Key answers 409 on operations that did not declare it."""
-    from tests.factories import enroll
-
     member = (await enroll(client))["id"]
     first = await client.post(f"/v1/members/{member}/wallet/cash-out", headers={"Idempotency-Key": "same"})
     assert first.status_code == 200, first.text
