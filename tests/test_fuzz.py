@@ -5,8 +5,8 @@ Hypothesis draws requests and the app must answer without a server error and as 
 code, a declared content type, a body that validates against the declared schema, and (negative mode) a 4xx
 for input the schema forbids.
 
-To reach past "member not found", a drawn request's path identifiers and basket fields are, some of the time,
-replaced with real ones from a seeded store (a member with points and wallet money, a committed sale, a punch
+To reach past "member not found", a drawn valid request's path identifiers and basket fields are, some of the
+time, replaced with real ones from a seeded store (a member with points and wallet money, a committed sale, a punch
 card programme). The app and its data live for the whole module: what one example does (an erasure, a new
 program) is state the next examples meet, as in production.
 
@@ -141,7 +141,8 @@ def test_operation_answers_as_documented(live: LiveApp, operation, mode: Generat
     @_settings(NEGATIVE_EXAMPLES if mode is GenerationMode.NEGATIVE else EXAMPLES)
     @given(case=strategy, data=st.data())
     def run(case, data) -> None:
-        steer(case, live.known, data.draw)
+        if mode is GenerationMode.POSITIVE:  # steering an invalid request could undo what makes it invalid
+            steer(case, live.known, data.draw)
         response = send(live, case)
         case.validate_response(response, checks=checks)
 
