@@ -10,7 +10,7 @@ export LOYALTY_BOOTSTRAP_ADMIN_KEY ?= lk_dev_admin_key_change_me_0000
 export LOYALTY_GIFT_CARD_PIN_KEY ?= dev-gift-card-pin-key-change-me-0000
 POSTGRES_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
-.PHONY: help install run test test-postgres lint format openapi clean bench
+.PHONY: help install run test test-postgres lint format openapi clean bench fuzz soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,14 @@ test: install  ## run the whole test suite (SQLite; LOYALTY_TEST_DATABASE_URL=po
 
 test-postgres: install  ## run the whole test suite against the local PostgreSQL
 	LOYALTY_TEST_DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest -q -p no:cacheprovider
+
+fuzz: install  ## schemathesis: 1,000 valid and 1,000 invalid requests per operation, fresh random seed (SQLite)
+	LOYALTY_FUZZ_EXAMPLES=1000 LOYALTY_FUZZ_NEGATIVE_EXAMPLES=1000 LOYALTY_FUZZ_RANDOM=1 \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py
+
+soak: install  ## crash test: 200 SIGKILLs of the server under commit load (PostgreSQL at POSTGRES_TEST_URL)
+	LOYALTY_TEST_DATABASE_URL=$(POSTGRES_TEST_URL) LOYALTY_CRASH_KILLS=200 \
+		$(BIN)/pytest -q -p no:cacheprovider tests/test_crash.py
 
 lint: install  ## ruff
 	$(BIN)/ruff check service tests migrations benchmarks

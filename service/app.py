@@ -120,6 +120,8 @@ IDEMPOTENCY_CONFLICT = ("Conflict: `idempotency_key_reused` (the key came with a
 COMMON_PROBLEMS = {"400": "Malformed request (e.g. the body is not JSON)", "401": "Missing or invalid API key",
                    "403": "The key's role or store may not do this", "422": "The request is not valid",
                    "500": "Unexpected error (the request was not applied)"}
+IDEMPOTENCY_CONFLICT = ("The Idempotency-Key was used with another request (`idempotency_key_reused`) or its first "
+                        "request is still running (`request_in_progress`)")
 
 
 def _openapi(app: FastAPI) -> dict:

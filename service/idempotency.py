@@ -134,7 +134,8 @@ async def claim(
                                         "processed; retry in a moment.", headers={"Retry-After": "1"})
             taken = await session.execute(
                 update(IdempotencyRecord)
-                .where(IdempotencyRecord.id == found.id, IdempotencyRecord.locked_at == found.locked_at)
+                .where(IdempotencyRecord.id == found.id, IdempotencyRecord.locked_at == found.locked_at,
+                       IdempotencyRecord.status == "in_progress")  # not an answer that landed meanwhile
                 .values(locked_at=now)
             )
             if taken.rowcount == 1:
