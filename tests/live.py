@@ -14,7 +14,7 @@ from service.app import create_app
 from service.auth import service as auth_service
 from service.program import service as program_service
 from service.settings import Settings
-from tests.conftest import ADMIN_KEY, TravelClock, wipe
+from tests.conftest import ADMIN_KEY, GIFT_CARD_PIN_KEY, TravelClock, wipe
 
 T = TypeVar("T")
 
@@ -23,7 +23,8 @@ class LiveApp:
     def __init__(self, database_url: str) -> None:
         self.loop = asyncio.new_event_loop()
         settings = Settings(database_url=database_url, bootstrap_admin_key=ADMIN_KEY, currency="USD",
-                            log_level="WARNING", db_pool_size=5)
+                            log_level="WARNING", db_pool_size=5, gift_card_pin_key=GIFT_CARD_PIN_KEY,
+                            webhook_worker=False)
         self.clock = TravelClock()
         self.app = create_app(settings, clock=self.clock, log=False)
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test",
