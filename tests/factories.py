@@ -122,3 +122,15 @@ async def entry_count(app) -> int:
 
     async with app.state.db.transaction(write=False) as session:
         return int((await session.execute(select(func.count()).select_from(LedgerEntry))).scalar_one())
+
+
+async def void(client: httpx.AsyncClient, transaction_id: str) -> httpx.Response:
+    return await client.post(f"/v1/checkout/transactions/{transaction_id}/void",
+                             headers={"Idempotency-Key": new_key()})
+
+
+async def return_lines(client: httpx.AsyncClient, transaction_id: str, lines: dict[str, int]) -> httpx.Response:
+    """Return ``{line_id: quantity}`` of a committed sale."""
+    return await client.post(f"/v1/checkout/transactions/{transaction_id}/returns",
+                             json={"lines": [{"line_id": k, "quantity": q} for k, q in lines.items()]},
+                             headers={"Idempotency-Key": new_key()})

@@ -198,9 +198,7 @@ async def test_void_and_returns_give_each_card_back_exactly_what_it_paid(client,
     assert [await balance(client, x) for x in (a, b)] == [0, 0]
 
     async def ret(line_id: str) -> dict:
-        r = await client.post(f"/v1/checkout/transactions/{txn}/returns",
-                              json={"lines": [{"line_id": line_id, "quantity": 1}]},
-                              headers={"Idempotency-Key": f.new_key()})
+        r = await f.return_lines(client, txn, {line_id: 1})
         assert r.status_code == 201, r.text
         return r.json()["reversed"]
 
@@ -209,7 +207,7 @@ async def test_void_and_returns_give_each_card_back_exactly_what_it_paid(client,
     assert [await balance(client, x) for x in (a, b)] == [50, 33]
     assert (await ret("x"))["gift_cards"] == 84  # 166.5 -> 167 in all: 100 + 67
     assert [await balance(client, x) for x in (a, b)] == [100, 67]
-    r = await client.post(f"/v1/checkout/transactions/{txn}/void", headers={"Idempotency-Key": f.new_key()})
+    r = await f.void(client, txn)
     assert r.status_code == 200, r.text
     assert [await balance(client, x) for x in (a, b)] == [200, 133]
     await f.verify_ledger(app)
@@ -224,9 +222,7 @@ async def test_returning_everything_gives_every_card_back_in_full(client, app, s
     txn = r.json()["id"]
     total = 0
     for line_id in ("x", "x", "y", "x"):
-        r = await client.post(f"/v1/checkout/transactions/{txn}/returns",
-                              json={"lines": [{"line_id": line_id, "quantity": 1}]},
-                              headers={"Idempotency-Key": f.new_key()})
+        r = await f.return_lines(client, txn, {line_id: 1})
         assert r.status_code == 201, r.text
         total += r.json()["reversed"]["gift_cards"]
     assert total == 100
@@ -390,18 +386,15 @@ async def test_random_payments_voids_and_returns_keep_every_card_whole(client, a
         elif txns:
             txn = rng.choice(txns)
             if op == "void":
-                r = await client.post(f"/v1/checkout/transactions/{txn}/void",
-                                      headers={"Idempotency-Key": f.new_key()})
+                r = await f.void(client, txn)
             else:
-                r = await client.post(f"/v1/checkout/transactions/{txn}/returns",
-                                      json={"lines": [{"line_id": "b", "quantity": 1}]},
-                                      headers={"Idempotency-Key": f.new_key()})
+                r = await f.return_lines(client, txn, {"b": 1})
             assert r.status_code in (200, 201, 409, 422), r.text
         held = [await balance(client, c) for c in cards]
         assert all(h >= 0 for h in held)
     report = (await client.get("/v1/reports/liability")).json()
     assert report["gift_cards"] == sum(held) and report["gift_cards_count"] == sum(1 for h in held if h > 0)
     for txn in txns:  # voiding everything gives every card back its whole first balance
-        await client.post(f"/v1/checkout/transactions/{txn}/void", headers={"Idempotency-Key": f.new_key()})
+        await f.void(client, txn)
     assert [await balance(client, c) for c in cards] == [c["balance"] for c in cards]
     await f.verify_ledger(app)

@@ -108,15 +108,13 @@ async def test_partial_returns_and_void_give_back_exact_parts(client, app, shop)
     txn = r.json()["id"]
     assert await wallet(client, member) == {"cash": 50, "bonus": 17, "total": 67, "currency": "USD"}
 
-    r = await client.post(f"/v1/checkout/transactions/{txn}/returns", json={"lines": [{"line_id": "a", "quantity": 1}]},
-                          headers={"Idempotency-Key": f.new_key()})
+    r = await f.return_lines(client, txn, {"a": 1})
     assert r.status_code == 201, r.text
     assert r.json()["reversed"]["wallet"] == 83  # 333 * 100 / 400 = 83.25; split 62.34 + 20.66 -> 62 + 21
     assert await wallet(client, member) == {"cash": 112, "bonus": 38, "total": 150, "currency": "USD"}
-    r = await client.post(f"/v1/checkout/transactions/{txn}/returns", json={"lines": [{"line_id": "a", "quantity": 1}]},
-                          headers={"Idempotency-Key": f.new_key()})
+    r = await f.return_lines(client, txn, {"a": 1})
     assert r.json()["reversed"]["wallet"] == 84  # 166.5 -> 167 in all
-    r = await client.post(f"/v1/checkout/transactions/{txn}/void", headers={"Idempotency-Key": f.new_key()})
+    r = await f.void(client, txn)
     assert r.status_code == 200, r.text
     assert r.json()["balances_after"]["wallet"] == 400
     assert await wallet(client, member) == {"cash": 300, "bonus": 100, "total": 400, "currency": "USD"}
@@ -131,9 +129,7 @@ async def test_full_return_gives_back_everything_the_wallet_paid(client, app, sh
     r = await f.commit(client, pay(member, store, lines, 97))
     txn = r.json()["id"]
     for line_id, qty in (("a", 1), ("a", 1), ("b", 1), ("a", 1)):
-        r = await client.post(f"/v1/checkout/transactions/{txn}/returns",
-                              json={"lines": [{"line_id": line_id, "quantity": qty}]},
-                              headers={"Idempotency-Key": f.new_key()})
+        r = await f.return_lines(client, txn, {line_id: qty})
         assert r.status_code == 201, r.text
     assert await wallet(client, member) == {"cash": 100, "bonus": 7, "total": 107, "currency": "USD"}
     await f.verify_ledger(app)
@@ -201,12 +197,9 @@ async def test_random_top_ups_payments_voids_and_returns_keep_the_ledger_whole(c
         elif txns:
             txn = rng.choice(txns)
             if op == "void":
-                r = await client.post(f"/v1/checkout/transactions/{txn}/void",
-                                      headers={"Idempotency-Key": f.new_key()})
+                r = await f.void(client, txn)
             else:
-                r = await client.post(f"/v1/checkout/transactions/{txn}/returns",
-                                      json={"lines": [{"line_id": "b", "quantity": 1}]},
-                                      headers={"Idempotency-Key": f.new_key()})
+                r = await f.return_lines(client, txn, {"b": 1})
             # 409: already voided or returned; 422: that line was already returned
             assert r.status_code in (200, 201, 409, 422), r.text
             if r.status_code == 422:
