@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import DateTime, Table, event
+from sqlalchemy import DateTime, Executable, Table, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -56,6 +56,28 @@ def dialect_insert(session: AsyncSession):
     """The session's dialect's ``insert`` (PostgreSQL's and SQLite's both have ``on_conflict_do_…``)."""
     dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
     return sqlite_insert if dialect == "sqlite" else postgresql_insert
+
+
+def prebuilt(build: Callable[[Callable], Executable]) -> Callable[[AsyncSession], Executable]:
+    """A hot statement built once per dialect, its values left as ``bindparam``s for ``session.execute(stmt,
+    params)``. Building a Core statement costs more than running it (an upsert with CASE clauses: about 1.4 ms
+    to build, 0.45 ms to run on PostgreSQL), so the checkout's statements are built once and reused.
+
+    ``build`` receives the dialect's ``insert`` (for ``on_conflict_do_…``) and returns the statement::
+
+        _count = prebuilt(lambda insert: insert(table).values(id=bindparam("id"))...)
+        await session.execute(_count(session), {"id": ...})
+    """
+    built: dict[str, Executable] = {}
+
+    def statement(session: AsyncSession) -> Executable:
+        dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+        found = built.get(dialect)
+        if found is None:
+            found = built[dialect] = build(sqlite_insert if dialect == "sqlite" else postgresql_insert)
+        return found
+
+    return statement
 
 
 def insert_ignoring_duplicates(session: AsyncSession, table: Table):

@@ -7,7 +7,7 @@ from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import dialect_insert
+from service.db import dialect_insert, prebuilt
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
@@ -16,15 +16,9 @@ async def get_activity(session: AsyncSession, member_id: str) -> MemberActivity 
     return await session.get(MemberActivity, member_id)
 
 
-async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetime, now: datetime, *,
-                     birthday_year: int | None, transaction_id: str) -> None:
-    """One upsert: the member's row is created or has the sale added (purchases + 1, first and last purchase
-    widened to ``occurred_at``), atomically: a sweep creating the row meanwhile cannot make it fail."""
+def _count_sale(insert, *, birthday: bool):
     table = MemberActivity.__table__
-    stmt = dialect_insert(session)(MemberActivity).values(
-        member_id=member_id, purchases=1, first_purchase_at=occurred_at, last_purchase_at=occurred_at,
-        birthday_bonus_year=birthday_year, birthday_bonus_transaction_id=transaction_id if birthday_year else None,
-        updated_at=now)
+    stmt = insert(table)
     new = stmt.excluded
     changes = {
         "purchases": table.c.purchases + 1,
@@ -36,19 +30,37 @@ async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetim
                                  else_=table.c.last_purchase_at),
         "updated_at": new.updated_at,
     }
-    if birthday_year is not None:
+    if birthday:
         changes |= {"birthday_bonus_year": new.birthday_bonus_year,
                     "birthday_bonus_transaction_id": new.birthday_bonus_transaction_id}
-    await session.execute(stmt.on_conflict_do_update(index_elements=["member_id"], set_=changes))
+    return stmt.on_conflict_do_update(index_elements=["member_id"], set_=changes)
+
+
+_COUNT_SALE = prebuilt(lambda insert: _count_sale(insert, birthday=False))
+_COUNT_SALE_WITH_BIRTHDAY = prebuilt(lambda insert: _count_sale(insert, birthday=True))
+
+
+async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetime, now: datetime, *,
+                     birthday_year: int | None, transaction_id: str) -> None:
+    """One upsert: the member's row is created or has the sale added (purchases + 1, first and last purchase
+    widened to ``occurred_at``), atomically: a sweep creating the row meanwhile cannot make it fail."""
+    statement = _COUNT_SALE_WITH_BIRTHDAY if birthday_year is not None else _COUNT_SALE
+    await session.execute(statement(session), {
+        "member_id": member_id, "purchases": 1, "first_purchase_at": occurred_at, "last_purchase_at": occurred_at,
+        "birthday_bonus_year": birthday_year,
+        "birthday_bonus_transaction_id": transaction_id if birthday_year else None, "updated_at": now})
+
+
+_ADD_TO_DAY = prebuilt(lambda insert: (stmt := insert(MemberDay.__table__)).on_conflict_do_update(
+    index_elements=["member_id", "day"],
+    set_={"transactions": MemberDay.transactions + stmt.excluded.transactions,
+          "spend": MemberDay.spend + stmt.excluded.spend}))
 
 
 async def add_to_day(session: AsyncSession, member_id: str, day: date, transactions: int, spend: int) -> None:
     """One upsert: the day's row is created or has the amounts added (atomically, without reading it)."""
-    stmt = dialect_insert(session)(MemberDay).values(member_id=member_id, day=day, transactions=transactions,
-                                                     spend=spend)
-    await session.execute(stmt.on_conflict_do_update(
-        index_elements=["member_id", "day"],
-        set_={"transactions": MemberDay.transactions + transactions, "spend": MemberDay.spend + spend}))
+    await session.execute(_ADD_TO_DAY(session),
+                          {"member_id": member_id, "day": day, "transactions": transactions, "spend": spend})
 
 
 async def window(session: AsyncSession, member_id: str, start: date, end: date) -> tuple[int, int]:
