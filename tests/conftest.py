@@ -133,7 +133,7 @@ def clock() -> TravelClock:
 async def app(settings: Settings, clock: TravelClock, table_names: list[str]):
     await wipe(settings.database_url, table_names)
     auth_service.forget_cached_keys()
-    program_service._parsed.clear()
+    program_service.forget_cached()
     application = create_app(settings, clock=clock, log=False)
     async with application.router.lifespan_context(application):
         yield application

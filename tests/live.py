@@ -43,7 +43,7 @@ def live_app(database_url: str, table_names: list[str]) -> Iterator[LiveApp]:
     """A fresh app on emptied tables (as the ``app`` fixture makes), alive until the block ends."""
     asyncio.run(wipe(database_url, table_names))
     auth_service.forget_cached_keys()
-    program_service._parsed.clear()
+    program_service.forget_cached()
     live = LiveApp(database_url)
     live.run(live._lifespan.__aenter__())
     try:

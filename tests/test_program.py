@@ -6,10 +6,12 @@ import asyncio
 import copy
 from datetime import datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import select
 
 from service.audit import AuditEntry
+from tests import factories as f
 from tests.factories import assert_problem, create_key, create_store
 
 
@@ -278,3 +280,35 @@ async def test_pos_and_app_read_but_do_not_change(client, make_client, role):
     assert_problem(await c.post("/v1/stores", json={"id": "mine", "name": "Mine"}), 403, "forbidden")
     assert (await get_program(client))["version"] == 1
     assert [s["id"] for s in (await client.get("/v1/stores")).json()["data"]] == [store["id"]]
+
+
+async def test_catalog_copies_follow_changes_made_by_another_process(client, server):
+    """Each process keeps stores, punch card programs and threshold campaigns in memory, checked against the
+    catalog version on every request: a change made through another process shows at this one's next sale."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    sale = f.basket(member, store, [f.line("1", "LATTE", "coffee", 1, 400)])
+    quoted = await client.post("/v1/checkout/quote", json=sale)
+    assert quoted.status_code == 200 and quoted.json()["earn"]["stamps"] == [], quoted.text  # copied here now
+    async with httpx.AsyncClient(base_url=server, headers=client.headers, timeout=30) as other:
+        r = await other.post("/v1/punch-card-programs", json={
+            "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 5,
+            "reward": {"categories": ["coffee"]}, "reward_valid_days": 30})
+        assert r.status_code == 201, r.text
+        punch_card = r.json()
+        r = await other.post("/v1/voucher-campaigns", json={
+            "name": "Spend 3, get 1 off", "kind": "amount_off", "value": 100, "valid_days": 30,
+            "auto_issue": {"spend_threshold": 300}})
+        assert r.status_code == 201, r.text
+    committed = await f.commit(client, sale)
+    assert committed.status_code == 201, committed.text
+    earned = committed.json()["earned"]
+    assert earned["stamps"] == [{"program_id": punch_card["id"], "stamps": 1}]
+    assert [v["campaign_id"] for v in earned["vouchers_issued"]] == [r.json()["id"]]
+    async with httpx.AsyncClient(base_url=server, headers=client.headers, timeout=30) as other:
+        r = await other.put(f"/v1/punch-card-programs/{punch_card['id']}",
+                            json={**{k: punch_card[k] for k in ("name", "qualifying", "stamps_required", "reward",
+                                                                 "reward_valid_days")}, "active": False})
+        assert r.status_code == 200, r.text
+    quoted = await client.post("/v1/checkout/quote", json=sale)
+    assert quoted.json()["earn"]["stamps"] == [], quoted.text

@@ -58,8 +58,8 @@ from service.personalization import service as personalization
 from service.points import rules as points_rules
 from service.points import service as points_service
 from service.program import service as program_service
-from service.program.models import Store
 from service.program.schemas import ProgramPublic
+from service.program.service import StoreInfo
 from service.punchcards import rules as punch_rules
 from service.punchcards import service as punch_service
 from service.ratelimit import Guard
@@ -84,7 +84,7 @@ def _basket(body: CheckoutRequest) -> rules.Basket:
 
 
 async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Principal,
-                   region: str) -> tuple[ProgramPublic, Member, Store]:
+                   region: str) -> tuple[ProgramPublic, Member, StoreInfo]:
     """Authorize the store, check the currency, find the member: the checks quote and commit share."""
     if not store_allowed(principal, body.store_id):
         raise StoreNotAllowed(f"This till's key serves store {principal.store_id!r}, not {body.store_id!r}.")

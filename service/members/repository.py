@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,12 +32,19 @@ async def apply_changes(session: AsyncSession, member: Member, changes: dict[str
     return True
 
 
+def _find_active_by(column: str):
+    return (select(Member).where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
+            .order_by(Member.id).limit(2))
+
+
+# The till's look-ups, built once: by card number, phone or normalized email.
+_FIND_ACTIVE = {column: _find_active_by(column) for column in ("card_number", "phone", "email_normalized")}
+
+
 async def find_active(session: AsyncSession, **where: str) -> list[Member]:
-    """Active members whose columns equal the given values (an exact look-up; at most one each)."""
-    query = select(Member).where(Member.status == "active")
-    for column, value in where.items():
-        query = query.where(getattr(Member, column) == value)
-    return list((await session.execute(query.order_by(Member.id).limit(2))).scalars())
+    """Active members whose column equals the given value (an exact look-up; at most one each)."""
+    ((column, value),) = where.items()
+    return list((await session.execute(_FIND_ACTIVE[column], {"p_value": value})).scalars())
 
 
 async def conflicting(session: AsyncSession, member: Member) -> list[str]:

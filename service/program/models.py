@@ -16,6 +16,8 @@ class ProgramRow(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     version: int
+    # Raised by every change to stores, punch card programs and voucher campaigns (see program.catalog).
+    catalog_version: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     config: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(sa_type=UTCDateTime)
 

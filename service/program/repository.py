@@ -11,9 +11,20 @@ async def get_program(session: AsyncSession) -> ProgramRow | None:
     return (await session.execute(select(ProgramRow).where(ProgramRow.id == 1))).scalar_one_or_none()
 
 
-async def get_program_version(session: AsyncSession) -> int | None:
-    """The program's version alone: enough to know whether a cached parse is still current."""
-    return (await session.execute(select(ProgramRow.version).where(ProgramRow.id == 1))).scalar_one_or_none()
+_VERSIONS = select(ProgramRow.version, ProgramRow.catalog_version).where(ProgramRow.id == 1)
+_RAISE_CATALOG = (update(ProgramRow).where(ProgramRow.id == 1)
+                  .values(catalog_version=ProgramRow.catalog_version + 1)
+                  .execution_options(synchronize_session=False))
+
+
+async def get_versions(session: AsyncSession) -> tuple[int, int] | None:
+    """The program's version and the catalog's: enough to know whether cached copies are still current."""
+    row = (await session.execute(_VERSIONS)).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def raise_catalog_version(session: AsyncSession) -> None:
+    await session.execute(_RAISE_CATALOG)
 
 
 async def insert_program_if_absent(session: AsyncSession, row: ProgramRow) -> None:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session, SessionTransaction
 
 from service.audit import record as audit
 from service.clock import Clock
@@ -14,8 +21,22 @@ from service.program.models import ProgramRow, Store
 from service.program.rules import default_config
 from service.program.schemas import ProgramConfig, ProgramPublic, ProgramUpdate, StoreCreate
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """A store as the checkout and greetings read it (an immutable copy, shared between requests)."""
+
+    id: str
+    name: str
+    timezone: str
+    created_at: datetime
+
+
 # Parsed configurations by version: a program changes rarely and is read by every checkout.
 _parsed: dict[int, ProgramPublic] = {}
+_VERSIONS = "loyalty.versions"  # session.info: (program version, catalog version) read in this transaction
 
 
 class ProgramMissing(ServiceError):
@@ -31,9 +52,16 @@ async def ensure_default(session: AsyncSession, currency: str, clock: Clock) -> 
 
 
 async def get(session: AsyncSession) -> ProgramPublic:
-    """The program as it stands in this transaction: a version check (one small read) and the parse cached
-    by version; the whole document is read and parsed only when the version is new to this process."""
-    program = _parsed.get(await repository.get_program_version(session))
+    """The program as it stands in this transaction: a version check (one small read per transaction) and the
+    parse cached by version; the whole document is read and parsed only when the version is new to this process.
+    The same read gives the catalog's version, which :func:`cached` checks its copies against."""
+    versions = session.info.get(_VERSIONS)
+    if versions is None:
+        versions = await repository.get_versions(session)
+        if versions is None:
+            raise ProgramMissing("Run `loyalty migrate` and start the service once to create the default program.")
+        session.info[_VERSIONS] = versions
+    program = _parsed.get(versions[0])
     if program is not None:
         return program
     row = await repository.get_program(session)
@@ -46,10 +74,58 @@ async def get(session: AsyncSession) -> ProgramPublic:
     return program
 
 
+# --- the catalog: stores, punch card programs, voucher campaigns -------------------------------------------
+# Every checkout reads them and an admin changes them rarely, so each process keeps copies, each tagged with the
+# catalog version it was read under. Every change to them raises that version in its own transaction
+# (:func:`catalog_changed`), and every request reads the version together with the program's, once: a copy is
+# used only while the version it was read under is the current one. A copy is read after the version, so it is
+# never older than the version it is filed under (under READ COMMITTED it may be newer, which is as current).
+
+_catalog: dict[str, tuple[int, Any]] = {}
+
+
+async def cached(session: AsyncSession, name: str, load: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """``load(session)``, or this process's copy of it when the catalog has not changed since it was read.
+    What ``load`` returns is shared between requests: make it immutable (rules' dataclasses, tuples)."""
+    if _VERSIONS not in session.info:
+        await get(session)
+    version = session.info[_VERSIONS][1]
+    copy = _catalog.get(name)
+    if copy is not None and copy[0] == version:
+        return copy[1]
+    value = await load(session)
+    if len(_catalog) > 10_000:
+        _catalog.clear()
+    _catalog[name] = (version, value)
+    return value
+
+
+async def catalog_changed(session: AsyncSession) -> None:
+    """Call in the transaction that changes a store, a punch card program or a voucher campaign."""
+    await repository.raise_catalog_version(session)
+    session.info.pop(_VERSIONS, None)
+
+
+def forget_cached() -> None:
+    """Drop this process's copies of the program and the catalog (tests that recreate the database use it)."""
+    _parsed.clear()
+    _catalog.clear()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_versions(session: Session, transaction: SessionTransaction) -> None:
+    # The versions read belong to the transaction that read them (a session can outlive one, as imports do);
+    # a flush or a savepoint ending inside it is not its end.
+    if transaction.parent is None:
+        session.info.pop(_VERSIONS, None)
+
+
 async def update(session: AsyncSession, body: ProgramUpdate, clock: Clock, *, actor: str) -> ProgramPublic:
     config = ProgramConfig.model_validate(body.model_dump(exclude={"version", "updated_at"}))
     values = {"version": body.version + 1, "config": config.model_dump(mode="json"), "updated_at": clock.now()}
-    if not await repository.update_program(session, expected_version=body.version, values=values):
+    updated = await repository.update_program(session, expected_version=body.version, values=values)
+    session.info.pop(_VERSIONS, None)
+    if not updated:
         current = await get(session)
         raise ProgramVersionConflict(
             f"The program is at version {current.version}, not {body.version}: read it again, re-apply your "
@@ -63,16 +139,22 @@ async def create_store(session: AsyncSession, body: StoreCreate, clock: Clock, *
     store = Store(id=body.id or new_id("sto"), name=body.name, timezone=body.timezone, created_at=clock.now())
     if not await repository.add_store(session, store):
         raise StoreExists(f"A store with id {store.id!r} already exists.")
+    await catalog_changed(session)
     await audit(session, clock, actor=actor, action="store.created", target=store.id,
                 data={"name": store.name, "timezone": store.timezone})
     return store
 
 
-async def get_store(session: AsyncSession, store_id: str) -> Store:
-    store = await repository.get_store(session, store_id)
+async def get_store(session: AsyncSession, store_id: str) -> StoreInfo:
+    store = await cached(session, f"store:{store_id}", lambda s: _store_info(s, store_id))
     if store is None:
         raise StoreNotFound(f"There is no store {store_id!r}.")
     return store
+
+
+async def _store_info(session: AsyncSession, store_id: str) -> StoreInfo | None:
+    row = await repository.get_store(session, store_id)
+    return None if row is None else StoreInfo(row.id, row.name, row.timezone, row.created_at)
 
 
 async def list_stores(session: AsyncSession, *, after: str | None, limit: int) -> list[Store]:

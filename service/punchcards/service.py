@@ -15,6 +15,7 @@ from service.ids import new_id
 from service.ledger import service as ledger
 from service.ledger.rules import Movement
 from service.members import service as members_service
+from service.program import service as program_service
 from service.punchcards import repository, rules
 from service.punchcards.errors import PunchProgramNotFound, RewardNotAvailable
 from service.punchcards.models import PunchProgram, PunchReward
@@ -56,6 +57,7 @@ async def create_program(session: AsyncSession, body: PunchProgramCreate, clock:
     _apply(row, body)
     session.add(row)
     await session.flush()
+    await program_service.catalog_changed(session)
     await ledger.ensure_stamp_account(session, row.id, now)
     await audit(session, clock, actor=actor, action="punch_program.created", target=row.id,
                 data=body.model_dump(mode="json"))
@@ -80,6 +82,7 @@ async def update_program(session: AsyncSession, program_id: str, body: PunchProg
     _apply(row, body)
     row.updated_at = clock.now()
     await session.flush()
+    await program_service.catalog_changed(session)
     await audit(session, clock, actor=actor, action="punch_program.updated", target=row.id,
                 data=body.model_dump(mode="json"))
     return to_public(row)
@@ -112,8 +115,13 @@ async def member_cards(session: AsyncSession, member_id: str, now: datetime) -> 
     ) for p in sorted(programs.values(), key=lambda p: p.id)]
 
 
-async def active_programs(session: AsyncSession) -> list[rules.Program]:
-    return [to_rules(row) for row in await repository.active_programs(session)]
+async def active_programs(session: AsyncSession) -> tuple[rules.Program, ...]:
+    """The active programs, from this process's copy while the catalog is unchanged (every checkout reads them)."""
+    return await program_service.cached(session, "punch_programs.active", _load_active)
+
+
+async def _load_active(session: AsyncSession) -> tuple[rules.Program, ...]:
+    return tuple(to_rules(row) for row in await repository.active_programs(session))
 
 
 async def claims(session: AsyncSession, member_id: str, reward_ids: Sequence[str], now: datetime, *,

@@ -90,6 +90,7 @@ async def create_campaign(session: AsyncSession, body: CampaignCreate, clock: Cl
     _apply(row, body)
     session.add(row)
     await session.flush()
+    await program_service.catalog_changed(session)
     await audit(session, clock, actor=actor, action="voucher_campaign.created", target=row.id,
                 data=body.model_dump(mode="json"))
     return to_public(row)
@@ -117,6 +118,7 @@ async def update_campaign(session: AsyncSession, campaign_id: str, body: Campaig
     _apply(row, body)
     row.updated_at = clock.now()
     await session.flush()
+    await program_service.catalog_changed(session)
     await audit(session, clock, actor=actor, action="voucher_campaign.updated", target=row.id,
                 data=body.model_dump(mode="json"))
     return to_public(row)
@@ -235,13 +237,18 @@ async def issue_for_sale(session: AsyncSession, member_id: str, facts: rules.Mem
                          net_spend: int, now: datetime) -> list[VoucherPublic]:
     """The threshold vouchers a committed sale earns: one per campaign whose ``spend_threshold`` its net spend
     reaches, within the campaign's limits (a campaign at its limit issues nothing, silently)."""
-    rows = {r.id: r for r in await repository.auto_issue_campaigns(session)}
+    campaigns = await program_service.cached(session, "voucher_campaigns.auto_issue", _load_auto_issue)
     issued: list[VoucherPublic] = []
-    for campaign in rules.auto_issued([to_rules(r) for r in rows.values()], net_spend, facts, now):
-        if await _reserve(session, rows[campaign.id], 1, member_id) is None:
+    for campaign in rules.auto_issued(campaigns, net_spend, facts, now):
+        row = await _campaign(session, campaign.id)  # its limits and issued count, read when one is due
+        if await _reserve(session, row, 1, member_id) is None:
             issued += await _insert(session, campaign, 1, member_id, now, issued_by=transaction_id)
     await _announce(session, issued, now)
     return issued
+
+
+async def _load_auto_issue(session: AsyncSession) -> tuple[rules.Campaign, ...]:
+    return tuple(to_rules(row) for row in await repository.auto_issue_campaigns(session))
 
 
 def issued_public(vouchers: Sequence[VoucherPublic]) -> list[dict]:
