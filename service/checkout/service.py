@@ -56,7 +56,6 @@ from service.money import currency_exponent
 from service.personalization import offers as personal_offers
 from service.personalization import service as personalization
 from service.points import rules as points_rules
-from service.points import service as points_service
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.program.service import StoreInfo
@@ -196,8 +195,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
     program, member, store = await _prepare(session, body, principal, region)
     await tiers.refresh(session, member, program, now)
-    balance = await points_service.balance(session, member.id)
-    held = {**await ledger.balances(session, member.id), POINTS: balance}
+    held = await ledger.balances(session, member.id)
+    balance = held.get(POINTS, 0)
     programs = await punch_service.active_programs(session)
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=False)
     stamping = _stamping(programs, body)

@@ -8,10 +8,10 @@ providers' order. A new incentive (vouchers) is one more provider in :data:`PROV
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,8 @@ from service.tiers import service as tiers
 from service.vouchers import rules as voucher_rules
 from service.vouchers import service as voucher_service
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class OfferContext:
@@ -57,6 +59,13 @@ class OfferContext:
     basket: checkout_rules.Basket | None = None
     # What vouchers are priced against: the basket's items after the steps before vouchers (None: no basket).
     voucher_items: Sequence[voucher_rules.Item] | None = None
+    _reads: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    async def once(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
+        """``load()``, read once per context: a provider's offers and nudges share what they read."""
+        if name not in self._reads:
+            self._reads[name] = await load()
+        return self._reads[name]
 
     @property
     def currency(self) -> str:
@@ -212,17 +221,21 @@ class Vouchers:
     nudges for those that end within a week."""
 
     async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
-        usable = await voucher_service.usable(session, ctx.member.id, ctx.now)
+        usable = await self._usable(session, ctx)
         facts = voucher_service.member_facts(ctx.member, ctx.program, ctx.segments)
         return list(voucher_service.offers_for(usable, ctx.voucher_items, member_id=ctx.member.id, facts=facts,
                                                now=ctx.now, currency=ctx.currency))
 
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
-        usable = await voucher_service.usable(session, ctx.member.id, ctx.now)
+        usable = await self._usable(session, ctx)
         return [VoucherExpiryNudge(text=ctx.text("nudge_voucher_expiry", name=v.campaign.name, code=v.code,
                                                  date=v.valid_until.date().isoformat()),
                                    code=v.code, expires_at=v.valid_until)
                 for v in voucher_service.expiring_soon(usable, ctx.now)]
+
+    @staticmethod
+    async def _usable(session: AsyncSession, ctx: OfferContext) -> list[voucher_rules.Voucher]:
+        return await ctx.once("vouchers.usable", lambda: voucher_service.usable(session, ctx.member.id, ctx.now))
 
 
 # Nudges in this order: stamps, tier, expiring points, expiring vouchers (offers are ranked afterwards).
