@@ -25,9 +25,7 @@ async def authenticate(request: Request) -> Principal:
         raise MissingApiKey("Send an API key as `Authorization: Bearer <key>`.")
     if scheme.lower() != "bearer" or not secret.strip() or len(secret) > 200:
         raise InvalidApiKey("The Authorization header must be `Bearer <key>`.")
-    db = request.app.state.db
-    async with db.session(write=False) as session:
-        principal = await service.authenticate(session, secret.strip())
+    principal = await service.authenticate(request.app.state.db, secret.strip())
     if principal is None:
         raise InvalidApiKey("The API key is not valid or has been revoked.")
     request.state.principal = principal

@@ -13,6 +13,7 @@ from service.auth.models import ApiKey
 from service.auth.rules import Principal
 from service.auth.schemas import ApiKeyCreate
 from service.clock import Clock
+from service.db import Database
 from service.errors import NotFound
 from service.ids import new_id
 from service.program import repository as program_repository
@@ -61,13 +62,15 @@ async def revoke(session: AsyncSession, key_id: str, clock: Clock, *, actor: str
     await audit(session, clock, actor=actor, action="api_key.revoked", target=key_id)
 
 
-async def authenticate(session: AsyncSession, secret: str) -> Principal | None:
+async def authenticate(db: Database, secret: str) -> Principal | None:
+    """The key's principal, from this process's copy when it is recent (no session is opened then)."""
     key_hash = rules.hash_key(secret)
     now = time.monotonic()
     cached = _cache.get(key_hash)
     if cached and cached[0] > now:
         return cached[1]
-    key = await repository.find_active_by_hash(session, key_hash)
+    async with db.session(write=False) as session:
+        key = await repository.find_active_by_hash(session, key_hash)
     principal = Principal(key.id, key.role, key.store_id) if key else None
     if len(_cache) > 10_000:
         _cache.clear()
