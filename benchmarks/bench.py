@@ -1,7 +1,8 @@
 """``make bench``: load figures for this machine, as ratios to ceilings measured in the same run.
 
-Set-up in one command: a fresh PostgreSQL database, migrations, the service with 2 worker processes, a seeded
-member base; then each workload under ``wrk`` (a separate process, 32 connections, a warm-up first), the
+Set-up in one command: a fresh PostgreSQL database, migrations, the service with 2 worker processes, the CDNOW
+member base replayed through the API (23,570 members, their purchases as backdated commits; its time and rate are
+reported), 2,000 more members given points and wallet money for the workloads; then each workload under ``wrk`` (a separate process, 32 connections, a warm-up first), the
 framework ceiling (``GET /healthz`` on the same server) and the database ceiling (``pgbench`` running one
 ledger-like transaction on the same PostgreSQL). Results go to ``benchmarks/results/latest.md`` and stdout.
 """
@@ -26,7 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import growth  # noqa: E402
+from benchmarks import cdnow, growth  # noqa: E402
 from benchmarks.growth import HEADERS, STORE  # noqa: E402
 from tests.conftest import ADMIN_KEY  # noqa: E402
 from tests.server import running_server  # noqa: E402
@@ -204,6 +205,8 @@ def bench_postgres(args: argparse.Namespace, wrk: str) -> str:
     notes: list[str] = []
     growth_rows: list[str] = []
     with running_server(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
+        if args.cdnow:
+            replay_cdnow(base, args.cdnow_limit, notes)
         seeded = seed(base, args.members, notes)
         run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
         figures = load_figures(wrk, base, tmp, seeded, run)
@@ -255,6 +258,16 @@ def bench_sqlite(args: argparse.Namespace, wrk: str) -> str:
     return report("SQLite (the embedded default), 1 worker", figures, {"healthz": figures[0].rps}, notes)
 
 
+def replay_cdnow(base: str, limit: int | None, notes: list[str]) -> None:
+    """The CDNOW member base and its history as backdated commits through the API (``benchmarks/cdnow.py``)."""
+    if not cdnow.DATA.exists():
+        sys.exit(f"{cdnow.DATA} is missing: put the shared data beside the project, or pass --no-cdnow")
+    result = asyncio.run(cdnow.replay(base, ADMIN_KEY, limit=limit))
+    notes.append(f"CDNOW import: {result['members']:,} members and {result['purchases']:,} purchases, each a backdated "
+                 f"commit through the API at 32 connections, in {result['seconds']:,.0f} s = "
+                 f"{result['rate']:,.0f} purchases/s.")
+
+
 def migrate(url: str) -> None:
     subprocess.run([sys.executable, "-m", "service.cli", "migrate"], cwd=ROOT, check=True,
                    env={**os.environ, "LOYALTY_DATABASE_URL": url}, stdout=subprocess.DEVNULL)
@@ -273,7 +286,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--engine", choices=["postgres", "sqlite", "both"], default="both")
     parser.add_argument("--database", default="loyalty_bench", help="PostgreSQL database to (re)create")
-    parser.add_argument("--members", type=int, default=2000, help="members to seed for the workloads")
+    parser.add_argument("--members", type=int, default=2000,
+                        help="members to seed with points and wallet money for the workloads")
+    parser.add_argument("--no-cdnow", dest="cdnow", action="store_false",
+                        help="skip the CDNOW replay (PostgreSQL) that the workloads otherwise run beside")
+    parser.add_argument("--cdnow-limit", type=int, help="replay only the first N CDNOW customers")
     parser.add_argument("--duration", type=int, default=15, help="seconds of measured load per workload")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)

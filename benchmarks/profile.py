@@ -62,7 +62,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     url = args.url or fresh(args.database)
-    app = create_app(Settings(database_url=url, bootstrap_admin_key=ADMIN_KEY), log=False)
+    app = create_app(Settings(database_url=url, bootstrap_admin_key=ADMIN_KEY, webhook_worker=False), log=False)
     statements = 0
     async with app.router.lifespan_context(app):
         shown: list[str] = []
