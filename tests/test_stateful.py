@@ -1,18 +1,20 @@
 """A Hypothesis state machine drives the HTTP API and keeps an in-memory model of every balance beside it.
 
-Steps: enroll, wallet top-up, points adjustment, quote, commit (earning points and stamps, burning points,
-paying from the wallet), void, partial return, and the expiry sweep (``loyalty sweep --as-of`` a time past every
-lot's and reward's expiry). After each step the member it touched must hold, in the service, what the model says
-(points, wallet cash and bonus, stamps and unused rewards), every refusal must be the one the model predicts, and
-after each run every ledger invariant (`loyalty verify`) holds.
+Steps: enroll, wallet top-up, points adjustment, targeted voucher issue, quote, commit (redeeming vouchers,
+earning points, stamps and threshold vouchers, burning points, paying from the wallet), void, partial return, the
+clock moving a few days on, and the expiry sweep (``loyalty sweep --as-of`` a time past every lot's, reward's and
+voucher's end). After each step the member it touched must hold, in the service, what the model says (points,
+wallet cash and bonus, stamps and unused rewards, and each voucher's status), every discount and refusal must be
+the one the model predicts, and after each run every ledger invariant (`loyalty verify`) holds.
 
 The model is written from the documented rules (README "Points, the ledger and the checkout", "Punch cards",
-"Stored value"), not from the service's code paths. It keeps each asset in its own small class so that another
-asset (vouchers next) is one more class with ``commit`` / ``reverse`` hooks and one more comparison.
+"Vouchers", "Stored value"), not from the service's code paths. It keeps each asset in its own small class.
 
 Baskets have one line (quantity 1-3) so that every figure has a short closed form; the program has one tier
 (no tier multiplier or discount), earns 1 point per major unit, a point is worth 1 minor unit, top-ups of 50.00
-or more get a 5.00 bonus, and one punch card (category ``coffee``) gives a reward every 3 stamps.
+or more get a 5.00 bonus, and one punch card (category ``coffee``) gives a reward every 3 stamps. The voucher
+campaigns are in :data:`CAMPAIGNS`. The clock moves at most :data:`MAX_DAYS` days in a run, so that vouchers
+expire by the clock while no punch reward (30 days) or points lot (12 months) does.
 """
 
 from __future__ import annotations
@@ -25,9 +27,17 @@ from fractions import Fraction
 from math import floor
 
 import httpx
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, multiple, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from service import cli
 from tests.factories import verify_ledger
@@ -36,6 +46,7 @@ from tests.live import LiveApp, live_app
 STORE = "stateful-store"
 STAMPS_REQUIRED = 3
 TOP_UP_BONUS = (5000, 500)  # a top-up of at least 5000 gets 500 bonus
+MAX_DAYS = 27  # the clock moves at most this far in a run: punch rewards last 30 days
 EXAMPLES = int(os.environ.get("LOYALTY_STATEFUL_EXAMPLES", "12"))
 STEPS = int(os.environ.get("LOYALTY_STATEFUL_STEPS", "30"))
 _seq = itertools.count(1)
@@ -133,12 +144,151 @@ class Stamps:
         self.rewards = 0
 
 
+@dataclass(frozen=True)
+class Campaign:
+    """A voucher campaign as :func:`setup` creates it (``id`` filled in then)."""
+
+    name: str
+    kind: str
+    value: int
+    min_spend: int = 0
+    category: str | None = None  # the one eligible category (None: every line)
+    stackable: bool = False
+    valid_days: int | None = None
+    per_member_limit: int | None = None
+    spend_threshold: int | None = None
+    active: bool = True
+
+    def body(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "value": self.value, "min_spend": self.min_spend,
+                "categories": [self.category] if self.category else [], "stackable": self.stackable,
+                "valid_days": self.valid_days, "per_member_limit": self.per_member_limit, "active": self.active,
+                "auto_issue": {"spend_threshold": self.spend_threshold} if self.spend_threshold else None}
+
+    def discount(self, category: str, net: int, paid_units: int) -> tuple[int, int]:
+        """``(amount off, units made free)`` on the one line: amount off at most the net, percent off rounded
+        half up, a free item the line's net over its paid units (half up) up to the cap."""
+        if (self.category and category != self.category) or net <= 0:
+            return 0, 0
+        if self.kind == "amount_off":
+            return min(self.value, net), 0
+        if self.kind == "percent_off":
+            return min(half_up(Fraction(net * self.value, 100)), net), 0
+        amount = min(half_up(Fraction(net, paid_units)), net, self.value) if paid_units > 0 else 0
+        return amount, 1 if amount else 0
+
+
+CAMPAIGNS = {c.name: c for c in (
+    Campaign("five_off", "amount_off", 500, min_spend=1000, valid_days=5, per_member_limit=2),
+    Campaign("bakery_ten", "percent_off", 10, category="bakery", stackable=True),
+    Campaign("free_coffee", "free_item", 400, category="coffee", stackable=True, valid_days=10),
+    Campaign("thank_you", "amount_off", 200, stackable=True, valid_days=7, per_member_limit=2,
+             spend_threshold=3000),
+    Campaign("retired", "amount_off", 100, active=False),
+)}
+CAMPAIGN_IDS: dict[str, str] = {}  # name -> id, filled by setup()
+
+
+@dataclass(eq=False)
+class Voucher:
+    """One voucher: its status as stored (``active``, ``redeemed``, ``void``, ``expired``) and the day (of the
+    run's clock) it ends."""
+
+    id: str
+    code: str
+    campaign: Campaign
+    member: Member
+    ends: int | None
+    status: str = "active"
+
+    def status_on(self, day: int) -> str:
+        """What the API shows: an active voucher past its end is expired, swept or not."""
+        return "expired" if self.status == "active" and self.ends is not None and day >= self.ends else self.status
+
+    def claim(self, day: int) -> None:
+        """A checkout naming the voucher: it must be unused and valid now (a revoked one reads as expired)."""
+        status = self.status_on(day)
+        if status == "redeemed":
+            raise Refused(409, "voucher_already_used")
+        if status in ("expired", "void"):
+            raise Refused(409, "voucher_expired")
+
+
+@dataclass
+class Vouchers:
+    held: list[Voucher] = field(default_factory=list)
+
+    def count(self, campaign: Campaign) -> int:
+        """What ``per_member_limit`` counts: the campaign's vouchers not revoked."""
+        return sum(1 for v in self.held if v.campaign is campaign and v.status != "void")
+
+    def check_issue(self, campaign: Campaign) -> None:
+        if not campaign.active:
+            raise Refused(409, "campaign_not_issuing")
+        if campaign.per_member_limit is not None and self.count(campaign) >= campaign.per_member_limit:
+            raise Refused(409, "voucher_limit_reached")
+
+    def due(self, net: int) -> list[Campaign]:
+        """The threshold campaigns a sale of this net spend issues one voucher of (within the member's limit)."""
+        return [c for c in CAMPAIGNS.values() if c.spend_threshold is not None and net >= c.spend_threshold
+                and c.active and (c.per_member_limit is None or self.count(c) < c.per_member_limit)]
+
+    def expire(self) -> None:  # a sweep past every end
+        for voucher in self.held:
+            if voucher.status == "active" and voucher.ends is not None:
+                voucher.status = "expired"
+
+
 @dataclass
 class Member:
     id: str
     points: Points = field(default_factory=Points)
     wallet: Wallet = field(default_factory=Wallet)
     stamps: Stamps = field(default_factory=Stamps)
+    vouchers: Vouchers = field(default_factory=Vouchers)
+
+
+@dataclass
+class Pricing:
+    """What the vouchers of a one-line basket do (DESIGN §4 step 3): each voucher's discount, in request order,
+    and the units they made free."""
+
+    subtotal: int
+    used: list[tuple[Voucher, int]]
+    free: int
+
+    @property
+    def discount(self) -> int:
+        return sum(amount for _, amount in self.used)
+
+    @property
+    def net(self) -> int:
+        return self.subtotal - self.discount
+
+
+def price_vouchers(member: Member, vouchers: list[Voucher], category: str, quantity: int, unit_price: int,
+                   day: int) -> Pricing:
+    """Every named voucher unused and valid first, then each applied to the line as the earlier ones left it: at
+    most one non-stackable, the member's own, ``min_spend`` reached by the basket before any voucher, something
+    to take off."""
+    for voucher in vouchers:
+        voucher.claim(day)
+    subtotal = quantity * unit_price
+    net, paid, used, exclusive = subtotal, quantity, [], False
+    for voucher in vouchers:
+        campaign = voucher.campaign
+        if not campaign.stackable:
+            if exclusive:
+                raise Refused(422, "voucher_not_applicable")
+            exclusive = True
+        if voucher.member is not member or subtotal < campaign.min_spend:
+            raise Refused(422, "voucher_not_applicable")
+        amount, free = campaign.discount(category, net, paid)
+        if amount == 0:
+            raise Refused(422, "voucher_not_applicable")
+        used.append((voucher, amount))
+        net, paid = net - amount, paid - free
+    return Pricing(subtotal, used, quantity - paid)
 
 
 @dataclass
@@ -152,6 +302,10 @@ class Sale:
     coffee: bool
     burned: int
     paid: tuple[int, int]  # wallet (cash, bonus)
+    discount: int = 0  # the vouchers'
+    free: int = 0  # units the vouchers made free
+    used: list[Voucher] = field(default_factory=list)
+    earned_vouchers: list[Voucher] = field(default_factory=list)
     status: str = "committed"
     returned: int = 0
     clawed: int = 0
@@ -161,7 +315,7 @@ class Sale:
 
     @property
     def net(self) -> int:
-        return self.subtotal - self.burned
+        return self.subtotal - self.discount - self.burned
 
     @property
     def earned(self) -> int:
@@ -169,7 +323,7 @@ class Sale:
 
     @property
     def stamps(self) -> int:
-        return self.quantity if self.coffee else 0
+        return self.quantity - self.free if self.coffee else 0
 
     def return_units(self, units: int) -> None:
         """Cumulative figures for everything returned so far; this return takes the difference (earned points
@@ -197,8 +351,9 @@ class Sale:
         self.wallet_back = (self.wallet_back[0] + back[0], self.wallet_back[1] + back[1])
         self.returned, self.status = after, "returned" if fully else "partially_returned"
 
-    def void(self) -> None:
-        """Everything the sale and its returns still hold goes back."""
+    def void(self, day: int) -> None:
+        """Everything the sale and its returns still hold goes back: the vouchers it used while still valid (past
+        their end they are expired), and the unused vouchers it earned are revoked (returns touch no voucher)."""
         if self.status in ("voided", "returned"):
             raise Refused(409, "transaction_not_voidable")
         m = self.member
@@ -206,6 +361,13 @@ class Sale:
         m.wallet.cash += self.paid[0] - self.wallet_back[0]
         m.wallet.bonus += self.paid[1] - self.wallet_back[1]
         m.stamps.remove(self.stamps - min(self.returned, self.stamps))
+        for voucher in self.used:
+            voucher.status = "active" if voucher.ends is None or day < voucher.ends else "expired"
+            event(f"void gave a voucher back as {voucher.status}")
+        for voucher in self.earned_vouchers:
+            if voucher.status == "active":  # as stored: one past its end but not yet swept is revoked too
+                voucher.status = "void"
+                event("void revoked an earned voucher")
         self.status = "voided"
 
 
@@ -223,6 +385,8 @@ class LoyaltyMachine(RuleBasedStateMachine):
         super().__init__()
         self.model: dict[str, Member] = {}
         self.sales_by_id: dict[str, Sale] = {}
+        self.vouchers: list[Voucher] = []  # every voucher of the run, in issue order
+        self.day = 0  # days the clock has moved in this run
 
     # helpers
     def call(self, method: str, path: str, **kwargs) -> httpx.Response:
@@ -232,6 +396,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
 
     def expect_refusal(self, r: httpx.Response, refused: Refused) -> None:
         assert (r.status_code, r.json().get("code")) == (refused.status, refused.code), r.text
+        event(f"refused: {refused.code}")
 
     def check(self, member: Member) -> None:
         points = self.call("GET", f"/v1/members/{member.id}/points").json()
@@ -244,6 +409,24 @@ class LoyaltyMachine(RuleBasedStateMachine):
                  member.stamps.rewards)
         assert service == model, f"member {member.id}: service (points, cash, bonus, stamps, rewards) {service} " \
                                  f"!= model {model}"
+        self.check_vouchers(member)
+
+    def check_vouchers(self, member: Member) -> None:
+        listed = self.call("GET", f"/v1/members/{member.id}/vouchers", params={"limit": 500}).json()["data"]
+        service_vouchers = {v["code"]: (v["campaign_id"], v["status"]) for v in listed}
+        model_vouchers = {v.code: (CAMPAIGN_IDS[v.campaign.name], v.status_on(self.day))
+                          for v in member.vouchers.held}
+        assert service_vouchers == model_vouchers, f"member {member.id} on day {self.day}: service vouchers " \
+                                                   f"{service_vouchers} != model {model_vouchers}"
+
+    def add_voucher(self, member: Member, campaign: Campaign, issued: dict) -> Voucher:
+        assert (issued["campaign_id"], issued["member_id"], issued["status"]) == (
+            CAMPAIGN_IDS[campaign.name], member.id, "active"), issued
+        ends = None if campaign.valid_days is None else self.day + campaign.valid_days
+        voucher = Voucher(issued["id"], issued["code"], campaign, member, ends)
+        member.vouchers.held.append(voucher)
+        self.vouchers.append(voucher)
+        return voucher
 
     # rules
     @initialize(target=members)
@@ -251,6 +434,8 @@ class LoyaltyMachine(RuleBasedStateMachine):
         member = self.enroll()
         self.top_up(member, 12_000)
         self.adjust(member, 2_000)
+        for name in ("five_off", "bakery_ten", "free_coffee"):
+            self.issue_voucher(member, CAMPAIGNS[name])
         return member
 
     @rule(target=members)
@@ -280,76 +465,163 @@ class LoyaltyMachine(RuleBasedStateMachine):
             assert r.status_code == 201, r.text
         self.check(member)
 
+    @rule(member=members, campaign=st.sampled_from(list(CAMPAIGNS.values())))
+    def issue_voucher(self, member: Member, campaign: Campaign) -> None:
+        r = self.call("POST", f"/v1/voucher-campaigns/{CAMPAIGN_IDS[campaign.name]}/vouchers",
+                      json={"member_id": member.id})
+        try:
+            member.vouchers.check_issue(campaign)
+        except Refused as refused:
+            self.expect_refusal(r, refused)
+        else:
+            assert r.status_code == 201, r.text
+            [issued] = r.json()
+            self.add_voucher(member, campaign, issued)
+        self.check(member)
+
     def _basket(self, member: Member, quantity: int, unit_price: int, coffee: bool, points: int,
-                wallet: int) -> dict:
-        redeem = {k: v for k, v in (("points", points), ("wallet_amount", wallet)) if v}
+                wallet: int, vouchers: list[Voucher]) -> dict:
+        redeem = {k: v for k, v in (("points", points), ("wallet_amount", wallet),
+                                    ("vouchers", [v.code for v in vouchers])) if v}
         return {"member": {"member_id": member.id}, "store_id": STORE, "currency": "USD",
                 "lines": [{"line_id": "1", "sku": "COFFEE" if coffee else "BREAD",
                            "category": "coffee" if coffee else "bakery", "quantity": quantity,
                            "unit_price": unit_price}], **({"redeem": redeem} if redeem else {})}
 
-    def _predict(self, member: Member, quantity: int, unit_price: int, points: int, wallet: int) -> int:
-        subtotal = quantity * unit_price
-        member.points.check_burn(points, subtotal)
-        member.wallet.check_pay(wallet, subtotal - points)
-        return subtotal
+    def _price(self, member: Member, quantity: int, unit_price: int, coffee: bool,
+               vouchers: list[Voucher]) -> Pricing:
+        return price_vouchers(member, vouchers, "coffee" if coffee else "bakery", quantity, unit_price, self.day)
+
+    def _predict(self, member: Member, quantity: int, unit_price: int, coffee: bool, points: int, wallet: int,
+                 vouchers: list[Voucher]) -> Pricing:
+        """Vouchers (step 3), then points burned on the net they leave (step 4), then the wallet (step 5)."""
+        pricing = self._price(member, quantity, unit_price, coffee, vouchers)
+        member.points.check_burn(points, pricing.net)
+        member.wallet.check_pay(wallet, pricing.net - points)
+        return pricing
+
+    def _net_hint(self, member: Member, quantity: int, unit_price: int, coffee: bool,
+                  vouchers: list[Voucher]) -> int:
+        """The net the vouchers would leave (the subtotal when they are refused): what redemptions are drawn
+        as shares of."""
+        try:
+            return self._price(member, quantity, unit_price, coffee, vouchers).net
+        except Refused:
+            return quantity * unit_price
+
+    def _vouchers(self, member: Member, picks: list[int]) -> list[Voucher]:
+        """Vouchers a request names: ``i >= 0`` picks among the member's usable ones (so that most apply),
+        ``i < 0`` among every voucher of the run (used, expired, revoked, another member's); each named once."""
+        usable = [v for v in member.vouchers.held if v.status_on(self.day) == "active"]
+        chosen: list[Voucher] = []
+        for i in picks:
+            pool = usable if i >= 0 else self.vouchers
+            if pool:
+                voucher = pool[i % len(pool)]
+                if voucher not in chosen:
+                    chosen.append(voucher)
+        return chosen
+
+    @staticmethod
+    def _applied(body: dict) -> list[tuple[str, int]]:
+        return [(a["id"], a["amount"]) for a in body["applied"] if a["kind"] == "voucher"]
 
     # Redemptions are drawn as shares of what the member holds (so that most commits succeed) or as a fixed
-    # amount (often too much: the refusals are predicted too).
+    # amount (often too much: the refusals are predicted too). Vouchers mostly the member's own.
     share = st.one_of(st.sampled_from([Fraction(0), Fraction(0), Fraction(1, 3), Fraction(1)]),
                       st.sampled_from([1, 77, 5000]))
     basket_args = {"quantity": st.integers(1, 3), "unit_price": st.sampled_from([0, 1, 99, 150, 450, 1000, 3333]),
-                   "coffee": st.booleans(), "points": share, "wallet": share}
+                   "coffee": st.booleans(), "points": share, "wallet": share,
+                   "picks": st.lists(st.integers(-1, 4), max_size=2)}
 
     @staticmethod
     def _amount(share: Fraction | int, held: int) -> int:
         return floor(max(held, 0) * share) if isinstance(share, Fraction) else share
 
     @rule(member=members, **basket_args)
-    def quote(self, member: Member, quantity: int, unit_price: int, coffee: bool, points, wallet) -> None:
+    def quote(self, member: Member, quantity: int, unit_price: int, coffee: bool, points, wallet,
+              picks: list[int]) -> None:
+        vouchers = self._vouchers(member, picks)
+        net = self._net_hint(member, quantity, unit_price, coffee, vouchers)
         points = self._amount(points, member.points.balance)
-        wallet = self._amount(wallet, min(member.wallet.cash + member.wallet.bonus, quantity * unit_price - points))
+        wallet = self._amount(wallet, min(member.wallet.cash + member.wallet.bonus, net - points))
         r = self.call("POST", "/v1/checkout/quote",
-                      json=self._basket(member, quantity, unit_price, coffee, points, wallet))
+                      json=self._basket(member, quantity, unit_price, coffee, points, wallet, vouchers))
         try:
-            subtotal = self._predict(member, quantity, unit_price, points, wallet)
+            pricing = self._predict(member, quantity, unit_price, coffee, points, wallet, vouchers)
         except Refused as refused:
             self.expect_refusal(r, refused)
             return
         assert r.status_code == 200, r.text
         quote = r.json()
-        assert quote["totals"]["net"] == subtotal - points and quote["totals"]["payable"] == subtotal - points - wallet
-        assert quote["earn"]["points"] == floor(Fraction(subtotal - points, 100))
+        assert quote["totals"]["discount"] == pricing.discount + points, quote["totals"]
+        assert quote["totals"]["net"] == pricing.net - points, quote["totals"]
+        assert quote["totals"]["payable"] == pricing.net - points - wallet, quote["totals"]
+        assert self._applied(quote) == [(v.id, amount) for v, amount in pricing.used], quote["applied"]
+        assert quote["earn"]["points"] == floor(Fraction(pricing.net - points, 100))
         assert quote["balances"]["points"] == member.points.balance
 
     @rule(target=sales, member=members, **basket_args)
-    def commit(self, member: Member, quantity: int, unit_price: int, coffee: bool, points, wallet):
-        points = self._amount(points, min(member.points.balance, quantity * unit_price))
-        wallet = self._amount(wallet, min(member.wallet.cash + member.wallet.bonus, quantity * unit_price - points))
-        body = {**self._basket(member, quantity, unit_price, coffee, points, wallet), "receipt_id": f"sm-{next(_seq)}"}
+    def commit(self, member: Member, quantity: int, unit_price: int, coffee: bool, points, wallet,
+               picks: list[int]):
+        vouchers = self._vouchers(member, picks)
+        net = self._net_hint(member, quantity, unit_price, coffee, vouchers)
+        points = self._amount(points, min(member.points.balance, net))
+        wallet = self._amount(wallet, min(member.wallet.cash + member.wallet.bonus, net - points))
+        body = {**self._basket(member, quantity, unit_price, coffee, points, wallet, vouchers),
+                "receipt_id": f"sm-{next(_seq)}"}
         r = self.call("POST", "/v1/checkout/transactions", json=body)
         try:
-            subtotal = self._predict(member, quantity, unit_price, points, wallet)
+            pricing = self._predict(member, quantity, unit_price, coffee, points, wallet, vouchers)
         except Refused as refused:
             self.expect_refusal(r, refused)
             self.check(member)
             return multiple()  # no sale to remember
         assert r.status_code == 201, r.text
+        txn = r.json()
         paid = split(wallet, member.wallet.cash, member.wallet.bonus)
-        sale = Sale(r.json()["id"], member, quantity, subtotal, coffee, points, paid)
+        sale = Sale(txn["id"], member, quantity, pricing.subtotal, coffee, points, paid, discount=pricing.discount,
+                    free=pricing.free, used=[v for v, _ in pricing.used])
+        for voucher in sale.used:
+            voucher.status = "redeemed"
+            event(f"commit redeemed a {voucher.campaign.kind} voucher")
         member.points.balance += sale.earned - points
         member.wallet.cash, member.wallet.bonus = member.wallet.cash - paid[0], member.wallet.bonus - paid[1]
         member.stamps.add(sale.stamps)
-        assert r.json()["earned"]["points"] == sale.earned
-        assert r.json()["balances_after"]["points"] == member.points.balance
+        due = member.vouchers.due(sale.net)  # threshold vouchers, judged on the sale's net spend
+        issued = txn["earned"]["vouchers_issued"]
+        assert [v["campaign_id"] for v in issued] == [CAMPAIGN_IDS[c.name] for c in due], issued
+        sale.earned_vouchers = [self.add_voucher(member, c, v) for c, v in zip(due, issued, strict=True)]
+        event(f"commit issued {len(due)} threshold vouchers")
+        assert txn["totals"]["discount"] == sale.discount + points and txn["totals"]["net"] == sale.net, txn
+        assert txn["totals"]["payable"] == sale.net - wallet, txn["totals"]
+        assert self._applied(txn) == [(v.id, amount) for v, amount in pricing.used], txn["applied"]
+        assert txn["earned"]["points"] == sale.earned
+        assert txn["balances_after"]["points"] == member.points.balance
         self.check(member)
         return sale
+
+    @rule(target=sales, member=members, pick=st.integers(0, 4), quantity=st.integers(1, 3),
+          unit_price=st.sampled_from([1000, 450, 3333]), coffee=st.booleans(), points=share, wallet=share,
+          second=st.integers(-1, 4) | st.none())
+    def commit_with_voucher(self, member: Member, pick: int, quantity: int, unit_price: int, coffee: bool, points,
+                            wallet, second: int | None):
+        """A basket of the category one of the member's usable vouchers asks for, so that most of these apply
+        (``min_spend`` and a second voucher may still refuse them)."""
+        usable = [v for v in member.vouchers.held if v.status_on(self.day) == "active"]
+        if not usable:
+            return multiple()
+        voucher = usable[pick % len(usable)]
+        if voucher.campaign.category:
+            coffee = voucher.campaign.category == "coffee"
+        picks = [usable.index(voucher)] + ([] if second is None else [second])
+        return self.commit(member, quantity, unit_price, coffee, points, wallet, picks)
 
     @rule(sale=sales)
     def void(self, sale: Sale) -> None:
         r = self.call("POST", f"/v1/checkout/transactions/{sale.id}/void")
         try:
-            sale.void()
+            sale.void(self.day)
         except Refused as refused:
             self.expect_refusal(r, refused)
         else:
@@ -368,6 +640,15 @@ class LoyaltyMachine(RuleBasedStateMachine):
             assert r.status_code == 201, r.text
         self.check(sale.member)
 
+    @precondition(lambda self: self.day + 3 <= MAX_DAYS)
+    @rule(days=st.sampled_from([1, 3]))
+    def travel(self, days: int) -> None:
+        """The clock moves on: vouchers past their end read as expired before any sweep."""
+        self.live.clock.advance(timedelta(days=days))
+        self.day += days
+        for member in self.model.values():
+            self.check_vouchers(member)
+
     @rule()
     def sweep(self) -> None:
         as_of = (self.live.clock.now() + timedelta(days=400)).isoformat()
@@ -375,6 +656,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         for member in self.model.values():
             member.points.expire()
             member.stamps.expire()
+            member.vouchers.expire()
             self.check(member)
 
     def teardown(self) -> None:
@@ -395,7 +677,8 @@ def test_any_sequence_keeps_service_equal_to_model(database_url: str, table_name
 
 
 def setup(live: LiveApp) -> None:
-    """One store, the program described in the module docstring, one punch card programme."""
+    """One store, the program described in the module docstring, one punch card programme, the voucher
+    campaigns of :data:`CAMPAIGNS`."""
     r = live.request("POST", "/v1/stores", json={"id": STORE, "name": "Model", "timezone": "UTC"})
     assert r.status_code == 201, r.text
     program = live.request("GET", "/v1/program").json()
@@ -410,3 +693,7 @@ def setup(live: LiveApp) -> None:
         "reward_valid_days": 30, "active": True})
     assert r.status_code == 201, r.text
     LoyaltyMachine.punch_program = r.json()["id"]
+    for campaign in CAMPAIGNS.values():
+        r = live.request("POST", "/v1/voucher-campaigns", json=campaign.body())
+        assert r.status_code == 201, r.text
+        CAMPAIGN_IDS[campaign.name] = r.json()["id"]
