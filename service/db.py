@@ -146,6 +146,11 @@ class Database:
         self._write_sessions = async_sessionmaker(
             self.engine.execution_options(**{WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
+        # Reads that need no snapshot across statements skip BEGIN and COMMIT (two round trips) on PostgreSQL.
+        # SQLite keeps its transactions: its BEGIN is ours (see _configure_sqlite) and costs no round trip.
+        self._autocommit_sessions = self._sessions if is_sqlite(url) else async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), class_=AsyncSession, expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -153,6 +158,11 @@ class Database:
 
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self._write_sessions if write else self._sessions)()
+
+    def autocommit_session(self) -> AsyncSession:
+        """A session for reads only, each statement on its own (no transaction on PostgreSQL): for look-ups
+        whose statements need not see one snapshot. It must never write."""
+        return self._autocommit_sessions()
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:

@@ -38,6 +38,15 @@ def get_session(request: Request) -> AsyncSession:
     return session
 
 
+def get_read_session(request: Request) -> AsyncSession:
+    """The request's session for a route that only reads, statement by statement (see
+    :meth:`service.db.Database.autocommit_session`); committed and closed like :func:`get_session`'s."""
+    session = request.scope.get(_SESSION)
+    if session is None:
+        session = request.scope[_SESSION] = request.app.state.db.autocommit_session()
+    return session
+
+
 def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
@@ -51,6 +60,7 @@ def get_attempts(request: Request) -> ratelimit.Attempts:
 
 
 Session = Annotated[AsyncSession, Depends(get_session)]
+ReadSession = Annotated[AsyncSession, Depends(get_read_session)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 AttemptsDep = Annotated[ratelimit.Attempts, Depends(get_attempts)]
 
@@ -224,5 +234,5 @@ def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str 
     return key(items[-1]) if len(items) == limit else None
 
 
-__all__ = ["AttemptsDep", "ClockDep", "KeptAnswer", "Page", "ServiceError", "Session", "UnitOfWorkRoute", "idempotent",
-           "next_cursor"]
+__all__ = ["AttemptsDep", "ClockDep", "KeptAnswer", "Page", "ReadSession", "ServiceError", "Session", "UnitOfWorkRoute",
+           "idempotent", "next_cursor"]

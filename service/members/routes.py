@@ -10,7 +10,7 @@ from service.errors import problem_responses
 from service.members import service
 from service.members.schemas import MemberCreate, MemberList, MemberPublic, MemberUpdate
 from service.program import service as program_service
-from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
+from service.routing import ClockDep, ReadSession, Session, UnitOfWorkRoute, idempotent
 
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 422))
@@ -36,7 +36,7 @@ async def enroll_member(body: MemberCreate, request: Request, session: Session, 
 @router.get("", operation_id="lookup_members", response_model=MemberList,
             summary="Exact look-up by one of card number, phone or email")
 async def lookup_members(
-    request: Request, session: Session,
+    request: Request, session: ReadSession,
     card_number: Annotated[str | None, Query(max_length=32)] = None,
     phone: Annotated[str | None, Query(max_length=32)] = None,
     email: Annotated[str | None, Query(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
