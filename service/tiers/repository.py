@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utc
@@ -11,15 +12,37 @@ from service.db import prebuilt
 from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
-_ADD_SPEND = prebuilt(lambda insert: insert(TierSpend.__table__))
-_ADD_TO_DAY = prebuilt(lambda insert: (stmt := insert(TierSpendDay.__table__)).on_conflict_do_update(
-    index_elements=["member_id", "day"], set_={"amount": TierSpendDay.amount + stmt.excluded.amount}))
+
+def _add_to_day_statement(insert):
+    stmt = insert(TierSpendDay.__table__)
+    return stmt.on_conflict_do_update(index_elements=["member_id", "day"],
+                                      set_={"amount": TierSpendDay.amount + stmt.excluded.amount})
+
+
+def _add_spend_statement(insert):
+    """PostgreSQL: the spend row and its day's sum in one statement (the row's INSERT as a data-modifying CTE;
+    both succeed or fail together). SQLite has no DML in a CTE: the row's INSERT alone, the day's upsert next."""
+    spend = insert(TierSpend.__table__)
+    if insert is not postgresql_insert:
+        return spend
+    spend = spend.values(transaction_id=bindparam("p_transaction_id"), member_id=bindparam("p_member_id"),
+                         occurred_at=bindparam("p_occurred_at"), amount=bindparam("p_amount"))
+    return _add_to_day_statement(insert).add_cte(spend.cte("spend"))
+
+
+_ADD_SPEND = prebuilt(_add_spend_statement)
+_ADD_TO_DAY = prebuilt(_add_to_day_statement)
 
 
 async def add_spend(session: AsyncSession, transaction_id: str, member_id: str, occurred_at: datetime,
                     amount: int) -> None:
-    """The transaction's spend row and its day's sum (two prebuilt Core statements; nothing reads the row back
-    through the session in the same transaction)."""
+    """The transaction's spend row and its day's sum (prebuilt Core statements: one on PostgreSQL, two on
+    SQLite; nothing reads the row back through the session in the same transaction)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_ADD_SPEND(session), {
+            "p_transaction_id": transaction_id, "p_member_id": member_id, "p_occurred_at": occurred_at,
+            "p_amount": amount, "member_id": member_id, "day": utc(occurred_at).date(), "amount": amount})
+        return
     await session.execute(_ADD_SPEND(session), {"transaction_id": transaction_id, "member_id": member_id,
                                                 "occurred_at": occurred_at, "amount": amount})
     await _add_to_day(session, member_id, occurred_at, amount)
