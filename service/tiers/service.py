@@ -94,10 +94,13 @@ class Locked:
 
 async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Locked:
     """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
-    code under the lock and replay due reviews, so the price uses the tier as it stands now. The window's spend
-    is read in the same statement: every writer of the member's spend (commit, return, void) writes it under
-    the member's locks, and this transaction adds only its own sale (:func:`record_commit`), so the running
-    figure replaces a second read after the insert."""
+    code under the lock and replay due reviews, so the price uses the tier as it stands now.
+
+    The window's spend is read in the same statement and kept as a running figure: this transaction adds only
+    its own sale (:func:`record_commit` adds it to the figure instead of reading the window again). Other
+    commits of the member wait for the member's ledger lock, taken before this; a return or void lowers an
+    earlier sale's spend under that sale's row lock, so one committing after this read is ordered after this
+    commit, as it could be when it commits a moment later."""
     row, state, _, spend = await _review_locked(session, member, Ladder.of(program), now, with_spend=True)
     return Locked(row, state, now, spend or 0)
 
