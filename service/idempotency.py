@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Index, LargeBinary, delete, select, update
+from sqlalchemy import Index, LargeBinary, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from service.db import Database, UTCDateTime, insert_ignoring_duplicates
+from service.db import Database, UTCDateTime, prebuilt
 from service.errors import Conflict, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -99,18 +99,24 @@ def request_hash(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 
+_TABLE = IdempotencyRecord.__table__
+# INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement.
+_CLAIM = prebuilt(lambda insert: insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id))
+# The SET columns are the execution's column keys; the claim is matched by p_id and p_locked_at.
+_COMPLETE = prebuilt(lambda insert: update(_TABLE).where(
+    _TABLE.c.id == bindparam("p_id"), _TABLE.c.locked_at == bindparam("p_locked_at")))
+
+
 async def claim(
     db: Database, *, api_key_id: str, key: str, req_hash: str, now: datetime, lock_seconds: int, ttl_days: int
 ) -> Claim | Replay:
     """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised)."""
     for _ in range(3):
         async with db.transaction() as session:
-            claimed = (await session.execute(
-                insert_ignoring_duplicates(session, IdempotencyRecord.__table__).values(
-                    api_key_id=api_key_id, key=key, request_hash=req_hash, status="in_progress",
-                    locked_at=now, created_at=now,
-                ).returning(IdempotencyRecord.id)
-            )).scalar_one_or_none()
+            claimed = (await session.execute(_CLAIM(session), {
+                "api_key_id": api_key_id, "key": key, "request_hash": req_hash, "status": "in_progress",
+                "locked_at": now, "created_at": now,
+            })).scalar_one_or_none()
             if claimed is not None:
                 return Claim(claimed, now)
             found = (await session.execute(
@@ -147,11 +153,9 @@ async def claim(
 async def complete(session: AsyncSession, claim_: Claim, *, status: int, body: bytes, media_type: str) -> None:
     """Record the answer in the request's own transaction. If the claim was taken over meanwhile (this process
     was too slow and a retry started), raise so that this request's work rolls back."""
-    result = await session.execute(
-        update(IdempotencyRecord)
-        .where(IdempotencyRecord.id == claim_.record_id, IdempotencyRecord.locked_at == claim_.locked_at)
-        .values(status="completed", response_status=status, response_body=body, response_type=media_type)
-    )
+    result = await session.execute(_COMPLETE(session), {
+        "p_id": claim_.record_id, "p_locked_at": claim_.locked_at,
+        "status": "completed", "response_status": status, "response_body": body, "response_type": media_type})
     if result.rowcount != 1:
         raise RequestInProgress("A retry of this request took over while it was running; retry to get its "
                                 "answer.")

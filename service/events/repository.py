@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import prebuilt
 from service.events.models import Event, Webhook, WebhookDelivery
 
 # pg_advisory_xact_lock key of the feed's numbering (one numberer at a time, across every process).
@@ -19,13 +20,16 @@ def dialect(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
+_ADD_EVENT = prebuilt(lambda insert: insert(Event.__table__))
+# SQLite has one writer at a time: numbering at insert is numbering in commit order.
+_ADD_NUMBERED_EVENT = prebuilt(lambda insert: insert(Event.__table__).values(
+    position=select(func.coalesce(func.max(Event.position), 0) + 1).scalar_subquery()))
+
+
 async def add_event(session: AsyncSession, values: dict[str, Any]) -> None:
-    statement = insert(Event).values(**values)
-    if dialect(session) == "sqlite":
-        # SQLite has one writer at a time: numbering at insert is numbering in commit order.
-        statement = statement.values(
-            position=select(func.coalesce(func.max(Event.position), 0) + 1).scalar_subquery())
-    await session.execute(statement)
+    """One INSERT, prebuilt (``values`` are the columns' values)."""
+    statement = _ADD_NUMBERED_EVENT if dialect(session) == "sqlite" else _ADD_EVENT
+    await session.execute(statement(session), values)
 
 
 async def number_committed(session: AsyncSession, limit: int) -> int:

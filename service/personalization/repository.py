@@ -16,7 +16,16 @@ async def get_activity(session: AsyncSession, member_id: str) -> MemberActivity 
     return await session.get(MemberActivity, member_id)
 
 
-def _count_sale(insert, *, birthday: bool):
+def _add_to_day_statement(insert):
+    stmt = insert(MemberDay.__table__)
+    return stmt.on_conflict_do_update(index_elements=["member_id", "day"],
+                                      set_={"transactions": MemberDay.transactions + stmt.excluded.transactions,
+                                            "spend": MemberDay.spend + stmt.excluded.spend})
+
+
+def _count_sale(insert, *, birthday: bool, with_day: bool = False):
+    """The activity upsert; ``with_day`` (PostgreSQL only) carries the day's upsert as a data-modifying CTE, with
+    its values as ``p_member_id``, ``p_day``, ``p_transactions``, ``p_spend``: one statement, both or neither."""
     table = MemberActivity.__table__
     stmt = insert(table)
     new = stmt.excluded
@@ -33,28 +42,41 @@ def _count_sale(insert, *, birthday: bool):
     if birthday:
         changes |= {"birthday_bonus_year": new.birthday_bonus_year,
                     "birthday_bonus_transaction_id": new.birthday_bonus_transaction_id}
-    return stmt.on_conflict_do_update(index_elements=["member_id"], set_=changes)
+    upsert = stmt.on_conflict_do_update(index_elements=["member_id"], set_=changes)
+    if not with_day:
+        return upsert
+    day = _add_to_day_statement(insert).values(
+        member_id=bindparam("p_member_id"), day=bindparam("p_day"), transactions=bindparam("p_transactions"),
+        spend=bindparam("p_spend"))
+    return upsert.add_cte(day.cte("day"))
 
 
 _COUNT_SALE = prebuilt(lambda insert: _count_sale(insert, birthday=False))
 _COUNT_SALE_WITH_BIRTHDAY = prebuilt(lambda insert: _count_sale(insert, birthday=True))
+_COUNT_SALE_ON_DAY = prebuilt(lambda insert: _count_sale(insert, birthday=False, with_day=True))
+_COUNT_SALE_ON_DAY_WITH_BIRTHDAY = prebuilt(lambda insert: _count_sale(insert, birthday=True, with_day=True))
 
 
 async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetime, now: datetime, *,
-                     birthday_year: int | None, transaction_id: str) -> None:
-    """One upsert: the member's row is created or has the sale added (purchases + 1, first and last purchase
-    widened to ``occurred_at``), atomically: a sweep creating the row meanwhile cannot make it fail."""
-    statement = _COUNT_SALE_WITH_BIRTHDAY if birthday_year is not None else _COUNT_SALE
-    await session.execute(statement(session), {
+                     birthday_year: int | None, transaction_id: str, net: int) -> None:
+    """The sale on its UTC day (transactions + 1, spend + ``net``) and in the running figures (purchases + 1,
+    first and last purchase widened to ``occurred_at``): upserts, atomic, so a sweep creating the activity row
+    meanwhile cannot make them fail. One statement on PostgreSQL (the day's upsert as a CTE), two on SQLite."""
+    values = {
         "member_id": member_id, "purchases": 1, "first_purchase_at": occurred_at, "last_purchase_at": occurred_at,
         "birthday_bonus_year": birthday_year,
-        "birthday_bonus_transaction_id": transaction_id if birthday_year else None, "updated_at": now})
+        "birthday_bonus_transaction_id": transaction_id if birthday_year else None, "updated_at": now}
+    birthday = birthday_year is not None
+    if session.get_bind().dialect.name == "postgresql":
+        statement = _COUNT_SALE_ON_DAY_WITH_BIRTHDAY if birthday else _COUNT_SALE_ON_DAY
+        values |= {"p_member_id": member_id, "p_day": occurred_at.date(), "p_transactions": 1, "p_spend": net}
+    else:
+        await add_to_day(session, member_id, occurred_at.date(), 1, net)
+        statement = _COUNT_SALE_WITH_BIRTHDAY if birthday else _COUNT_SALE
+    await session.execute(statement(session), values)
 
 
-_ADD_TO_DAY = prebuilt(lambda insert: (stmt := insert(MemberDay.__table__)).on_conflict_do_update(
-    index_elements=["member_id", "day"],
-    set_={"transactions": MemberDay.transactions + stmt.excluded.transactions,
-          "spend": MemberDay.spend + stmt.excluded.spend}))
+_ADD_TO_DAY = prebuilt(_add_to_day_statement)
 
 
 async def add_to_day(session: AsyncSession, member_id: str, day: date, transactions: int, spend: int) -> None:

@@ -170,10 +170,9 @@ def birthday_bonus(member: Member, activity: MemberActivity | None, program: Pro
 
 async def record_commit(session: AsyncSession, member_id: str, *, transaction_id: str, occurred_at: datetime,
                         net: int, now: datetime, birthday_year: int | None) -> None:
-    """Count the sale on its day and in the running figures (two upserts)."""
-    await repository.add_to_day(session, member_id, occurred_at.date(), 1, net)
+    """Count the sale on its day and in the running figures (two upserts, one statement on PostgreSQL)."""
     await repository.count_sale(session, member_id, occurred_at, now, birthday_year=birthday_year,
-                                transaction_id=transaction_id)
+                                transaction_id=transaction_id, net=net)
 
 
 async def record_return(session: AsyncSession, member_id: str, occurred_at: datetime, amount: int) -> None:

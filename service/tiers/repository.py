@@ -1,29 +1,55 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utc
-from service.db import dialect_insert as _dialect_insert
-from service.db import insert_ignoring_duplicates
+from service.db import prebuilt
 from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
 
-async def add_spend(session: AsyncSession, row: TierSpend) -> None:
-    session.add(row)
-    await session.flush()
-    await _add_to_day(session, row.member_id, row.occurred_at, row.amount)
+def _add_to_day_statement(insert):
+    stmt = insert(TierSpendDay.__table__)
+    return stmt.on_conflict_do_update(index_elements=["member_id", "day"],
+                                      set_={"amount": TierSpendDay.amount + stmt.excluded.amount})
+
+
+def _add_spend_statement(insert):
+    """PostgreSQL: the spend row and its day's sum in one statement (the row's INSERT as a data-modifying CTE;
+    both succeed or fail together). SQLite has no DML in a CTE: the row's INSERT alone, the day's upsert next."""
+    spend = insert(TierSpend.__table__)
+    if insert is not postgresql_insert:
+        return spend
+    spend = spend.values(transaction_id=bindparam("p_transaction_id"), member_id=bindparam("p_member_id"),
+                         occurred_at=bindparam("p_occurred_at"), amount=bindparam("p_amount"))
+    return _add_to_day_statement(insert).add_cte(spend.cte("spend"))
+
+
+_ADD_SPEND = prebuilt(_add_spend_statement)
+_ADD_TO_DAY = prebuilt(_add_to_day_statement)
+
+
+async def add_spend(session: AsyncSession, transaction_id: str, member_id: str, occurred_at: datetime,
+                    amount: int) -> None:
+    """The transaction's spend row and its day's sum (prebuilt Core statements: one on PostgreSQL, two on
+    SQLite; nothing reads the row back through the session in the same transaction)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(_ADD_SPEND(session), {
+            "p_transaction_id": transaction_id, "p_member_id": member_id, "p_occurred_at": occurred_at,
+            "p_amount": amount, "member_id": member_id, "day": utc(occurred_at).date(), "amount": amount})
+        return
+    await session.execute(_ADD_SPEND(session), {"transaction_id": transaction_id, "member_id": member_id,
+                                                "occurred_at": occurred_at, "amount": amount})
+    await _add_to_day(session, member_id, occurred_at, amount)
 
 
 async def _add_to_day(session: AsyncSession, member_id: str, at: datetime, amount: int) -> None:
-    table = TierSpendDay.__table__
-    insert = _dialect_insert(session)(table).values(member_id=member_id, day=utc(at).date(), amount=amount)
-    await session.execute(insert.on_conflict_do_update(
-        index_elements=[table.c.member_id, table.c.day], set_={"amount": table.c.amount + insert.excluded.amount}))
+    await session.execute(_ADD_TO_DAY(session), {"member_id": member_id, "day": utc(at).date(), "amount": amount})
 
 
 async def reduce_spend(session: AsyncSession, transaction_id: str, amount: int) -> None:
@@ -40,16 +66,30 @@ async def clear_spend(session: AsyncSession, transaction_id: str) -> None:
         await reduce_spend(session, transaction_id, row.amount)
 
 
-async def spend_since(session: AsyncSession, member_id: str, start: datetime) -> int:
-    """The spend from ``start`` on: whole UTC days after ``start``'s day from the day sums, plus the rows of
-    ``start``'s own day from ``start`` on. Both reads are bounded by the window, never by the history."""
-    next_day = utc(start).date() + timedelta(days=1)
+def _window_spend():
+    """The spend from ``p_start`` on: whole UTC days from ``p_next_day`` on from the day sums, plus the rows of
+    ``p_start``'s own day from ``p_start`` on. Both reads are bounded by the window, never by the history."""
+    member_id = bindparam("p_member_id")
     days = select(func.coalesce(func.sum(TierSpendDay.amount), 0)).where(
-        TierSpendDay.member_id == member_id, TierSpendDay.day >= next_day).scalar_subquery()
+        TierSpendDay.member_id == member_id, TierSpendDay.day >= bindparam("p_next_day")).scalar_subquery()
     edge = select(func.coalesce(func.sum(TierSpend.amount), 0)).where(
-        TierSpend.member_id == member_id, TierSpend.occurred_at >= start,
-        TierSpend.occurred_at < datetime.combine(next_day, time(), tzinfo=UTC)).scalar_subquery()
-    return int(await session.scalar(select(days + edge)) or 0)
+        TierSpend.member_id == member_id, TierSpend.occurred_at >= bindparam("p_start"),
+        TierSpend.occurred_at < bindparam("p_next_midnight")).scalar_subquery()
+    return days + edge
+
+
+def _window_params(member_id: str, start: datetime) -> dict:
+    next_day: date = utc(start).date() + timedelta(days=1)
+    return {"p_member_id": member_id, "p_next_day": next_day, "p_start": start,
+            "p_next_midnight": datetime.combine(next_day, time(), tzinfo=UTC)}
+
+
+_SPEND_SINCE = prebuilt(lambda insert: select(_window_spend()))
+
+
+async def spend_since(session: AsyncSession, member_id: str, start: datetime) -> int:
+    """The spend from ``start`` on (see :func:`_window_spend`)."""
+    return int(await session.scalar(_SPEND_SINCE(session), _window_params(member_id, start)) or 0)
 
 
 async def spend_events(session: AsyncSession, member_id: str, start: datetime,
@@ -64,18 +104,41 @@ async def get_state(session: AsyncSession, member_id: str) -> TierState | None:
     return await session.get(TierState, member_id)
 
 
-async def lock_state(session: AsyncSession, member_id: str, now: datetime) -> tuple[TierState, str]:
+_REVIEW_AT = prebuilt(lambda insert: select(TierState.review_at).where(
+    TierState.member_id == bindparam("p_member_id")))
+
+
+async def review_at(session: AsyncSession, member_id: str) -> datetime | None:
+    """When the member's tier is next reviewed (None without a state row or a review)."""
+    return await session.scalar(_REVIEW_AT(session), {"p_member_id": member_id})
+
+
+def _lock_query(*, with_spend: bool):
+    columns = (TierState, Member.tier_code, *((_window_spend(),) if with_spend else ()))
+    return (select(*columns).join(Member, Member.id == TierState.member_id)
+            .where(TierState.member_id == bindparam("p_member_id"))
+            .with_for_update(of=TierState).execution_options(populate_existing=True))
+
+
+_LOCK_STATE = prebuilt(lambda insert: _lock_query(with_spend=False))
+_LOCK_STATE_WITH_SPEND = prebuilt(lambda insert: _lock_query(with_spend=True))
+_CREATE_STATE = prebuilt(lambda insert: insert(TierState.__table__).on_conflict_do_nothing())
+
+
+async def lock_state(session: AsyncSession, member_id: str, now: datetime, *,
+                     spend_since: datetime | None = None) -> tuple[TierState, str, int | None]:
     """The member's tier state, created if absent and locked until the transaction ends, with the member's tier
-    code read under that lock (one statement once the state exists)."""
-    query = (select(TierState, Member.tier_code).join(Member, Member.id == TierState.member_id)
-             .where(TierState.member_id == member_id)
-             .with_for_update(of=TierState).execution_options(populate_existing=True))
-    found = (await session.execute(query)).first()
+    code read under that lock (one statement once the state exists); with ``spend_since``, also the spend from
+    then on (as :func:`spend_since`), read in the same statement under the same lock."""
+    if spend_since is None:
+        query, params = _LOCK_STATE(session), {"p_member_id": member_id}
+    else:
+        query, params = _LOCK_STATE_WITH_SPEND(session), _window_params(member_id, spend_since)
+    found = (await session.execute(query, params)).first()
     if found is None:
-        await session.execute(insert_ignoring_duplicates(session, TierState.__table__)
-                              .values(member_id=member_id, updated_at=now))
-        found = (await session.execute(query)).one()
-    return found[0], found[1]
+        await session.execute(_CREATE_STATE(session), {"member_id": member_id, "updated_at": now})
+        found = (await session.execute(query, params)).one()
+    return found[0], found[1], (None if spend_since is None else int(found[2] or 0))
 
 
 async def add_history(session: AsyncSession, rows: Sequence[TierHistory]) -> None:
@@ -100,6 +163,12 @@ async def due_members(session: AsyncSession, as_of: datetime, *, after: str, lim
     return list(rows)
 
 
-async def last_change(session: AsyncSession, member_id: str) -> TierHistory | None:
-    return await session.scalar(select(TierHistory).where(TierHistory.member_id == member_id)
-                                .order_by(TierHistory.id.desc()).limit(1))
+_LAST_CHANGE = prebuilt(lambda insert: select(TierHistory.reason, TierHistory.to_code, TierHistory.at)
+                        .where(TierHistory.member_id == bindparam("p_member_id"))
+                        .order_by(TierHistory.id.desc()).limit(1))
+
+
+async def last_change(session: AsyncSession, member_id: str) -> tuple[str, str, datetime] | None:
+    """``(reason, to_code, at)`` of the member's latest tier change."""
+    found = (await session.execute(_LAST_CHANGE(session), {"p_member_id": member_id})).first()
+    return None if found is None else (found[0], found[1], found[2])

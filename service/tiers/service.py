@@ -14,11 +14,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.clock import utc
 from service.events import service as events
 from service.members.models import Member
 from service.program.schemas import ProgramPublic
 from service.tiers import repository, rules
-from service.tiers.models import TierHistory, TierSpend
+from service.tiers.models import TierHistory
 from service.tiers.schemas import TierHistoryItem, TierPublic
 
 SWEEP_BATCH = 200
@@ -57,40 +58,51 @@ async def _apply(session: AsyncSession, member: Member, state_row, new: rules.St
             "transaction_id": row.transaction_id}, at=row.at, member_id=member.id)
 
 
-async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime):
+async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime, *,
+                         with_spend: bool = False):
     # The member was read before the lock: a commit that changed the tier meanwhile is visible only now.
-    state_row, member.tier_code = await repository.lock_state(session, member.id, now)
+    state_row, member.tier_code, spend = await repository.lock_state(
+        session, member.id, now, spend_since=rules.window_start(now, ladder.window_months) if with_spend else None)
     state = rules.State(rules.level_of(member.tier_code, ladder.codes), state_row.attained_at, state_row.review_at)
     if state.level > 0 and state.review_at is not None and state.review_at <= now:
         events = await repository.spend_events(
             session, member.id, rules.window_start(state.review_at, ladder.window_months), now)
         state, changes = rules.review(state, now, ladder.thresholds, ladder.window_months, events)
         await _apply(session, member, state_row, state, changes, ladder, now)
-        return state_row, state, len(changes)
-    return state_row, state, 0
+        return state_row, state, len(changes), spend
+    return state_row, state, 0, spend
 
 
 async def refresh(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> None:
     """Replay the member's due reviews (idempotent; writes only when one fell due)."""
-    row = await repository.get_state(session, member.id)
-    if row is None or row.review_at is None or row.review_at > now:
+    review_at = await repository.review_at(session, member.id)
+    if review_at is None or review_at > now:
         return
     await _review_locked(session, member, Ladder.of(program), now)
 
 
 @dataclass
 class Locked:
-    """The member's tier state, locked for the rest of the transaction, with due reviews applied."""
+    """The member's tier state, locked for the rest of the transaction, with due reviews applied, and the
+    qualifying spend of the window ending at ``now`` as it stood when the lock was taken."""
 
     row: object
     state: rules.State
+    now: datetime
+    spend: int
 
 
 async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Locked:
     """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
-    code under the lock and replay due reviews, so the price uses the tier as it stands now."""
-    row, state, _ = await _review_locked(session, member, Ladder.of(program), now)
-    return Locked(row, state)
+    code under the lock and replay due reviews, so the price uses the tier as it stands now.
+
+    The window's spend is read in the same statement and kept as a running figure: this transaction adds only
+    its own sale (:func:`record_commit` adds it to the figure instead of reading the window again). Other
+    commits of the member wait for the member's ledger lock, taken before this; a return or void lowers an
+    earlier sale's spend under that sale's row lock, so one committing after this read is ordered after this
+    commit, as it could be when it commits a moment later."""
+    row, state, _, spend = await _review_locked(session, member, Ladder.of(program), now, with_spend=True)
+    return Locked(row, state, now, spend or 0)
 
 
 async def record_commit(session: AsyncSession, member: Member, program: ProgramPublic, locked: Locked, *,
@@ -99,10 +111,13 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
     """Count the commit's qualifying spend at its ``occurred_at``; upgrade at once if the window's spend now
     crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward."""
     ladder = Ladder.of(program)
-    await repository.add_spend(session, TierSpend(transaction_id=transaction_id, member_id=member.id,
-                                                  occurred_at=occurred_at, amount=amount))
+    await repository.add_spend(session, transaction_id, member.id, occurred_at, amount)
     state_row, state = locked.row, locked.state
-    spend = await qualifying_spend(session, member.id, now, ladder.window_months)
+    start = rules.window_start(now, ladder.window_months)
+    if now == locked.now:  # the window the lock read: add this sale if it falls inside it
+        spend = locked.spend + (amount if utc(occurred_at) >= utc(start) else 0)
+    else:
+        spend = await repository.spend_since(session, member.id, start)
     new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
     if change is None:
         return None
@@ -161,9 +176,12 @@ async def upgraded_at(session: AsyncSession, member: Member) -> datetime | None:
     """When the member reached their current tier by spending (None if they hold it otherwise), for the
     greeting's ``tier_upgrade`` occasion."""
     last = await repository.last_change(session, member.id)
-    if last is None or last.reason != rules.UPGRADE or last.to_code != member.tier_code:
+    if last is None:
         return None
-    return last.at
+    reason, to_code, at = last
+    if reason != rules.UPGRADE or to_code != member.tier_code:
+        return None
+    return at
 
 
 @dataclass(frozen=True)
