@@ -6,85 +6,120 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal, select, update
+from sqlalchemy import Integer, Row, bindparam, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import insert_ignoring_duplicates
+from service.db import prebuilt
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
 from service.ledger.rules import GIFT_CARD
 
 PROGRAM_PREFIX = "program:"  # the program's own accounts are named by their kind: ``program:points_issued`` …
 
 
+_ACCOUNTS = LedgerAccount.__table__
+_LOTS = PointLot.__table__
+# What a locked account is read as: plain columns, no ORM object (nothing is flushed back through the session;
+# ``set_balances`` writes the balances).
+_ACCOUNT_COLUMNS = (_ACCOUNTS.c.id, _ACCOUNTS.c.kind, _ACCOUNTS.c.asset, _ACCOUNTS.c.member_id,
+                    _ACCOUNTS.c.gift_card_id, _ACCOUNTS.c.balance)
+# What a debit needs of a lot (``rules.Lot``).
+_LOT_COLUMNS = (_LOTS.c.id, _LOTS.c.expires_at, _LOTS.c.remaining, _LOTS.c.transaction_id)
+
+_ENSURE_ACCOUNTS = prebuilt(lambda insert: insert(_ACCOUNTS).on_conflict_do_nothing())
+
+
 async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Insert accounts that do not exist yet (concurrent callers are fine: conflicts are ignored)."""
     if rows:
-        await session.execute(insert_ignoring_duplicates(session, LedgerAccount.__table__).values(list(rows)))
+        await session.execute(_ENSURE_ACCOUNTS(session), list(rows))  # one executemany, whatever the count
 
 
-async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str]) -> list[LedgerAccount]:
-    """The member's accounts of these kinds, locked until the transaction ends (``FOR UPDATE`` on PostgreSQL;
-    on SQLite the write transaction already holds the database lock). Always locked in id order, so two
-    transactions locking several accounts cannot deadlock."""
-    query = (select(LedgerAccount)
-             .where(LedgerAccount.member_id == member_id, LedgerAccount.kind.in_(list(kinds)))
-             .order_by(LedgerAccount.id)
-             .with_for_update()
-             .execution_options(populate_existing=True))
-    return list((await session.execute(query)).scalars())
+_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda _: select(*_ACCOUNT_COLUMNS)
+                                 .where(_ACCOUNTS.c.member_id == bindparam("p_member_id"),
+                                        _ACCOUNTS.c.kind.in_(bindparam("p_kinds", expanding=True)))
+                                 .order_by(_ACCOUNTS.c.id)
+                                 .with_for_update())
 
 
-async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str]) -> list[LedgerAccount]:
+async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str]) -> list[Row]:
+    """The member's accounts of these kinds (``_ACCOUNT_COLUMNS``), locked until the transaction ends (``FOR
+    UPDATE`` on PostgreSQL; on SQLite the write transaction already holds the database lock). Always locked in
+    id order, so two transactions locking several accounts cannot deadlock."""
+    return list((await session.execute(_LOCK_MEMBER_ACCOUNTS(session),
+                                       {"p_member_id": member_id, "p_kinds": list(kinds)})).all())
+
+
+_LOCK_GIFT_CARD_ACCOUNTS = prebuilt(lambda _: select(*_ACCOUNT_COLUMNS)
+                                    .where(_ACCOUNTS.c.gift_card_id.in_(bindparam("p_gift_card_ids", expanding=True)),
+                                           _ACCOUNTS.c.kind == GIFT_CARD)
+                                    .order_by(_ACCOUNTS.c.id)
+                                    .with_for_update())
+
+
+async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str]) -> list[Row]:
     """The gift cards' accounts, locked in id order (after the member's, see ``service.lock_gift_card_accounts``)."""
-    query = (select(LedgerAccount)
-             .where(LedgerAccount.gift_card_id.in_(list(gift_card_ids)), LedgerAccount.kind == GIFT_CARD)
-             .order_by(LedgerAccount.id)
-             .with_for_update()
-             .execution_options(populate_existing=True))
-    return list((await session.execute(query)).scalars())
+    return list((await session.execute(_LOCK_GIFT_CARD_ACCOUNTS(session),
+                                       {"p_gift_card_ids": list(gift_card_ids)})).all())
 
 
-async def member_accounts(session: AsyncSession, member_id: str) -> list[LedgerAccount]:
-    query = select(LedgerAccount).where(LedgerAccount.member_id == member_id).order_by(LedgerAccount.id)
-    return list((await session.execute(query)).scalars())
+_MEMBER_BALANCES = prebuilt(lambda _: select(_ACCOUNTS.c.kind, _ACCOUNTS.c.balance)
+                            .where(_ACCOUNTS.c.member_id == bindparam("p_member_id")).order_by(_ACCOUNTS.c.id))
+
+
+async def member_balances(session: AsyncSession, member_id: str) -> list[tuple[str, int | None]]:
+    """``(kind, balance)`` of each of the member's accounts, read from the table (never from the session)."""
+    return [(kind, balance) for kind, balance in
+            (await session.execute(_MEMBER_BALANCES(session), {"p_member_id": member_id})).all()]
+
+
+_ADD_TRANSACTION = prebuilt(lambda insert: insert(LedgerTransaction.__table__))
+_ADD_ENTRIES = prebuilt(lambda insert: insert(LedgerEntry.__table__))
 
 
 async def add_transaction(session: AsyncSession, row: dict[str, Any]) -> None:
-    await session.execute(insert(LedgerTransaction).values(**row))
+    await session.execute(_ADD_TRANSACTION(session), row)
 
 
 async def add_entries(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(LedgerEntry.__table__), list(rows))  # one executemany, whatever the count
+        await session.execute(_ADD_ENTRIES(session), list(rows))  # one executemany, whatever the count
+
+
+_SET_BALANCE = prebuilt(lambda _: update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("p_account_id"))
+                        .values(balance=bindparam("p_balance")))
 
 
 async def set_balances(session: AsyncSession, balances: dict[str, int]) -> None:
     """New cached balances by account id: one statement (an executemany), however many accounts moved."""
     if balances:
-        table = LedgerAccount.__table__
-        await session.execute(update(table).where(table.c.id == bindparam("account_id"))
-                              .values(balance=bindparam("new_balance")),
-                              [{"account_id": k, "new_balance": v} for k, v in sorted(balances.items())])
+        await session.execute(_SET_BALANCE(session),
+                              [{"p_account_id": k, "p_balance": v} for k, v in sorted(balances.items())])
+
+
+_OPEN_LOTS = prebuilt(lambda _: select(*_LOT_COLUMNS)
+                      .where(_LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0)
+                      .order_by(_LOTS.c.expires_at.asc().nulls_last(), _LOTS.c.id)
+                      .offset(bindparam("p_offset", type_=Integer)).limit(bindparam("p_limit", type_=Integer)))
+_OPEN_LOTS_OF = prebuilt(lambda _: select(*_LOT_COLUMNS)
+                         .where(_LOTS.c.transaction_id.in_(bindparam("p_transaction_ids", expanding=True)),
+                                _LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0))
+_LOTS_BY_ID = prebuilt(lambda _: select(*_LOT_COLUMNS).where(_LOTS.c.id.in_(bindparam("p_lot_ids", expanding=True))))
 
 
 async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
-                       prefer_transactions: Sequence[str] = ()) -> list[PointLot]:
-    """The open lots a debit of ``amount`` can draw from, in the order it draws (DESIGN §3): the lots of
-    ``prefer_transactions`` (a clawback takes back the points its own transaction earned first), then the
-    soonest-expiring, a page at a time until they cover ``amount``. A member's history of exhausted lots is
+                       prefer_transactions: Sequence[str] = ()) -> list[Row]:
+    """The open lots (``_LOT_COLUMNS``) a debit of ``amount`` can draw from, in the order it draws (DESIGN §3):
+    the lots of ``prefer_transactions`` (a clawback takes back the points its own transaction earned first), then
+    the soonest-expiring, a page at a time until they cover ``amount``. A member's history of exhausted lots is
     never read (the partial index holds open lots only), nor open lots the debit will not reach."""
-    found: dict[int, PointLot] = {}
+    found: dict[int, Row] = {}
     if prefer_transactions:
-        query = select(PointLot).where(PointLot.transaction_id.in_(list(prefer_transactions)),
-                                       PointLot.member_id == member_id, PointLot.remaining > 0)
-        found.update((lot.id, lot) for lot in (await session.execute(
-            query.execution_options(populate_existing=True))).scalars())
+        found.update((lot.id, lot) for lot in (await session.execute(_OPEN_LOTS_OF(session), {
+            "p_transaction_ids": list(prefer_transactions), "p_member_id": member_id})).all())
     covered, offset, page = sum(lot.remaining for lot in found.values()), 0, 16
     while covered < amount:
-        query = (select(PointLot).where(PointLot.member_id == member_id, PointLot.remaining > 0)
-                 .order_by(PointLot.expires_at.asc().nulls_last(), PointLot.id).offset(offset).limit(page)
-                 .execution_options(populate_existing=True))
-        lots = list((await session.execute(query)).scalars())
+        lots = (await session.execute(_OPEN_LOTS(session),
+                                      {"p_member_id": member_id, "p_offset": offset, "p_limit": page})).all()
         for lot in lots:
             if lot.id not in found:
                 found[lot.id] = lot
@@ -95,11 +130,10 @@ async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
     return list(found.values())
 
 
-async def lots_by_id(session: AsyncSession, lot_ids: Sequence[int]) -> list[PointLot]:
+async def lots_by_id(session: AsyncSession, lot_ids: Sequence[int]) -> list[Row]:
     if not lot_ids:
         return []
-    query = select(PointLot).where(PointLot.id.in_(list(lot_ids))).execution_options(populate_existing=True)
-    return list((await session.execute(query)).scalars())
+    return list((await session.execute(_LOTS_BY_ID(session), {"p_lot_ids": list(lot_ids)})).all())
 
 
 async def outstanding_draws(session: AsyncSession, origin_ids: Sequence[str]) -> list[tuple[str, int, int]]:
@@ -113,19 +147,28 @@ async def outstanding_draws(session: AsyncSession, origin_ids: Sequence[str]) ->
     return [(o, lot, int(n)) for o, lot, n in (await session.execute(query)).all() if n > 0]
 
 
+_ADD_LOTS = prebuilt(lambda insert: insert(_LOTS))
+_ADD_DRAWS = prebuilt(lambda insert: insert(PointLotDraw.__table__))
+_SET_LOT_REMAINING = prebuilt(lambda _: update(_LOTS).where(_LOTS.c.id == bindparam("p_lot_id"))
+                              .values(remaining=bindparam("p_remaining")))
+
+
 async def add_lots(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(PointLot.__table__), list(rows))
+        await session.execute(_ADD_LOTS(session), list(rows))
 
 
 async def set_lot_remaining(session: AsyncSession, changes: dict[int, int]) -> None:
+    """What remains of each lot, by lot id: one statement (an executemany). Lots are only ever read as columns
+    (never as ORM objects kept in the session), so nothing in the session goes stale."""
     if changes:
-        await session.execute(update(PointLot), [{"id": k, "remaining": v} for k, v in sorted(changes.items())])
+        await session.execute(_SET_LOT_REMAINING(session),
+                              [{"p_lot_id": k, "p_remaining": v} for k, v in sorted(changes.items())])
 
 
 async def add_draws(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        await session.execute(insert(PointLotDraw.__table__), list(rows))
+        await session.execute(_ADD_DRAWS(session), list(rows))
 
 
 async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]) -> list[tuple[str, str, int]]:
@@ -155,11 +198,12 @@ async def members_with_expired_lots(session: AsyncSession, as_of: datetime, *, l
     return list((await session.execute(query)).scalars())
 
 
-async def expired_lots_of(session: AsyncSession, member_id: str, as_of: datetime) -> list[PointLot]:
-    query = (select(PointLot)
-             .where(PointLot.member_id == member_id, PointLot.remaining > 0, PointLot.expires_at <= as_of)
-             .order_by(PointLot.id).execution_options(populate_existing=True))
-    return list((await session.execute(query)).scalars())
+async def expired_lots_of(session: AsyncSession, member_id: str, as_of: datetime) -> list[Row]:
+    """The member's open lots past their expiry (``_LOT_COLUMNS``), by id."""
+    query = (select(*_LOT_COLUMNS)
+             .where(_LOTS.c.member_id == member_id, _LOTS.c.remaining > 0, _LOTS.c.expires_at <= as_of)
+             .order_by(_LOTS.c.id))
+    return list((await session.execute(query)).all())
 
 
 async def member_entries_page(session: AsyncSession, member_id: str, *, before: int | None,

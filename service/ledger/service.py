@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from service.ids import new_id
 from service.ledger import repository, rules
 from service.ledger.errors import InsufficientFunds, InsufficientPoints, InvalidPosting
-from service.ledger.models import LedgerAccount
 from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
 
 # The program's own accounts: they take the other side of every movement and keep no balance row.
@@ -72,13 +70,27 @@ async def ensure_program_accounts(session: AsyncSession, now: datetime) -> None:
     ])
 
 
+@dataclass(slots=True)
+class Account:
+    """A locked account as the ledger keeps it for the rest of the transaction: read once under the lock, its
+    ``balance`` kept current by :func:`post` (which writes it to the table). Not an ORM object: nothing is
+    flushed through the session."""
+
+    id: str
+    kind: str
+    asset: str
+    member_id: str | None
+    gift_card_id: str | None
+    balance: int | None
+
+
 @dataclass
 class LockedAccounts:
     """Accounts locked for the rest of the database transaction: a member's, by kind, and any gift cards', by
     :func:`~service.ledger.rules.gift_card_key`. ``member_id`` is None when only gift cards are locked."""
 
     member_id: str | None
-    by_kind: dict[str, LedgerAccount]
+    by_kind: dict[str, Account]
 
     def balance(self, kind: str) -> int:
         account = self.by_kind.get(kind)
@@ -98,7 +110,7 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
             for kind in sorted(missing)
         ])
         accounts = await repository.lock_member_accounts(session, member_id, kinds)
-    return LockedAccounts(member_id, {a.kind: a for a in accounts})
+    return LockedAccounts(member_id, {a.kind: Account(*a) for a in accounts})
 
 
 async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str], now: datetime,
@@ -114,13 +126,13 @@ async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence
         {"id": new_id("acc"), "kind": GIFT_CARD, "asset": GIFT_CARD, "gift_card_id": gift_card_id, "balance": 0,
          "created_at": now} for gift_card_id in ids])
     for account in await repository.lock_gift_card_accounts(session, ids):
-        accounts.by_kind[gift_card_key(account.gift_card_id)] = account
+        accounts.by_kind[gift_card_key(account.gift_card_id)] = Account(*account)
     return accounts
 
 
 async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
     """The member's cached balances by account kind (read without a lock: for display, not for decisions)."""
-    return {a.kind: int(a.balance or 0) for a in await repository.member_accounts(session, member_id)}
+    return {kind: int(balance or 0) for kind, balance in await repository.member_balances(session, member_id)}
 
 
 async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
@@ -206,7 +218,7 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
                if balance != accounts.by_kind[kind].balance]
     await repository.set_balances(session, {account.id: balance for account, balance in changed})
     for account, balance in changed:
-        set_committed_value(account, "balance", balance)  # written just now: nothing left for the ORM to flush
+        account.balance = balance
     return transaction_id
 
 
