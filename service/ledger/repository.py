@@ -34,19 +34,26 @@ async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]])
         await session.execute(_ENSURE_ACCOUNTS(session), list(rows))  # one executemany, whatever the count
 
 
-_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda _: select(*_ACCOUNT_COLUMNS)
-                                 .where(_ACCOUNTS.c.member_id == bindparam("p_member_id"),
-                                        _ACCOUNTS.c.kind.in_(bindparam("p_kinds", expanding=True)))
-                                 .order_by(_ACCOUNTS.c.id)
-                                 .with_for_update())
+def _lock_member_accounts(*, nowait: bool):
+    return (select(*_ACCOUNT_COLUMNS)
+            .where(_ACCOUNTS.c.member_id == bindparam("p_member_id"),
+                   _ACCOUNTS.c.kind.in_(bindparam("p_kinds", expanding=True)))
+            .order_by(_ACCOUNTS.c.id)
+            .with_for_update(nowait=nowait))
 
 
-async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str]) -> list[Row]:
+_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda _: _lock_member_accounts(nowait=False))
+_LOCK_MEMBER_ACCOUNTS_NOWAIT = prebuilt(lambda _: _lock_member_accounts(nowait=True))
+
+
+async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], *,
+                               nowait: bool = False) -> list[Row]:
     """The member's accounts of these kinds (``_ACCOUNT_COLUMNS``), locked until the transaction ends (``FOR
     UPDATE`` on PostgreSQL; on SQLite the write transaction already holds the database lock). Always locked in
-    id order, so two transactions locking several accounts cannot deadlock."""
-    return list((await session.execute(_LOCK_MEMBER_ACCOUNTS(session),
-                                       {"p_member_id": member_id, "p_kinds": list(kinds)})).all())
+    id order, so two transactions locking several accounts cannot deadlock. ``nowait``: fail at once (SQLSTATE
+    55P03, which reruns the request) instead of waiting for an account another transaction holds."""
+    statement = _LOCK_MEMBER_ACCOUNTS_NOWAIT if nowait else _LOCK_MEMBER_ACCOUNTS
+    return list((await session.execute(statement(session), {"p_member_id": member_id, "p_kinds": list(kinds)})).all())
 
 
 _LOCK_GIFT_CARD_ACCOUNTS = prebuilt(lambda _: select(*_ACCOUNT_COLUMNS)

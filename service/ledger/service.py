@@ -109,7 +109,11 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
              "balance": 0, "created_at": now}
             for kind in sorted(missing)
         ])
-        accounts = await repository.lock_member_accounts(session, member_id, kinds)
+        # Without waiting: the accounts locked above are held, and one that another transaction created meanwhile
+        # may sort before them. That transaction locks in id order, so it may hold the new account while waiting
+        # for ours: rather than a deadlock (found after a second), this request fails at once and is rerun from
+        # the start by the unit of work, when every account exists and the one order holds.
+        accounts = await repository.lock_member_accounts(session, member_id, kinds, nowait=True)
     return LockedAccounts(member_id, {a.kind: Account(*a) for a in accounts})
 
 
