@@ -146,9 +146,9 @@ class Database:
         self._write_sessions = async_sessionmaker(
             self.engine.execution_options(**{WRITE: True}), class_=AsyncSession, expire_on_commit=False
         )
-        # Reads that need no snapshot across statements skip BEGIN and COMMIT (two round trips) on PostgreSQL.
-        # SQLite keeps its transactions: its BEGIN is ours (see _configure_sqlite) and costs no round trip.
-        self._autocommit_sessions = self._sessions if is_sqlite(url) else async_sessionmaker(
+        # Work whose statements each stand alone skips BEGIN and COMMIT (two round trips) on PostgreSQL. SQLite
+        # keeps its transactions: its BEGIN is ours (see _configure_sqlite) and costs no round trip.
+        self._autocommit_sessions = None if is_sqlite(url) else async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), class_=AsyncSession, expire_on_commit=False
         )
 
@@ -159,10 +159,26 @@ class Database:
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self._write_sessions if write else self._sessions)()
 
-    def autocommit_session(self) -> AsyncSession:
-        """A session for reads only, each statement on its own (no transaction on PostgreSQL): for look-ups
-        whose statements need not see one snapshot. It must never write."""
+    def autocommit_session(self, *, write: bool = False) -> AsyncSession:
+        """A session whose statements each commit on their own (no transaction on PostgreSQL; on SQLite an
+        ordinary one, committed at the end): for work where every statement stands alone, such as a look-up
+        that needs no snapshot across statements or a claim made by one conditional statement. Close it with
+        a commit, as any other (a no-op on PostgreSQL)."""
+        if self._autocommit_sessions is None:
+            return self.session(write=write)
         return self._autocommit_sessions()
+
+    @asynccontextmanager
+    async def statements(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+        """:meth:`transaction`'s shape for an :meth:`autocommit_session`: each statement commits as it runs on
+        PostgreSQL, so nothing the block did before an error is undone. Only for statements that stand alone."""
+        async with self.autocommit_session(write=write) as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
 
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:

@@ -110,9 +110,11 @@ _COMPLETE = prebuilt(lambda insert: update(_TABLE).where(
 async def claim(
     db: Database, *, api_key_id: str, key: str, req_hash: str, now: datetime, lock_seconds: int, ttl_days: int
 ) -> Claim | Replay:
-    """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised)."""
+    """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised). Each statement
+    stands alone (the claim is one conditional insert, a takeover one compare-and-set update), so they run
+    without a transaction of their own on PostgreSQL: two round trips fewer per idempotent request."""
     for _ in range(3):
-        async with db.transaction() as session:
+        async with db.statements() as session:
             claimed = (await session.execute(_CLAIM(session), {
                 "api_key_id": api_key_id, "key": key, "request_hash": req_hash, "status": "in_progress",
                 "locked_at": now, "created_at": now,
@@ -162,7 +164,7 @@ async def complete(session: AsyncSession, claim_: Claim, *, status: int, body: b
 
 
 async def release(db: Database, claim_: Claim) -> None:
-    async with db.transaction() as session:
+    async with db.statements() as session:
         await session.execute(
             delete(IdempotencyRecord).where(
                 IdempotencyRecord.id == claim_.record_id, IdempotencyRecord.locked_at == claim_.locked_at)

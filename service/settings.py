@@ -26,7 +26,10 @@ class Settings(BaseSettings):
     # Failed code look-ups (unknown voucher codes, wrong gift-card PINs) allowed per API key and window.
     failed_lookup_limit: int = Field(default=10, ge=1, le=86_400)
     failed_lookup_window_seconds: int = Field(default=60, ge=1, le=86_400)
-    db_pool_size: int = Field(default=10, ge=1)
+    # Connections each process keeps open. A request beyond them opens one for itself and closes it afterwards, and a
+    # fresh connection costs a TLS attempt, authentication and an empty prepared-statement cache: keep this at
+    # least at the concurrent requests one process serves (32 tills over 2 workers: 16 each).
+    db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
     # Deliver webhooks from inside every service process (off: run `loyalty deliver` separately).
     webhook_worker: bool = True
