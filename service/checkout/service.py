@@ -213,8 +213,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
     tier_name = next(t.name for t in program.tiers if t.code == tier_code)
-    greeting = await personalization.greeting(session, member, program, store, now,
-                                              upgraded_at=await tiers.upgraded_at(session, member), tier_name=tier_name)
+    greeting = personalization.greeting(member, activity, program, store, now,
+                                        upgraded_at=await tiers.upgraded_at(session, member), tier_name=tier_name)
     ranked = await personal_offers.ranked(session, personal_offers.OfferContext(
         member=member, program=program, locale=greeting.locale, now=now, balances=held, segments=segments,
         basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx))))

@@ -23,8 +23,8 @@ from service.personalization import offers, repository, rules
 from service.personalization.models import MemberActivity
 from service.personalization.schemas import Greeting, MemberOffers, SegmentPublic, SegmentReport, ThresholdsPublic
 from service.points.rules import lot_expiry
-from service.program.models import Store
 from service.program.schemas import ProgramPublic
+from service.program.service import StoreInfo
 from service.tiers import service as tiers
 
 SWEEP_BATCH = 1000
@@ -155,7 +155,7 @@ def member_segments(member: Member, activity: MemberActivity | None, tier: str, 
 
 
 def birthday_bonus(member: Member, activity: MemberActivity | None, program: ProgramPublic, occurred_at: datetime,
-                   store: Store) -> tuple[int | None, tuple[Movement, ...]]:
+                   store: StoreInfo) -> tuple[int | None, tuple[Movement, ...]]:
     """``(birthday year, movements)`` when this sale earns the birthday bonus: points as a new lot expiring like
     earned points, posted with the sale (so its void takes them back)."""
     points = program.birthday_bonus.points
@@ -201,10 +201,10 @@ async def record_void(session: AsyncSession, member_id: str, transaction_id: str
 # -- greetings -----------------------------------------------------------------------------------------------------
 
 
-async def greeting(session: AsyncSession, member: Member, program: ProgramPublic, store: Store, now: datetime,
-                   *, upgraded_at: datetime | None, tier_name: str) -> Greeting:
-    """The till's greeting: the member's language, the time of day at the store, the most relevant occasion."""
-    activity = await repository.get_activity(session, member.id)
+def greeting(member: Member, activity: MemberActivity | None, program: ProgramPublic, store: StoreInfo,
+             now: datetime, *, upgraded_at: datetime | None, tier_name: str) -> Greeting:
+    """The till's greeting: the member's language, the time of day at the store, the most relevant occasion.
+    ``activity``: the member's running row, as the quote has already read it."""
     lifetime = _lifetime(member, activity)
     purchases = lifetime.purchases
     lifecycle = rules.lifecycle(lifetime, now.date())
