@@ -5,6 +5,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
+from service.clock import written_as_text
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
                                         pattern=r"^[^\x00-\x1f\x7f]+$")]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32,
@@ -24,15 +26,7 @@ def _plausible_birthday(value: date) -> date:
     return value
 
 
-def _written_as_a_date(value: object) -> object:
-    """Only ``YYYY-MM-DD`` text (or a ``date`` from Python callers): pydantic would read a number as seconds since
-    1970 and a midnight's count (even 1e-33) as that day, a birthday no client meant."""
-    if not isinstance(value, str | date):
-        raise ValueError("birthday must be a date written YYYY-MM-DD")
-    return value
-
-
-Birthday = Annotated[date, BeforeValidator(_written_as_a_date), AfterValidator(_plausible_birthday)]
+Birthday = Annotated[date, BeforeValidator(written_as_text), AfterValidator(_plausible_birthday)]
 
 
 class MemberCreate(BaseModel):
