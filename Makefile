@@ -32,7 +32,7 @@ test: install  ## run the whole test suite (SQLite; LOYALTY_TEST_DATABASE_URL=po
 test-postgres: install  ## run the whole test suite against the local PostgreSQL
 	LOYALTY_TEST_DATABASE_URL=$(POSTGRES_TEST_URL) $(BIN)/pytest -q -p no:cacheprovider
 
-fuzz: install  ## schemathesis: 1,000 valid and 1,000 invalid requests per operation, fresh random seed (SQLite)
+fuzz: install  ## schemathesis: 1,000 valid and 1,000 invalid requests per operation, fresh random seed, printed (LOYALTY_FUZZ_SEED=<seed> replays it; SQLite)
 	LOYALTY_FUZZ_EXAMPLES=1000 LOYALTY_FUZZ_NEGATIVE_EXAMPLES=1000 LOYALTY_FUZZ_RANDOM=1 \
 		$(BIN)/pytest -q -p no:cacheprovider tests/test_fuzz.py
 

@@ -2,9 +2,10 @@
 
 Set-up in one command: a fresh PostgreSQL database, migrations, the service with 2 worker processes, the CDNOW
 member base replayed through the API (23,570 members, their purchases as backdated commits; its time and rate are
-reported), 2,000 more members given points and wallet money for the workloads; then each workload under ``wrk`` (a separate process, 32 connections, a warm-up first), the
-framework ceiling (``GET /healthz`` on the same server) and the database ceiling (``pgbench`` running one
-ledger-like transaction on the same PostgreSQL). Results go to ``benchmarks/results/latest.md`` and stdout.
+reported), 2,000 more members given points and wallet money for the workloads; then each workload under ``wrk``
+(a separate process, 32 connections, a warm-up first), the framework ceiling (``GET /healthz`` on the same server)
+and the database ceiling (``pgbench`` running one ledger-like transaction on the same PostgreSQL). Results go to
+``benchmarks/results/latest.md`` and stdout.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 
 def utc(value: datetime) -> datetime:
@@ -10,6 +10,15 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def written_as_text(value: object) -> object:
+    """Before pydantic parses a date or time of a request body: only ISO 8601 text, as the API documents (or a
+    ``date``/``datetime`` from Python callers). Pydantic would take a number as seconds since 1970, and for a date
+    a midnight's count (even 1e-33) as that day: a time no client meant."""
+    if not isinstance(value, str | date):
+        raise ValueError("must be ISO 8601 text (a string), not a number")
+    return value
 
 
 class Clock:

@@ -13,19 +13,21 @@ program) is state the next examples meet, as in production.
 Examples per operation: ``LOYALTY_FUZZ_EXAMPLES`` valid requests (default 50) and
 ``LOYALTY_FUZZ_NEGATIVE_EXAMPLES`` invalid ones (default 25: generating schema-violating bodies costs schemathesis
 ~0.2 s each, most of this module's time). In the suite the draws are derandomized, so every run (and CI) tries
-the same requests; ``make fuzz`` runs 1,000 of each per operation with a fresh random seed.
+the same requests; ``make fuzz`` runs 1,000 of each per operation with a fresh random seed, printed at the start
+(``LOYALTY_FUZZ_SEED=<seed> make fuzz`` draws the same requests again).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import (
@@ -46,6 +48,9 @@ from tests.live import LiveApp, live_app
 EXAMPLES = int(os.environ.get("LOYALTY_FUZZ_EXAMPLES", "50"))
 NEGATIVE_EXAMPLES = int(os.environ.get("LOYALTY_FUZZ_NEGATIVE_EXAMPLES", "25"))
 RANDOM_SEED = os.environ.get("LOYALTY_FUZZ_RANDOM") == "1"  # `make fuzz`: explore new requests each run
+# The random run's seed, drawn here (or given, to replay a run) and printed: Hypothesis names the seed it drew
+# only when a failure does not reproduce, so a run that found something could not otherwise be repeated.
+SEED = int(os.environ.get("LOYALTY_FUZZ_SEED") or secrets.randbits(32)) if RANDOM_SEED else None
 
 # Built without its lifespan: only to read the OpenAPI document from the app object.
 SCHEMA = schemathesis.openapi.from_dict(
@@ -87,7 +92,10 @@ def _seed(live: LiveApp) -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def live(database_url: str, table_names: list[str]) -> Iterator[LiveApp]:
+def live(request: pytest.FixtureRequest, database_url: str, table_names: list[str]) -> Iterator[LiveApp]:
+    if SEED is not None:  # past pytest's output capture, so that `make fuzz` shows it as it starts
+        with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            print(f"\nfuzz seed {SEED} (LOYALTY_FUZZ_SEED={SEED} make fuzz draws the same requests)", flush=True)
     with live_app(database_url, table_names) as app:
         app.known = _seed(app)
         yield app
@@ -138,6 +146,7 @@ def test_operation_answers_as_documented(live: LiveApp, operation, mode: Generat
     checks = NEGATIVE_CHECKS if mode is GenerationMode.NEGATIVE else CHECKS
     strategy = operation.as_strategy(generation_mode=mode, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
 
+    @seed(SEED)
     @_settings(NEGATIVE_EXAMPLES if mode is GenerationMode.NEGATIVE else EXAMPLES)
     @given(case=strategy, data=st.data())
     def run(case, data) -> None:

@@ -469,6 +469,20 @@ async def test_implausible_birthday_is_422(client, app):
     assert await member_count(app) == 0
 
 
+async def test_birthday_given_as_a_number_is_422(client, app):
+    """Found by `make fuzz`: 1.2e-33 (and any Unix timestamp of a midnight) was taken as a date, 1970-01-01."""
+    m = await enroll(client)
+    for birthday in (1.2390647701125468e-33, 0, 631152000, 631152000.0):
+        r = await client.post("/v1/members", json={"name": "J", "birthday": birthday})
+        assert r.status_code == 422, (birthday, r.text)
+        body = assert_problem(r, 422, "validation_error")
+        assert any("birthday" in e["loc"] for e in body["errors"])
+        r = await client.patch(f"/v1/members/{m['id']}", json={"birthday": birthday})
+        assert r.status_code == 422, (birthday, r.text)
+    assert await member_count(app) == 1
+    assert (await client.get(f"/v1/members/{m['id']}")).json() == m
+
+
 async def test_birthday_today_is_accepted(client):
     today = date.today().isoformat()
     r = await client.post("/v1/members", json={"name": "Newborn", "birthday": today})

@@ -7,6 +7,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -14,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.clock import utc
+from service.clock import utc, written_as_text
 from service.giftcards.schemas import GiftCardTender
 from service.ids import normalize_code
 from service.money import MAX_AMOUNT, MAX_QUANTITY
@@ -38,7 +39,7 @@ def _plausible_time(value: datetime) -> datetime:
     return value
 
 
-SaleTime = Annotated[AwareDatetime, AfterValidator(_plausible_time)]
+SaleTime = Annotated[AwareDatetime, BeforeValidator(written_as_text), AfterValidator(_plausible_time)]
 MAX_POINTS = 10**12
 MAX_GIFT_CARDS = 10
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
+
+from service.clock import written_as_text
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
                                         pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -24,7 +26,7 @@ def _plausible_birthday(value: date) -> date:
     return value
 
 
-Birthday = Annotated[date, AfterValidator(_plausible_birthday)]
+Birthday = Annotated[date, BeforeValidator(written_as_text), AfterValidator(_plausible_birthday)]
 
 
 class MemberCreate(BaseModel):

@@ -4,8 +4,9 @@ from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from service.clock import written_as_text
 from service.money import MAX_AMOUNT, is_currency
 from service.program.rules import tier_ladder_problems
 
@@ -14,6 +15,7 @@ Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+Time = Annotated[datetime, BeforeValidator(written_as_text)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
@@ -45,8 +47,8 @@ class Strict(BaseModel):
 
 class BonusEvent(Strict):
     name: ShortText
-    starts_at: datetime
-    ends_at: datetime
+    starts_at: Time
+    ends_at: Time
     multiplier: Multiplier
     categories: list[Code] | None = Field(default=None, max_length=200)
     segments: list[Code] | None = Field(default=None, max_length=20)

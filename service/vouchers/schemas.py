@@ -3,14 +3,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
+from service.clock import written_as_text
 from service.money import MAX_AMOUNT
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 TierCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+Time = Annotated[AwareDatetime, BeforeValidator(written_as_text)]
 Quadrant = Literal["true_friend", "butterfly", "barnacle", "stranger"]
 Lifecycle = Literal["new", "active", "at_risk", "lapsed"]
 MAX_BULK = 10_000
@@ -47,8 +49,8 @@ class CampaignCreate(Strict):
     skus: list[Text64] = Field(default_factory=list, max_length=500)
     categories: list[Text64] = Field(default_factory=list, max_length=500,
                                      description="With `skus`: the eligible lines (none named: every line).")
-    valid_from: AwareDatetime | None = None
-    valid_until: AwareDatetime | None = None
+    valid_from: Time | None = None
+    valid_until: Time | None = None
     valid_days: Annotated[int, Field(strict=True, ge=1, le=3650)] | None = Field(
         default=None, description="Each voucher is valid this many days from its issue (and never past "
                                   "`valid_until`).")
