@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import TypeVar
 
@@ -168,29 +168,15 @@ class Database:
             return self.session(write=write)
         return self._autocommit_sessions()
 
-    @asynccontextmanager
-    async def statements(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+    def statements(self, *, write: bool = True) -> AbstractAsyncContextManager[AsyncSession]:
         """:meth:`transaction`'s shape for an :meth:`autocommit_session`: each statement commits as it runs on
         PostgreSQL, so nothing the block did before an error is undone. Only for statements that stand alone."""
-        async with self.autocommit_session(write=write) as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        return _committed(self.autocommit_session(write=write))
 
-    @asynccontextmanager
-    async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
+    def transaction(self, *, write: bool = True) -> AbstractAsyncContextManager[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back if it raises. The one place that commits
         outside a request (requests commit in :mod:`service.routing`)."""
-        async with self.session(write=write) as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException:
-                await session.rollback()
-                raise
+        return _committed(self.session(write=write))
 
     async def run(self, work: Callable[[AsyncSession], Awaitable[T]], *, write: bool = True) -> T:
         """Run ``work`` in a transaction, retrying it when the database reports a deadlock or a
@@ -207,6 +193,17 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _committed(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    async with session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
 
 
 def is_retryable(exc: BaseException) -> bool:
