@@ -108,10 +108,10 @@ async def main() -> None:
                 from pyinstrument import Profiler
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             for i in range(args.count):
                 await one(i)
-            elapsed = time.perf_counter() - started
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
             if profiler:
                 profiler.stop()
                 print(profiler.output_text(unicode=True, color=False, show_all=False))
@@ -120,6 +120,7 @@ async def main() -> None:
                 await one(args.count)
                 print("\n".join(f"{n:3d}. {sql}" for n, sql in enumerate(shown, 1)))
     print(f"{args.path}: {args.count} requests in {elapsed:.2f} s = {elapsed / args.count * 1000:.2f} ms each, "
+          f"{cpu / args.count * 1000:.2f} ms of this process's CPU each, "
           f"{statements / args.count:.1f} SQL statements each")
 
 

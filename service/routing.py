@@ -29,7 +29,7 @@ _SESSION = "loyalty.session"
 _ATTEMPTS = "loyalty.attempts"
 
 
-def get_session(request: Request) -> AsyncSession:
+def request_session(request: Request) -> AsyncSession:
     """The request's session (one per request; :class:`UnitOfWorkRoute` commits it)."""
     session = request.scope.get(_SESSION)
     if session is None:
@@ -38,7 +38,13 @@ def get_session(request: Request) -> AsyncSession:
     return session
 
 
-def get_read_session(request: Request) -> AsyncSession:
+# The dependencies below are coroutines although none of them awaits: FastAPI runs a plain ``def`` dependency
+# in a worker thread, and that hand-off costs more than the rest of a look-up.
+async def get_session(request: Request) -> AsyncSession:
+    return request_session(request)
+
+
+async def get_read_session(request: Request) -> AsyncSession:
     """The request's session for a route that only reads, statement by statement (see
     :meth:`service.db.Database.autocommit_session`); committed and closed like :func:`get_session`'s."""
     session = request.scope.get(_SESSION)
@@ -47,11 +53,11 @@ def get_read_session(request: Request) -> AsyncSession:
     return session
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
-def get_attempts(request: Request) -> ratelimit.Attempts:
+async def get_attempts(request: Request) -> ratelimit.Attempts:
     """The request's failed attempts (wrong PINs, unknown codes), written after its unit of work ends."""
     attempts = request.scope.get(_ATTEMPTS)
     if attempts is None:
@@ -103,7 +109,7 @@ class UnitOfWorkRoute(APIRoute):
                 if claim is not None:
                     body = bytes(response.body)
                     await idempotency.complete(
-                        get_session(request), claim, status=response.status_code,
+                        request_session(request), claim, status=response.status_code,
                         body=kept.redact(body) if kept else body,
                         media_type=response.media_type or "application/json",
                     )
@@ -177,14 +183,14 @@ async def _remember(request: Request, claim: idempotency.Claim, response: Respon
                                    media_type=response.media_type or "application/problem+json")
 
 
-def _idempotency_header_required(
+async def _idempotency_header_required(
     idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=255,
         description="Required. A new unique value per distinct request; a retry sends the same value.")] = None,
 ) -> None:
     return None
 
 
-def _idempotency_header_optional(
+async def _idempotency_header_optional(
     idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER, min_length=1, max_length=255,
         description="Optional. Send it to make retries safe: a retry with the same value replays the answer.")]
     = None,
@@ -207,7 +213,7 @@ def idempotent(*, required: bool = True, kept: KeptAnswer | None = None) -> dict
     header = _idempotency_header_required if required else _idempotency_header_optional
     dependencies = [Depends(header)]
     if kept is not None:
-        def keeps_answer() -> None:
+        async def keeps_answer() -> None:
             return None
 
         keeps_answer.kept_answer = kept  # type: ignore[attr-defined]  # read by UnitOfWorkRoute

@@ -21,7 +21,7 @@ def _pin_key(request: Request) -> str | None:
     return request.app.state.settings.gift_card_pin_key
 
 
-def pin_guard(request: Request, attempts: AttemptsDep) -> service.PinGuard:
+async def pin_guard(request: Request, attempts: AttemptsDep) -> service.PinGuard:
     return service.PinGuard(_pin_key(request), attempts)
 
 
