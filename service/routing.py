@@ -222,18 +222,21 @@ def idempotent(*, required: bool = True, kept: KeptAnswer | None = None) -> dict
             "dependencies": dependencies}
 
 
-class Page:
-    """``?limit=`` (default 50, at most 500) and ``?after=<cursor>``."""
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    limit: int
+    after: str | None
 
-    def __init__(
-        self,
-        limit: Annotated[int, Query(ge=1, le=500, description="At most this many items (default 50).")] = 50,
-        after: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
-                                           description="The `next_cursor` of the previous page.")]
-        = None,
-    ) -> None:
-        self.limit = limit
-        self.after = after
+
+async def _page(
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many items (default 50).")] = 50,
+    after: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+                                       description="The `next_cursor` of the previous page.")] = None,
+) -> PageParams:
+    return PageParams(limit, after)
+
+
+Page = Annotated[PageParams, Depends(_page)]  # ``?limit=`` (default 50, at most 500) and ``?after=<cursor>``
 
 
 def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str | None:

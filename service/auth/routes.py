@@ -26,7 +26,7 @@ async def create_api_key(body: ApiKeyCreate, session: Session, clock: ClockDep,
 
 
 @router.get("", operation_id="list_api_keys", response_model=ApiKeyList)
-async def list_api_keys(session: Session, page: Page = Depends(), _: Principal = Depends(ADMIN)) -> ApiKeyList:
+async def list_api_keys(session: Session, page: Page, _: Principal = Depends(ADMIN)) -> ApiKeyList:
     keys = await repository.list_page(session, after=page.after, limit=page.limit)
     return ApiKeyList(data=[ApiKeyPublic.model_validate(k, from_attributes=True) for k in keys],
                       next_cursor=next_cursor(keys, page.limit, lambda k: k.id))

@@ -32,7 +32,7 @@ DeliveryIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\
 @router.get("/events", operation_id="list_events", response_model=EventList,
             summary="Business events in commit order, from a cursor")
 async def list_events(
-    request: Request, session: Session, page: Page = Depends(),
+    request: Request, session: Session, page: Page,
     types: Annotated[list[str] | None, Query(max_length=20, description=(
         "Only these event types (repeat the parameter or separate with commas)."))] = None,
     _: Principal = Depends(FEED_READERS),
@@ -59,7 +59,7 @@ async def create_webhook(body: WebhookCreate, request: Request, session: Session
 
 
 @webhooks.get("", operation_id="list_webhooks", response_model=WebhookList)
-async def list_webhooks(session: Session, page: Page = Depends(), _: Principal = Depends(ADMIN)) -> WebhookList:
+async def list_webhooks(session: Session, page: Page, _: Principal = Depends(ADMIN)) -> WebhookList:
     data = await service.list_webhooks(session, after=page.after, limit=page.limit)
     return WebhookList(data=data, next_cursor=next_cursor(data, page.limit, lambda w: w.id))
 
@@ -87,7 +87,7 @@ async def enable_webhook(webhook_id: WebhookIdPath, session: Session, clock: Clo
 
 @webhooks.get("/{webhook_id}/deliveries", operation_id="list_webhook_deliveries", response_model=DeliveryList,
               responses=problem_responses(404), summary="The endpoint's delivery log, newest first")
-async def list_webhook_deliveries(webhook_id: WebhookIdPath, session: Session, page: Page = Depends(),
+async def list_webhook_deliveries(webhook_id: WebhookIdPath, session: Session, page: Page,
                                   _: Principal = Depends(ADMIN)) -> DeliveryList:
     data = await service.deliveries(session, webhook_id, after=page.after, limit=page.limit)
     return DeliveryList(data=data, next_cursor=next_cursor(data, page.limit, lambda d: d.id))

@@ -26,7 +26,7 @@ async def get_member_points(member_id: MemberIdPath, session: Session,
 
 @router.get("/{member_id}/ledger", operation_id="list_member_ledger", response_model=LedgerPage,
             summary="The member's ledger entries, newest first")
-async def list_member_ledger(member_id: MemberIdPath, session: Session, page: Page = Depends(),
+async def list_member_ledger(member_id: MemberIdPath, session: Session, page: Page,
                              _: Principal = Depends(READERS)) -> LedgerPage:
     return await service.ledger_page(session, member_id, after=page.after, limit=page.limit)
 

@@ -27,7 +27,7 @@ async def update_program(body: ProgramUpdate, session: Session, clock: ClockDep,
 
 
 @router.get("/stores", operation_id="list_stores", response_model=StoreList, tags=["stores"])
-async def list_stores(session: Session, page: Page = Depends(), _: Principal = Depends(ANY_ROLE)) -> StoreList:
+async def list_stores(session: Session, page: Page, _: Principal = Depends(ANY_ROLE)) -> StoreList:
     stores = await service.list_stores(session, after=page.after, limit=page.limit)
     return StoreList(data=[StorePublic.model_validate(s, from_attributes=True) for s in stores],
                      next_cursor=next_cursor(stores, page.limit, lambda s: s.id))

@@ -27,7 +27,7 @@ async def create_punch_card_program(body: PunchProgramCreate, session: Session, 
 
 
 @router.get("/punch-card-programs", operation_id="list_punch_card_programs", response_model=PunchProgramList)
-async def list_punch_card_programs(session: Session, page: Page = Depends(),
+async def list_punch_card_programs(session: Session, page: Page,
                                    _: Principal = Depends(ADMIN)) -> PunchProgramList:
     programs = await service.list_programs(session, after=page.after, limit=page.limit)
     return PunchProgramList(data=programs, next_cursor=next_cursor(programs, page.limit, lambda p: p.id))

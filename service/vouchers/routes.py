@@ -39,7 +39,7 @@ async def create_voucher_campaign(body: CampaignCreate, session: Session, clock:
 
 
 @router.get("/voucher-campaigns", operation_id="list_voucher_campaigns", response_model=CampaignList)
-async def list_voucher_campaigns(session: Session, page: Page = Depends(),
+async def list_voucher_campaigns(session: Session, page: Page,
                                  _: Principal = Depends(ADMIN)) -> CampaignList:
     campaigns = await service.list_campaigns(session, after=page.after, limit=page.limit)
     return CampaignList(data=campaigns, next_cursor=next_cursor(campaigns, page.limit, lambda c: c.id))
@@ -71,7 +71,7 @@ async def issue_vouchers(campaign_id: CampaignIdPath, body: IssueRequest, sessio
 
 @router.get("/members/{member_id}/vouchers", operation_id="list_member_vouchers", response_model=VoucherList,
             responses=problem_responses(404))
-async def list_member_vouchers(member_id: MemberIdPath, session: Session, clock: ClockDep, page: Page = Depends(),
+async def list_member_vouchers(member_id: MemberIdPath, session: Session, clock: ClockDep, page: Page,
                                _: Principal = Depends(READERS)) -> VoucherList:
     vouchers = await service.member_vouchers(session, member_id, clock.now(), after=page.after, limit=page.limit)
     return VoucherList(data=vouchers, next_cursor=next_cursor(vouchers, page.limit, lambda v: v.id))
