@@ -52,10 +52,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else utc(value)
 
 
+def dialect_of(session: AsyncSession) -> str:
+    """The session's database: ``"postgresql"`` or ``"sqlite"`` (sessions are always bound to the engine)."""
+    return session.bind.dialect.name
+
+
 def dialect_insert(session: AsyncSession):
     """The session's dialect's ``insert`` (PostgreSQL's and SQLite's both have ``on_conflict_do_…``)."""
-    dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
-    return sqlite_insert if dialect == "sqlite" else postgresql_insert
+    return sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert
 
 
 def prebuilt(build: Callable[[Callable], Executable]) -> Callable[[AsyncSession], Executable]:
@@ -71,7 +75,7 @@ def prebuilt(build: Callable[[Callable], Executable]) -> Callable[[AsyncSession]
     built: dict[str, Executable] = {}
 
     def statement(session: AsyncSession) -> Executable:
-        dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+        dialect = dialect_of(session)
         found = built.get(dialect)
         if found is None:
             found = built[dialect] = build(sqlite_insert if dialect == "sqlite" else postgresql_insert)

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from service.auth.dependencies import authenticate
-from service.db import Database, UTCDateTime
+from service.db import Database, UTCDateTime, dialect_of
 from service.errors import RateLimited
 
 # Failures older than this count for no limit (every window is shorter) and are purged by the sweep.
@@ -146,7 +146,7 @@ class Guard:
         """Count ``amount`` failures now, committed at once (they outlive the request's rollback); the decision
         with them counted. Failures of one subject are counted one request after another."""
         async with self.db.transaction() as session:
-            if session.bind.dialect.name == "postgresql":
+            if dialect_of(session) == "postgresql":
                 await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(
                     f"{self.limit.scope}:{self.subject}"))))
             await session.execute(insert(FailedAttempt.__table__),

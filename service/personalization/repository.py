@@ -7,7 +7,7 @@ from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import dialect_insert, prebuilt
+from service.db import dialect_insert, dialect_of, prebuilt
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
@@ -67,7 +67,7 @@ async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetim
         "birthday_bonus_year": birthday_year,
         "birthday_bonus_transaction_id": transaction_id if birthday_year else None, "updated_at": now}
     birthday = birthday_year is not None
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         statement = _COUNT_SALE_ON_DAY_WITH_BIRTHDAY if birthday else _COUNT_SALE_ON_DAY
         values |= {"p_member_id": member_id, "p_day": occurred_at.date(), "p_transactions": 1, "p_spend": net}
     else:

@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utc
-from service.db import prebuilt
+from service.db import dialect_of, prebuilt
 from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
@@ -38,7 +38,7 @@ async def add_spend(session: AsyncSession, transaction_id: str, member_id: str, 
                     amount: int) -> None:
     """The transaction's spend row and its day's sum (prebuilt Core statements: one on PostgreSQL, two on
     SQLite; nothing reads the row back through the session in the same transaction)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         await session.execute(_ADD_SPEND(session), {
             "p_transaction_id": transaction_id, "p_member_id": member_id, "p_occurred_at": occurred_at,
             "p_amount": amount, "member_id": member_id, "day": utc(occurred_at).date(), "amount": amount})
