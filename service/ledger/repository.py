@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Row, bindparam, func, literal, select, update
+from sqlalchemy import Integer, Row, bindparam, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import prebuilt
+from service.db import dialect_of, prebuilt
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
 from service.ledger.rules import GIFT_CARD
 
@@ -176,6 +177,90 @@ async def set_lot_remaining(session: AsyncSession, changes: dict[int, int]) -> N
 async def add_draws(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         await session.execute(_ADD_DRAWS(session), list(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class PostingWrites:
+    """Everything one posting writes: its transaction row, its entries, the new balances by account id, and its
+    lots' changes (what remains of each drawn lot by lot id, the draws, the new lots)."""
+
+    transaction: dict[str, Any]
+    entries: Sequence[dict[str, Any]]
+    balances: dict[str, int]
+    lot_remaining: dict[int, int]
+    draws: Sequence[dict[str, Any]]
+    lots: Sequence[dict[str, Any]]
+
+
+# On PostgreSQL a posting is one statement, one round trip, whatever it moves: each write is a data-modifying
+# CTE and its rows arrive as arrays (``unnest … WITH ORDINALITY``, so entries and lots get their ids in the
+# order given). The CTEs see one snapshot and touch different rows; foreign keys between them (an entry's
+# transaction, a new lot's transaction) are checked when the statement ends, after all of them have run.
+_POST_ON_POSTGRESQL = text("""
+WITH txn AS (
+    INSERT INTO ledger_transactions (id, kind, member_id, store_id, reverses_id, reference, reason, created_at)
+    VALUES (CAST(:id AS varchar), :kind, :member_id, :store_id, :reverses_id, :reference, :reason,
+            CAST(:created_at AS timestamptz))
+), entries AS (
+    INSERT INTO ledger_entries (transaction_id, account_id, member_id, asset, amount, kind, created_at)
+    SELECT CAST(:id AS varchar), e.account_id, e.member_id, e.asset, e.amount, e.kind, CAST(:created_at AS timestamptz)
+    FROM unnest(CAST(:e_account AS text[]), CAST(:e_member AS text[]), CAST(:e_asset AS text[]),
+                CAST(:e_amount AS bigint[]), CAST(:e_kind AS text[]))
+         WITH ORDINALITY AS e(account_id, member_id, asset, amount, kind, n)
+    ORDER BY e.n
+), balances AS (
+    UPDATE ledger_accounts SET balance = b.balance
+    FROM unnest(CAST(:b_account AS text[]), CAST(:b_balance AS bigint[])) AS b(id, balance)
+    WHERE ledger_accounts.id = b.id
+), remaining AS (
+    UPDATE point_lots SET remaining = r.remaining
+    FROM unnest(CAST(:r_lot AS bigint[]), CAST(:r_remaining AS bigint[])) AS r(id, remaining)
+    WHERE point_lots.id = r.id
+), draws AS (
+    INSERT INTO point_lot_draws (lot_id, transaction_id, origin_transaction_id, amount)
+    SELECT d.lot_id, CAST(:id AS varchar), d.origin, d.amount
+    FROM unnest(CAST(:d_lot AS bigint[]), CAST(:d_origin AS text[]), CAST(:d_amount AS bigint[]))
+         WITH ORDINALITY AS d(lot_id, origin, amount, n)
+    ORDER BY d.n
+), lots AS (
+    INSERT INTO point_lots (member_id, account_id, transaction_id, earned_at, expires_at, amount, remaining)
+    SELECT l.member_id, l.account_id, CAST(:id AS varchar), l.earned_at, l.expires_at, l.amount, l.amount
+    FROM unnest(CAST(:l_member AS text[]), CAST(:l_account AS text[]), CAST(:l_earned AS timestamptz[]),
+                CAST(:l_expires AS timestamptz[]), CAST(:l_amount AS bigint[]))
+         WITH ORDINALITY AS l(member_id, account_id, earned_at, expires_at, amount, n)
+    ORDER BY l.n
+)
+SELECT 1
+""")
+
+
+async def write_posting(session: AsyncSession, writes: PostingWrites) -> None:
+    """Write a posting: one statement on PostgreSQL, one per table (each an executemany) elsewhere."""
+    if dialect_of(session) != "postgresql":
+        await add_transaction(session, writes.transaction)
+        await add_entries(session, writes.entries)
+        await set_lot_remaining(session, writes.lot_remaining)
+        await add_draws(session, writes.draws)
+        await add_lots(session, writes.lots)
+        await set_balances(session, writes.balances)
+        return
+    txn, entries, draws, lots = writes.transaction, writes.entries, writes.draws, writes.lots
+    if any(row["transaction_id"] != txn["id"] for row in (*entries, *draws, *lots)):
+        raise ValueError("every row of a posting belongs to its transaction")
+    balances, remaining = sorted(writes.balances.items()), sorted(writes.lot_remaining.items())
+    await session.execute(_POST_ON_POSTGRESQL, {
+        **txn,
+        "e_account": [e["account_id"] for e in entries], "e_member": [e["member_id"] for e in entries],
+        "e_asset": [e["asset"] for e in entries], "e_amount": [e["amount"] for e in entries],
+        "e_kind": [e["kind"] for e in entries],
+        "b_account": [k for k, _ in balances], "b_balance": [v for _, v in balances],
+        "r_lot": [k for k, _ in remaining], "r_remaining": [v for _, v in remaining],
+        "d_lot": [d["lot_id"] for d in draws], "d_origin": [d["origin_transaction_id"] for d in draws],
+        "d_amount": [d["amount"] for d in draws],
+        "l_member": [lot["member_id"] for lot in lots], "l_account": [lot["account_id"] for lot in lots],
+        "l_earned": [lot["earned_at"] for lot in lots], "l_expires": [lot["expires_at"] for lot in lots],
+        "l_amount": [lot["amount"] for lot in lots],
+    })
 
 
 async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]) -> list[tuple[str, str, int]]:

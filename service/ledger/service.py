@@ -187,11 +187,6 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
     if problems:
         raise InvalidPosting(f"posting {posting.kind} does not balance: {problems}")
 
-    await repository.add_transaction(session, {
-        "id": transaction_id, "kind": posting.kind, "member_id": posting.member_id, "store_id": posting.store_id,
-        "reverses_id": posting.reverses_id, "reference": posting.reference, "reason": posting.reason,
-        "created_at": posting.at,
-    })
     book = await _load_lots(session, posting, accounts)
     balances = {kind: accounts.balance(kind) for kind in accounts.by_kind}
     rows = []
@@ -215,12 +210,18 @@ async def post(session: AsyncSession, posting: Posting, accounts: LockedAccounts
         rows.append({"transaction_id": transaction_id, "account_id": movement.contra, "member_id": None,
                      "asset": movement.asset, "amount": -movement.amount, "kind": movement.kind,
                      "created_at": posting.at})
-    await repository.add_entries(session, [r for r in rows if r["amount"] != 0])
-    if book is not None:
-        await _write_lots(session, book, posting, transaction_id, accounts.by_kind[POINTS].id)
     changed = [(accounts.by_kind[kind], balance) for kind, balance in balances.items()
                if balance != accounts.by_kind[kind].balance]
-    await repository.set_balances(session, {account.id: balance for account, balance in changed})
+    lot_remaining, draws, lots = ({}, [], []) if book is None else _lot_writes(
+        book, posting, transaction_id, accounts.by_kind[POINTS].id)
+    await repository.write_posting(session, repository.PostingWrites(
+        transaction={"id": transaction_id, "kind": posting.kind, "member_id": posting.member_id,
+                     "store_id": posting.store_id, "reverses_id": posting.reverses_id,
+                     "reference": posting.reference, "reason": posting.reason, "created_at": posting.at},
+        entries=[r for r in rows if r["amount"] != 0],
+        balances={account.id: balance for account, balance in changed},
+        lot_remaining=lot_remaining, draws=draws, lots=lots,
+    ))
     for account, balance in changed:
         account.balance = balance
     return transaction_id
@@ -249,16 +250,15 @@ async def _load_lots(session: AsyncSession, posting: Posting, accounts: LockedAc
         outstanding=outstanding)
 
 
-async def _write_lots(session: AsyncSession, book: rules.LotBook, posting: Posting, transaction_id: str,
-                      account_id: str) -> None:
-    await repository.set_lot_remaining(session, book.remaining_changes())
-    await repository.add_draws(session, [
-        {"lot_id": d.lot_id, "transaction_id": transaction_id, "origin_transaction_id": d.origin or transaction_id,
-         "amount": d.amount} for d in book.draws])
-    await repository.add_lots(session, [
-        {"member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
-         "earned_at": n.earned_at or posting.at, "expires_at": n.expires_at, "amount": n.amount,
-         "remaining": n.amount} for n in book.new_lots])
+def _lot_writes(book: rules.LotBook, posting: Posting, transaction_id: str,
+                account_id: str) -> tuple[dict[int, int], list[dict], list[dict]]:
+    """What the posting does to the member's lots: what remains of each drawn lot, the draws, the new lots."""
+    draws = [{"lot_id": d.lot_id, "transaction_id": transaction_id, "origin_transaction_id": d.origin or transaction_id,
+              "amount": d.amount} for d in book.draws]
+    lots = [{"member_id": posting.member_id, "account_id": account_id, "transaction_id": transaction_id,
+             "earned_at": n.earned_at or posting.at, "expires_at": n.expires_at, "amount": n.amount,
+             "remaining": n.amount} for n in book.new_lots]
+    return book.remaining_changes(), draws, lots
 
 
 async def reversal_movements(session: AsyncSession, transaction_ids: Sequence[str], *, kind: str,
