@@ -113,11 +113,11 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
     ladder = Ladder.of(program)
     await repository.add_spend(session, transaction_id, member.id, occurred_at, amount)
     state_row, state = locked.row, locked.state
-    start = rules.window_start(now, ladder.window_months)
     if now == locked.now:  # the window the lock read: add this sale if it falls inside it
-        spend = locked.spend + (amount if utc(occurred_at) >= utc(start) else 0)
+        inside = utc(occurred_at) >= utc(rules.window_start(now, ladder.window_months))
+        spend = locked.spend + (amount if inside else 0)
     else:
-        spend = await repository.spend_since(session, member.id, start)
+        spend = await qualifying_spend(session, member.id, now, ladder.window_months)
     new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
     if change is None:
         return None
