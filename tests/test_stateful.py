@@ -1,14 +1,16 @@
 """A Hypothesis state machine drives the HTTP API and keeps an in-memory model of every balance beside it.
 
-Steps: enroll, wallet top-up, points adjustment, targeted voucher issue, quote, commit (redeeming vouchers,
-earning points, stamps and threshold vouchers, burning points, paying from the wallet), void, partial return, the
-clock moving a few days on, and the expiry sweep (``loyalty sweep --as-of`` a time past every lot's, reward's and
-voucher's end). After each step the member it touched must hold, in the service, what the model says (points,
-wallet cash and bonus, stamps and unused rewards, and each voucher's status), every discount and refusal must be
-the one the model predicts, and after each run every ledger invariant (`loyalty verify`) holds.
+Steps: enroll, wallet top-up, points adjustment, targeted voucher issue, gift card issue, quote, commit (redeeming
+vouchers, earning points, stamps and threshold vouchers, burning points, paying from the wallet and with a gift
+card), void, partial return, the clock moving a few days on, and the expiry sweep (``loyalty sweep --as-of`` a
+time past every lot's, reward's and voucher's end). After each step the member it touched must hold, in the
+service, what the model says (points, wallet cash and bonus, stamps and unused rewards, and each voucher's status),
+so must the gift card it touched (balance and status), every discount and refusal must be the one the model
+predicts, and after each run every ledger invariant (`loyalty verify`) holds.
 
 The model is written from the documented rules (README "Points, the ledger and the checkout", "Punch cards",
-"Vouchers", "Stored value"), not from the service's code paths. It keeps each asset in its own small class.
+"Vouchers", "Stored value", "Gift cards"), not from the service's code paths. It keeps each asset in its own
+small class.
 
 Baskets have one line (quantity 1-3) so that every figure has a short closed form; the program has one tier
 (no tier multiplier or discount), earns 1 point per major unit, a point is worth 1 minor unit, top-ups of 50.00
@@ -123,6 +125,26 @@ class Wallet:
             raise Refused(422, "wallet_exceeds_payable")
         if amount > self.cash + self.bonus:
             raise Refused(409, "insufficient_funds")
+
+
+@dataclass(eq=False)
+class GiftCard:
+    """A card handed over at the till pays after the wallet: exactly ``amount``, or without one what it holds up
+    to what is still owed."""
+
+    id: str
+    code: str
+    pin: str
+    balance: int
+
+    def check_pay(self, amount: int | None, owed: int) -> int:
+        if amount is None:
+            return min(self.balance, owed)
+        if amount > owed:
+            raise Refused(422, "gift_card_exceeds_payable")
+        if amount > self.balance:
+            raise Refused(409, "insufficient_funds")
+        return amount
 
 
 @dataclass
@@ -312,6 +334,9 @@ class Sale:
     refunded: int = 0
     spend_back: int = 0
     wallet_back: tuple[int, int] = (0, 0)
+    card: GiftCard | None = None
+    card_paid: int = 0
+    card_back: int = 0
 
     @property
     def net(self) -> int:
@@ -343,6 +368,11 @@ class Sale:
                                                                       paid_total)
         cum = split(wallet_total, *self.paid)
         back = (max(cum[0] - self.wallet_back[0], 0), max(cum[1] - self.wallet_back[1], 0))
+        if self.card is not None:  # the card's share, computed the same way and on its own
+            card_total = self.card_paid if fully else min(half_up(Fraction(self.card_paid * spend, self.net)),
+                                                          self.card_paid)
+            self.card.balance += card_total - self.card_back
+            self.card_back = card_total
         m = self.member
         m.points.balance += -(earned - self.clawed) + (burned - self.refunded)
         m.wallet.cash, m.wallet.bonus = m.wallet.cash + back[0], m.wallet.bonus + back[1]
@@ -360,6 +390,8 @@ class Sale:
         m.points.balance += -(self.earned - self.clawed) + (self.burned - self.refunded)
         m.wallet.cash += self.paid[0] - self.wallet_back[0]
         m.wallet.bonus += self.paid[1] - self.wallet_back[1]
+        if self.card is not None:
+            self.card.balance += self.card_paid - self.card_back
         m.stamps.remove(self.stamps - min(self.returned, self.stamps))
         for voucher in self.used:
             voucher.status = "active" if voucher.ends is None or day < voucher.ends else "expired"
@@ -380,12 +412,14 @@ class LoyaltyMachine(RuleBasedStateMachine):
 
     members = Bundle("members")
     sales = Bundle("sales")
+    cards = Bundle("cards")
 
     def __init__(self) -> None:
         super().__init__()
         self.model: dict[str, Member] = {}
         self.sales_by_id: dict[str, Sale] = {}
         self.vouchers: list[Voucher] = []  # every voucher of the run, in issue order
+        self.cards: list[GiftCard] = []
         self.day = 0  # days the clock has moved in this run
 
     # helpers
@@ -410,6 +444,15 @@ class LoyaltyMachine(RuleBasedStateMachine):
         assert service == model, f"member {member.id}: service (points, cash, bonus, stamps, rewards) {service} " \
                                  f"!= model {model}"
         self.check_vouchers(member)
+
+    def check_card(self, card: GiftCard | None) -> None:
+        if card is None:
+            return
+        r = self.call("GET", f"/v1/gift-cards/{card.code}", headers={"X-Gift-Card-Pin": card.pin})
+        assert r.status_code == 200, r.text
+        service = (r.json()["balance"], r.json()["status"])
+        model = (card.balance, "active" if card.balance > 0 else "spent")
+        assert service == model, f"gift card {card.id}: service (balance, status) {service} != model {model}"
 
     def check_vouchers(self, member: Member) -> None:
         listed = self.call("GET", f"/v1/members/{member.id}/vouchers", params={"limit": 500}).json()["data"]
@@ -479,10 +522,24 @@ class LoyaltyMachine(RuleBasedStateMachine):
             self.add_voucher(member, campaign, issued)
         self.check(member)
 
+    @rule(target=cards, amount=st.sampled_from([1, 700, 5000]))
+    def issue_card(self, amount: int) -> GiftCard:
+        r = self.call("POST", "/v1/gift-cards", json={"amount": amount})
+        assert r.status_code == 201, r.text
+        [issued] = r.json()
+        card = GiftCard(issued["id"], issued["code"], issued["pin"], amount)
+        assert issued["balance"] == amount, issued
+        self.cards.append(card)
+        self.check_card(card)
+        return card
+
     def _basket(self, member: Member, quantity: int, unit_price: int, coffee: bool, points: int,
-                wallet: int, vouchers: list[Voucher]) -> dict:
+                wallet: int, vouchers: list[Voucher], card: GiftCard | None = None,
+                card_amount: int | None = None) -> dict:
+        tender = [{"code": card.code, "pin": card.pin, **({} if card_amount is None else {"amount": card_amount})}
+                  ] if card else []
         redeem = {k: v for k, v in (("points", points), ("wallet_amount", wallet),
-                                    ("vouchers", [v.code for v in vouchers])) if v}
+                                    ("vouchers", [v.code for v in vouchers]), ("gift_cards", tender)) if v}
         return {"member": {"member_id": member.id}, "store_id": STORE, "currency": "USD",
                 "lines": [{"line_id": "1", "sku": "COFFEE" if coffee else "BREAD",
                            "category": "coffee" if coffee else "bakery", "quantity": quantity,
@@ -493,12 +550,14 @@ class LoyaltyMachine(RuleBasedStateMachine):
         return price_vouchers(member, vouchers, "coffee" if coffee else "bakery", quantity, unit_price, self.day)
 
     def _predict(self, member: Member, quantity: int, unit_price: int, coffee: bool, points: int, wallet: int,
-                 vouchers: list[Voucher]) -> Pricing:
-        """Vouchers (step 3), then points burned on the net they leave (step 4), then the wallet (step 5)."""
+                 vouchers: list[Voucher], card: GiftCard | None = None,
+                 card_amount: int | None = None) -> tuple[Pricing, int]:
+        """Vouchers (step 3), then points burned on the net they leave (step 4), then the wallet and then the gift
+        card (step 5). Returns the pricing and what the card pays."""
         pricing = self._price(member, quantity, unit_price, coffee, vouchers)
         member.points.check_burn(points, pricing.net)
         member.wallet.check_pay(wallet, pricing.net - points)
-        return pricing
+        return pricing, card.check_pay(card_amount, pricing.net - points - wallet) if card else 0
 
     def _net_hint(self, member: Member, quantity: int, unit_price: int, coffee: bool,
                   vouchers: list[Voucher]) -> int:
@@ -540,15 +599,16 @@ class LoyaltyMachine(RuleBasedStateMachine):
 
     @rule(member=members, **basket_args)
     def quote(self, member: Member, quantity: int, unit_price: int, coffee: bool, points, wallet,
-              picks: list[int]) -> None:
+              picks: list[int], card: GiftCard | None = None, card_amount: int | None = None) -> None:
         vouchers = self._vouchers(member, picks)
         net = self._net_hint(member, quantity, unit_price, coffee, vouchers)
         points = self._amount(points, member.points.balance)
         wallet = self._amount(wallet, min(member.wallet.cash + member.wallet.bonus, net - points))
-        r = self.call("POST", "/v1/checkout/quote",
-                      json=self._basket(member, quantity, unit_price, coffee, points, wallet, vouchers))
+        r = self.call("POST", "/v1/checkout/quote", json=self._basket(
+            member, quantity, unit_price, coffee, points, wallet, vouchers, card, card_amount))
         try:
-            pricing = self._predict(member, quantity, unit_price, coffee, points, wallet, vouchers)
+            pricing, card_pays = self._predict(member, quantity, unit_price, coffee, points, wallet, vouchers, card,
+                                               card_amount)
         except Refused as refused:
             self.expect_refusal(r, refused)
             return
@@ -556,32 +616,39 @@ class LoyaltyMachine(RuleBasedStateMachine):
         quote = r.json()
         assert quote["totals"]["discount"] == pricing.discount + points, quote["totals"]
         assert quote["totals"]["net"] == pricing.net - points, quote["totals"]
-        assert quote["totals"]["payable"] == pricing.net - points - wallet, quote["totals"]
+        assert quote["totals"]["gift_cards"] == card_pays, quote["totals"]
+        assert quote["totals"]["payable"] == pricing.net - points - wallet - card_pays, quote["totals"]
         assert self._applied(quote) == [(v.id, amount) for v, amount in pricing.used], quote["applied"]
         assert quote["earn"]["points"] == floor(Fraction(pricing.net - points, 100))
         assert quote["balances"]["points"] == member.points.balance
 
     @rule(target=sales, member=members, **basket_args)
     def commit(self, member: Member, quantity: int, unit_price: int, coffee: bool, points, wallet,
-               picks: list[int]):
+               picks: list[int], card: GiftCard | None = None, card_amount: int | None = None):
         vouchers = self._vouchers(member, picks)
         net = self._net_hint(member, quantity, unit_price, coffee, vouchers)
         points = self._amount(points, min(member.points.balance, net))
         wallet = self._amount(wallet, min(member.wallet.cash + member.wallet.bonus, net - points))
-        body = {**self._basket(member, quantity, unit_price, coffee, points, wallet, vouchers),
+        body = {**self._basket(member, quantity, unit_price, coffee, points, wallet, vouchers, card, card_amount),
                 "receipt_id": f"sm-{next(_seq)}"}
         r = self.call("POST", "/v1/checkout/transactions", json=body)
         try:
-            pricing = self._predict(member, quantity, unit_price, coffee, points, wallet, vouchers)
+            pricing, card_pays = self._predict(member, quantity, unit_price, coffee, points, wallet, vouchers, card,
+                                               card_amount)
         except Refused as refused:
             self.expect_refusal(r, refused)
             self.check(member)
+            self.check_card(card)
             return multiple()  # no sale to remember
         assert r.status_code == 201, r.text
         txn = r.json()
         paid = split(wallet, member.wallet.cash, member.wallet.bonus)
         sale = Sale(txn["id"], member, quantity, pricing.subtotal, coffee, points, paid, discount=pricing.discount,
-                    free=pricing.free, used=[v for v, _ in pricing.used])
+                    free=pricing.free, used=[v for v, _ in pricing.used], card=card if card_pays else None,
+                    card_paid=card_pays)
+        if card is not None:
+            card.balance -= card_pays
+            event("commit paid with a gift card" if card_pays else "a gift card paid nothing")
         for voucher in sale.used:
             voucher.status = "redeemed"
             event(f"commit redeemed a {voucher.campaign.kind} voucher")
@@ -594,11 +661,13 @@ class LoyaltyMachine(RuleBasedStateMachine):
         sale.earned_vouchers = [self.add_voucher(member, c, v) for c, v in zip(due, issued, strict=True)]
         event(f"commit issued {len(due)} threshold vouchers")
         assert txn["totals"]["discount"] == sale.discount + points and txn["totals"]["net"] == sale.net, txn
-        assert txn["totals"]["payable"] == sale.net - wallet, txn["totals"]
+        assert txn["totals"]["gift_cards"] == card_pays, txn["totals"]
+        assert txn["totals"]["payable"] == sale.net - wallet - card_pays, txn["totals"]
         assert self._applied(txn) == [(v.id, amount) for v, amount in pricing.used], txn["applied"]
         assert txn["earned"]["points"] == sale.earned
         assert txn["balances_after"]["points"] == member.points.balance
         self.check(member)
+        self.check_card(card)
         return sale
 
     @rule(target=sales, member=members, pick=st.integers(0, 4), quantity=st.integers(1, 3),
@@ -617,6 +686,18 @@ class LoyaltyMachine(RuleBasedStateMachine):
         picks = [usable.index(voucher)] + ([] if second is None else [second])
         return self.commit(member, quantity, unit_price, coffee, points, wallet, picks)
 
+    card_amount = st.none() | st.sampled_from([1, 300, 5000])
+
+    @rule(target=sales, member=members, card=cards, card_amount=card_amount, **basket_args)
+    def commit_with_card(self, member: Member, card: GiftCard, card_amount: int | None, quantity: int,
+                         unit_price: int, coffee: bool, points, wallet, picks: list[int]):
+        return self.commit(member, quantity, unit_price, coffee, points, wallet, picks, card, card_amount)
+
+    @rule(member=members, card=cards, card_amount=card_amount, **basket_args)
+    def quote_with_card(self, member: Member, card: GiftCard, card_amount: int | None, quantity: int,
+                        unit_price: int, coffee: bool, points, wallet, picks: list[int]) -> None:
+        self.quote(member, quantity, unit_price, coffee, points, wallet, picks, card, card_amount)
+
     @rule(sale=sales)
     def void(self, sale: Sale) -> None:
         r = self.call("POST", f"/v1/checkout/transactions/{sale.id}/void")
@@ -627,6 +708,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         else:
             assert r.status_code == 200 and r.json()["status"] == "voided", r.text
         self.check(sale.member)
+        self.check_card(sale.card)
 
     @rule(sale=sales, units=st.integers(1, 3))
     def return_units(self, sale: Sale, units: int) -> None:
@@ -639,6 +721,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         else:
             assert r.status_code == 201, r.text
         self.check(sale.member)
+        self.check_card(sale.card)
 
     @precondition(lambda self: self.day + 3 <= MAX_DAYS)
     @rule(days=st.sampled_from([1, 3]))
@@ -662,6 +745,8 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         for member in self.model.values():
             self.check(member)
+        for card in self.cards:
+            self.check_card(card)
         self.live.run(verify_ledger(self.live.app))
 
 
