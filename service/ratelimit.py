@@ -135,10 +135,9 @@ class Guard:
     limit: Limit
     subject: str
 
-    async def check(self, now: datetime) -> None:
-        """Refuse (429) a subject that has used up its failures."""
-        async with self.db.transaction(write=False) as session:
-            decision = (await check(session, [(self.limit, self.subject)], now))[(self.limit.scope, self.subject)]
+    async def check(self, session: AsyncSession, now: datetime) -> None:
+        """Refuse (429) a subject that has used up its failures (one read, on the caller's session)."""
+        decision = (await check(session, [(self.limit, self.subject)], now))[(self.limit.scope, self.subject)]
         if not decision.allowed:
             raise_limited(decision)
 

@@ -269,8 +269,9 @@ async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime) ->
     normalized = [normalize_code(code) for code in codes]
     if not normalized:
         return normalized
-    await guard.check(now)
-    async with guard.db.transaction(write=False) as session:
+    # Two reads that stand alone: statement by statement, no transaction (on PostgreSQL), one connection.
+    async with guard.db.statements(write=False) as session:
+        await guard.check(session, now)
         found = await repository.existing_codes(session, normalized)
     unknown = [code for code in normalized if code not in found]
     if unknown:
