@@ -238,3 +238,28 @@ async def test_window_spend_is_exact_at_its_edge_across_day_sums(client, store, 
     assert (await tier(client, member))["qualifying_spend"] == 2_000 + 16_000
     clock.freeze(T0 + timedelta(seconds=1))  # the window moves a second: the purchase at its old start leaves
     assert (await tier(client, member))["qualifying_spend"] == 16_000
+
+
+async def test_a_quote_shows_a_due_review_without_applying_it(client, app, store, clock):
+    from sqlalchemy import func, select
+
+    from service.tiers.models import TierHistory
+
+    async def history_rows() -> int:
+        async with app.state.db.transaction(write=False) as session:
+            return await session.scalar(select(func.count()).select_from(TierHistory))
+
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 160_000)  # gold at T0
+    clock.freeze(add_months(T0, 24) + timedelta(days=3))  # two reviews due: gold kept, then down to silver
+    before = await history_rows()
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))).json()
+    assert q["member"]["tier"] == "silver"
+    assert not [a for a in q["applied"] if a["kind"] == "tier_discount"]  # gold's 5 % off is gone
+    assert await history_rows() == before  # nothing written: the review waits for a commit or a read
+    t = await buy(client, member, store, 1000)  # the commit applies it under the tier lock
+    assert t["applied"] == [] and t["totals"]["net"] == 1000
+    assert await history_rows() == before + 1
+    assert (await tier(client, member))["history"][-1] == {
+        "from": "gold", "to": "silver", "at": iso(add_months(T0, 24)), "reason": "review"}

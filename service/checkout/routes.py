@@ -17,7 +17,7 @@ from service.checkout.schemas import (
 )
 from service.errors import problem_responses
 from service.giftcards.routes import PinGuardDep
-from service.routing import ClockDep, Session, UnitOfWorkRoute, idempotent
+from service.routing import ClockDep, ReadSession, Session, UnitOfWorkRoute, idempotent
 from service.vouchers.routes import VoucherLookups
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
@@ -33,7 +33,7 @@ def _region(request: Request) -> str:
 
 @router.post("/quote", operation_id="create_quote", response_model=Quote,
              responses=problem_responses(409, 429, 503), summary="What loyalty changes about a basket (read-only)")
-async def create_quote(body: CheckoutRequest, request: Request, session: Session, clock: ClockDep,
+async def create_quote(body: CheckoutRequest, request: Request, session: ReadSession, clock: ClockDep,
                        guard: PinGuardDep, lookups: VoucherLookups, principal: Principal = Depends(TILLS)) -> Quote:
     return await service.quote(session, body, principal, clock, region=_region(request), guard=guard,
                                 lookups=lookups)

@@ -194,7 +194,10 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     now = clock.now()
     codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
     program, member, store = await _prepare(session, body, principal, region)
-    await tiers.refresh(session, member, program, now)
+    # A quote writes nothing: the member is detached from the session, and a review that fell due shows in the
+    # tier below without being applied (the commit applies it under the tier lock).
+    session.expunge(member)
+    member.tier_code = await tiers.code_as_of(session, member, program, now)
     held = await ledger.balances(session, member.id)
     balance = held.get(POINTS, 0)
     programs = await punch_service.active_programs(session)

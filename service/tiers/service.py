@@ -63,14 +63,22 @@ async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, 
     # The member was read before the lock: a commit that changed the tier meanwhile is visible only now.
     state_row, member.tier_code, spend = await repository.lock_state(
         session, member.id, now, spend_since=rules.window_start(now, ladder.window_months) if with_spend else None)
+    state, changes, due = await _replay(session, member, state_row, ladder, now)
+    if due:
+        await _apply(session, member, state_row, state, changes, ladder, now)
+    return state_row, state, len(changes), spend
+
+
+async def _replay(session: AsyncSession, member: Member, state_row, ladder: Ladder,
+                  now: datetime) -> tuple[rules.State, list[rules.Change], bool]:
+    """The member's tier state at ``now`` with the reviews due by then replayed (in memory), their changes, and
+    whether any review was due (one that keeps the level still moves the next review on)."""
     state = rules.State(rules.level_of(member.tier_code, ladder.codes), state_row.attained_at, state_row.review_at)
     if state.level > 0 and state.review_at is not None and state.review_at <= now:
         events = await repository.spend_events(
             session, member.id, rules.window_start(state.review_at, ladder.window_months), now)
-        state, changes = rules.review(state, now, ladder.thresholds, ladder.window_months, events)
-        await _apply(session, member, state_row, state, changes, ladder, now)
-        return state_row, state, len(changes), spend
-    return state_row, state, 0, spend
+        return (*rules.review(state, now, ladder.thresholds, ladder.window_months, events), True)
+    return state, [], False
 
 
 async def refresh(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> None:
@@ -79,6 +87,18 @@ async def refresh(session: AsyncSession, member: Member, program: ProgramPublic,
     if review_at is None or review_at > now:
         return
     await _review_locked(session, member, Ladder.of(program), now)
+
+
+async def code_as_of(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> str:
+    """The member's tier code at ``now``, the reviews due by then replayed in memory and nothing written: what a
+    quote shows. The next commit, read of the member or ``loyalty sweep`` applies them for real (and emits their
+    events); the result is the same, since a review depends only on the spend in its window."""
+    review_at = await repository.review_at(session, member.id)
+    if review_at is None or review_at > now:
+        return member.tier_code
+    ladder = Ladder.of(program)
+    state, _, _ = await _replay(session, member, await repository.get_state(session, member.id), ladder, now)
+    return ladder.codes[state.level]
 
 
 @dataclass
