@@ -315,3 +315,18 @@ async def test_catalog_copies_follow_changes_made_by_another_process(client, ser
         assert r.status_code == 200, r.text
     quoted = await client.post("/v1/checkout/quote", json=sale)
     assert quoted.json()["earn"]["stamps"] == [], quoted.text
+
+
+async def test_a_look_up_reads_the_program_as_another_process_left_it(client, server):
+    """A look-up by card reads the program's version in the same statement as the member (one round trip): a
+    program changed through another process shows at this one's next look-up."""
+    member = await f.enroll(client)
+    r = await client.get("/v1/members", params={"card_number": member["card_number"]})
+    assert r.status_code == 200 and r.json()["data"][0]["tier"] == "member", r.text  # parsed here now
+    async with httpx.AsyncClient(base_url=server, headers=client.headers, timeout=30) as other:
+        program = (await other.get("/v1/program")).json()
+        program["tiers"][0].update(code="basic", name="Basic")
+        r = await other.put("/v1/program", json={k: v for k, v in program.items() if k not in ("updated_at",)})
+        assert r.status_code == 200, r.text
+    r = await client.get("/v1/members", params={"card_number": member["card_number"]})
+    assert r.json()["data"][0]["tier"] == "basic", r.text

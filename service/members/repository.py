@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import insert_unless_duplicate
 from service.members.models import Member
+from service.program.repository import VERSION_COLUMNS
 
 
 async def get(session: AsyncSession, member_id: str) -> Member | None:
@@ -33,7 +34,8 @@ async def apply_changes(session: AsyncSession, member: Member, changes: dict[str
 
 
 def _find_active_by(column: str):
-    return (select(Member).where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
+    return (select(Member, *VERSION_COLUMNS)
+            .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
             .order_by(Member.id).limit(2))
 
 
@@ -41,10 +43,12 @@ def _find_active_by(column: str):
 _FIND_ACTIVE = {column: _find_active_by(column) for column in ("card_number", "phone", "email_normalized")}
 
 
-async def find_active(session: AsyncSession, **where: str) -> list[Member]:
-    """Active members whose column equals the given value (an exact look-up; at most one each)."""
+async def find_active(session: AsyncSession, **where: str) -> tuple[list[Member], tuple[int, int] | None]:
+    """Active members whose column equals the given value (an exact look-up; at most one each), and the
+    program's and catalog's versions read in the same statement (None when no member matched)."""
     ((column, value),) = where.items()
-    return list((await session.execute(_FIND_ACTIVE[column], {"p_value": value})).scalars())
+    rows = (await session.execute(_FIND_ACTIVE[column], {"p_value": value})).all()
+    return [row[0] for row in rows], ((rows[0][1], rows[0][2]) if rows else None)
 
 
 async def conflicting(session: AsyncSession, member: Member) -> list[str]:

@@ -44,7 +44,9 @@ async def lookup_members(
 ) -> MemberList:
     members = await service.lookup(session, card_number=card_number, phone=phone, email=email,
                                    region=_region(request))
-    program = await program_service.get(session)
+    if not members:
+        return MemberList(data=[], next_cursor=None)
+    program = await program_service.get(session)  # its versions came with the members: no read
     return MemberList(data=[service.to_public(m, program, principal) for m in members], next_cursor=None)
 
 

@@ -24,6 +24,7 @@ from service.members.errors import (
 )
 from service.members.models import Member
 from service.members.schemas import MemberCreate, MemberPublic, MemberUpdate
+from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.referrals import rules as referral_rules
 
@@ -142,10 +143,15 @@ async def lookup(session: AsyncSession, *, card_number: str | None, phone: str |
         number = rules.normalize_card_number(card_number)
         if not rules.luhn_valid(number):
             raise InvalidCardNumber(f"Card number {card_number!r} is not valid: check the digits and try again.")
-        return await repository.find_active(session, card_number=number)
-    if phone:
-        return await repository.find_active(session, phone=_phone(phone, region))
-    return await repository.find_active(session, email_normalized=rules.normalize_email(email or ""))
+        where = {"card_number": number}
+    elif phone:
+        where = {"phone": _phone(phone, region)}
+    else:
+        where = {"email_normalized": rules.normalize_email(email or "")}
+    found, versions = await repository.find_active(session, **where)
+    if versions is not None:  # the program's versions came along: the program is one read fewer
+        program_service.remember_versions(session, versions)
+    return found
 
 
 async def find_for_checkout(session: AsyncSession, *, member_id: str | None = None,

@@ -74,6 +74,12 @@ async def get(session: AsyncSession) -> ProgramPublic:
     return program
 
 
+def remember_versions(session: AsyncSession, versions: tuple[int, int]) -> None:
+    """The versions another read of this transaction carried along (``repository.VERSION_COLUMNS``), so that
+    :func:`get` need not read them; the first read of the transaction wins, as in :func:`get`."""
+    session.info.setdefault(_VERSIONS, versions)
+
+
 # --- the catalog: stores, punch card programs, voucher campaigns -------------------------------------------
 # Every checkout reads them and an admin changes them rarely, so each process keeps copies, each tagged with the
 # catalog version it was read under. Every change to them raises that version in its own transaction
