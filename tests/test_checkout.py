@@ -381,3 +381,22 @@ async def test_quote_greets_in_the_members_language_and_nudges_expiring_points(c
     assert [n["kind"] for n in q["nudges"]] == ["tier", "points_expiry"]
     assert q["nudges"][0]["text"].startswith("再消费")
     assert q["nudges"][1]["text"].startswith("40 积分") and q["nudges"][1]["points"] == 40
+
+
+@pytest.mark.parametrize("path", ["/v1/checkout/quote", "/v1/checkout/transactions"])
+async def test_the_store_and_the_currency_are_told_before_the_member(client, path):
+    """The member is read first (its statement carries the program's versions), but the answers keep their
+    order: an unknown store, then a wrong currency, then an unknown member or card."""
+    store = (await f.create_store(client))["id"]
+    keys = iter(range(10))
+
+    async def answer(**changes) -> tuple[int, str]:
+        body = {"store_id": store, "currency": "USD", "member": {"member_id": "mem_nobody"}, "lines": [f.line()],
+                **({"receipt_id": "r-order"} if path.endswith("transactions") else {}), **changes}
+        r = await client.post(path, json=body, headers={"Idempotency-Key": f"order-{path}-{next(keys)}"})
+        return r.status_code, r.json()["code"]
+
+    assert await answer(store_id="no-such-store", currency="EUR") == (404, "store_not_found")
+    assert await answer(currency="EUR") == (422, "currency_mismatch")
+    assert await answer(currency="EUR", member={"card_number": "1234"}) == (422, "currency_mismatch")
+    assert await answer() == (404, "member_not_found")

@@ -44,6 +44,7 @@ from service.checkout.schemas import (
     TransactionPublic,
 )
 from service.clock import Clock
+from service.errors import ServiceError
 from service.events import service as events
 from service.giftcards import rules as giftcard_rules
 from service.giftcards import service as giftcards
@@ -84,17 +85,24 @@ def _basket(body: CheckoutRequest) -> rules.Basket:
 
 async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Principal,
                    region: str) -> tuple[ProgramPublic, Member, StoreInfo]:
-    """Authorize the store, check the currency, find the member: the checks quote and commit share."""
+    """Authorize the store, check the currency, find the member: the checks quote and commit share, answered in
+    that order. The member is read first all the same: its statement carries the program's versions along, so the
+    store and the program cost no read of their own."""
     if not store_allowed(principal, body.store_id):
         raise StoreNotAllowed(f"This till's key serves store {principal.store_id!r}, not {body.store_id!r}.")
+    ref = body.member
+    try:
+        member, refused = await members_service.find_for_checkout(
+            session, member_id=ref.member_id, card_number=ref.card_number, phone=ref.phone, region=region), None
+    except ServiceError as error:  # told after the store and the currency, as before
+        member, refused = None, error
     store = await program_service.get_store(session, body.store_id)
     program = await program_service.get(session)
     if body.currency != program.currency:
         raise CurrencyMismatch(f"The basket is in {body.currency} but the program runs in {program.currency}.",
                                expected=program.currency)
-    ref = body.member
-    member = await members_service.find_for_checkout(session, member_id=ref.member_id, card_number=ref.card_number,
-                                                     phone=ref.phone, region=region)
+    if refused is not None:
+        raise refused
     return program, member, store
 
 

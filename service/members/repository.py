@@ -15,6 +15,15 @@ async def get(session: AsyncSession, member_id: str) -> Member | None:
     return await session.get(Member, member_id)
 
 
+_GET_WITH_VERSIONS = select(Member, *VERSION_COLUMNS).where(Member.id == bindparam("p_member_id"))
+
+
+async def get_with_versions(session: AsyncSession, member_id: str) -> tuple[Member | None, tuple[int, int] | None]:
+    """The member, and the program's and catalog's versions read in the same statement (None, None: no member)."""
+    row = (await session.execute(_GET_WITH_VERSIONS, {"p_member_id": member_id})).first()
+    return (None, None) if row is None else (row[0], (row[1], row[2]))
+
+
 async def add(session: AsyncSession, member: Member) -> bool:
     """Insert; False when a unique column (card, phone, email, external ref, referral code) collides."""
     return await insert_unless_duplicate(session, member)

@@ -158,7 +158,9 @@ async def find_for_checkout(session: AsyncSession, *, member_id: str | None = No
                             card_number: str | None = None, phone: str | None = None, region: str) -> Member:
     """The member a till names by id, card number or phone; 404 ``member_not_found`` if none is active."""
     if member_id:
-        member = await repository.get(session, member_id)
+        member, versions = await repository.get_with_versions(session, member_id)
+        if versions is not None:  # the program's versions came along, as in lookup
+            program_service.remember_versions(session, versions)
         found = [member] if member is not None and member.status == "active" else []
     else:
         found = await lookup(session, card_number=card_number, phone=phone, email=None, region=region)
