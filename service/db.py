@@ -90,15 +90,24 @@ def insert_ignoring_duplicates(session: AsyncSession, table: Table):
     return dialect_insert(session)(table).on_conflict_do_nothing()
 
 
+# INSERT … ON CONFLICT DO NOTHING RETURNING <primary key> per (dialect, table), built once: the columns written
+# are the keys of each execution's values.
+_INSERTS_UNLESS_DUPLICATE: dict[tuple[str, Table], Executable] = {}
+
+
 async def insert_unless_duplicate(session: AsyncSession, row: SQLModel) -> bool:
     """Insert ``row``; False (and nothing written) when a unique constraint rejects it. The constraint decides,
     never a read beforehand, so two concurrent inserts cannot both succeed. On success ``row`` is attached to
     the session as a persistent object, so later changes to it are flushed as an UPDATE."""
     table = row.__table__
-    values = {column.key: getattr(row, column.key) for column in table.columns
-              if getattr(row, column.key) is not None or not column.nullable}
-    result = await session.execute(insert_ignoring_duplicates(session, table).values(**values)
-                                   .returning(*table.primary_key.columns))
+    values = {column.key: value for column in table.columns
+              if (value := getattr(row, column.key)) is not None or not column.nullable}
+    key = (dialect_of(session), table)
+    statement = _INSERTS_UNLESS_DUPLICATE.get(key)
+    if statement is None:
+        statement = _INSERTS_UNLESS_DUPLICATE[key] = (insert_ignoring_duplicates(session, table)
+                                                     .returning(*table.primary_key.columns))
+    result = await session.execute(statement, values)
     inserted = result.first()
     if inserted is None:
         return False

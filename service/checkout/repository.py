@@ -2,30 +2,15 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
-from service.db import prebuilt
-
-_TRANSACTIONS = CheckoutTransaction.__table__
-# INSERT … ON CONFLICT DO NOTHING RETURNING id, prebuilt: the columns are the execution's keys.
-_ADD_TRANSACTION = prebuilt(lambda insert: insert(_TRANSACTIONS).on_conflict_do_nothing()
-                            .returning(_TRANSACTIONS.c.id))
+from service.db import insert_unless_duplicate
 
 
 async def add_transaction(session: AsyncSession, row: CheckoutTransaction) -> bool:
     """Insert; False when the store already has this receipt (the unique constraint decides, not a read). On
-    success ``row`` is attached to the session as a persistent object, so later changes to it are flushed as an
-    UPDATE (as :func:`service.db.insert_unless_duplicate` does, with the statement built once)."""
-    values = {column.key: value for column in _TRANSACTIONS.columns
-              if (value := getattr(row, column.key)) is not None or not column.nullable}
-    inserted = (await session.execute(_ADD_TRANSACTION(session), values)).first()
-    if inserted is None:
-        return False
-    row.id = inserted[0]
-    make_transient_to_detached(row)
-    session.add(row)
-    return True
+    success ``row`` is attached to the session, so later changes to it are flushed as an UPDATE."""
+    return await insert_unless_duplicate(session, row)
 
 
 async def get(session: AsyncSession, transaction_id: str, *, lock: bool = False) -> CheckoutTransaction | None:

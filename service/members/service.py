@@ -149,8 +149,7 @@ async def lookup(session: AsyncSession, *, card_number: str | None, phone: str |
     else:
         where = {"email_normalized": rules.normalize_email(email or "")}
     found, versions = await repository.find_active(session, **where)
-    if versions is not None:  # the program's versions came along: the program is one read fewer
-        program_service.remember_versions(session, versions)
+    program_service.remember_versions(session, versions)  # they came along: the program is one read fewer
     return found
 
 
@@ -159,8 +158,7 @@ async def find_for_checkout(session: AsyncSession, *, member_id: str | None = No
     """The member a till names by id, card number or phone; 404 ``member_not_found`` if none is active."""
     if member_id:
         member, versions = await repository.get_with_versions(session, member_id)
-        if versions is not None:  # the program's versions came along, as in lookup
-            program_service.remember_versions(session, versions)
+        program_service.remember_versions(session, versions)  # as in lookup
         found = [member] if member is not None and member.status == "active" else []
     else:
         found = await lookup(session, card_number=card_number, phone=phone, email=None, region=region)

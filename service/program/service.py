@@ -74,10 +74,12 @@ async def get(session: AsyncSession) -> ProgramPublic:
     return program
 
 
-def remember_versions(session: AsyncSession, versions: tuple[int, int]) -> None:
+def remember_versions(session: AsyncSession, versions: tuple[int, int] | None) -> None:
     """The versions another read of this transaction carried along (``repository.VERSION_COLUMNS``), so that
-    :func:`get` need not read them; the first read of the transaction wins, as in :func:`get`."""
-    session.info.setdefault(_VERSIONS, versions)
+    :func:`get` need not read them; the first read of the transaction wins, as in :func:`get`. None (the read
+    found no row, so carried nothing): :func:`get` reads them itself."""
+    if versions is not None:
+        session.info.setdefault(_VERSIONS, versions)
 
 
 # --- the catalog: stores, punch card programs, voucher campaigns -------------------------------------------
