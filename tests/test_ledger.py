@@ -52,7 +52,7 @@ async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app)
         event.remove(engine, "before_cursor_execute", count)
     # 13 on PostgreSQL, where the ledger posting is one statement, and so are the tier spend row with its day
     # and the activity row with its day (the program's versions come with the member); SQLite: 22 (the posting's
-    # six writes, those four apart, 2 BEGINs). benchmarks/profile.py commit --show-sql lists them.
+    # six writes, those four apart, 2 BEGINs). benchmarks/profile_path.py commit --show-sql lists them.
     assert counts[0] == counts[1] and counts[0] <= {"postgresql": 13, "sqlite": 22}[app.state.db.dialect], counts
 
 

@@ -5,7 +5,7 @@ chosen path N times sequentially under pyinstrument (``pip install pyinstrument`
 the number of SQL statements per request. Sequential on purpose: the figure is the CPU and round trips of one
 request, without queueing.
 
-    .venv/bin/python benchmarks/profile.py commit --count 300
+    .venv/bin/python benchmarks/profile_path.py commit --count 300
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ async def main() -> None:
     parser.add_argument("--database", default="loyalty_profile")
     parser.add_argument("--url", help="use this database URL as it is (no re-creation)")
     parser.add_argument("--no-profile", action="store_true", help="only time and count statements")
+    parser.add_argument("--cprofile", action="store_true",
+                        help="profile with cProfile instead and print the functions by their own time")
+    parser.add_argument("--callers", help="with --cprofile: also print who calls the functions matching this")
     parser.add_argument("--show-sql", action="store_true", help="print the statements of one more request")
     args = parser.parse_args()
 
@@ -104,7 +107,11 @@ async def main() -> None:
                 await one(i)
             statements = 0
             profiler = None
-            if not args.no_profile:
+            if args.cprofile:
+                import cProfile
+                profiler = cProfile.Profile()
+                profiler.enable()
+            elif not args.no_profile:
                 from pyinstrument import Profiler
                 profiler = Profiler(async_mode="enabled")
                 profiler.start()
@@ -112,7 +119,14 @@ async def main() -> None:
             for i in range(args.count):
                 await one(i)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-            if profiler:
+            if args.cprofile:
+                import pstats
+                profiler.disable()
+                stats = pstats.Stats(profiler).sort_stats("tottime")
+                stats.print_stats(45)
+                if args.callers:
+                    stats.print_callers(args.callers)
+            elif profiler:
                 profiler.stop()
                 print(profiler.output_text(unicode=True, color=False, show_all=False))
             if args.show_sql:
