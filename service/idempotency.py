@@ -29,7 +29,7 @@ from sqlalchemy import Index, LargeBinary, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from service.db import Database, UTCDateTime, prebuilt
+from service.db import Database, UTCDateTime, execute, fetch, prebuilt
 from service.errors import Conflict, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -115,12 +115,12 @@ async def claim(
     without a transaction of their own on PostgreSQL: two round trips fewer per idempotent request."""
     for _ in range(3):
         async with db.statements() as session:
-            claimed = (await session.execute(_CLAIM(session), {
+            claimed = await fetch(session, _CLAIM(session), {
                 "api_key_id": api_key_id, "key": key, "request_hash": req_hash, "status": "in_progress",
                 "locked_at": now, "created_at": now,
-            })).scalar_one_or_none()
-            if claimed is not None:
-                return Claim(claimed, now)
+            })
+            if claimed:
+                return Claim(claimed[0][0], now)
             found = (await session.execute(
                 select(IdempotencyRecord).where(
                     IdempotencyRecord.api_key_id == api_key_id, IdempotencyRecord.key == key)
@@ -155,10 +155,10 @@ async def claim(
 async def complete(session: AsyncSession, claim_: Claim, *, status: int, body: bytes, media_type: str) -> None:
     """Record the answer in the request's own transaction. If the claim was taken over meanwhile (this process
     was too slow and a retry started), raise so that this request's work rolls back."""
-    result = await session.execute(_COMPLETE(session), {
+    changed = await execute(session, _COMPLETE(session), {
         "p_id": claim_.record_id, "p_locked_at": claim_.locked_at,
         "status": "completed", "response_status": status, "response_body": body, "response_type": media_type})
-    if result.rowcount != 1:
+    if changed != 1:
         raise RequestInProgress("A retry of this request took over while it was running; retry to get its "
                                 "answer.")
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import dialect_of, prebuilt
+from service.db import dialect_of, execute, prebuilt
 from service.events.models import Event, Webhook, WebhookDelivery
 
 # pg_advisory_xact_lock key of the feed's numbering (one numberer at a time, across every process).
@@ -25,7 +25,7 @@ _ADD_NUMBERED_EVENT = prebuilt(lambda insert: insert(Event.__table__).values(
 async def add_event(session: AsyncSession, values: dict[str, Any]) -> None:
     """One INSERT, prebuilt (``values`` are the columns' values)."""
     statement = _ADD_NUMBERED_EVENT if dialect_of(session) == "sqlite" else _ADD_EVENT
-    await session.execute(statement(session), values)
+    await execute(session, statement(session), values)
 
 
 async def number_committed(session: AsyncSession, limit: int) -> int:

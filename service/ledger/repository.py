@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Integer, Row, bindparam, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import dialect_of, prebuilt
+from service.db import UTCDateTime, dialect_of, execute, fetch, one_of, prebuilt
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
 from service.ledger.rules import GIFT_CARD
 
@@ -35,16 +35,15 @@ async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]])
         await session.execute(_ENSURE_ACCOUNTS(session), list(rows))  # one executemany, whatever the count
 
 
-def _lock_member_accounts(*, nowait: bool):
+def _lock_member_accounts(insert, *, nowait: bool):
     return (select(*_ACCOUNT_COLUMNS)
-            .where(_ACCOUNTS.c.member_id == bindparam("p_member_id"),
-                   _ACCOUNTS.c.kind.in_(bindparam("p_kinds", expanding=True)))
+            .where(_ACCOUNTS.c.member_id == bindparam("p_member_id"), one_of(insert, _ACCOUNTS.c.kind, "p_kinds"))
             .order_by(_ACCOUNTS.c.id)
             .with_for_update(nowait=nowait))
 
 
-_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda _: _lock_member_accounts(nowait=False))
-_LOCK_MEMBER_ACCOUNTS_NOWAIT = prebuilt(lambda _: _lock_member_accounts(nowait=True))
+_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda insert: _lock_member_accounts(insert, nowait=False))
+_LOCK_MEMBER_ACCOUNTS_NOWAIT = prebuilt(lambda insert: _lock_member_accounts(insert, nowait=True))
 
 
 async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], *,
@@ -54,7 +53,7 @@ async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Seq
     id order, so two transactions locking several accounts cannot deadlock. ``nowait``: fail at once (SQLSTATE
     55P03, which reruns the request) instead of waiting for an account another transaction holds."""
     statement = _LOCK_MEMBER_ACCOUNTS_NOWAIT if nowait else _LOCK_MEMBER_ACCOUNTS
-    return list((await session.execute(statement(session), {"p_member_id": member_id, "p_kinds": list(kinds)})).all())
+    return await fetch(session, statement(session), {"p_member_id": member_id, "p_kinds": list(kinds)})
 
 
 _LOCK_GIFT_CARD_ACCOUNTS = prebuilt(lambda _: select(*_ACCOUNT_COLUMNS)
@@ -77,7 +76,7 @@ _MEMBER_BALANCES = prebuilt(lambda _: select(_ACCOUNTS.c.kind, _ACCOUNTS.c.balan
 async def member_balances(session: AsyncSession, member_id: str) -> list[tuple[str, int | None]]:
     """``(kind, balance)`` of each of the member's accounts, read from the table (never from the session)."""
     return [(kind, balance) for kind, balance in
-            (await session.execute(_MEMBER_BALANCES(session), {"p_member_id": member_id})).all()]
+            await fetch(session, _MEMBER_BALANCES(session), {"p_member_id": member_id})]
 
 
 _ADD_TRANSACTION = prebuilt(lambda insert: insert(LedgerTransaction.__table__))
@@ -126,8 +125,8 @@ async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
             "p_transaction_ids": list(prefer_transactions), "p_member_id": member_id})).all())
     covered, offset, page = sum(lot.remaining for lot in found.values()), 0, 16
     while covered < amount:
-        lots = (await session.execute(_OPEN_LOTS(session),
-                                      {"p_member_id": member_id, "p_offset": offset, "p_limit": page})).all()
+        lots = await fetch(session, _OPEN_LOTS(session),
+                           {"p_member_id": member_id, "p_offset": offset, "p_limit": page})
         for lot in lots:
             if lot.id not in found:
                 found[lot.id] = lot
@@ -248,7 +247,7 @@ async def write_posting(session: AsyncSession, writes: PostingWrites) -> None:
     if any(row["transaction_id"] != txn["id"] for row in (*entries, *draws, *lots)):
         raise ValueError("every row of a posting belongs to its transaction")
     balances, remaining = sorted(writes.balances.items()), sorted(writes.lot_remaining.items())
-    await session.execute(_POST_ON_POSTGRESQL, {
+    await execute(session, _POST_ON_POSTGRESQL, {
         **txn,
         "e_account": [e["account_id"] for e in entries], "e_member": [e["member_id"] for e in entries],
         "e_asset": [e["asset"] for e in entries], "e_amount": [e["amount"] for e in entries],
@@ -311,15 +310,21 @@ async def member_entries_page(session: AsyncSession, member_id: str, *, before: 
     return [(e, kind, reason) for e, kind, reason in (await session.execute(query)).all()]
 
 
+_UPCOMING_EXPIRIES = prebuilt(lambda _: select(_LOTS.c.expires_at, func.sum(_LOTS.c.remaining))
+                              .where(_LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0,
+                                     _LOTS.c.expires_at.is_not(None),
+                                     bindparam("p_after", type_=UTCDateTime).is_(None)
+                                     | (_LOTS.c.expires_at > bindparam("p_after", type_=UTCDateTime)))
+                              .group_by(_LOTS.c.expires_at).order_by(_LOTS.c.expires_at)
+                              .limit(bindparam("p_limit", type_=Integer)))
+
+
 async def upcoming_expiries(session: AsyncSession, member_id: str, *, after: datetime | None,
                             limit: int) -> list[tuple[datetime, int]]:
     """Points still held in lots that expire, by expiry time, soonest first (``after``: only later ones)."""
-    query = (select(PointLot.expires_at, func.sum(PointLot.remaining))
-             .where(PointLot.member_id == member_id, PointLot.remaining > 0, PointLot.expires_at.is_not(None))
-             .group_by(PointLot.expires_at).order_by(PointLot.expires_at).limit(limit))
-    if after is not None:
-        query = query.where(PointLot.expires_at > after)
-    return [(at, int(n)) for at, n in (await session.execute(query)).all()]
+    rows = await fetch(session, _UPCOMING_EXPIRIES(session),
+                       {"p_member_id": member_id, "p_after": after, "p_limit": limit})
+    return [(at, int(n)) for at, n in rows]
 
 
 # -- verification: whole-ledger scans, for `loyalty verify` only --------------------------------------------------

@@ -7,7 +7,7 @@ from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import dialect_insert, dialect_of, prebuilt
+from service.db import dialect_insert, dialect_of, execute, prebuilt
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
@@ -73,7 +73,7 @@ async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetim
     else:
         await add_to_day(session, member_id, occurred_at.date(), 1, net)
         statement = _COUNT_SALE_WITH_BIRTHDAY if birthday else _COUNT_SALE
-    await session.execute(statement(session), values)
+    await execute(session, statement(session), values)
 
 
 _ADD_TO_DAY = prebuilt(_add_to_day_statement)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.punchcards.models import PunchProgram, PunchReward
@@ -39,10 +39,12 @@ async def rewards_by_id(session: AsyncSession, ids: Sequence[str], *, lock: bool
     return list((await session.execute(query)).scalars())
 
 
+_MEMBER_REWARDS = (select(PunchReward).where(PunchReward.member_id == bindparam("p_member_id"))
+                   .order_by(PunchReward.issued_at.desc(), PunchReward.id))
+
+
 async def member_rewards(session: AsyncSession, member_id: str) -> list[PunchReward]:
-    query = (select(PunchReward).where(PunchReward.member_id == member_id)
-             .order_by(PunchReward.issued_at.desc(), PunchReward.id))
-    return list((await session.execute(query)).scalars())
+    return list((await session.execute(_MEMBER_REWARDS, {"p_member_id": member_id})).scalars())
 
 
 async def unused_rewards(session: AsyncSession, member_id: str, program_id: str) -> list[PunchReward]:

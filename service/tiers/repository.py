@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utc
-from service.db import dialect_of, prebuilt
+from service.db import dialect_of, execute, fetch, prebuilt
 from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
@@ -39,7 +39,7 @@ async def add_spend(session: AsyncSession, transaction_id: str, member_id: str, 
     """The transaction's spend row and its day's sum (prebuilt Core statements: one on PostgreSQL, two on
     SQLite; nothing reads the row back through the session in the same transaction)."""
     if dialect_of(session) == "postgresql":
-        await session.execute(_ADD_SPEND(session), {
+        await execute(session, _ADD_SPEND(session), {
             "p_transaction_id": transaction_id, "p_member_id": member_id, "p_occurred_at": occurred_at,
             "p_amount": amount, "member_id": member_id, "day": utc(occurred_at).date(), "amount": amount})
         return
@@ -89,7 +89,7 @@ _SPEND_SINCE = prebuilt(lambda insert: select(_window_spend()))
 
 async def spend_since(session: AsyncSession, member_id: str, start: datetime) -> int:
     """The spend from ``start`` on (see :func:`_window_spend`)."""
-    return int(await session.scalar(_SPEND_SINCE(session), _window_params(member_id, start)) or 0)
+    return int((await fetch(session, _SPEND_SINCE(session), _window_params(member_id, start)))[0][0] or 0)
 
 
 async def spend_events(session: AsyncSession, member_id: str, start: datetime,
@@ -110,7 +110,8 @@ _REVIEW_AT = prebuilt(lambda insert: select(TierState.review_at).where(
 
 async def review_at(session: AsyncSession, member_id: str) -> datetime | None:
     """When the member's tier is next reviewed (None without a state row or a review)."""
-    return await session.scalar(_REVIEW_AT(session), {"p_member_id": member_id})
+    found = await fetch(session, _REVIEW_AT(session), {"p_member_id": member_id})
+    return found[0][0] if found else None
 
 
 def _lock_query(*, with_spend: bool):
@@ -170,5 +171,5 @@ _LAST_CHANGE = prebuilt(lambda insert: select(TierHistory.reason, TierHistory.to
 
 async def last_change(session: AsyncSession, member_id: str) -> tuple[str, str, datetime] | None:
     """``(reason, to_code, at)`` of the member's latest tier change."""
-    found = (await session.execute(_LAST_CHANGE(session), {"p_member_id": member_id})).first()
-    return None if found is None else (found[0], found[1], found[2])
+    found = await fetch(session, _LAST_CHANGE(session), {"p_member_id": member_id})
+    return (found[0][0], found[0][1], found[0][2]) if found else None

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,12 +109,14 @@ async def member_vouchers(session: AsyncSession, member_id: str, *, after: str |
     return list((await session.execute(query)).scalars())
 
 
+_USABLE = (select(Voucher, VoucherCampaign).join(VoucherCampaign, VoucherCampaign.id == Voucher.campaign_id)
+           .where(Voucher.member_id == bindparam("p_member_id"), Voucher.status == "active",
+                  (Voucher.valid_until.is_(None)) | (Voucher.valid_until > bindparam("p_now"))))
+
+
 async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[tuple[Voucher, VoucherCampaign]]:
     """The member's active vouchers not yet past their end, with their campaigns."""
-    query = (select(Voucher, VoucherCampaign).join(VoucherCampaign, VoucherCampaign.id == Voucher.campaign_id)
-             .where(Voucher.member_id == member_id, Voucher.status == "active",
-                    (Voucher.valid_until.is_(None)) | (Voucher.valid_until > now)))
-    return [(v, c) for v, c in (await session.execute(query)).all()]
+    return [(v, c) for v, c in (await session.execute(_USABLE, {"p_member_id": member_id, "p_now": now})).all()]
 
 
 async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str, at: datetime,
