@@ -205,7 +205,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     # A quote writes nothing: the member is detached from the session, and a review that fell due shows in the
     # tier below without being applied (the commit applies it under the tier lock).
     session.expunge(member)
-    member.tier_code = await tiers.code_as_of(session, member, program, now)
+    standing = await tiers.standing(session, member, program, now)
+    member.tier_code = standing.code
     held = await ledger.balances(session, member.id)
     balance = held.get(POINTS, 0)
     programs = await punch_service.active_programs(session)
@@ -225,10 +226,11 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     basket = priced.basket
     tier_name = next(t.name for t in program.tiers if t.code == tier_code)
     greeting = personalization.greeting(member, activity, program, store, now,
-                                        upgraded_at=await tiers.upgraded_at(session, member), tier_name=tier_name)
+                                        upgraded_at=standing.upgraded_at, tier_name=tier_name)
     ranked = await personal_offers.ranked(session, personal_offers.OfferContext(
         member=member, program=program, locale=greeting.locale, now=now, balances=held, segments=segments,
-        basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx))))
+        basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
+        tier_spend=standing.spend))
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
         greeting=greeting,

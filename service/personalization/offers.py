@@ -59,6 +59,8 @@ class OfferContext:
     basket: checkout_rules.Basket | None = None
     # What vouchers are priced against: the basket's items after the steps before vouchers (None: no basket).
     voucher_items: Sequence[voucher_rules.Item] | None = None
+    # The tier window's qualifying spend, when the caller has read it (the quote has); read when needed otherwise.
+    tier_spend: int | None = None
     _reads: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     async def once(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
@@ -168,7 +170,10 @@ class Tiers:
                                   value=value, applicable=value > 0 if ctx.basket is not None else True)]
 
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
-        found = await tiers.nudge(session, ctx.member, ctx.program, ctx.now)
+        spend = ctx.tier_spend
+        if spend is None:
+            spend = await tiers.qualifying_spend(session, ctx.member.id, ctx.now, ctx.program.tier_window_months)
+        found = tiers.nudge(ctx.program, ctx.member.tier_code, spend)
         if found is None:
             return []
         needed, name = found

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import bindparam, func, select
@@ -164,12 +165,34 @@ async def due_members(session: AsyncSession, as_of: datetime, *, after: str, lim
     return list(rows)
 
 
-_LAST_CHANGE = prebuilt(lambda insert: select(TierHistory.reason, TierHistory.to_code, TierHistory.at)
-                        .where(TierHistory.member_id == bindparam("p_member_id"))
-                        .order_by(TierHistory.id.desc()).limit(1))
+def _standing_query():
+    """The member's next review, the window's spend and the latest tier change, each a sub-select of one
+    statement (the change's three columns read the same index entry)."""
+    member_id = bindparam("p_member_id")
+
+    def last(column):
+        return (select(column).where(TierHistory.member_id == member_id)
+                .order_by(TierHistory.id.desc()).limit(1).scalar_subquery())
+
+    review = select(TierState.review_at).where(TierState.member_id == member_id).scalar_subquery()
+    return select(review.label("review_at"), _window_spend().label("spend"), last(TierHistory.reason).label("reason"),
+                  last(TierHistory.to_code).label("to_code"), last(TierHistory.at).label("at"))
 
 
-async def last_change(session: AsyncSession, member_id: str) -> tuple[str, str, datetime] | None:
-    """``(reason, to_code, at)`` of the member's latest tier change."""
-    found = await fetch(session, _LAST_CHANGE(session), {"p_member_id": member_id})
-    return (found[0][0], found[0][1], found[0][2]) if found else None
+_STANDING = prebuilt(lambda insert: _standing_query())
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a tier's standing is read from (see :func:`figures`)."""
+
+    review_at: datetime | None
+    spend: int  # in the window starting at the ``start`` asked for
+    last_change: tuple[str, str, datetime] | None  # ``(reason, to_code, at)`` of the latest change
+
+
+async def figures(session: AsyncSession, member_id: str, start: datetime) -> Figures:
+    """The member's next review, the spend from ``start`` on and the latest tier change, in one statement."""
+    [row] = await fetch(session, _STANDING(session), _window_params(member_id, start))
+    return Figures(row.review_at, int(row.spend or 0),
+                   None if row.reason is None else (row.reason, row.to_code, row.at))

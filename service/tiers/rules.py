@@ -98,3 +98,12 @@ def spend_to_next(spend: int, level: int, thresholds: Sequence[int]) -> tuple[in
     if level + 1 >= len(thresholds):
         return None, None
     return level + 1, max(thresholds[level + 1] - spend, 0)
+
+
+def upgraded_at(last_change: tuple[str, str, datetime] | None, code: str | None) -> datetime | None:
+    """When the member reached ``code`` by spending, from their latest change ``(reason, to_code, at)``: None if
+    that change was not an upgrade to it (a review, an adjustment, or no change at all)."""
+    if last_change is None:
+        return None
+    reason, to_code, at = last_change
+    return at if reason == UPGRADE and to_code == code else None

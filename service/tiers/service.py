@@ -89,16 +89,27 @@ async def refresh(session: AsyncSession, member: Member, program: ProgramPublic,
     await _review_locked(session, member, Ladder.of(program), now)
 
 
-async def code_as_of(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> str:
-    """The member's tier code at ``now``, the reviews due by then replayed in memory and nothing written: what a
-    quote shows. The next commit, read of the member or ``loyalty sweep`` applies them for real (and emits their
-    events); the result is the same, since a review depends only on the spend in its window."""
-    review_at = await repository.review_at(session, member.id)
-    if review_at is None or review_at > now:
-        return member.tier_code
+@dataclass(frozen=True)
+class Standing:
+    """The member's tier as a quote shows it at ``now``."""
+
+    code: str  # with the reviews due by then replayed in memory
+    upgraded_at: datetime | None  # when the member reached it by spending (None if they hold it otherwise)
+    spend: int  # the qualifying spend of the window ending at ``now``
+
+
+async def standing(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Standing:
+    """The member's tier at ``now`` in one statement, nothing written: the reviews due by then are replayed in
+    memory (one more read when one is due). The next commit, read of the member or ``loyalty sweep`` applies
+    them for real (and emits their events); the result is the same, since a review depends only on the spend in
+    its window."""
     ladder = Ladder.of(program)
-    state, _, _ = await _replay(session, member, await repository.get_state(session, member.id), ladder, now)
-    return ladder.codes[state.level]
+    found = await repository.figures(session, member.id, rules.window_start(now, ladder.window_months))
+    code = member.tier_code
+    if found.review_at is not None and found.review_at <= now:
+        state, _, _ = await _replay(session, member, await repository.get_state(session, member.id), ladder, now)
+        code = ladder.codes[state.level]
+    return Standing(code, rules.upgraded_at(found.last_change, code), found.spend)
 
 
 @dataclass
@@ -180,28 +191,14 @@ async def summary(session: AsyncSession, member: Member, program: ProgramPublic,
     )
 
 
-async def nudge(session: AsyncSession, member: Member, program: ProgramPublic,
-                now: datetime) -> tuple[int, str] | None:
-    """How much more spend reaches the next tier (for the till's nudges), or None at the top."""
+def nudge(program: ProgramPublic, code: str | None, spend: int) -> tuple[int, str] | None:
+    """How much more spend reaches the tier above ``code`` with the window's ``spend`` (for the till's nudges),
+    or None at the top."""
     ladder = Ladder.of(program)
-    level = rules.level_of(member.tier_code, ladder.codes)
-    spend = await qualifying_spend(session, member.id, now, ladder.window_months)
-    next_level, needed = rules.spend_to_next(spend, level, ladder.thresholds)
+    next_level, needed = rules.spend_to_next(spend, rules.level_of(code, ladder.codes), ladder.thresholds)
     if next_level is None or not needed:
         return None
     return needed, program.tiers[next_level].name
-
-
-async def upgraded_at(session: AsyncSession, member: Member) -> datetime | None:
-    """When the member reached their current tier by spending (None if they hold it otherwise), for the
-    greeting's ``tier_upgrade`` occasion."""
-    last = await repository.last_change(session, member.id)
-    if last is None:
-        return None
-    reason, to_code, at = last
-    if reason != rules.UPGRADE or to_code != member.tier_code:
-        return None
-    return at
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,10 @@ def test_spend_to_next():
     assert rules.spend_to_next(700, 1, LADDER) == (2, 800)
     assert rules.spend_to_next(2000, 1, LADDER) == (2, 0)
     assert rules.spend_to_next(2000, 2, LADDER) == (None, None)
+
+
+def test_upgraded_at_is_the_latest_change_only_when_it_was_an_upgrade_to_the_tier_held():
+    assert rules.upgraded_at(None, "gold") is None
+    assert rules.upgraded_at((rules.UPGRADE, "gold", T), "gold") == T
+    assert rules.upgraded_at((rules.UPGRADE, "gold", T), "silver") is None  # a review has moved it since
+    assert rules.upgraded_at((rules.REVIEW, "gold", T), "gold") is None
