@@ -207,7 +207,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     session.expunge(member)
     standing = await tiers.standing(session, member, program, now)
     member.tier_code = standing.code
-    held = await ledger.balances(session, member.id)
+    held, expiring = await ledger.holdings(session, member.id, expiring_after=now,
+                                           expiring_limit=personal_offers.EXPIRY_NUDGES)
     balance = held.get(POINTS, 0)
     programs = await punch_service.active_programs(session)
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=False)
@@ -230,7 +231,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     ranked = await personal_offers.ranked(session, personal_offers.OfferContext(
         member=member, program=program, locale=greeting.locale, now=now, balances=held, segments=segments,
         basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
-        tier_spend=standing.spend))
+        tier_spend=standing.spend, expiring_points=expiring))
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
         greeting=greeting,

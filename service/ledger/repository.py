@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, Row, bindparam, func, literal, select, text, update
+from sqlalchemy import BigInteger, Integer, Row, String, bindparam, func, literal, null, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import UTCDateTime, dialect_of, execute, fetch, one_of, prebuilt
@@ -310,13 +310,17 @@ async def member_entries_page(session: AsyncSession, member_id: str, *, before: 
     return [(e, kind, reason) for e, kind, reason in (await session.execute(query)).all()]
 
 
-_UPCOMING_EXPIRIES = prebuilt(lambda _: select(_LOTS.c.expires_at, func.sum(_LOTS.c.remaining))
-                              .where(_LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0,
-                                     _LOTS.c.expires_at.is_not(None),
-                                     bindparam("p_after", type_=UTCDateTime).is_(None)
-                                     | (_LOTS.c.expires_at > bindparam("p_after", type_=UTCDateTime)))
-                              .group_by(_LOTS.c.expires_at).order_by(_LOTS.c.expires_at)
-                              .limit(bindparam("p_limit", type_=Integer)))
+def _upcoming_expiries_query():
+    return (select(_LOTS.c.expires_at, func.sum(_LOTS.c.remaining).label("points"))
+            .where(_LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0,
+                   _LOTS.c.expires_at.is_not(None),
+                   bindparam("p_after", type_=UTCDateTime).is_(None)
+                   | (_LOTS.c.expires_at > bindparam("p_after", type_=UTCDateTime)))
+            .group_by(_LOTS.c.expires_at).order_by(_LOTS.c.expires_at)
+            .limit(bindparam("p_limit", type_=Integer)))
+
+
+_UPCOMING_EXPIRIES = prebuilt(lambda _: _upcoming_expiries_query())
 
 
 async def upcoming_expiries(session: AsyncSession, member_id: str, *, after: datetime | None,
@@ -326,6 +330,28 @@ async def upcoming_expiries(session: AsyncSession, member_id: str, *, after: dat
                        {"p_member_id": member_id, "p_after": after, "p_limit": limit})
     return [(at, int(n)) for at, n in rows]
 
+
+
+def _holdings_query():
+    """The member's balances, then their next expiries (as :data:`_UPCOMING_EXPIRIES`), in one statement: rows
+    with a ``kind`` are balances, the others expiries."""
+    expiries = _upcoming_expiries_query().subquery()
+    return union_all(
+        select(_ACCOUNTS.c.kind, _ACCOUNTS.c.balance, null().cast(UTCDateTime).label("expires_at"),
+               null().cast(BigInteger).label("points"))
+        .where(_ACCOUNTS.c.member_id == bindparam("p_member_id")),
+        select(null().cast(String).label("kind"), null().cast(BigInteger).label("balance"), *expiries.c))
+
+
+_HOLDINGS = prebuilt(lambda _: _holdings_query())
+
+
+async def member_holdings(session: AsyncSession, member_id: str, *, after: datetime | None,
+                          limit: int) -> tuple[list[tuple[str, int | None]], list[tuple[datetime, int]]]:
+    """:func:`member_balances` and :func:`upcoming_expiries` in one statement."""
+    rows = await fetch(session, _HOLDINGS(session), {"p_member_id": member_id, "p_after": after, "p_limit": limit})
+    return ([(kind, balance) for kind, balance, _, _ in rows if kind is not None],
+            sorted((at, int(n)) for kind, _, at, n in rows if kind is None))  # a union keeps no order
 
 # -- verification: whole-ledger scans, for `loyalty verify` only --------------------------------------------------
 

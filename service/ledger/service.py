@@ -139,6 +139,14 @@ async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
     return {kind: int(balance or 0) for kind, balance in await repository.member_balances(session, member_id)}
 
 
+
+async def holdings(session: AsyncSession, member_id: str, *, expiring_after: datetime,
+                   expiring_limit: int) -> tuple[dict[str, int], list[tuple[datetime, int]]]:
+    """:func:`balances` and :func:`expiring_points` (after ``expiring_after``) in one statement, for the quote."""
+    balances, expiring = await repository.member_holdings(session, member_id, after=expiring_after,
+                                                          limit=expiring_limit)
+    return {kind: int(balance or 0) for kind, balance in balances}, expiring
+
 async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
     """``{program account: net amount}`` over the given ledger transactions (what they moved on the program's
     side; the member's side is the opposite)."""

@@ -43,6 +43,7 @@ from service.vouchers import rules as voucher_rules
 from service.vouchers import service as voucher_service
 
 T = TypeVar("T")
+EXPIRY_NUDGES = 3  # the most lots the points-expiry nudge names
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class OfferContext:
     voucher_items: Sequence[voucher_rules.Item] | None = None
     # The tier window's qualifying spend, when the caller has read it (the quote has); read when needed otherwise.
     tier_spend: int | None = None
+    # ``(expires_at, points)`` of the member's next lots to expire after ``now``, soonest first (at least
+    # EXPIRY_NUDGES of them), when the caller has read them (the quote has); read when needed otherwise.
+    expiring_points: Sequence[tuple[datetime, int]] | None = None
     _reads: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     async def once(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
@@ -148,11 +152,13 @@ class Points:
         if ctx.balances.get(POINTS, 0) <= 0:
             return []
         horizon = ctx.now + timedelta(days=rules.POINTS_EXPIRY_NUDGE_DAYS)
-        return [PointsExpiryNudge(text=ctx.text("nudge_points_expiry", points=e.amount,
-                                                date=e.expires_at.date().isoformat()),
-                                  points=e.amount, expires_at=e.expires_at)
-                for e in await points_service.expiring(session, ctx.member.id, after=ctx.now, limit=3)
-                if e.expires_at <= horizon]
+        expiring = ctx.expiring_points
+        if expiring is None:
+            expiring = [(e.expires_at, e.amount) for e in
+                        await points_service.expiring(session, ctx.member.id, after=ctx.now, limit=EXPIRY_NUDGES)]
+        return [PointsExpiryNudge(text=ctx.text("nudge_points_expiry", points=points, date=at.date().isoformat()),
+                                  points=points, expires_at=at)
+                for at, points in expiring[:EXPIRY_NUDGES] if at <= horizon]
 
 
 class Tiers:
