@@ -106,10 +106,11 @@ def insert_ignoring_duplicates(session: AsyncSession, table: Table):
 _INSERTS_UNLESS_DUPLICATE: dict[tuple[str, Table], Executable] = {}
 
 
-async def insert_unless_duplicate(session: AsyncSession, row: SQLModel) -> bool:
+async def insert_unless_duplicate(session: AsyncSession, row: SQLModel, *, attach: bool = True) -> bool:
     """Insert ``row``; False (and nothing written) when a unique constraint rejects it. The constraint decides,
     never a read beforehand, so two concurrent inserts cannot both succeed. On success ``row`` is attached to
-    the session as a persistent object, so later changes to it are flushed as an UPDATE."""
+    the session as a persistent object, so later changes to it are flushed as an UPDATE (unless ``attach`` is
+    False: the caller then writes its later changes itself)."""
     table = row.__table__
     values = {column.key: value for column in table.columns
               if (value := getattr(row, column.key)) is not None or not column.nullable}
@@ -118,14 +119,14 @@ async def insert_unless_duplicate(session: AsyncSession, row: SQLModel) -> bool:
     if statement is None:
         statement = _INSERTS_UNLESS_DUPLICATE[key] = (insert_ignoring_duplicates(session, table)
                                                      .returning(*table.primary_key.columns))
-    result = await session.execute(statement, values)
-    inserted = result.first()
-    if inserted is None:
+    found = await fetch(session, statement, values)
+    if not found:
         return False
-    for column, value in zip(table.primary_key.columns, inserted, strict=True):
+    for column, value in zip(table.primary_key.columns, found[0], strict=True):
         setattr(row, column.key, value)
-    make_transient_to_detached(row)
-    session.add(row)
+    if attach:
+        make_transient_to_detached(row)
+        session.add(row)
     return True
 
 

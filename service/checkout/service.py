@@ -321,7 +321,7 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
                    if line.line_id in per_line},
     } for line in basket.lines]
     row.applied = [APPLIED.dump_python(a, exclude_none=True) for a in _applied(priced.applied)]
-    await session.flush()
+    await repository.record_figures(session, row)
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
     await personalization.record_commit(session, member.id, transaction_id=row.id, occurred_at=occurred_at,
