@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -25,15 +27,9 @@ async def test_concurrent_commits_spend_a_balance_once(client, app):
     await f.verify_ledger(app)
 
 
-async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app):
-    store = (await f.create_store(client))["id"]
-    short, long_ = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
-    await f.commit(client, f.basket(short, store))
-    for _ in range(25):
-        await f.commit(client, f.basket(long_, store))
-    await f.adjust(client, short, 100)
-    await f.adjust(client, long_, 100)
-
+@contextmanager
+def counted_statements(app) -> Iterator[list[str]]:
+    """The SQL statements sent while the block runs (listeners see the hot paths' ``db.fetch`` too)."""
     statements: list[str] = []
 
     def count(conn, cursor, statement, *args):
@@ -42,18 +38,49 @@ async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app)
     engine = app.state.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
     try:
-        counts = []
-        for member in (short, long_):
-            statements.clear()
-            r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=50))
-            assert r.status_code == 201, r.text
-            counts.append(len(statements))
+        yield statements
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+async def _short_and_long_history(client) -> tuple[str, str, str]:
+    """A store, a member with one past sale and a member with 25, both holding 100 points."""
+    store = (await f.create_store(client))["id"]
+    short, long_ = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    await f.commit(client, f.basket(short, store))
+    for _ in range(25):
+        await f.commit(client, f.basket(long_, store))
+    await f.adjust(client, short, 100)
+    await f.adjust(client, long_, 100)
+    return store, short, long_
+
+
+async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app):
+    store, short, long_ = await _short_and_long_history(client)
+    counts = []
+    for member in (short, long_):
+        with counted_statements(app) as statements:
+            r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=50))
+        assert r.status_code == 201, r.text
+        counts.append(len(statements))
     # 13 on PostgreSQL, where the ledger posting is one statement, and so are the tier spend row with its day
     # and the activity row with its day (the program's versions come with the member); SQLite: 22 (the posting's
     # six writes, those four apart, 2 BEGINs). benchmarks/profile_path.py commit --show-sql lists them.
     assert counts[0] == counts[1] and counts[0] <= {"postgresql": 13, "sqlite": 22}[app.state.db.dialect], counts
+
+
+async def test_a_quote_costs_the_same_queries_whatever_the_history(client, app):
+    store, short, long_ = await _short_and_long_history(client)
+    counts = []
+    for member in (short, long_):
+        with counted_statements(app) as statements:
+            r = await client.post("/v1/checkout/quote",
+                                  json=f.basket(member, store, [f.line(unit_price=5000)], points=50))
+        assert r.status_code == 200, r.text
+        counts.append(len(statements))
+    # 6 on PostgreSQL: the member (with the program's versions), the tier standing, the balances with the next
+    # expiries, the running figures, punch card rewards, vouchers. SQLite adds its BEGIN.
+    assert counts[0] == counts[1] and counts[0] <= {"postgresql": 6, "sqlite": 7}[app.state.db.dialect], counts
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
