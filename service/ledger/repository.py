@@ -331,7 +331,6 @@ async def upcoming_expiries(session: AsyncSession, member_id: str, *, after: dat
     return [(at, int(n)) for at, n in rows]
 
 
-
 def _holdings_query():
     """The member's balances, then their next expiries (as :data:`_UPCOMING_EXPIRIES`), in one statement: rows
     with a ``kind`` are balances, the others expiries."""
@@ -352,6 +351,7 @@ async def member_holdings(session: AsyncSession, member_id: str, *, after: datet
     rows = await fetch(session, _HOLDINGS(session), {"p_member_id": member_id, "p_after": after, "p_limit": limit})
     return ([(kind, balance) for kind, balance, _, _ in rows if kind is not None],
             sorted((at, int(n)) for kind, _, at, n in rows if kind is None))  # a union keeps no order
+
 
 # -- verification: whole-ledger scans, for `loyalty verify` only --------------------------------------------------
 
