@@ -12,6 +12,15 @@ def utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def in_utc(value: datetime) -> datetime:
+    """A request's time as UTC, for a validator: a time UTC cannot hold (1 January of year 1 at +01:00, the last
+    hours of year 9999 behind UTC) is a ValueError, which the API answers with a 422, not an OverflowError."""
+    try:
+        return utc(value)
+    except OverflowError as exc:
+        raise ValueError("must be a time between the years 1 and 9999 in UTC") from exc
+
+
 def written_as_text(value: object) -> object:
     """Before pydantic parses a date or time of a request body: only ISO 8601 text, as the API documents (or a
     ``date``/``datetime`` from Python callers). Pydantic would take a number as seconds since 1970, and for a date

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from service.clock import utc, written_as_text
+from service.clock import in_utc, written_as_text
 from service.giftcards.schemas import GiftCardTender
 from service.ids import normalize_code
 from service.money import MAX_AMOUNT, MAX_QUANTITY
@@ -30,10 +30,7 @@ EARLIEST_YEAR = 1970
 
 
 def _plausible_time(value: datetime) -> datetime:
-    try:
-        value = utc(value)
-    except OverflowError as exc:
-        raise ValueError("must be a time after 1970") from exc
+    value = in_utc(value)
     if value.year < EARLIEST_YEAR:
         raise ValueError("must be a time after 1970")
     return value

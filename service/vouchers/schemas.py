@@ -3,16 +3,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from service.clock import written_as_text
+from service.clock import in_utc, written_as_text
 from service.money import MAX_AMOUNT
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 TierCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
-Time = Annotated[AwareDatetime, BeforeValidator(written_as_text)]
+Time = Annotated[AwareDatetime, BeforeValidator(written_as_text), AfterValidator(in_utc)]
 Quadrant = Literal["true_friend", "butterfly", "barnacle", "stranger"]
 Lifecycle = Literal["new", "active", "at_risk", "lapsed"]
 MAX_BULK = 10_000
