@@ -134,10 +134,13 @@ async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence
     return accounts
 
 
+def _by_kind(rows) -> dict[str, int]:
+    return {kind: int(balance or 0) for kind, balance in rows}
+
+
 async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
     """The member's cached balances by account kind (read without a lock: for display, not for decisions)."""
-    return {kind: int(balance or 0) for kind, balance in await repository.member_balances(session, member_id)}
-
+    return _by_kind(await repository.member_balances(session, member_id))
 
 
 async def holdings(session: AsyncSession, member_id: str, *, expiring_after: datetime,
@@ -145,7 +148,8 @@ async def holdings(session: AsyncSession, member_id: str, *, expiring_after: dat
     """:func:`balances` and :func:`expiring_points` (after ``expiring_after``) in one statement, for the quote."""
     balances, expiring = await repository.member_holdings(session, member_id, after=expiring_after,
                                                           limit=expiring_limit)
-    return {kind: int(balance or 0) for kind, balance in balances}, expiring
+    return _by_kind(balances), expiring
+
 
 async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
     """``{program account: net amount}`` over the given ledger transactions (what they moved on the program's
