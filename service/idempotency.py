@@ -157,7 +157,8 @@ async def complete(session: AsyncSession, claim_: Claim, *, status: int, body: b
     was too slow and a retry started), raise so that this request's work rolls back."""
     changed = await execute(session, _COMPLETE(session), {
         "p_id": claim_.record_id, "p_locked_at": claim_.locked_at,
-        "status": "completed", "response_status": status, "response_body": body, "response_type": media_type})
+        "status": "completed", "response_status": status, "response_body": body, "response_type": media_type,
+    }, combine=True)  # the request's deferred writes go out with it: it touches none of their rows
     if changed != 1:
         raise RequestInProgress("A retry of this request took over while it was running; retry to get its "
                                 "answer.")

@@ -1,18 +1,23 @@
 """``service.db.fetch`` and ``execute``: the hot paths' prebuilt statements, which skip SQLAlchemy's execution
 layers on PostgreSQL, behave as ``session.execute`` does on both dialects: values and rows converted by the
 column types, the session's transaction and pending ORM changes respected, driver errors raised as
-SQLAlchemy's, statement listeners told."""
+SQLAlchemy's, statement listeners told.
+
+``service.db.defer``: writes that wait for the session's next statement and go out with it in one round trip on
+PostgreSQL, in the program's order, and never outlive a rollback."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, event, func, insert, select, update
+from sqlalchemy import bindparam, event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service import db
+from service.auth.models import ApiKey
 from service.program.models import Store
+from tests.conftest import IS_POSTGRES
 
 STORES = Store.__table__
 _ADD = insert(STORES)  # columns from the parameters' names
@@ -107,3 +112,153 @@ async def test_statement_listeners_see_each_statement(database) -> None:
         await db.execute(session, _ADD, store("s-1"))
         await db.fetch(session, _BY_ID, {"p_id": "s-1"})
     assert [s.split()[0] for s in seen if s.split()[0] in {"INSERT", "SELECT"}] == ["INSERT", "SELECT"]
+
+
+# -- deferred writes ------------------------------------------------------------------------------------------
+
+_KEYS = ApiKey.__table__
+_ADD_KEY = insert(_KEYS)
+
+
+def key(id: str, store_id: str) -> dict:
+    return {"id": id, "key_hash": id * 2, "prefix": id, "role": "pos", "store_id": store_id, "created_at": AT}
+
+
+def statements_of(database) -> list[str]:
+    """The INSERT/UPDATE/SELECT/WITH statements sent from now on (BEGIN, COMMIT and the like left out)."""
+    seen: list[str] = []
+
+    def listen(conn, cursor, statement, *_) -> None:
+        if statement.split()[0] in {"INSERT", "UPDATE", "SELECT", "WITH", "DELETE"}:
+            seen.append(statement)
+
+    event.listen(database.engine.sync_engine, "before_cursor_execute", listen)
+    return seen
+
+
+async def names(database) -> list[tuple[str, str]]:
+    async with database.transaction() as session:
+        return [(r.id, r.name) for r in await db.fetch(session, select(STORES.c.id, STORES.c.name)
+                                                         .order_by(STORES.c.id))]
+
+
+async def test_deferred_writes_go_out_with_a_combined_statement_in_one_round_trip(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-0"))
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        await db.defer(session, _ADD, store("s-1"))
+        await db.defer(session, _ADD_KEY, key("k-1", "s-1"))  # its store is written in the same statement
+        changed = await db.execute(session, _RENAME, {"p_id": "s-0", "p_name": "Renamed"}, combine=True)
+    assert changed == 1  # the main statement's count, not the deferred writes'
+    assert len(seen) == (1 if IS_POSTGRES else 3)
+    assert await names(database) == [("s-0", "Renamed"), ("s-1", "Main street")]
+    async with database.transaction() as session:
+        assert (await session.get(ApiKey, "k-1")).store_id == "s-1"
+
+
+async def test_a_read_sees_the_deferred_writes(database) -> None:
+    async with database.transaction() as session:
+        await db.defer(session, _ADD, store("s-1"))
+        assert (await db.fetch(session, _COUNT))[0][0] == 1
+        await db.defer(session, _RENAME, {"p_id": "s-1", "p_name": "Core"})
+        assert (await session.execute(select(STORES.c.name))).scalar_one() == "Core"  # session.execute too
+        await db.defer(session, _ADD, store("s-2"))
+        assert await session.get(Store, "s-2") is not None  # and the ORM
+        await db.defer(session, _RENAME, {"p_id": "s-2", "p_name": "Flushed"})
+        session.add(ApiKey(**key("k-1", "s-2")))
+        await session.flush()
+    assert await names(database) == [("s-1", "Core"), ("s-2", "Flushed")]
+
+
+async def test_the_commit_sends_what_is_still_deferred(database) -> None:
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        await db.defer(session, _ADD, store("s-1"))
+        await db.defer(session, _ADD_KEY, key("k-1", "s-1"))
+    assert await names(database) == [("s-1", "Main street")]
+    assert len(seen) == (1 if IS_POSTGRES else 2) + 1  # the writes, then names()' read
+
+
+async def test_a_rollback_forgets_the_deferred_writes(database) -> None:
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            await db.defer(session, _ADD, store("s-1"))
+            raise RuntimeError("the sale failed")
+    session = database.session()
+    await db.defer(session, _ADD, store("s-2"))
+    await session.rollback()
+    await session.commit()
+    await session.close()
+    assert await names(database) == []
+
+
+async def test_the_same_write_twice_goes_out_in_two_batches(database) -> None:
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        for n in range(3):
+            await db.defer(session, _ADD, store(f"s-{n}", name=f"Store {n}"))
+    assert await names(database) == [("s-0", "Store 0"), ("s-1", "Store 1"), ("s-2", "Store 2")]
+    assert len(seen) == 4
+
+
+async def test_orm_changes_made_before_a_deferred_write_go_out_before_it(database) -> None:
+    async with database.transaction() as session:
+        session.add(Store(**store("s-1")))
+        await db.defer(session, _ADD_KEY, key("k-1", "s-1"))  # its store must be written first
+    async with database.transaction() as session:
+        assert (await session.get(ApiKey, "k-1")).store_id == "s-1"
+
+
+async def test_a_savepoint_rolled_back_keeps_what_was_deferred_before_it(database) -> None:
+    async with database.transaction() as session:
+        await db.defer(session, _ADD, store("s-1"))
+        with pytest.raises(RuntimeError):
+            async with session.begin_nested():
+                await db.defer(session, _ADD, store("s-2"))
+                raise RuntimeError("undo the savepoint")
+    assert await names(database) == [("s-1", "Main street")]
+
+
+async def test_a_deferred_write_that_breaks_a_constraint_fails_its_transaction(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+    with pytest.raises(IntegrityError):
+        async with database.transaction() as session:
+            await db.defer(session, _RENAME, {"p_id": "s-1", "p_name": "Changed"})
+            await db.defer(session, _ADD_KEY, key("k-1", "nowhere"))  # no such store
+    assert await names(database) == [("s-1", "Main street")]
+
+
+@pytest.mark.postgres_only
+async def test_a_write_with_its_own_ctes_joins_a_batch(database) -> None:
+    with_cte = text("WITH first AS (INSERT INTO stores (id, name, timezone, created_at) "
+                    "VALUES (:a, 'It''s (one)', 'UTC', :at)) "
+                    "INSERT INTO stores (id, name, timezone, created_at) VALUES (:b, 'Two', 'UTC', :at)")
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-0"))
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        await db.defer(session, with_cte, {"a": "s-1", "b": "s-2", "at": AT})
+        await db.execute(session, _RENAME, {"p_id": "s-0", "p_name": "Zero"}, combine=True)
+    assert len(seen) == 1
+    assert await names(database) == [("s-0", "Zero"), ("s-1", "It's (one)"), ("s-2", "Two")]
+
+
+def test_a_statement_is_taken_apart_into_its_ctes_and_its_main_statement() -> None:
+    assert db._split_with("INSERT INTO t VALUES ($1)") == ((), "INSERT INTO t VALUES ($1)")
+    with_ctes = "WITH a AS (INSERT INTO t VALUES ('x)(', f($1))), \"b\" AS (SELECT 1) UPDATE u SET v = $2"
+    assert db._split_with(with_ctes) == (
+        (("a", "INSERT INTO t VALUES ('x)(', f($1))"), ('"b"', "SELECT 1")), "UPDATE u SET v = $2")
+    assert db._split_with("WITH RECURSIVE a AS (SELECT 1) SELECT 1") is None
+    assert db._split_with("WITH a AS MATERIALIZED (SELECT 1) SELECT 1") is None
+    assert db._split_with("UPDATE t SET v = 'costs $1'") is None
+
+
+def test_a_batch_renumbers_its_placeholders_and_refuses_a_name_twice() -> None:
+    one = db._Deferred.of("WITH a AS (INSERT INTO t VALUES ($1)) UPDATE t SET v = $2", [1, 2])
+    two = db._Deferred.of("UPDATE u SET v = $1 WHERE id = $2", [3, 4])
+    assert db._merged([one, two]) == (
+        "WITH a AS (INSERT INTO t VALUES ($1)), deferred_0 AS (UPDATE t SET v = $2) UPDATE u SET v = $3 WHERE id = $4",
+        [1, 2, 3, 4])
+    assert db._merged([one, one]) is None

@@ -4,7 +4,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
-from service.db import execute, insert_unless_duplicate
+from service.db import defer, insert_unless_duplicate
 
 # What a commit learns after inserting its receipt: written once, by record_figures. The UPDATE sets the columns
 # its parameters name, as any UPDATE run without .values() does.
@@ -21,8 +21,8 @@ async def add_transaction(session: AsyncSession, row: CheckoutTransaction) -> bo
 
 async def record_figures(session: AsyncSession, row: CheckoutTransaction) -> None:
     """Write the sale's figures (totals, points, lines, what was applied, the ledger transaction) to the receipt
-    :func:`add_transaction` inserted, in one UPDATE."""
-    await execute(session, _RECORD_FIGURES, {"p_id": row.id, **{name: getattr(row, name) for name in _FIGURES}})
+    :func:`add_transaction` inserted, in one UPDATE (deferred: it goes out with the commit's next statement)."""
+    await defer(session, _RECORD_FIGURES, {"p_id": row.id, **{name: getattr(row, name) for name in _FIGURES}})
 
 
 async def get(session: AsyncSession, transaction_id: str, *, lock: bool = False) -> CheckoutTransaction | None:

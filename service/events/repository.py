@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import dialect_of, execute, prebuilt
+from service.db import defer, dialect_of, prebuilt
 from service.events.models import Event, Webhook, WebhookDelivery
 
 # pg_advisory_xact_lock key of the feed's numbering (one numberer at a time, across every process).
@@ -23,9 +23,10 @@ _ADD_NUMBERED_EVENT = prebuilt(lambda insert: insert(Event.__table__).values(
 
 
 async def add_event(session: AsyncSession, values: dict[str, Any]) -> None:
-    """One INSERT, prebuilt (``values`` are the columns' values)."""
+    """One INSERT, prebuilt (``values`` are the columns' values); on PostgreSQL deferred, to go out with the
+    session's next statement."""
     statement = _ADD_NUMBERED_EVENT if dialect_of(session) == "sqlite" else _ADD_EVENT
-    await execute(session, statement(session), values)
+    await defer(session, statement(session), values)
 
 
 async def number_committed(session: AsyncSession, limit: int) -> int:

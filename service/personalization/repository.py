@@ -7,7 +7,7 @@ from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import dialect_insert, dialect_of, execute, prebuilt
+from service.db import defer, dialect_insert, dialect_of, prebuilt
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
@@ -61,7 +61,8 @@ async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetim
                      birthday_year: int | None, transaction_id: str, net: int) -> None:
     """The sale on its UTC day (transactions + 1, spend + ``net``) and in the running figures (purchases + 1,
     first and last purchase widened to ``occurred_at``): upserts, atomic, so a sweep creating the activity row
-    meanwhile cannot make them fail. One statement on PostgreSQL (the day's upsert as a CTE), two on SQLite."""
+    meanwhile cannot make them fail. One statement on PostgreSQL (the day's upsert as a CTE), deferred to go out
+    with the session's next statement; two on SQLite."""
     values = {
         "member_id": member_id, "purchases": 1, "first_purchase_at": occurred_at, "last_purchase_at": occurred_at,
         "birthday_bonus_year": birthday_year,
@@ -73,7 +74,7 @@ async def count_sale(session: AsyncSession, member_id: str, occurred_at: datetim
     else:
         await add_to_day(session, member_id, occurred_at.date(), 1, net)
         statement = _COUNT_SALE_WITH_BIRTHDAY if birthday else _COUNT_SALE
-    await execute(session, statement(session), values)
+    await defer(session, statement(session), values)
 
 
 _ADD_TO_DAY = prebuilt(_add_to_day_statement)

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utc
-from service.db import dialect_of, execute, fetch, prebuilt
+from service.db import defer, dialect_of, fetch, prebuilt
 from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
@@ -37,10 +37,10 @@ _ADD_TO_DAY = prebuilt(_add_to_day_statement)
 
 async def add_spend(session: AsyncSession, transaction_id: str, member_id: str, occurred_at: datetime,
                     amount: int) -> None:
-    """The transaction's spend row and its day's sum (prebuilt Core statements: one on PostgreSQL, two on
-    SQLite; nothing reads the row back through the session in the same transaction)."""
+    """The transaction's spend row and its day's sum (prebuilt Core statements: one on PostgreSQL, deferred to
+    go out with the session's next statement; two on SQLite)."""
     if dialect_of(session) == "postgresql":
-        await execute(session, _ADD_SPEND(session), {
+        await defer(session, _ADD_SPEND(session), {
             "p_transaction_id": transaction_id, "p_member_id": member_id, "p_occurred_at": occurred_at,
             "p_amount": amount, "member_id": member_id, "day": utc(occurred_at).date(), "amount": amount})
         return
