@@ -21,7 +21,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from service import migrate
 
         migrate.upgrade(settings.database_url)
-    uvicorn.run("service.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+    uvicorn.run("service.app:serve_app", factory=True, host=args.host, port=args.port, workers=args.workers,
                 log_config=None, access_log=False, proxy_headers=True)
     return 0
 

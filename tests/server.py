@@ -86,7 +86,7 @@ def serve_group():
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            config = uvicorn.Config("service.app:create_app", factory=True, log_config=None, access_log=False,
+            config = uvicorn.Config("service.app:serve_app", factory=True, log_config=None, access_log=False,
                                     proxy_headers=True)
             uvicorn.Server(config).run(sockets=[sock])
             os._exit(0)

@@ -4,6 +4,7 @@ the migrations matching the models, and start-up of several processes at once.""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 
@@ -14,7 +15,7 @@ from fastapi import APIRouter
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
-from service.app import prepare_database
+from service.app import create_app, prepare_database
 from service.auth.models import ApiKey
 from service.cli import OPENAPI_PATH, main, render_openapi
 from service.clock import Clock
@@ -137,6 +138,20 @@ def test_a_real_server_with_two_workers_serves_the_api(database_url, app):
             found = c.get("/v1/members", params={"card_number": card}).json()["data"]
             assert [m["id"] for m in found] == [created.json()["id"]]
             assert c.get("/metrics").status_code == 200
+
+
+async def test_a_served_app_freezes_what_lives_as_long_as_the_process(app, settings):
+    """``loyalty serve``'s app moves the objects alive after start-up out of the collector's view; the app the
+    tests build does not (each test's app would otherwise stay frozen for the rest of the run)."""
+    assert gc.get_freeze_count() == 0
+    served = create_app(settings, log=False, freeze_gc=True)
+    try:
+        async with served.router.lifespan_context(served):
+            assert gc.get_freeze_count() > 10_000
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=served), base_url="http://t") as c:
+                assert (await c.get("/healthz")).status_code == 200
+    finally:
+        gc.unfreeze()
 
 
 async def test_405_lists_every_method_of_the_path(client):
