@@ -143,6 +143,7 @@ async def main() -> None:
                 stats.print_stats(45)
                 if args.callers:
                     stats.print_callers(args.callers)
+                    stats.print_callees(args.callers)
             elif profiler:
                 profiler.stop()
                 print(profiler.output_text(unicode=True, color=False, show_all=False))

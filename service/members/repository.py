@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import insert_unless_duplicate
+from service.db import fetch, insert_unless_duplicate
 from service.members.models import Member
 from service.program.repository import VERSION_COLUMNS
 
@@ -42,14 +42,18 @@ async def apply_changes(session: AsyncSession, member: Member, changes: dict[str
     return True
 
 
-def _find_active_by(column: str):
-    return (select(Member, *VERSION_COLUMNS)
+def _find_active_by(column: str, *, entity: bool):
+    member = (Member,) if entity else tuple(Member.__table__.columns)
+    return (select(*member, *VERSION_COLUMNS)
             .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
             .order_by(Member.id).limit(2))
 
 
-# The till's look-ups, built once: by card number, phone or normalized email.
-_FIND_ACTIVE = {column: _find_active_by(column) for column in ("card_number", "phone", "email_normalized")}
+# The till's look-ups, built once: by card number, phone or normalized email; as ORM objects (for the work that
+# follows at checkout) and as plain rows (for the look-up endpoint, which changes nothing).
+_LOOKUP_COLUMNS = ("card_number", "phone", "email_normalized")
+_FIND_ACTIVE = {column: _find_active_by(column, entity=True) for column in _LOOKUP_COLUMNS}
+_FIND_ACTIVE_ROWS = {column: _find_active_by(column, entity=False) for column in _LOOKUP_COLUMNS}
 
 
 async def find_active(session: AsyncSession, **where: str) -> tuple[list[Member], tuple[int, int] | None]:
@@ -58,6 +62,14 @@ async def find_active(session: AsyncSession, **where: str) -> tuple[list[Member]
     ((column, value),) = where.items()
     rows = (await session.execute(_FIND_ACTIVE[column], {"p_value": value})).all()
     return [row[0] for row in rows], ((rows[0][1], rows[0][2]) if rows else None)
+
+
+async def find_active_rows(session: AsyncSession, **where: str) -> tuple[list[Any], tuple[int, int] | None]:
+    """:func:`find_active` as rows (the member's columns by name), straight from the driver: about a third of a
+    look-up's CPU was SQLAlchemy's ORM execution."""
+    ((column, value),) = where.items()
+    rows = await fetch(session, _FIND_ACTIVE_ROWS[column], {"p_value": value})
+    return rows, ((rows[0].program_version, rows[0].catalog_version) if rows else None)
 
 
 async def conflicting(session: AsyncSession, member: Member) -> list[str]:

@@ -42,12 +42,9 @@ async def lookup_members(
     email: Annotated[str | None, Query(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
     principal: Principal = Depends(READERS),
 ) -> MemberList:
-    members = await service.lookup(session, card_number=card_number, phone=phone, email=email,
-                                   region=_region(request))
-    if not members:
-        return MemberList(data=[], next_cursor=None)
-    program = await program_service.get(session)  # its versions came with the members: no read
-    return MemberList(data=[service.to_public(m, program, principal) for m in members], next_cursor=None)
+    members = await service.lookup_public(session, principal, card_number=card_number, phone=phone, email=email,
+                                          region=_region(request))
+    return MemberList(data=members, next_cursor=None)
 
 
 @router.get("/{member_id}", operation_id="get_member", response_model=MemberPublic,

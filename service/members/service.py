@@ -134,8 +134,8 @@ async def erase(session: AsyncSession, member_id: str, clock: Clock, *, actor: s
     await events.emit(session, "member.erased", {"member_id": member_id}, at=now, member_id=member_id)
 
 
-async def lookup(session: AsyncSession, *, card_number: str | None, phone: str | None, email: str | None,
-                 region: str) -> list[Member]:
+def _lookup_key(card_number: str | None, phone: str | None, email: str | None, region: str) -> dict[str, str]:
+    """The one column a look-up names and its value, normalized as stored."""
     given = [k for k, v in {"card_number": card_number, "phone": phone, "email": email}.items() if v]
     if len(given) != 1:
         raise LookupNeedsOneKey("Give exactly one of card_number, phone or email.")
@@ -143,14 +143,28 @@ async def lookup(session: AsyncSession, *, card_number: str | None, phone: str |
         number = rules.normalize_card_number(card_number)
         if not rules.luhn_valid(number):
             raise InvalidCardNumber(f"Card number {card_number!r} is not valid: check the digits and try again.")
-        where = {"card_number": number}
-    elif phone:
-        where = {"phone": _phone(phone, region)}
-    else:
-        where = {"email_normalized": rules.normalize_email(email or "")}
-    found, versions = await repository.find_active(session, **where)
+        return {"card_number": number}
+    if phone:
+        return {"phone": _phone(phone, region)}
+    return {"email_normalized": rules.normalize_email(email or "")}
+
+
+async def lookup(session: AsyncSession, *, card_number: str | None, phone: str | None, email: str | None,
+                 region: str) -> list[Member]:
+    found, versions = await repository.find_active(session, **_lookup_key(card_number, phone, email, region))
     program_service.remember_versions(session, versions)  # they came along: the program is one read fewer
     return found
+
+
+async def lookup_public(session: AsyncSession, principal: Principal, *, card_number: str | None,
+                        phone: str | None, email: str | None, region: str) -> list[MemberPublic]:
+    """The look-up endpoint's answer: as :func:`lookup`, read as plain rows (it changes nothing)."""
+    found, versions = await repository.find_active_rows(session, **_lookup_key(card_number, phone, email, region))
+    if not found:
+        return []
+    program_service.remember_versions(session, versions)
+    program = await program_service.get(session)  # its versions came with the members: no read
+    return [to_public(row, program, principal) for row in found]
 
 
 async def find_for_checkout(session: AsyncSession, *, member_id: str | None = None,
@@ -167,8 +181,9 @@ async def find_for_checkout(session: AsyncSession, *, member_id: str | None = No
     return found[0]
 
 
-def to_public(member: Member, program: ProgramPublic, principal: Principal) -> MemberPublic:
-    """The member as the caller may see it: a till (pos key) sees phone and email masked."""
+def to_public(member: Member | Any, program: ProgramPublic, principal: Principal) -> MemberPublic:
+    """The member (an ORM object or a row of its columns) as the caller may see it: a till (pos key) sees phone
+    and email masked."""
     masked = principal.role == "pos"
     profile = rules.Profile(member.name, member.phone, member.email, member.birthday, member.locale,
                             member.marketing_consent)
