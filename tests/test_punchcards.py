@@ -239,3 +239,26 @@ async def test_inactive_programs_do_not_stamp(client, shop):
     assert t["earned"]["stamps"] == []
     r = await client.get("/v1/members/mem_nope/punch-cards")
     assert r.status_code == 404
+
+
+async def test_quotes_offer_only_usable_rewards_soonest_first_even_of_a_program_since_deactivated(
+        client, shop, clock):
+    store, member = shop
+    program = await make_program(client, stamps_required=1, reward_valid_days=7)
+    used = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    await buy(client, member, store, [coffee("d")], rewards=[used])  # redeemed: never offered again
+    clock.advance(timedelta(days=1))
+    first = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    clock.advance(timedelta(days=1))
+    second = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    body = {k: v for k, v in program.items() if k != "id"} | {"active": False}
+    assert (await client.put(f"/v1/punch-card-programs/{program['id']}", json=body)).status_code == 200
+
+    async def offered() -> list[str]:
+        q = await client.post("/v1/checkout/quote", json=f.basket(member, store, [coffee()]))
+        assert q.status_code == 200, q.text
+        return [o["id"] for o in q.json()["offers"] if o["kind"] == "punch_reward"]
+
+    assert await offered() == [first, second]
+    clock.advance(timedelta(days=6, hours=1))  # the first is past its 7 days, the second not yet
+    assert await offered() == [second]

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import fetch
 from service.punchcards.models import PunchProgram, PunchReward
 
 
@@ -45,6 +46,20 @@ _MEMBER_REWARDS = (select(PunchReward).where(PunchReward.member_id == bindparam(
 
 async def member_rewards(session: AsyncSession, member_id: str) -> list[PunchReward]:
     return list((await session.execute(_MEMBER_REWARDS, {"p_member_id": member_id})).scalars())
+
+
+_REWARD = PunchReward.__table__.c
+_USABLE_REWARDS = (select(_REWARD.id, _REWARD.program_id)
+                   .where(_REWARD.member_id == bindparam("p_member_id"), _REWARD.status == "available",
+                          _REWARD.expires_at > bindparam("p_now"))
+                   .order_by(_REWARD.expires_at, _REWARD.id))
+
+
+async def usable_rewards(session: AsyncSession, member_id: str, now: datetime) -> list[tuple[str, str]]:
+    """``(reward id, program id)`` of the member's rewards available and unexpired at ``now``, soonest-expiring
+    first: only those rows, whatever the member's history of used ones."""
+    return [(row.id, row.program_id) for row in
+            await fetch(session, _USABLE_REWARDS, {"p_member_id": member_id, "p_now": now})]
 
 
 async def unused_rewards(session: AsyncSession, member_id: str, program_id: str) -> list[PunchReward]:

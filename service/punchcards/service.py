@@ -145,12 +145,15 @@ async def claims(session: AsyncSession, member_id: str, reward_ids: Sequence[str
 
 
 async def available_rewards(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Claim]:
-    """The member's rewards that could be used now, soonest-expiring first (for offers)."""
-    rewards = sorted((r for r in await repository.member_rewards(session, member_id)
-                      if effective_status(r, now) == "available"), key=lambda r: (r.expires_at, r.id))
-    programs = {p.id: to_rules(p) for p in await repository.programs_by_id(
-        session, sorted({r.program_id for r in rewards}))}
-    return [rules.Claim(r.id, programs[r.program_id]) for r in rewards]
+    """The member's rewards that could be used now, soonest-expiring first (for offers). Their programs come
+    from this process's copy of the active ones; a program since deactivated is read."""
+    rewards = await repository.usable_rewards(session, member_id, now)
+    if not rewards:
+        return []
+    programs = {p.id: p for p in await active_programs(session)}
+    missing = sorted({program_id for _, program_id in rewards} - set(programs))
+    programs |= {p.id: to_rules(p) for p in await repository.programs_by_id(session, missing)}
+    return [rules.Claim(reward_id, programs[program_id]) for reward_id, program_id in rewards]
 
 
 async def redeem(session: AsyncSession, reward_ids: Sequence[str], transaction_id: str, now: datetime) -> None:
