@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Index, LargeBinary, bindparam, delete, select, update
+from sqlalchemy import Index, LargeBinary, bindparam, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
@@ -100,8 +101,22 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 
 
 _TABLE = IdempotencyRecord.__table__
-# INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement.
-_CLAIM = prebuilt(lambda insert: insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id))
+def _claim_statement(insert):
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement.
+
+    On PostgreSQL the claim commits without waiting for its WAL to reach the disk (``synchronous_commit`` off for
+    that one statement's transaction, set where a row was inserted): the request's own transaction, which
+    completes the claim, commits after it and waits for the WAL up to its own commit, so an answered request's
+    claim is on disk with it. A crash can lose only a claim whose request had not been answered, and that
+    request is retried as new. It saves the claim's wait for the disk, about a millisecond per request here."""
+    claim = insert(_TABLE).on_conflict_do_nothing()
+    if insert is postgresql_insert:
+        unflushed = select(func.set_config("synchronous_commit", "off", True)).scalar_subquery()
+        return claim.returning(_TABLE.c.id, unflushed)
+    return claim.returning(_TABLE.c.id)
+
+
+_CLAIM = prebuilt(_claim_statement)
 # The SET columns are the execution's column keys; the claim is matched by p_id and p_locked_at.
 _COMPLETE = prebuilt(lambda insert: update(_TABLE).where(
     _TABLE.c.id == bindparam("p_id"), _TABLE.c.locked_at == bindparam("p_locked_at")))
