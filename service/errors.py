@@ -148,6 +148,23 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
     )
 
 
+# A write deferred to go out with a later statement (service.db.defer) fails there, away from the code that knows
+# what its failure means: the domain names the constraint and the error it stands for, once.
+_VIOLATIONS: dict[str, tuple[type[ServiceError], str]] = {}
+
+
+def on_violation(constraint: str, error: type[ServiceError], detail: str) -> None:
+    """Answer a violation of the database constraint named ``constraint`` with ``error(detail)``."""
+    _VIOLATIONS[constraint] = (error, detail)
+
+
+def violation_error(exc: BaseException) -> ServiceError | None:
+    """The service error registered for the constraint a database error names (``on_violation``), if any."""
+    cause = getattr(getattr(exc, "orig", None), "__cause__", None)  # the driver's own error (asyncpg's names it)
+    known = _VIOLATIONS.get(getattr(cause, "constraint_name", None) or "")
+    return None if known is None else known[0](known[1])
+
+
 def render_known_error(request: Request, exc: Exception) -> Response | None:
     """The response for an error the client caused, or ``None`` for one it did not (a bug: a 500)."""
     if isinstance(exc, ServiceError):

@@ -22,7 +22,7 @@ from service import idempotency, ratelimit
 from service.auth.dependencies import authenticate
 from service.clock import Clock
 from service.db import MAX_ATTEMPTS, backoff, is_retryable
-from service.errors import ServiceError, render_known_error
+from service.errors import ServiceError, render_known_error, violation_error
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
 _SESSION = "loyalty.session"
@@ -115,6 +115,12 @@ class UnitOfWorkRoute(APIRoute):
                     )
                 await _close_session(request, commit=True)
                 return response
+            except DBAPIError as exc:
+                await _close_session(request, commit=False)
+                known = violation_error(exc)  # a deferred write's constraint that stands for a client error
+                if known is None:
+                    raise
+                raise known from exc
             except BaseException:
                 await _close_session(request, commit=False)
                 raise

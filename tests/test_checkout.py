@@ -159,8 +159,11 @@ async def test_duplicate_receipt_is_refused_per_store(client, shop):
     store, member = shop
     other_store = (await f.create_store(client))["id"]
     assert (await f.commit(client, f.basket(member, store), receipt_id="R-9")).status_code == 201
-    r = await f.commit(client, f.basket(member, store), receipt_id="R-9")
+    key = f.new_key()
+    r = await f.commit(client, f.basket(member, store), receipt_id="R-9", key=key)
     assert r.status_code == 409 and r.json()["code"] == "duplicate_receipt"
+    again = await f.commit(client, f.basket(member, store), receipt_id="R-9", key=key)  # the answer is kept
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.json() == r.json()
     r = await f.commit(client, f.basket(member, store, points=10**6), receipt_id="R-9")  # the receipt says it first
     assert r.status_code == 409 and r.json()["code"] == "duplicate_receipt"
     assert (await f.commit(client, f.basket(member, other_store), receipt_id="R-9")).status_code == 201

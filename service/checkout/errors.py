@@ -1,4 +1,4 @@
-from service.errors import Conflict, NotFound, Unprocessable
+from service.errors import Conflict, NotFound, Unprocessable, on_violation
 
 
 class CurrencyMismatch(Unprocessable):
@@ -11,6 +11,12 @@ class OccurredAtOutOfRange(Unprocessable):
 
 class DuplicateReceipt(Conflict):
     code, title = "duplicate_receipt", "This receipt was already committed at this store"
+
+
+# On PostgreSQL the receipt goes in last, with the commit's other writes (see repository.add_transaction).
+on_violation("uq_checkout_transactions_store_receipt", DuplicateReceipt,
+             "This receipt number was already committed at this store: check the receipt, or give the sale a new "
+             "receipt number.")
 
 
 class TransactionNotFound(NotFound):

@@ -1,28 +1,34 @@
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
-from service.db import defer, insert_unless_duplicate
+from service.db import defer, dialect_of, fetch, insert_unless_duplicate
 
-# What a commit learns after inserting its receipt: written once, by record_figures. The UPDATE sets the columns
-# its parameters name, as any UPDATE run without .values() does.
-_FIGURES = ("subtotal", "discount", "net", "points_burned", "points_earned", "qualifying_spend",
-            "points_balance_after", "lines", "applied", "ledger_transaction_id")
-_RECORD_FIGURES = update(CheckoutTransaction.__table__).where(CheckoutTransaction.__table__.c.id == bindparam("p_id"))
+_TABLE = CheckoutTransaction.__table__
+_ADD = insert(_TABLE)  # the columns its values name
 
 
 async def add_transaction(session: AsyncSession, row: CheckoutTransaction) -> bool:
-    """Insert; False when the store already has this receipt (the unique constraint decides, not a read). The
-    row stays outside the session: :func:`record_figures` writes the sale's figures once they are known."""
+    """Insert the receipt with its figures, once they are known; the row stays outside the session. False when
+    the store already has this receipt: the unique constraint decides, never a read beforehand.
+
+    On PostgreSQL the INSERT is deferred (:func:`service.db.defer`): it goes out with the commit's other writes
+    in one statement, and a duplicate fails that statement with the constraint's violation, answered as
+    ``duplicate_receipt`` (``errors.on_violation``); this returns True. On SQLite it runs at once."""
+    if dialect_of(session) == "postgresql":
+        await defer(session, _ADD, {column.key: getattr(row, column.key) for column in _TABLE.columns})
+        return True
     return await insert_unless_duplicate(session, row, attach=False)
 
 
-async def record_figures(session: AsyncSession, row: CheckoutTransaction) -> None:
-    """Write the sale's figures (totals, points, lines, what was applied, the ledger transaction) to the receipt
-    :func:`add_transaction` inserted, in one UPDATE (deferred: it goes out with the commit's next statement)."""
-    await defer(session, _RECORD_FIGURES, {"p_id": row.id, **{name: getattr(row, name) for name in _FIGURES}})
+_HAS_RECEIPT = select(_TABLE.c.id).where(_TABLE.c.store_id == bindparam("p_store_id"),
+                                         _TABLE.c.receipt_id == bindparam("p_receipt_id"))
+
+
+async def has_receipt(session: AsyncSession, store_id: str, receipt_id: str) -> bool:
+    return bool(await fetch(session, _HAS_RECEIPT, {"p_store_id": store_id, "p_receipt_id": receipt_id}))
 
 
 async def get(session: AsyncSession, transaction_id: str, *, lock: bool = False) -> CheckoutTransaction | None:

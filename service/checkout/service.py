@@ -251,7 +251,25 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
                  region: str, guard: giftcards.PinGuard | None = None,
                  lookups: Guard | None = None) -> TransactionPublic:
     """Commit a sale. ``guard`` and ``lookups`` limit wrong gift card PINs and unknown voucher codes per key; only
-    a request that names gift cards or vouchers needs them (service-level replays such as imports pass none)."""
+    a request that names gift cards or vouchers needs them (service-level replays such as imports pass none).
+
+    A receipt the store already has is a 409 ``duplicate_receipt`` whatever else is wrong with the request: the
+    receipt goes in last, so when the sale fails on something else, whether the receipt exists is read then."""
+    try:
+        return await _commit(session, body, principal, clock, region=region, guard=guard, lookups=lookups)
+    except ServiceError as exc:
+        if not isinstance(exc, DuplicateReceipt) and await repository.has_receipt(session, body.store_id,
+                                                                                   body.receipt_id):
+            raise _duplicate(body) from exc
+        raise
+
+
+def _duplicate(body: CommitRequest) -> DuplicateReceipt:
+    return DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
+
+
+async def _commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,
+                  region: str, guard: giftcards.PinGuard | None, lookups: Guard | None) -> TransactionPublic:
     now = clock.now()
     occurred_at = body.occurred_at or now
     rules.check_occurred_at(occurred_at, now, is_admin=principal.is_admin)
@@ -262,11 +280,8 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
         status="committed", currency=body.currency, occurred_at=occurred_at, created_at=now, subtotal=0, discount=0,
         net=0, points_burned=0, points_earned=0, qualifying_spend=0, points_balance_after=0, lines=[], applied=[],
     )
-    # The receipt first: a duplicate is refused by the unique constraint before any other work. Commits always
-    # insert their receipt before they take the member's lock, so the two can never wait on each other in a cycle.
-    if not await repository.add_transaction(session, row):
-        raise DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
-    # Then the lock, then every read the decision depends on: a concurrent commit for this member waits here.
+    # The lock, then every read the decision depends on: a concurrent commit for this member waits here. The
+    # receipt goes in last (below), once its figures are known.
     stamping = _stamping(await punch_service.active_programs(session), body)
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
@@ -302,7 +317,6 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
     await punch_service.redeem(session, [c.reward_id for c in claims], row.id, now)
     await voucher_service.redeem(session, vouchers.claims, member.id, row.id, now)
     issued = await punch_service.issue(session, member.id, row.id, priced.rewards_due, now)
-    # The row's figures last, so that they reach the database in one UPDATE.
     basket = priced.basket
     burned_by_line = priced.discounts_by_kind.get(rules.PointsBurn.kind, {})
     row.ledger_transaction_id = ledger_transaction_id
@@ -321,7 +335,12 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
                    if line.line_id in per_line},
     } for line in basket.lines]
     row.applied = [APPLIED.dump_python(a, exclude_none=True) for a in _applied(priced.applied)]
-    await repository.record_figures(session, row)
+    # The receipt, whole, in one INSERT after every lock: a duplicate is refused by the unique constraint, and the
+    # whole commit rolls back (on PostgreSQL it fails the statement that carries the deferred writes, answered as
+    # the same 409). A commit of the same receipt elsewhere waits here on the first one's row while holding only
+    # its own locks, and the first takes no lock after this: the two cannot wait on each other in a cycle.
+    if not await repository.add_transaction(session, row):
+        raise _duplicate(body)
     change = await tiers.record_commit(session, member, program, tier_lock, transaction_id=row.id,
                                        occurred_at=occurred_at, amount=priced.qualifying_spend, now=now)
     await personalization.record_commit(session, member.id, transaction_id=row.id, occurred_at=occurred_at,
