@@ -255,6 +255,9 @@ async def execute(session: AsyncSession, statement: Executable, params: dict[str
 #
 # Rules for a deferred write (PostgreSQL's, for the statements of one WITH): it touches rows no other write in
 # its batch touches, and nothing expects its error on the spot (a constraint it breaks fails the batch, later).
+# And it is a single-row insert, upsert or update by key: a batch of many tables gets a generic plan, made once
+# per connection, and a join whose plan depends on the tables' sizes would keep the plan it got while they were
+# small (the ledger posting's UPDATE … FROM unnest(…) did, and commits slowed as the tables grew).
 # A batch never holds the same statement twice, nor two CTEs of the same name: such a write starts a new batch.
 
 _DEFERRED = "loyalty.deferred"  # session.info: the writes waiting for the session's next statement
