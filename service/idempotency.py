@@ -101,6 +101,8 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 
 
 _TABLE = IdempotencyRecord.__table__
+
+
 def _claim_statement(insert):
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement.
 
@@ -108,7 +110,8 @@ def _claim_statement(insert):
     that one statement's transaction, set where a row was inserted): the request's own transaction, which
     completes the claim, commits after it and waits for the WAL up to its own commit, so an answered request's
     claim is on disk with it. A crash can lose only a claim whose request had not been answered, and that
-    request is retried as new. It saves the claim's wait for the disk, about a millisecond per request here."""
+    request is retried as new. It saves the claim's wait for the disk (0.17 ms per commit here, measured one
+    after another)."""
     claim = insert(_TABLE).on_conflict_do_nothing()
     if insert is postgresql_insert:
         unflushed = select(func.set_config("synchronous_commit", "off", True)).scalar_subquery()
