@@ -57,11 +57,12 @@ def postgres_cpu() -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def checkout_body(member_id: str, mode: str) -> dict:
-    lines = [{"line_id": str(i), "sku": f"SKU-{i}", "category": "general", "quantity": 1, "unit_price": 1000 + i}
-             for i in range(3)]
+def checkout_body(member_id: str, mode: str, voucher: str | None = None) -> dict:
+    """The bench's basket (``benchmarks/lua/checkout.lua``): a quote names the member's voucher, as there."""
+    lines = [{"line_id": str(i), "sku": f"SKU-{i}", "category": "bakery" if i == 1 else "general", "quantity": 1,
+              "unit_price": 1000 + i} for i in range(3)]
     body = {"member": {"member_id": member_id}, "store_id": STORE, "currency": "USD", "lines": lines,
-            "redeem": {"points": 100}}
+            "redeem": {"points": 100} | ({"vouchers": [voucher]} if voucher else {})}
     if mode == "commit":
         body["receipt_id"] = f"p-{next(_seq)}-{time.time_ns()}"
     return body
@@ -95,6 +96,11 @@ async def main() -> None:
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=headers) as client:
             await client.post("/v1/stores", json={"id": STORE, "name": "Bench", "timezone": "UTC"})
+            r = await client.post("/v1/voucher-campaigns", json={
+                "name": "Bakery 10 %", "kind": "percent_off", "value": 10, "categories": ["bakery"],
+                "stackable": True})
+            r.raise_for_status()
+            campaign = r.json()["id"]
             members = []
             for i in range(20):
                 r = await client.post("/v1/members", json={"name": f"Member {i}", "phone": f"+1415555{i:04d}"})
@@ -104,6 +110,10 @@ async def main() -> None:
                 await client.post(f"/v1/members/{member['id']}/points/adjustments",
                                   json={"amount": 1_000_000, "reason": "profile"},
                                   headers={"Idempotency-Key": f"seed-{i}-{time.time_ns()}"})
+                r = await client.post(f"/v1/voucher-campaigns/{campaign}/vouchers", json={"member_id": member["id"]},
+                                      headers={"Idempotency-Key": f"voucher-{i}-{time.time_ns()}"})
+                r.raise_for_status()
+                member["voucher"] = r.json()[0]["code"]
 
             async def one(i: int) -> None:
                 member = members[i % len(members)]
@@ -112,7 +122,8 @@ async def main() -> None:
                 elif args.path == "lookup":
                     r = await client.get("/v1/members", params={"card_number": member["card_number"]})
                 elif args.path == "quote":
-                    r = await client.post("/v1/checkout/quote", json=checkout_body(member["id"], "quote"))
+                    r = await client.post("/v1/checkout/quote",
+                                          json=checkout_body(member["id"], "quote", member["voucher"]))
                 else:
                     r = await client.post("/v1/checkout/transactions", json=checkout_body(member["id"], "commit"),
                                           headers={"Idempotency-Key": f"k-{next(_seq)}-{time.time_ns()}"})

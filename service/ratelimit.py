@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fastapi import Request
-from sqlalchemy import BigInteger, Column, Index, Integer, and_, delete, func, insert, or_, select
+from sqlalchemy import BigInteger, Column, Index, Integer, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from service.auth.dependencies import authenticate
-from service.db import Database, UTCDateTime, dialect_of
+from service.db import Database, UTCDateTime, dialect_of, fetch, prebuilt
 from service.errors import RateLimited
 
 # Failures older than this count for no limit (every window is shorter) and are purged by the sweep.
@@ -127,6 +127,13 @@ async def flush(db: Database, attempts: Attempts) -> None:
             await session.execute(insert(FailedAttempt.__table__), rows)
 
 
+_FAILED = FailedAttempt.__table__.c
+# A guard's check, on every request that names a code: built once, run without the ORM (``db.fetch``).
+_FAILURE_TIMES = prebuilt(lambda _: select(_FAILED.at).where(
+    _FAILED.scope == bindparam("p_scope"), _FAILED.subject == bindparam("p_subject"),
+    _FAILED.at > bindparam("p_since")))
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """The failures of one subject under one limit, checked and counted in short transactions of their own."""
@@ -137,7 +144,9 @@ class Guard:
 
     async def check(self, session: AsyncSession, now: datetime) -> None:
         """Refuse (429) a subject that has used up its failures (one read, on the caller's session)."""
-        decision = (await check(session, [(self.limit, self.subject)], now))[(self.limit.scope, self.subject)]
+        times = [row.at for row in await fetch(session, _FAILURE_TIMES(session), {
+            "p_scope": self.limit.scope, "p_subject": self.subject, "p_since": now - self.limit.window})]
+        decision = decide(self.limit, times, now)
         if not decision.allowed:
             raise_limited(decision)
 

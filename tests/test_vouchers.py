@@ -230,6 +230,29 @@ async def test_amount_off_redeems_once_and_earns_on_the_net_after_it(client, app
     await f.verify_ledger(app)
 
 
+async def test_a_changed_campaign_applies_at_the_next_sale(client, shop):
+    """Each process keeps copies of the campaigns' rules; a change to a campaign is seen by the next quote and
+    commit all the same, in the named code and in the member's own vouchers offered."""
+    store, member = shop
+    campaign = await make_campaign(client, value=500)
+    code = (await give(client, campaign["id"], member))["code"]
+    lines = [f.line("a", unit_price=3000)]
+
+    async def quoted() -> tuple[int, list[int]]:
+        r = await client.post("/v1/checkout/quote", json=with_vouchers(member, store, lines, [code]))
+        assert r.status_code == 200, r.text
+        return r.json()["totals"]["discount"], [o["value"] for o in r.json()["offers"] if o["kind"] == "voucher"]
+
+    assert await quoted() == (500, [500])
+    body = {k: v for k, v in campaign.items() if k not in ("id", "issued_count")} | {"value": 700}
+    assert (await client.put(f"/v1/voucher-campaigns/{campaign['id']}", json=body)).status_code == 200
+    assert await quoted() == (700, [700])
+    r = await client.put(f"/v1/voucher-campaigns/{campaign['id']}", json=body | {"min_spend": 5000})
+    assert r.status_code == 200
+    r = await f.commit(client, with_vouchers(member, store, lines, [code]))
+    assert "50.00 USD" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]  # the new minimum spend
+
+
 async def test_percent_off_rounds_half_up_once_and_spreads_exactly(client, shop):
     store, member = shop
     ten = await make_campaign(client, kind="percent_off", value=10, stackable=True)

@@ -4,10 +4,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import fetch, one_of, prebuilt
 from service.vouchers.models import Voucher, VoucherCampaign
 
 
@@ -19,13 +20,6 @@ async def list_campaigns(session: AsyncSession, *, after: str | None, limit: int
     query = select(VoucherCampaign).order_by(VoucherCampaign.id).limit(limit)
     if after:
         query = query.where(VoucherCampaign.id > after)
-    return list((await session.execute(query)).scalars())
-
-
-async def campaigns_by_id(session: AsyncSession, ids: Sequence[str]) -> list[VoucherCampaign]:
-    if not ids:
-        return []
-    query = select(VoucherCampaign).where(VoucherCampaign.id.in_(list(ids))).order_by(VoucherCampaign.id)
     return list((await session.execute(query)).scalars())
 
 
@@ -89,16 +83,27 @@ async def insert_vouchers(session: AsyncSession, rows: Sequence[dict[str, Any]])
     return True
 
 
-async def by_codes(session: AsyncSession, codes: Sequence[str], *, lock: bool) -> list[Voucher]:
-    query = select(Voucher).where(Voucher.code.in_(list(codes))).order_by(Voucher.id)
-    if lock:
-        query = query.with_for_update().execution_options(populate_existing=True)
-    return list((await session.execute(query)).scalars())
+# The checkout's reads (a quote or a commit naming codes, the offers' usable vouchers): built once, run without
+# the ORM (``db.fetch``); their rows read as the ORM's objects do (``row.code``, ``row.valid_until``).
+_VOUCHER = Voucher.__table__.c
+_BY_CODES = prebuilt(lambda insert: select(*_VOUCHER).where(one_of(insert, _VOUCHER.code, "p_codes"))
+                     .order_by(_VOUCHER.id))
+_BY_CODES_LOCKED = prebuilt(lambda insert: select(*_VOUCHER).where(one_of(insert, _VOUCHER.code, "p_codes"))
+                            .order_by(_VOUCHER.id).with_for_update())
+_EXISTING_CODES = prebuilt(lambda insert: select(_VOUCHER.code).where(one_of(insert, _VOUCHER.code, "p_codes")))
+_USABLE = prebuilt(lambda _: select(*_VOUCHER).where(
+    _VOUCHER.member_id == bindparam("p_member_id"), _VOUCHER.status == "active",
+    (_VOUCHER.valid_until.is_(None)) | (_VOUCHER.valid_until > bindparam("p_now"))))
+
+
+async def by_codes(session: AsyncSession, codes: Sequence[str], *, lock: bool) -> list[Row]:
+    """The vouchers with these codes (every column), in id order; ``lock``: locked until the transaction ends."""
+    statement = _BY_CODES_LOCKED if lock else _BY_CODES
+    return await fetch(session, statement(session), {"p_codes": list(codes)})
 
 
 async def existing_codes(session: AsyncSession, codes: Sequence[str]) -> set[str]:
-    query = select(Voucher.code).where(Voucher.code.in_(list(codes)))
-    return set((await session.execute(query)).scalars())
+    return {row.code for row in await fetch(session, _EXISTING_CODES(session), {"p_codes": list(codes)})}
 
 
 async def member_vouchers(session: AsyncSession, member_id: str, *, after: str | None,
@@ -109,14 +114,9 @@ async def member_vouchers(session: AsyncSession, member_id: str, *, after: str |
     return list((await session.execute(query)).scalars())
 
 
-_USABLE = (select(Voucher, VoucherCampaign).join(VoucherCampaign, VoucherCampaign.id == Voucher.campaign_id)
-           .where(Voucher.member_id == bindparam("p_member_id"), Voucher.status == "active",
-                  (Voucher.valid_until.is_(None)) | (Voucher.valid_until > bindparam("p_now"))))
-
-
-async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[tuple[Voucher, VoucherCampaign]]:
-    """The member's active vouchers not yet past their end, with their campaigns."""
-    return [(v, c) for v, c in (await session.execute(_USABLE, {"p_member_id": member_id, "p_now": now})).all()]
+async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[Row]:
+    """The member's active vouchers not yet past their end (every column)."""
+    return await fetch(session, _USABLE(session), {"p_member_id": member_id, "p_now": now})
 
 
 async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str, at: datetime,

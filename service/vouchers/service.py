@@ -6,8 +6,9 @@ request's rollback and is written through :class:`service.ratelimit.Guard`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -282,6 +283,18 @@ async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime) ->
     return normalized
 
 
+async def _campaign_rules(session: AsyncSession, ids: Iterable[str]) -> dict[str, rules.Campaign]:
+    """The campaigns' rules by id: this process's copies while the catalog has not changed (creating or changing
+    a campaign raises the catalog's version; the issued count, which issuing changes, is not in the rules)."""
+    return {campaign_id: await program_service.cached(session, f"voucher_campaign:{campaign_id}",
+                                                      partial(_read_campaign_rules, campaign_id=campaign_id))
+            for campaign_id in sorted(set(ids))}
+
+
+async def _read_campaign_rules(session: AsyncSession, campaign_id: str) -> rules.Campaign:
+    return to_rules(await _campaign(session, campaign_id))
+
+
 def _to_rules_voucher(row: Voucher, campaign: rules.Campaign) -> rules.Voucher:
     return rules.Voucher(id=row.id, code=row.code, campaign=campaign, member_id=row.member_id, status=row.status,
                          valid_from=row.valid_from, valid_until=row.valid_until)
@@ -294,8 +307,7 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
     if not codes:
         return []
     rows = {r.code: r for r in await repository.by_codes(session, codes, lock=lock)}
-    campaigns = {c.id: to_rules(c) for c in await repository.campaigns_by_id(
-        session, sorted({r.campaign_id for r in rows.values()}))}
+    campaigns = await _campaign_rules(session, {r.campaign_id for r in rows.values()})
     result = []
     for code in codes:
         row = rows.get(code)
@@ -351,13 +363,14 @@ async def undo_sale(session: AsyncSession, transaction_id: str, now: datetime) -
 
 async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Voucher]:
     """The member's own vouchers that can be used now, soonest-expiring first."""
-    return rules.soonest_expiring_first([_to_rules_voucher(v, to_rules(c))
-                                         for v, c in await repository.usable(session, member_id, now)])
+    rows = await repository.usable(session, member_id, now)
+    campaigns = await _campaign_rules(session, {row.campaign_id for row in rows})
+    return rules.soonest_expiring_first([_to_rules_voucher(row, campaigns[row.campaign_id]) for row in rows])
 
 
 async def usable_public(session: AsyncSession, member_id: str, now: datetime) -> list[VoucherPublic]:
     """The member's usable vouchers as the API shows them, soonest-expiring first (for the member summary)."""
-    rows = sorted((v for v, _ in await repository.usable(session, member_id, now)),
+    rows = sorted(await repository.usable(session, member_id, now),
                   key=lambda v: rules.expiry_order(v.valid_until, v.code))
     return [voucher_public(v, now) for v in rows]
 
