@@ -3,17 +3,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from sqlalchemy import bindparam, case, func, or_, select, update
+from sqlalchemy import Row, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import defer, dialect_insert, dialect_of, prebuilt
+from service.db import defer, dialect_insert, dialect_of, fetch, prebuilt
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
 
 async def get_activity(session: AsyncSession, member_id: str) -> MemberActivity | None:
     return await session.get(MemberActivity, member_id)
+
+
+_ACTIVITY = MemberActivity.__table__.c
+_ACTIVITY_ROW = prebuilt(lambda _: select(*_ACTIVITY).where(_ACTIVITY.member_id == bindparam("p_member_id")))
+
+
+async def activity_row(session: AsyncSession, member_id: str) -> Row | None:
+    """The member's running figures as a plain row, read through ``db.fetch`` (the checkout reads them on every
+    quote and commit and changes them with an upsert, never through this row)."""
+    rows = await fetch(session, _ACTIVITY_ROW(session), {"p_member_id": member_id})
+    return rows[0] if rows else None
 
 
 def _add_to_day_statement(insert):

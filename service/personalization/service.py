@@ -142,8 +142,9 @@ async def sweep_batch(session: AsyncSession, thresholds_: rules.Thresholds, as_o
 
 
 async def activity_for_commit(session: AsyncSession, member_id: str) -> MemberActivity | None:
-    """The member's running row (read after the member's ledger lock: commits of one member take turns)."""
-    return await repository.get_activity(session, member_id)
+    """The member's running figures, read-only (a plain row with the model's columns), read after the member's
+    ledger lock: commits of one member take turns. :func:`record_commit` changes them, with an upsert."""
+    return await repository.activity_row(session, member_id)
 
 
 def member_segments(member: Member, activity: MemberActivity | None, tier: str, today: date) -> frozenset[str]:
