@@ -11,10 +11,11 @@ start deferred and run beside it (WAL).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 from collections import namedtuple
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
@@ -199,12 +200,18 @@ async def _send(connection: AsyncConnection, sql: str, args: list[Any]):
     return cursor
 
 
+async def _flush_orm(session: AsyncSession) -> None:
+    """The session's pending ORM changes, written now: what ``session.execute``'s autoflush would do before a
+    statement (the flush sends the deferred writes first)."""
+    if session.new or session.deleted or session.identity_map.check_modified():
+        await session.flush()
+
+
 async def _run_on_postgresql(session: AsyncSession, statement: Executable, params: dict[str, Any], *,
                              combine: bool = False):
     """The statement on the transaction's asyncpg connection, after the session's deferred writes (as CTEs of
     this very statement when ``combine`` and they allow it); returns the adapter's cursor."""
-    if session.new or session.deleted or session.identity_map.check_modified():
-        await session.flush()  # what session.execute's autoflush would do (it sends the deferred writes first)
+    await _flush_orm(session)
     connection = await session.connection()
     entry, args = _bound(statement, params, connection.dialect)
     sql = entry.compiled.string
@@ -224,12 +231,20 @@ async def fetch(session: AsyncSession, statement: Executable, params: dict[str, 
     flushed first, as ``session.execute`` would."""
     if dialect_of(session) == "sqlite":
         return list(await session.execute(statement, params or {}))
+    if _PREFETCH in session.info:
+        rows = await _prefetched(session, statement, params or {})
+        if rows is not None:
+            return rows
     cursor, entry = await _run_on_postgresql(session, statement, params or {})
+    return _rows(entry, cursor._rows)
+
+
+def _rows(entry: _Compiled, raw: Sequence[Sequence[Any]]) -> list:
     make, results = entry.row._make, entry.results
     if results is None:
-        return [make(row) for row in cursor._rows]
+        return [make(row) for row in raw]
     return [make(value if convert is None else convert(value) for convert, value in zip(results, row, strict=True))
-            for row in cursor._rows]
+            for row in raw]
 
 
 async def execute(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None, *,
@@ -241,6 +256,73 @@ async def execute(session: AsyncSession, statement: Executable, params: dict[str
         return (await session.execute(statement, params or {})).rowcount
     cursor, _ = await _run_on_postgresql(session, statement, params or {}, combine=combine)
     return cursor._rowcount
+
+
+# -- reads announced ahead: several SELECTs in one round trip -------------------------------------------------------
+#
+# A request that knows early which reads it will make, and for which the moment of each does not matter (the
+# quote: it locks nothing and writes nothing), announces them with ``prefetch``. The first ``fetch`` of any of
+# them sends them all as one statement, ``SELECT ARRAY(SELECT s FROM (<read 1>) AS s), ARRAY(…)``: PostgreSQL
+# returns each read's rows as an array of records, which asyncpg decodes with the columns' own types, and the
+# rows keep their subquery's order. Each later ``fetch`` of an announced read (same statement, same values)
+# takes its rows from there. A read announced but never fetched costs its share of that one statement.
+
+_PREFETCH = "loyalty.prefetch"  # session.info: {key: (statement, params)} announced, not yet sent; then {key: rows}
+_TOGETHER: dict[tuple[str, ...], str] = {}
+
+
+def _read_key(statement: Executable, params: dict[str, Any]) -> tuple:
+    return id(statement), tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                                       for name, value in params.items()))
+
+
+def prefetch(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None) -> None:
+    """Announce a read (a prebuilt SELECT, see :func:`fetch`, without a locking clause) that this session will
+    ``fetch`` with the same values, at a moment that does not matter to it: on PostgreSQL the reads announced go
+    out together at the first ``fetch`` of one of them (see above). On SQLite nothing happens."""
+    if dialect_of(session) == "sqlite":
+        return
+    session.info.setdefault(_PREFETCH, {})[_read_key(statement, params or {})] = (statement, params or {})
+
+
+async def _prefetched(session: AsyncSession, statement: Executable, params: dict[str, Any]) -> list | None:
+    """The rows of an announced read (sending every announced read that has not gone out yet, if this one has
+    not); None for a read that was not announced."""
+    announced = session.info[_PREFETCH]
+    key = _read_key(statement, params)
+    found = announced.pop(key, None)
+    if found is None:
+        return None
+    if isinstance(found, list):
+        return found
+    reads = [(key, found), *((k, v) for k, v in announced.items() if not isinstance(v, list))]
+    await _flush_orm(session)
+    connection = await session.connection()
+    bound = [_bound(statement_, params_, connection.dialect) for _, (statement_, params_) in reads]
+    sqls = tuple(entry.compiled.string for entry, _ in bound)
+    sql = _TOGETHER.get(sqls)
+    if sql is None:
+        if any(_dollar_in_text(text_) or " FOR UPDATE" in text_ or " FOR SHARE" in text_ for text_ in sqls):
+            raise TypeError("prefetch takes plain SELECTs without dollars in their text or a locking clause")
+        if len(_TOGETHER) > 1000:
+            _TOGETHER.clear()
+        offsets = itertools.accumulate((len(args) for _, args in bound), initial=0)
+        sql = _TOGETHER[sqls] = "SELECT " + ", ".join(
+            f"ARRAY(SELECT s FROM ({_shifted(text_, offset)}) AS s) AS r{n}"
+            for n, (text_, offset) in enumerate(zip(sqls, offsets, strict=False)))  # one offset more than reads
+    waiting: list[_Deferred] | None = session.info.pop(_DEFERRED, None)
+    if waiting:
+        await _send(connection, *_merged_or_single(waiting))
+    cursor = await _send(connection, sql, [arg for _, args in bound for arg in args])
+    [row] = cursor._rows
+    for (read_key, _), (entry, _), raw in zip(reads, bound, row, strict=True):
+        announced[read_key] = _rows(entry, raw)
+    return announced.pop(key)
+
+
+def _shifted(sql: str, offset: int) -> str:
+    """The statement's ``$n`` placeholders renumbered from ``offset`` (for statements joined into one)."""
+    return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql) if offset else sql
 
 
 # -- deferred writes: several statements in one round trip ------------------------------------------------------
@@ -280,11 +362,16 @@ class _Deferred(NamedTuple):
         return cls(sql, args, *(split if split is not None else (None, sql)))
 
 
+def _dollar_in_text(sql: str) -> bool:
+    """Dollar quoting, or a ``$`` inside a string literal: placeholders are renumbered as text, so not here."""
+    return "$$" in sql or any("$" in literal for literal in sql.split("'")[1::2])
+
+
 def _split_with(sql: str) -> tuple[tuple[tuple[str, str], ...], str] | None:
     """``WITH a AS (…), b AS (…) <main>`` taken apart into its CTEs and its main statement (a statement without
     WITH has none); None for what this does not take apart: WITH RECURSIVE, MATERIALIZED, dollar quoting, a
     ``$`` inside a string literal (placeholders are renumbered as text)."""
-    if "$$" in sql or any("$" in literal for literal in sql.split("'")[1::2]):
+    if _dollar_in_text(sql):
         return None
     text_ = sql.strip()
     if not re.match(r"WITH\s", text_, re.IGNORECASE):
@@ -335,16 +422,12 @@ def _merged_text(batch: list[_Deferred]) -> str | None:
     offset = 0
     main = ""
     for n, item in enumerate(batch):
-
-        def shifted(sql: str, offset: int = offset) -> str:
-            return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", sql) if offset else sql
-
-        ctes += [(name, shifted(body)) for name, body in item.parts or ()]
-        offset += len(item.args)
+        ctes += [(name, _shifted(body, offset)) for name, body in item.parts or ()]
         if n < len(batch) - 1:
-            ctes.append((f"deferred_{n}", shifted(item.main)))
+            ctes.append((f"deferred_{n}", _shifted(item.main, offset)))
         else:
-            main = shifted(item.main)
+            main = _shifted(item.main, offset)
+        offset += len(item.args)
     if len({name for name, _ in ctes}) < len(ctes):
         return None
     if len(_MERGED) > 1000:  # a bound, should the sequences ever vary without end
@@ -370,8 +453,7 @@ async def defer(session: AsyncSession, statement: Executable, params: dict[str, 
     if dialect_of(session) == "sqlite":
         await session.execute(statement, params or {})
         return
-    if session.new or session.deleted or session.identity_map.check_modified():
-        await session.flush()  # what the program wrote before this goes out before it
+    await _flush_orm(session)  # what the program wrote before this goes out before it
     connection = await session.connection()
     entry, args = _bound(statement, params or {}, connection.dialect)
     item = _Deferred.of(entry.compiled.string, args)
@@ -428,12 +510,14 @@ def _before_commit(session: Session) -> None:
 @event.listens_for(LoyaltySession, "after_soft_rollback")
 def _after_rollback(session: Session, _previous) -> None:
     session.info.pop(_DEFERRED, None)
+    session.info.pop(_PREFETCH, None)
 
 
 @event.listens_for(LoyaltySession, "after_transaction_end")
 def _after_transaction_end(session: Session, transaction) -> None:
     if transaction.parent is None:  # the session's transaction ended (a commit has sent them already)
         session.info.pop(_DEFERRED, None)
+        session.info.pop(_PREFETCH, None)  # reads announced or read in it belong to it
 
 
 def is_sqlite(url: str) -> bool:

@@ -4,7 +4,10 @@ column types, the session's transaction and pending ORM changes respected, drive
 SQLAlchemy's, statement listeners told.
 
 ``service.db.defer``: writes that wait for the session's next statement and go out with it in one round trip on
-PostgreSQL, in the program's order, and never outlive a rollback."""
+PostgreSQL, in the program's order, and never outlive a rollback.
+
+``service.db.prefetch``: reads announced ahead go out together in one statement at the first ``fetch`` of one of
+them, each later ``fetch`` getting the same rows it would have read alone."""
 
 from __future__ import annotations
 
@@ -262,3 +265,77 @@ def test_a_batch_renumbers_its_placeholders_and_refuses_a_name_twice() -> None:
         "WITH a AS (INSERT INTO t VALUES ($1)), deferred_0 AS (UPDATE t SET v = $2) UPDATE u SET v = $3 WHERE id = $4",
         [1, 2, 3, 4])
     assert db._merged([one, one]) is None
+
+
+# -- reads announced ahead -----------------------------------------------------------------------------------------
+
+_KEYS_OF = select(_KEYS.c.id, _KEYS.c.created_at).where(_KEYS.c.store_id == bindparam("p_store_id")).order_by(
+    _KEYS.c.id.desc())
+
+
+async def test_announced_reads_go_out_together_and_read_as_fetch_reads(database) -> None:
+    async with database.transaction() as session:
+        for n in (1, 2):
+            await db.execute(session, _ADD, store(f"s-{n}", name=f"Store {n}"))
+        for n in (1, 3, 2):
+            await db.execute(session, _ADD_KEY, key(f"k-{n}", "s-1"))
+    async with database.transaction() as session:
+        alone = [await db.fetch(session, statement, params) for statement, params in (
+            (_BY_ID, {"p_id": "s-2"}), (_KEYS_OF, {"p_store_id": "s-1"}), (_NAMED(session), {"p_ids": ["s-2", "s-1"]}),
+            (_BY_ID, {"p_id": "s-9"}))]
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        db.prefetch(session, _BY_ID, {"p_id": "s-2"})
+        db.prefetch(session, _KEYS_OF, {"p_store_id": "s-1"})
+        db.prefetch(session, _NAMED(session), {"p_ids": ["s-2", "s-1"]})
+        db.prefetch(session, _BY_ID, {"p_id": "s-9"})  # the same statement with other values: a read of its own
+        together = [await db.fetch(session, _KEYS_OF, {"p_store_id": "s-1"}),
+                    await db.fetch(session, _BY_ID, {"p_id": "s-2"}),
+                    await db.fetch(session, _NAMED(session), {"p_ids": ["s-2", "s-1"]}),
+                    await db.fetch(session, _BY_ID, {"p_id": "s-9"})]
+    assert len(seen) == (1 if IS_POSTGRES else 4)
+    assert together == [alone[1], alone[0], alone[2], alone[3]]
+    assert [r.id for r in together[0]] == ["k-3", "k-2", "k-1"]  # each read's own order
+    [row] = together[1]
+    assert (row.name, row.created_at) == ("Store 2", AT) and row.created_at.tzinfo is not None  # the column types
+
+
+async def test_a_read_announced_is_read_once_and_one_not_announced_goes_alone(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        db.prefetch(session, _BY_ID, {"p_id": "s-1"})
+        db.prefetch(session, _COUNT)
+        assert (await db.fetch(session, _COUNT))[0][0] == 1  # sends both
+        await db.execute(session, _RENAME, {"p_id": "s-1", "p_name": "Renamed"})
+        # Read when the reads went out together (SQLite reads at the fetch): for reads whose moment does not matter.
+        expected = "Main street" if IS_POSTGRES else "Renamed"
+        assert [r.name for r in await db.fetch(session, _BY_ID, {"p_id": "s-1"})] == [expected]
+        assert [r.name for r in await db.fetch(session, _BY_ID, {"p_id": "s-1"})] == ["Renamed"]  # read again
+    assert len(seen) == (3 if IS_POSTGRES else 4)
+
+
+async def test_announced_reads_do_not_outlive_their_transaction(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+    session = database.session()
+    db.prefetch(session, _BY_ID, {"p_id": "s-1"})
+    db.prefetch(session, _COUNT)
+    await db.fetch(session, _COUNT)  # reads both
+    await session.rollback()
+    async with database.transaction() as other:
+        await db.execute(other, _RENAME, {"p_id": "s-1", "p_name": "Renamed"})
+    assert [r.name for r in await db.fetch(session, _BY_ID, {"p_id": "s-1"})] == ["Renamed"]
+    await session.close()
+
+
+_BY_ID_LOCKED = _BY_ID.with_for_update()
+
+
+@pytest.mark.postgres_only
+async def test_a_locking_read_cannot_be_announced(database) -> None:
+    async with database.transaction() as session:
+        db.prefetch(session, _BY_ID_LOCKED, {"p_id": "s-1"})
+        with pytest.raises(TypeError, match="locking clause"):
+            await db.fetch(session, _BY_ID_LOCKED, {"p_id": "s-1"})

@@ -205,6 +205,12 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     # A quote writes nothing: the member is detached from the session, and a review that fell due shows in the
     # tier below without being applied (the commit applies it under the tier lock).
     session.expunge(member)
+    # The member's reads below and the offers' go out together, in one statement, at the first of them.
+    tiers.prefetch_standing(session, member, program, now)
+    ledger.prefetch_holdings(session, member.id, expiring_after=now, expiring_limit=personal_offers.EXPIRY_NUDGES)
+    personalization.prefetch_activity(session, member.id)
+    voucher_service.prefetch_quote(session, member.id, codes, now)
+    punch_service.prefetch_available_rewards(session, member.id, now)
     standing = await tiers.standing(session, member, program, now)
     member.tier_code = standing.code
     held, expiring = await ledger.holdings(session, member.id, expiring_after=now,

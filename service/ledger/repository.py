@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Integer, Row, String, bindparam, func, literal, null, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import UTCDateTime, dialect_of, execute, fetch, one_of, prebuilt
+from service.db import UTCDateTime, dialect_of, execute, fetch, one_of, prebuilt, prefetch
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
 from service.ledger.rules import GIFT_CARD
 
@@ -355,6 +355,11 @@ async def member_holdings(session: AsyncSession, member_id: str, *, after: datet
     rows = await fetch(session, _HOLDINGS(session), {"p_member_id": member_id, "p_after": after, "p_limit": limit})
     return ([(kind, balance) for kind, balance, _, _ in rows if kind is not None],
             sorted((at, int(n)) for kind, _, at, n in rows if kind is None))  # a union keeps no order
+
+
+def prefetch_holdings(session: AsyncSession, member_id: str, *, after: datetime | None, limit: int) -> None:
+    """Announce :func:`member_holdings`' read (``db.prefetch``)."""
+    prefetch(session, _HOLDINGS(session), {"p_member_id": member_id, "p_after": after, "p_limit": limit})
 
 
 # -- verification: whole-ledger scans, for `loyalty verify` only --------------------------------------------------

@@ -151,6 +151,12 @@ async def holdings(session: AsyncSession, member_id: str, *, expiring_after: dat
     return _by_kind(balances), expiring
 
 
+def prefetch_holdings(session: AsyncSession, member_id: str, *, expiring_after: datetime,
+                      expiring_limit: int) -> None:
+    """Announce :func:`holdings`' read (``db.prefetch``: it goes out with the request's other announced reads)."""
+    repository.prefetch_holdings(session, member_id, after=expiring_after, limit=expiring_limit)
+
+
 async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
     """``{program account: net amount}`` over the given ledger transactions (what they moved on the program's
     side; the member's side is the opposite)."""

@@ -7,7 +7,7 @@ from sqlalchemy import Row, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import defer, dialect_insert, dialect_of, fetch, prebuilt
+from service.db import defer, dialect_insert, dialect_of, fetch, prebuilt, prefetch
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
@@ -25,6 +25,11 @@ async def activity_row(session: AsyncSession, member_id: str) -> Row | None:
     quote and commit and changes them with an upsert, never through this row)."""
     rows = await fetch(session, _ACTIVITY_ROW(session), {"p_member_id": member_id})
     return rows[0] if rows else None
+
+
+def prefetch_activity_row(session: AsyncSession, member_id: str) -> None:
+    """Announce :func:`activity_row`'s read (``db.prefetch``)."""
+    prefetch(session, _ACTIVITY_ROW(session), {"p_member_id": member_id})
 
 
 def _add_to_day_statement(insert):

@@ -147,6 +147,12 @@ async def activity_for_commit(session: AsyncSession, member_id: str) -> MemberAc
     return await repository.activity_row(session, member_id)
 
 
+def prefetch_activity(session: AsyncSession, member_id: str) -> None:
+    """Announce :func:`activity_for_commit`'s read (``db.prefetch``), for a request that reads it at a moment that
+    does not matter (the quote)."""
+    repository.prefetch_activity_row(session, member_id)
+
+
 def member_segments(member: Member, activity: MemberActivity | None, tier: str, today: date) -> frozenset[str]:
     """What audiences and bonus events match the member on: tier code, the sweep's quadrant, the lifecycle now."""
     found = {tier, rules.lifecycle(_lifetime(member, activity), today)}

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import fetch
+from service.db import fetch, prefetch
 from service.punchcards.models import PunchProgram, PunchReward
 
 
@@ -60,6 +60,11 @@ async def usable_rewards(session: AsyncSession, member_id: str, now: datetime) -
     first: only those rows, whatever the member's history of used ones."""
     return [(row.id, row.program_id) for row in
             await fetch(session, _USABLE_REWARDS, {"p_member_id": member_id, "p_now": now})]
+
+
+def prefetch_usable_rewards(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Announce :func:`usable_rewards`' read (``db.prefetch``)."""
+    prefetch(session, _USABLE_REWARDS, {"p_member_id": member_id, "p_now": now})
 
 
 async def unused_rewards(session: AsyncSession, member_id: str, program_id: str) -> list[PunchReward]:

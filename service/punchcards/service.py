@@ -156,6 +156,12 @@ async def available_rewards(session: AsyncSession, member_id: str, now: datetime
     return [rules.Claim(reward_id, programs[program_id]) for reward_id, program_id in rewards]
 
 
+def prefetch_available_rewards(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Announce :func:`available_rewards`' read (``db.prefetch``: it goes out with the request's other announced
+    reads)."""
+    repository.prefetch_usable_rewards(session, member_id, now)
+
+
 async def redeem(session: AsyncSession, reward_ids: Sequence[str], transaction_id: str, now: datetime) -> None:
     """Mark the rewards used by a commit. Only rewards still available change; a reward taken meanwhile is a 409
     and the whole commit rolls back."""

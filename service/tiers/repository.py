@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.clock import utc
-from service.db import defer, dialect_of, fetch, prebuilt
+from service.db import defer, dialect_of, fetch, prebuilt, prefetch
 from service.members.models import Member
 from service.tiers.models import TierHistory, TierSpend, TierSpendDay, TierState
 
@@ -196,3 +196,8 @@ async def figures(session: AsyncSession, member_id: str, start: datetime) -> Fig
     [row] = await fetch(session, _STANDING(session), _window_params(member_id, start))
     return Figures(row.review_at, int(row.spend or 0),
                    None if row.reason is None else (row.reason, row.to_code, row.at))
+
+
+def prefetch_figures(session: AsyncSession, member_id: str, start: datetime) -> None:
+    """Announce :func:`figures`' read (``db.prefetch``)."""
+    prefetch(session, _STANDING(session), _window_params(member_id, start))

@@ -112,6 +112,11 @@ async def standing(session: AsyncSession, member: Member, program: ProgramPublic
     return Standing(code, rules.upgraded_at(found.last_change, code), found.spend)
 
 
+def prefetch_standing(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> None:
+    """Announce :func:`standing`'s read (``db.prefetch``: it goes out with the request's other announced reads)."""
+    repository.prefetch_figures(session, member.id, rules.window_start(now, Ladder.of(program).window_months))
+
+
 @dataclass
 class Locked:
     """The member's tier state, locked for the rest of the transaction, with due reviews applied, and the

@@ -8,7 +8,7 @@ from sqlalchemy import Row, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import fetch, one_of, prebuilt
+from service.db import fetch, one_of, prebuilt, prefetch
 from service.vouchers.models import Voucher, VoucherCampaign
 
 
@@ -102,6 +102,11 @@ async def by_codes(session: AsyncSession, codes: Sequence[str], *, lock: bool) -
     return await fetch(session, statement(session), {"p_codes": list(codes)})
 
 
+def prefetch_by_codes(session: AsyncSession, codes: Sequence[str]) -> None:
+    """Announce :func:`by_codes`' read without the lock (``db.prefetch``)."""
+    prefetch(session, _BY_CODES(session), {"p_codes": list(codes)})
+
+
 async def existing_codes(session: AsyncSession, codes: Sequence[str]) -> set[str]:
     return {row.code for row in await fetch(session, _EXISTING_CODES(session), {"p_codes": list(codes)})}
 
@@ -117,6 +122,11 @@ async def member_vouchers(session: AsyncSession, member_id: str, *, after: str |
 async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[Row]:
     """The member's active vouchers not yet past their end (every column)."""
     return await fetch(session, _USABLE(session), {"p_member_id": member_id, "p_now": now})
+
+
+def prefetch_usable(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Announce :func:`usable`'s read (``db.prefetch``)."""
+    prefetch(session, _USABLE(session), {"p_member_id": member_id, "p_now": now})
 
 
 async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str, at: datetime,

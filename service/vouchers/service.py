@@ -326,6 +326,14 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
     return result
 
 
+def prefetch_quote(session: AsyncSession, member_id: str, codes: Sequence[str], now: datetime) -> None:
+    """Announce a quote's voucher reads (``db.prefetch``): the named codes' (:func:`claims` without the lock) and
+    the member's usable vouchers (:func:`usable`)."""
+    if codes:
+        repository.prefetch_by_codes(session, codes)
+    repository.prefetch_usable(session, member_id, now)
+
+
 async def held(session: AsyncSession, member_id: str, vouchers: Sequence[rules.Voucher], *,
                lock: bool) -> dict[str, int]:
     """For the bearer codes a basket redeems whose campaigns limit vouchers per member: how many of each campaign
