@@ -218,6 +218,25 @@ async def test_void_puts_burned_points_back_into_the_same_lots(client, shop, clo
     await f.verify_ledger(app)
 
 
+async def test_a_burn_drawing_on_more_lots_than_the_first_page_takes_the_soonest_expiring(client, shop, clock, app):
+    """The commit reads the first page of open lots with its other reads under the member's lock; a burn that
+    needs more reads the next page then, and draws them all in expiry order."""
+    store, member = shop
+    for _ in range(20):  # 20 lots of 10 points, each expiring a day after the one before
+        await f.adjust(client, member, 10)
+        clock.advance(timedelta(days=1))
+    before = (await client.get(f"/v1/members/{member}/points")).json()
+    assert before["balance"] == 200
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=50_000)], points=185))
+    assert r.status_code == 201, r.text
+    assert r.json()["balances_after"]["points"] == 200 - 185 + r.json()["earned"]["points"]
+    left = [e for e in (await client.get(f"/v1/members/{member}/points")).json()["expiring"]
+            if e["expires_at"] <= before["expiring"][-1]["expires_at"]]
+    assert [(e["amount"], e["expires_at"]) for e in left] == [(5, before["expiring"][18]["expires_at"]),
+                                                           (10, before["expiring"][19]["expires_at"])]
+    await f.verify_ledger(app)
+
+
 async def test_partial_and_repeated_returns(client, shop, app):
     store, member = shop
     await f.adjust(client, member, 100)

@@ -292,6 +292,11 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
         session, member.id, [POINTS, *WALLET_KINDS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
+    # Two reads under that lock go out together at the first of them (db.prefetch): the running figures, and the
+    # points lots a burn draws from.
+    personalization.prefetch_activity(session, member.id)
+    if body.redeem and body.redeem.points:
+        ledger.prefetch_draw(session, member.id)
     tier_lock = await tiers.lock(session, member, program, now)  # due reviews apply before pricing
     # Rewards are read under the member's lock (and locked themselves): a reward used by a concurrent commit is
     # seen as redeemed here.

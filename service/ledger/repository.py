@@ -113,6 +113,14 @@ _OPEN_LOTS_OF = prebuilt(lambda _: select(*_LOT_COLUMNS)
 _LOTS_BY_ID = prebuilt(lambda _: select(*_LOT_COLUMNS).where(_LOTS.c.id.in_(bindparam("p_lot_ids", expanding=True))))
 
 
+_FIRST_PAGE = 16  # open lots read at first by a debit; most debits need no more
+
+
+def prefetch_lots_to_draw(session: AsyncSession, member_id: str) -> None:
+    """Announce the first page that :func:`lots_to_draw` reads for the member (``db.prefetch``)."""
+    prefetch(session, _OPEN_LOTS(session), {"p_member_id": member_id, "p_offset": 0, "p_limit": _FIRST_PAGE})
+
+
 async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
                        prefer_transactions: Sequence[str] = ()) -> list[Row]:
     """The open lots (``_LOT_COLUMNS``) a debit of ``amount`` can draw from, in the order it draws (DESIGN §3):
@@ -123,7 +131,7 @@ async def lots_to_draw(session: AsyncSession, member_id: str, amount: int, *,
     if prefer_transactions:
         found.update((lot.id, lot) for lot in (await session.execute(_OPEN_LOTS_OF(session), {
             "p_transaction_ids": list(prefer_transactions), "p_member_id": member_id})).all())
-    covered, offset, page = sum(lot.remaining for lot in found.values()), 0, 16
+    covered, offset, page = sum(lot.remaining for lot in found.values()), 0, _FIRST_PAGE
     while covered < amount:
         lots = await fetch(session, _OPEN_LOTS(session),
                            {"p_member_id": member_id, "p_offset": offset, "p_limit": page})

@@ -151,6 +151,13 @@ async def holdings(session: AsyncSession, member_id: str, *, expiring_after: dat
     return _by_kind(balances), expiring
 
 
+def prefetch_draw(session: AsyncSession, member_id: str) -> None:
+    """Announce the member's open lots that a points debit draws from first (``db.prefetch``), for a commit that
+    will burn points: under the member's lock (:func:`lock_accounts`) the lots change only through this
+    transaction's posting, so they read the same at any moment before it."""
+    repository.prefetch_lots_to_draw(session, member_id)
+
+
 def prefetch_holdings(session: AsyncSession, member_id: str, *, expiring_after: datetime,
                       expiring_limit: int) -> None:
     """Announce :func:`holdings`' read (``db.prefetch``: it goes out with the request's other announced reads)."""

@@ -149,7 +149,8 @@ async def activity_for_commit(session: AsyncSession, member_id: str) -> MemberAc
 
 def prefetch_activity(session: AsyncSession, member_id: str) -> None:
     """Announce :func:`activity_for_commit`'s read (``db.prefetch``), for a request that reads it at a moment that
-    does not matter (the quote)."""
+    does not matter to it: the quote, or the commit under the member's lock (only the sweep's quadrant changes
+    outside that lock, and it may land a moment before or after the sale either way)."""
     repository.prefetch_activity_row(session, member_id)
 
 
