@@ -158,9 +158,19 @@ def on_violation(constraint: str, error: type[ServiceError], detail: str) -> Non
     _VIOLATIONS[constraint] = (error, detail)
 
 
+# PostgreSQL stores no NUL character in text (22021) nor in jsonb (22P05), and refuses one even as a value to look
+# for. Schemas keep control characters out of ids and names; any other text field that carries one reaches the
+# database and is answered here, whatever the field (SQLite stores it as sent).
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
 def violation_error(exc: BaseException) -> ServiceError | None:
-    """The service error registered for the constraint a database error names (``on_violation``), if any."""
+    """The client error a database error stands for: the service error registered for the constraint it names
+    (``on_violation``), or a 422 for text the database cannot hold; None for any other."""
     cause = getattr(getattr(exc, "orig", None), "__cause__", None)  # the driver's own error (asyncpg's names it)
+    if getattr(cause, "sqlstate", None) in _UNSTORABLE_TEXT:
+        return ValidationFailed("A text value in this request holds the NUL character (\\u0000), which cannot be "
+                                "stored; remove it and send the request again.")
     known = _VIOLATIONS.get(getattr(cause, "constraint_name", None) or "")
     return None if known is None else known[0](known[1])
 

@@ -117,7 +117,7 @@ class UnitOfWorkRoute(APIRoute):
                 return response
             except DBAPIError as exc:
                 await _close_session(request, commit=False)
-                known = violation_error(exc)  # a deferred write's constraint that stands for a client error
+                known = violation_error(exc)  # a database error that stands for a client error (errors.py)
                 if known is None:
                     raise
                 raise known from exc

@@ -18,7 +18,8 @@ from sqlalchemy import func, select
 
 from service.members.models import Member
 from service.program.models import Store
-from tests.conftest import ADMIN_KEY
+from tests import factories as f
+from tests.conftest import ADMIN_KEY, IS_POSTGRES
 from tests.factories import enroll
 
 PROBLEM = "application/problem+json"
@@ -402,3 +403,26 @@ async def test_put_program_sweep_non_json(raw, client):
     for body in [*NON_JSON, None, [], {}, [program], {"program": program}]:
         assert_client_error(await send_json(raw, "PUT", "/v1/program", body), body)
     assert (await client.get("/v1/program")).json() == program
+
+
+async def test_a_nul_character_in_free_text_never_reaches_a_500_nor_a_write(client, app):
+    """PostgreSQL holds no NUL in text: a reason, a payment reference or a looked-up value carrying one is a 422
+    naming the character there, with nothing written; SQLite stores it as sent."""
+    member = (await f.enroll(client))["id"]
+    entries = await f.entry_count(app)
+    r = await client.post(f"/v1/members/{member}/points/adjustments", json={"amount": 5, "reason": "a\u0000b"},
+                          headers={"Idempotency-Key": f.new_key()})
+    top_up = await client.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 500, "payment_ref": "p\u0000"},
+                               headers={"Idempotency-Key": f.new_key()})
+    quote = await client.post("/v1/checkout/quote", json={
+        "store_id": "nowhere", "member": {"card_number": "12\u000034"}, "currency": "USD", "lines": [
+            {"line_id": "1", "sku": "A", "quantity": 1, "unit_price": 100}]})
+    if IS_POSTGRES:
+        for answer in (r, top_up):
+            problem = problem_of(answer)
+            assert answer.status_code == 422 and problem["code"] == "validation_error", answer.text
+            assert "NUL" in problem["detail"]
+        assert await f.entry_count(app) == entries
+    else:
+        assert r.status_code == 201 and top_up.status_code == 201, (r.text, top_up.text)
+    assert quote.status_code < 500, quote.text
