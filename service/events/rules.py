@@ -33,6 +33,14 @@ RETRY_WINDOW = timedelta(days=3)  # a delivery is retried for this long after it
 DISABLE_AFTER = timedelta(days=1)  # an endpoint failing without a single success this long is disabled
 
 
+def requested_types(values: list[str] | None) -> list[str] | None:
+    """The event types a feed's ``types`` parameter names, each value a type or several separated by commas:
+    None when the parameter is absent (every type); an empty list when it is present but names none."""
+    if values is None:
+        return None
+    return sorted({t.strip() for value in values for t in value.split(",") if t.strip()})
+
+
 def signature(secret: str, timestamp: int, body: bytes) -> str:
     """``X-Loyalty-Signature``: ``t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``."""
     mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()

@@ -79,19 +79,26 @@ def to_public(row: Event) -> EventPublic:
     return EventPublic(id=row.event_id, type=row.type, occurred_at=row.occurred_at, data=row.data)
 
 
-async def feed(session: AsyncSession, *, after: str | None, types: list[str], limit: int) -> list[EventPublic]:
-    """Events in feed order after the event ``after`` (an event id), of the given types (all when empty)."""
+async def feed(session: AsyncSession, *, after: str | None, types: list[str] | None,
+               limit: int) -> list[EventPublic]:
+    """Events in feed order after the event ``after`` (an event id), of the types the ``types`` parameter's
+    values name (:func:`rules.requested_types`; every type without it). A parameter that names none, such as
+    ``types=``, is a 422 rather than a silent "every type"."""
+    wanted = rules.requested_types(types)
     position = 0
     if after:
         cursor = await repository.event_by_id(session, after)
         if cursor is None or cursor.position is None:
             raise InvalidCursor(f"There is no event {after!r} in the feed; pass the id of an event it returned.")
         position = cursor.position
-    unknown = sorted(set(types) - set(rules.EVENT_TYPES))
+    if wanted is not None and not wanted:
+        raise ValidationFailed("The types parameter names no event type; leave it out to read every type.",
+                               errors=[{"loc": ["query", "types"], "msg": "names no event type"}])
+    unknown = sorted(set(wanted or ()) - set(rules.EVENT_TYPES))
     if unknown:
         raise ValidationFailed(f"Unknown event type(s): {', '.join(unknown)}.",
                                errors=[{"loc": ["query", "types"], "msg": f"unknown: {', '.join(unknown)}"}])
-    return [to_public(row) for row in await repository.feed(session, after=position, types=types, limit=limit)]
+    return [to_public(row) for row in await repository.feed(session, after=position, types=wanted, limit=limit)]
 
 
 def webhook_public(row: Webhook) -> WebhookPublic:

@@ -56,3 +56,10 @@ def test_an_endpoint_is_disabled_after_a_day_of_failures():
 def test_an_endpoint_without_types_wants_every_event():
     assert rules.wants([], "tier.changed")
     assert rules.wants(["tier.changed"], "tier.changed") and not rules.wants(["tier.changed"], "reward.issued")
+
+
+def test_requested_types_reads_repeated_and_comma_separated_values():
+    assert rules.requested_types(None) is None
+    assert rules.requested_types(["points.expired, member.enrolled", "member.enrolled"]) == [
+        "member.enrolled", "points.expired"]
+    assert rules.requested_types([""]) == [] and rules.requested_types([" , ", ","]) == []
