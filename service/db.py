@@ -260,9 +260,11 @@ async def execute(session: AsyncSession, statement: Executable, params: dict[str
 
 # -- reads announced ahead: several SELECTs in one round trip -------------------------------------------------------
 #
-# A request that knows early which reads it will make, and for which the moment of each does not matter (the
-# quote: it locks nothing and writes nothing), announces them with ``prefetch``. The first ``fetch`` of any of
-# them sends them all as one statement, ``SELECT ARRAY(SELECT s FROM (<read 1>) AS s), ARRAY(…)``: PostgreSQL
+# A request that knows early which reads it will make, and for which the moment of each does not matter,
+# announces them with ``prefetch``: the quote (it locks nothing and writes nothing), and the commit for reads of
+# rows that only change under the member's lock it already holds (its running figures, the lots a burn draws).
+# The first ``fetch`` of any of them sends them all as one statement,
+# ``SELECT ARRAY(SELECT s FROM (<read 1>) AS s), ARRAY(…)``: PostgreSQL
 # returns each read's rows as an array of records, which asyncpg decodes with the columns' own types, and the
 # rows keep their subquery's order. Each later ``fetch`` of an announced read (same statement, same values)
 # takes its rows from there. A read announced but never fetched costs its share of that one statement.
