@@ -263,3 +263,40 @@ async def test_a_quote_shows_a_due_review_without_applying_it(client, app, store
     assert await history_rows() == before + 1
     assert (await tier(client, member))["history"][-1] == {
         "from": "gold", "to": "silver", "at": iso(add_months(T0, 24)), "reason": "review"}
+
+
+@pytest.mark.postgres_only
+async def test_a_commit_waiting_on_a_review_prices_with_the_tier_the_review_left(client, app, store, clock):
+    """A review (``loyalty sweep`` or a member read in another process) holds the member's tier lock and moves
+    them down while a commit waits for that lock: the commit prices with the tier as the review left it. Under
+    PostgreSQL's READ COMMITTED a statement that waited for a row lock returns the locked row's new version but
+    the statement's old snapshot of every other table, so the tier code must be read after the lock, not with
+    it (it was read with it, and this sale got gold's 5 % off after the downgrade)."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    await buy(client, member, store, 160_000)  # gold at T0
+    review = add_months(T0, 24)
+    clock.freeze(review + timedelta(days=3))  # two reviews due: gold kept, then down to silver
+    async with app.state.db.transaction() as review_session:
+        await review_session.execute(text("SELECT 1 FROM tier_states WHERE member_id = :m FOR UPDATE"), {"m": member})
+        await review_session.execute(text("UPDATE members SET tier_code = 'silver' WHERE id = :m"), {"m": member})
+        await review_session.execute(text(
+            "UPDATE tier_states SET attained_at = :at, review_at = :next WHERE member_id = :m"),
+            {"m": member, "at": review, "next": add_months(review, 12)})
+        sale = asyncio.create_task(f.commit(client, f.basket(member, store, [f.line(unit_price=1000)])))
+        async with app.state.db.transaction() as watcher:
+            for _ in range(200):  # until the commit waits for the tier lock held here
+                await asyncio.sleep(0.02)
+                if await watcher.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")):
+                    break
+            else:
+                raise AssertionError("the commit never waited for the tier lock")
+    r = await sale
+    assert r.status_code == 201, r.text
+    t = r.json()
+    assert t["applied"] == [] and t["totals"]["net"] == 1000 and t["tier_change"] is None
+    assert (await tier(client, member))["code"] == "silver"

@@ -292,8 +292,8 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
         session, member.id, [POINTS, *WALLET_KINDS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
-    # Two reads under that lock go out together at the first of them (db.prefetch): the running figures, and the
-    # points lots a burn draws from.
+    # Reads under that lock go out together at the first of them (db.prefetch): the running figures and the
+    # points lots a burn draws from, announced here, with the tier read after the tier lock.
     personalization.prefetch_activity(session, member.id)
     if body.redeem and body.redeem.points:
         ledger.prefetch_draw(session, member.id)

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -115,32 +115,73 @@ async def review_at(session: AsyncSession, member_id: str) -> datetime | None:
     return found[0][0] if found else None
 
 
-def _lock_query(*, with_spend: bool):
-    columns = (TierState, Member.tier_code, *((_window_spend(),) if with_spend else ()))
-    return (select(*columns).join(Member, Member.id == TierState.member_id)
-            .where(TierState.member_id == bindparam("p_member_id"))
-            .with_for_update(of=TierState).execution_options(populate_existing=True))
-
-
-_LOCK_STATE = prebuilt(lambda insert: _lock_query(with_spend=False))
-_LOCK_STATE_WITH_SPEND = prebuilt(lambda insert: _lock_query(with_spend=True))
+_LOCK_STATE = prebuilt(lambda insert: select(TierState.member_id).where(
+    TierState.member_id == bindparam("p_member_id")).with_for_update())
 _CREATE_STATE = prebuilt(lambda insert: insert(TierState.__table__).on_conflict_do_nothing())
 
 
-async def lock_state(session: AsyncSession, member_id: str, now: datetime, *,
-                     spend_since: datetime | None = None) -> tuple[TierState, str, int | None]:
-    """The member's tier state, created if absent and locked until the transaction ends, with the member's tier
-    code read under that lock (one statement once the state exists); with ``spend_since``, also the spend from
-    then on (as :func:`spend_since`), read in the same statement under the same lock."""
-    if spend_since is None:
-        query, params = _LOCK_STATE(session), {"p_member_id": member_id}
-    else:
-        query, params = _LOCK_STATE_WITH_SPEND(session), _window_params(member_id, spend_since)
-    found = (await session.execute(query, params)).first()
-    if found is None:
+async def lock_state(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Lock the member's tier state (created if absent) until the transaction ends; one statement once it exists.
+
+    It only locks: read what it guards with :func:`read_locked`, in a later statement. Under PostgreSQL's READ
+    COMMITTED a statement that waited for a row lock returns that row's newest version but its own, older
+    snapshot of every other table, so a tier code read in the locking statement could predate the review that
+    held the lock (the member row is not locked); the next statement's snapshot has it."""
+    params = {"p_member_id": member_id}
+    if not await fetch(session, _LOCK_STATE(session), params):
         await session.execute(_CREATE_STATE(session), {"member_id": member_id, "updated_at": now})
-        found = (await session.execute(query, params)).one()
-    return found[0], found[1], (None if spend_since is None else int(found[2] or 0))
+        await fetch(session, _LOCK_STATE(session), params)
+
+
+@dataclass(frozen=True)
+class LockedState:
+    """The member's tier state and tier code, read under the tier lock (see :func:`read_locked`)."""
+
+    attained_at: datetime | None
+    review_at: datetime | None
+    tier_code: str
+    spend: int | None  # from the ``spend_since`` asked for; None when not asked
+
+
+def _locked_query(*, with_spend: bool):
+    columns = (TierState.attained_at, TierState.review_at, Member.tier_code,
+               *((_window_spend().label("spend"),) if with_spend else ()))
+    return select(*columns).join(Member, Member.id == TierState.member_id).where(
+        TierState.member_id == bindparam("p_member_id"))
+
+
+_READ_LOCKED = prebuilt(lambda insert: _locked_query(with_spend=False))
+_READ_LOCKED_WITH_SPEND = prebuilt(lambda insert: _locked_query(with_spend=True))
+
+
+def _read_locked(session: AsyncSession, member_id: str, spend_since: datetime | None):
+    if spend_since is None:
+        return _READ_LOCKED(session), {"p_member_id": member_id}
+    return _READ_LOCKED_WITH_SPEND(session), _window_params(member_id, spend_since)
+
+
+async def read_locked(session: AsyncSession, member_id: str, *, spend_since: datetime | None = None) -> LockedState:
+    """The state :func:`lock_state` locked and the member's tier code; with ``spend_since``, also the spend from
+    then on (as :func:`spend_since`). Announced first (``db.prefetch``), so it goes out with whatever reads the
+    request announced before it, in one statement."""
+    statement, params = _read_locked(session, member_id, spend_since)
+    prefetch(session, statement, params)
+    [row] = await fetch(session, statement, params)
+    return LockedState(row.attained_at, row.review_at, row.tier_code,
+                       None if spend_since is None else int(row.spend or 0))
+
+
+_SAVE_STATE = prebuilt(lambda insert: update(TierState).where(TierState.member_id == bindparam("p_member_id"))
+                       .values(attained_at=bindparam("p_attained_at"), review_at=bindparam("p_review_at"),
+                               updated_at=bindparam("p_updated_at")))
+
+
+async def save_state(session: AsyncSession, member_id: str, *, attained_at: datetime | None,
+                     review_at: datetime | None, now: datetime) -> None:
+    """The locked state's new attainment and review (deferred on PostgreSQL: it goes out with the next
+    statement)."""
+    await defer(session, _SAVE_STATE(session), {"p_member_id": member_id, "p_attained_at": attained_at,
+                                                "p_review_at": review_at, "p_updated_at": now})
 
 
 async def add_history(session: AsyncSession, rows: Sequence[TierHistory]) -> None:

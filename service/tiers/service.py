@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from service.clock import utc
 from service.events import service as events
@@ -41,10 +42,11 @@ async def qualifying_spend(session: AsyncSession, member_id: str, now: datetime,
     return await repository.spend_since(session, member_id, rules.window_start(now, window_months))
 
 
-async def _apply(session: AsyncSession, member: Member, state_row, new: rules.State, changes: list[rules.Change],
+async def _apply(session: AsyncSession, member: Member, new: rules.State, changes: list[rules.Change],
                  ladder: Ladder, now: datetime, *, transaction_id: str | None = None) -> None:
+    """Write a locked state's new level, attainment and review, with a history row and an event per change."""
     member.tier_code = ladder.codes[new.level]
-    state_row.attained_at, state_row.review_at, state_row.updated_at = new.attained_at, new.review_at, now
+    await repository.save_state(session, member.id, attained_at=new.attained_at, review_at=new.review_at, now=now)
     history = []
     for change in changes:
         history.append(TierHistory(
@@ -59,20 +61,25 @@ async def _apply(session: AsyncSession, member: Member, state_row, new: rules.St
 
 
 async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime, *,
-                         with_spend: bool = False):
-    # The member was read before the lock: a commit that changed the tier meanwhile is visible only now.
-    state_row, member.tier_code, spend = await repository.lock_state(
-        session, member.id, now, spend_since=rules.window_start(now, ladder.window_months) if with_spend else None)
-    state, changes, due = await _replay(session, member, state_row, ladder, now)
+                         with_spend: bool = False) -> tuple[rules.State, int, int | None]:
+    """Lock the member's tier, read it (in the statement after the lock: see ``repository.lock_state``) and
+    apply the reviews due by ``now``; the state, the number of changes, and the window's spend if asked."""
+    await repository.lock_state(session, member.id, now)
+    locked = await repository.read_locked(
+        session, member.id, spend_since=rules.window_start(now, ladder.window_months) if with_spend else None)
+    # The member was read before the lock: a commit or review that changed the tier meanwhile is visible only now.
+    set_committed_value(member, "tier_code", locked.tier_code)
+    state, changes, due = await _replay(session, member, locked, ladder, now)
     if due:
-        await _apply(session, member, state_row, state, changes, ladder, now)
-    return state_row, state, len(changes), spend
+        await _apply(session, member, state, changes, ladder, now)
+    return state, len(changes), locked.spend
 
 
 async def _replay(session: AsyncSession, member: Member, state_row, ladder: Ladder,
                   now: datetime) -> tuple[rules.State, list[rules.Change], bool]:
     """The member's tier state at ``now`` with the reviews due by then replayed (in memory), their changes, and
-    whether any review was due (one that keeps the level still moves the next review on)."""
+    whether any review was due (one that keeps the level still moves the next review on). ``state_row`` has the
+    state's ``attained_at`` and ``review_at``."""
     state = rules.State(rules.level_of(member.tier_code, ladder.codes), state_row.attained_at, state_row.review_at)
     if state.level > 0 and state.review_at is not None and state.review_at <= now:
         events = await repository.spend_events(
@@ -122,7 +129,6 @@ class Locked:
     """The member's tier state, locked for the rest of the transaction, with due reviews applied, and the
     qualifying spend of the window ending at ``now`` as it stood when the lock was taken."""
 
-    row: object
     state: rules.State
     now: datetime
     spend: int
@@ -132,13 +138,14 @@ async def lock(session: AsyncSession, member: Member, program: ProgramPublic, no
     """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
     code under the lock and replay due reviews, so the price uses the tier as it stands now.
 
-    The window's spend is read in the same statement and kept as a running figure: this transaction adds only
-    its own sale (:func:`record_commit` adds it to the figure instead of reading the window again). Other
-    commits of the member wait for the member's ledger lock, taken before this; a return or void lowers an
-    earlier sale's spend under that sale's row lock, so one committing after this read is ordered after this
-    commit, as it could be when it commits a moment later."""
-    row, state, _, spend = await _review_locked(session, member, Ladder.of(program), now, with_spend=True)
-    return Locked(row, state, now, spend or 0)
+    The window's spend is read with the tier, in the statement after the lock (together with the reads the
+    commit announced, ``db.prefetch``), and kept as a running figure: this transaction adds only its own sale
+    (:func:`record_commit` adds it to the figure instead of reading the window again). Other commits of the
+    member wait for the member's ledger lock, taken before this; a return or void lowers an earlier sale's spend
+    under that sale's row lock, so one committing after this read is ordered after this commit, as it could be
+    when it commits a moment later."""
+    state, _, spend = await _review_locked(session, member, Ladder.of(program), now, with_spend=True)
+    return Locked(state, now, spend or 0)
 
 
 async def record_commit(session: AsyncSession, member: Member, program: ProgramPublic, locked: Locked, *,
@@ -148,7 +155,7 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
     crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward."""
     ladder = Ladder.of(program)
     await repository.add_spend(session, transaction_id, member.id, occurred_at, amount)
-    state_row, state = locked.row, locked.state
+    state = locked.state
     if now == locked.now:  # the window the lock read: add this sale if it falls inside it
         inside = utc(occurred_at) >= utc(rules.window_start(now, ladder.window_months))
         spend = locked.spend + (amount if inside else 0)
@@ -157,7 +164,7 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
     new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
     if change is None:
         return None
-    await _apply(session, member, state_row, new, [change], ladder, now, transaction_id=transaction_id)
+    await _apply(session, member, new, [change], ladder, now, transaction_id=transaction_id)
     return ladder.codes[change.from_level], ladder.codes[new.level]
 
 
@@ -224,5 +231,5 @@ async def sweep_batch(session: AsyncSession, program: ProgramPublic, as_of: date
         member = await members_repository.get(session, member_id)
         if member is None:
             continue
-        changes += (await _review_locked(session, member, ladder, as_of))[2]
+        changes += (await _review_locked(session, member, ladder, as_of))[1]
     return SweepResult(len(ids), changes), (ids[-1] if ids else None)
