@@ -188,15 +188,39 @@ def _driver_error(error: Exception, sql: str, args: list[Any], dialect) -> DBAPI
     return DBAPIError.instance(sql, args, error, dialect.loaded_dbapi.Error, dialect=dialect)
 
 
-async def _send(connection: AsyncConnection, sql: str, args: list[Any]):
-    """One statement on the transaction's asyncpg connection (BEGIN first if the transaction has not begun);
-    returns the adapter's cursor."""
-    cursor = (await connection.get_raw_connection()).dbapi_connection.cursor()
-    _tell_listeners(connection.sync_connection, cursor, sql, args)
+class _Link(NamedTuple):
+    """The session's transaction's connection: SQLAlchemy's, and the asyncpg adapter's beneath it."""
+
+    connection: AsyncConnection
+    driver: Any  # the adapter's DBAPI connection (its ``cursor()`` runs statements)
+
+    @property
+    def dialect(self):
+        return self.connection.dialect
+
+
+_LINK = "loyalty.link"  # session.info: the transaction's _Link, found once per transaction
+
+
+async def _link(session: AsyncSession) -> _Link:
+    """The connection of the session's transaction (beginning it if need be), looked up once per transaction:
+    ``session.connection()`` and ``get_raw_connection()`` cost about 30 µs per statement otherwise. Forgotten
+    when the transaction ends or rolls back (the listeners below)."""
+    link = session.info.get(_LINK)
+    if link is None:
+        connection = await session.connection()
+        link = session.info[_LINK] = _Link(connection, (await connection.get_raw_connection()).dbapi_connection)
+    return link
+
+
+async def _send(link: _Link, sql: str, args: list[Any]):
+    """One statement on the transaction's asyncpg connection; returns the adapter's cursor."""
+    cursor = link.driver.cursor()
+    _tell_listeners(link.connection.sync_connection, cursor, sql, args)
     try:
         await cursor._prepare_and_execute(sql, args)
-    except connection.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(error, sql, args, connection.dialect) from error
+    except link.dialect.loaded_dbapi.Error as error:
+        raise _driver_error(error, sql, args, link.dialect) from error
     return cursor
 
 
@@ -212,17 +236,17 @@ async def _run_on_postgresql(session: AsyncSession, statement: Executable, param
     """The statement on the transaction's asyncpg connection, after the session's deferred writes (as CTEs of
     this very statement when ``combine`` and they allow it); returns the adapter's cursor."""
     await _flush_orm(session)
-    connection = await session.connection()
-    entry, args = _bound(statement, params, connection.dialect)
+    link = await _link(session)
+    entry, args = _bound(statement, params, link.dialect)
     sql = entry.compiled.string
     waiting: list[_Deferred] | None = session.info.pop(_DEFERRED, None)
     if waiting:
         merged = _merged([*waiting, _Deferred.of(sql, args)]) if combine else None
         if merged is None:
-            await _send(connection, *_merged_or_single(waiting))
+            await _send(link, *_merged_or_single(waiting))
         else:
             sql, args = merged
-    return await _send(connection, sql, args), entry
+    return await _send(link, sql, args), entry
 
 
 async def fetch(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None) -> list:
@@ -299,8 +323,8 @@ async def _prefetched(session: AsyncSession, statement: Executable, params: dict
         return found
     reads = [(key, found), *((k, v) for k, v in announced.items() if not isinstance(v, list))]
     await _flush_orm(session)
-    connection = await session.connection()
-    bound = [_bound(statement_, params_, connection.dialect) for _, (statement_, params_) in reads]
+    link = await _link(session)
+    bound = [_bound(statement_, params_, link.dialect) for _, (statement_, params_) in reads]
     sqls = tuple(entry.compiled.string for entry, _ in bound)
     sql = _TOGETHER.get(sqls)
     if sql is None:
@@ -314,8 +338,8 @@ async def _prefetched(session: AsyncSession, statement: Executable, params: dict
             for n, (text_, offset) in enumerate(zip(sqls, offsets, strict=False)))  # one offset more than reads
     waiting: list[_Deferred] | None = session.info.pop(_DEFERRED, None)
     if waiting:
-        await _send(connection, *_merged_or_single(waiting))
-    cursor = await _send(connection, sql, [arg for _, args in bound for arg in args])
+        await _send(link, *_merged_or_single(waiting))
+    cursor = await _send(link, sql, [arg for _, args in bound for arg in args])
     [row] = cursor._rows
     for (read_key, _), (entry, _), raw in zip(reads, bound, row, strict=True):
         announced[read_key] = _rows(entry, raw)
@@ -456,16 +480,16 @@ async def defer(session: AsyncSession, statement: Executable, params: dict[str, 
         await session.execute(statement, params or {})
         return
     await _flush_orm(session)  # what the program wrote before this goes out before it
-    connection = await session.connection()
-    entry, args = _bound(statement, params or {}, connection.dialect)
+    link = await _link(session)
+    entry, args = _bound(statement, params or {}, link.dialect)
     item = _Deferred.of(entry.compiled.string, args)
     waiting: list[_Deferred] = session.info.setdefault(_DEFERRED, [])
     if waiting and (any(w.sql == item.sql for w in waiting) or _merged([*waiting, item]) is None):
         session.info[_DEFERRED] = []
-        await _send(connection, *_merged_or_single(waiting))
+        await _send(link, *_merged_or_single(waiting))
         waiting = session.info[_DEFERRED]
     if item.parts is None:
-        await _send(connection, item.sql, item.args)
+        await _send(link, item.sql, item.args)
     else:
         waiting.append(item)
 
@@ -513,6 +537,7 @@ def _before_commit(session: Session) -> None:
 def _after_rollback(session: Session, _previous) -> None:
     session.info.pop(_DEFERRED, None)
     session.info.pop(_PREFETCH, None)
+    session.info.pop(_LINK, None)
 
 
 @event.listens_for(LoyaltySession, "after_transaction_end")
@@ -520,6 +545,7 @@ def _after_transaction_end(session: Session, transaction) -> None:
     if transaction.parent is None:  # the session's transaction ended (a commit has sent them already)
         session.info.pop(_DEFERRED, None)
         session.info.pop(_PREFETCH, None)  # reads announced or read in it belong to it
+        session.info.pop(_LINK, None)
 
 
 def is_sqlite(url: str) -> bool:

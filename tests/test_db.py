@@ -84,6 +84,22 @@ async def test_a_rolled_back_transaction_leaves_nothing(database) -> None:
         assert (await db.fetch(session, _COUNT))[0][0] == 0
 
 
+async def test_a_session_that_goes_on_after_its_transaction_ends_runs_in_the_next_one(database) -> None:
+    """The connection of a session's transaction is looked up once per transaction: after a commit or a
+    rollback, the next statement runs in the session's next transaction, not on the connection it gave back."""
+    async with database.session() as session:
+        await db.execute(session, _ADD, store("s-1"))
+        await session.commit()
+        await db.execute(session, _ADD, store("s-2"))
+        await session.rollback()
+        await db.execute(session, _ADD, store("s-3"))
+        assert (await db.fetch(session, _COUNT))[0][0] == 2
+        await session.rollback()
+        rows = await db.fetch(session, _NAMED(session), {"p_ids": ["s-1", "s-2", "s-3"]})
+        assert [row.id for row in rows] == ["s-1"]
+        await session.commit()
+
+
 async def test_a_constraint_violation_raises_sqlalchemys_integrity_error(database) -> None:
     async with database.transaction() as session:
         await db.execute(session, _ADD, store("s-1"))
