@@ -18,6 +18,16 @@ async def get(session: AsyncSession, member_id: str) -> Member | None:
 _GET_WITH_VERSIONS = select(Member, *VERSION_COLUMNS).where(Member.id == bindparam("p_member_id"))
 
 
+_GET_ROW_WITH_VERSIONS = (select(*Member.__table__.columns, *VERSION_COLUMNS)
+                          .where(Member.id == bindparam("p_member_id")))
+
+
+async def get_row_with_versions(session: AsyncSession, member_id: str) -> tuple[Any | None, tuple[int, int] | None]:
+    """:func:`get_with_versions` as a row (the member's columns by name), straight from the driver."""
+    rows = await fetch(session, _GET_ROW_WITH_VERSIONS, {"p_member_id": member_id})
+    return (None, None) if not rows else (rows[0], (rows[0].program_version, rows[0].catalog_version))
+
+
 async def get_with_versions(session: AsyncSession, member_id: str) -> tuple[Member | None, tuple[int, int] | None]:
     """The member, and the program's and catalog's versions read in the same statement (None, None: no member)."""
     row = (await session.execute(_GET_WITH_VERSIONS, {"p_member_id": member_id})).first()
