@@ -83,19 +83,18 @@ def _basket(body: CheckoutRequest) -> rules.Basket:
                               for line in body.lines))
 
 
-async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Principal, region: str, *,
-                   copy: bool = False) -> tuple[ProgramPublic, Member, StoreInfo]:
+async def _prepare(session: AsyncSession, body: CheckoutRequest, principal: Principal,
+                   region: str) -> tuple[ProgramPublic, Member, StoreInfo]:
     """Authorize the store, check the currency, find the member: the checks quote and commit share, answered in
     that order. The member is read first all the same: its statement carries the program's versions along, so the
-    store and the program cost no read of their own. ``copy``: the member as a copy of its columns, not the ORM
-    object (``members.service.find_for_checkout``)."""
+    store and the program cost no read of their own. The member is a copy of its columns, not an ORM object
+    (``members.service.find_for_checkout``)."""
     if not store_allowed(principal, body.store_id):
         raise StoreNotAllowed(f"This till's key serves store {principal.store_id!r}, not {body.store_id!r}.")
     ref = body.member
     try:
         member, refused = await members_service.find_for_checkout(
-            session, member_id=ref.member_id, card_number=ref.card_number, phone=ref.phone, region=region,
-            copy=copy), None
+            session, member_id=ref.member_id, card_number=ref.card_number, phone=ref.phone, region=region), None
     except ServiceError as error:  # told after the store and the currency, as before
         member, refused = None, error
     store = await program_service.get_store(session, body.store_id)
@@ -205,7 +204,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
     # A quote writes nothing: the member is a copy of its columns, and a review that fell due shows in the tier
     # below without being applied (the commit applies it under the tier lock).
-    program, member, store = await _prepare(session, body, principal, region, copy=True)
+    program, member, store = await _prepare(session, body, principal, region)
     # The member's reads below and the offers' go out together, in one statement, at the first of them.
     tiers.prefetch_standing(session, member, program, now)
     ledger.prefetch_holdings(session, member.id, expiring_after=now, expiring_limit=personal_offers.EXPIRY_NUDGES)

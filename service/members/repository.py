@@ -15,23 +15,15 @@ async def get(session: AsyncSession, member_id: str) -> Member | None:
     return await session.get(Member, member_id)
 
 
-_GET_WITH_VERSIONS = select(Member, *VERSION_COLUMNS).where(Member.id == bindparam("p_member_id"))
+_GET_WITH_VERSIONS = (select(*Member.__table__.columns, *VERSION_COLUMNS)
+                      .where(Member.id == bindparam("p_member_id")))
 
 
-_GET_ROW_WITH_VERSIONS = (select(*Member.__table__.columns, *VERSION_COLUMNS)
-                          .where(Member.id == bindparam("p_member_id")))
-
-
-async def get_row_with_versions(session: AsyncSession, member_id: str) -> tuple[Any | None, tuple[int, int] | None]:
-    """:func:`get_with_versions` as a row (the member's columns by name), straight from the driver."""
-    rows = await fetch(session, _GET_ROW_WITH_VERSIONS, {"p_member_id": member_id})
+async def get_with_versions(session: AsyncSession, member_id: str) -> tuple[Any | None, tuple[int, int] | None]:
+    """The member as a row (its columns by name, straight from the driver), and the program's and catalog's
+    versions read in the same statement (None, None: no member)."""
+    rows = await fetch(session, _GET_WITH_VERSIONS, {"p_member_id": member_id})
     return (None, None) if not rows else (rows[0], (rows[0].program_version, rows[0].catalog_version))
-
-
-async def get_with_versions(session: AsyncSession, member_id: str) -> tuple[Member | None, tuple[int, int] | None]:
-    """The member, and the program's and catalog's versions read in the same statement (None, None: no member)."""
-    row = (await session.execute(_GET_WITH_VERSIONS, {"p_member_id": member_id})).first()
-    return (None, None) if row is None else (row[0], (row[1], row[2]))
 
 
 async def add(session: AsyncSession, member: Member) -> bool:
@@ -52,31 +44,19 @@ async def apply_changes(session: AsyncSession, member: Member, changes: dict[str
     return True
 
 
-def _find_active_by(column: str, *, entity: bool):
-    member = (Member,) if entity else tuple(Member.__table__.columns)
-    return (select(*member, *VERSION_COLUMNS)
-            .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
-            .order_by(Member.id).limit(2))
-
-
-# The till's look-ups, built once: by card number, phone or normalized email; as ORM objects (for the work that
-# follows at checkout) and as plain rows (for the look-up endpoint, which changes nothing).
+# The till's look-ups, built once: by card number, phone or normalized email, as plain rows (the look-up endpoint
+# and the checkout read the member's columns; neither writes the member through them).
 _LOOKUP_COLUMNS = ("card_number", "phone", "email_normalized")
-_FIND_ACTIVE = {column: _find_active_by(column, entity=True) for column in _LOOKUP_COLUMNS}
-_FIND_ACTIVE_ROWS = {column: _find_active_by(column, entity=False) for column in _LOOKUP_COLUMNS}
-
-
-async def find_active(session: AsyncSession, **where: str) -> tuple[list[Member], tuple[int, int] | None]:
-    """Active members whose column equals the given value (an exact look-up; at most one each), and the
-    program's and catalog's versions read in the same statement (None when no member matched)."""
-    ((column, value),) = where.items()
-    rows = (await session.execute(_FIND_ACTIVE[column], {"p_value": value})).all()
-    return [row[0] for row in rows], ((rows[0][1], rows[0][2]) if rows else None)
+_FIND_ACTIVE_ROWS = {column: (select(*Member.__table__.columns, *VERSION_COLUMNS)
+                              .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
+                              .order_by(Member.id).limit(2))
+                     for column in _LOOKUP_COLUMNS}
 
 
 async def find_active_rows(session: AsyncSession, **where: str) -> tuple[list[Any], tuple[int, int] | None]:
-    """:func:`find_active` as rows (the member's columns by name), straight from the driver: about a third of a
-    look-up's CPU was SQLAlchemy's ORM execution."""
+    """Active members whose column equals the given value (an exact look-up; at most one each) as rows (the
+    member's columns by name, straight from the driver: about a third of a look-up's CPU was SQLAlchemy's ORM
+    execution), and the program's and catalog's versions read in the same statement (None when none matched)."""
     ((column, value),) = where.items()
     rows = await fetch(session, _FIND_ACTIVE_ROWS[column], {"p_value": value})
     return rows, ((rows[0].program_version, rows[0].catalog_version) if rows else None)

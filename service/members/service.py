@@ -150,13 +150,6 @@ def _lookup_key(card_number: str | None, phone: str | None, email: str | None, r
     return {"email_normalized": rules.normalize_email(email or "")}
 
 
-async def lookup(session: AsyncSession, *, card_number: str | None, phone: str | None, email: str | None,
-                 region: str) -> list[Member]:
-    found, versions = await repository.find_active(session, **_lookup_key(card_number, phone, email, region))
-    program_service.remember_versions(session, versions)  # they came along: the program is one read fewer
-    return found
-
-
 async def lookup_public(session: AsyncSession, principal: Principal, *, card_number: str | None,
                         phone: str | None, email: str | None, region: str) -> list[MemberPublic]:
     """The look-up endpoint's answer: as :func:`lookup`, read as plain rows (it changes nothing)."""
@@ -169,25 +162,23 @@ async def lookup_public(session: AsyncSession, principal: Principal, *, card_num
 
 
 async def find_for_checkout(session: AsyncSession, *, member_id: str | None = None,
-                            card_number: str | None = None, phone: str | None = None, region: str,
-                            copy: bool = False) -> Member:
-    """The member a till names by id, card number or phone; 404 ``member_not_found`` if none is active. With
-    ``copy``, a copy of the member's columns (attributes by name, as the ORM object's) read without the ORM, for
-    work that writes nothing to the member (the quote): it costs about a third of the ORM object's CPU."""
+                            card_number: str | None = None, phone: str | None = None,
+                            region: str) -> SimpleNamespace:
+    """The member a till names by id, card number or phone; 404 ``member_not_found`` if none is active.
+
+    A copy of the member's columns (attributes by name, as the ORM object's), read without the ORM: it costs
+    about a third of the ORM object's CPU. The checkout writes nothing to the member through it; a tier change
+    is written by the tiers domain's own statement (``tiers.service``), which sets the copy's code too."""
     if member_id:
-        get = repository.get_row_with_versions if copy else repository.get_with_versions
-        member, versions = await get(session, member_id)
-        program_service.remember_versions(session, versions)  # as in lookup
+        member, versions = await repository.get_with_versions(session, member_id)
         found = [member] if member is not None and member.status == "active" else []
-    elif copy:
+    else:
         found, versions = await repository.find_active_rows(
             session, **_lookup_key(card_number, phone, None, region))
-        program_service.remember_versions(session, versions)
-    else:
-        found = await lookup(session, card_number=card_number, phone=phone, email=None, region=region)
+    program_service.remember_versions(session, versions)  # as in lookup
     if not found:
         raise MemberNotFound("No active member matches; check the card or phone number.")
-    return SimpleNamespace(**found[0]._asdict()) if copy else found[0]
+    return SimpleNamespace(**found[0]._asdict())
 
 
 def to_public(member: Member | Any, program: ProgramPublic, principal: Principal) -> MemberPublic:

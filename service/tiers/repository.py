@@ -184,6 +184,16 @@ async def save_state(session: AsyncSession, member_id: str, *, attained_at: date
                                                 "p_review_at": review_at, "p_updated_at": now})
 
 
+_SAVE_CODE = prebuilt(lambda insert: update(Member.__table__).where(Member.id == bindparam("p_member_id"))
+                      .values(tier_code=bindparam("p_tier_code")))
+
+
+async def save_code(session: AsyncSession, member_id: str, code: str) -> None:
+    """The member's new tier code (deferred on PostgreSQL, as :func:`save_state`; the member is not locked: the
+    tier lock, held by the caller, serializes every change to it)."""
+    await defer(session, _SAVE_CODE(session), {"p_member_id": member_id, "p_tier_code": code})
+
+
 async def add_history(session: AsyncSession, rows: Sequence[TierHistory]) -> None:
     session.add_all(rows)
     await session.flush()

@@ -42,10 +42,20 @@ async def qualifying_spend(session: AsyncSession, member_id: str, now: datetime,
     return await repository.spend_since(session, member_id, rules.window_start(now, window_months))
 
 
+def _hold_code(member: Member, code: str) -> None:
+    """The tier code the database holds for the member, on the member in hand: an ORM object (set as loaded, so
+    the session writes nothing for it) or the checkout's copy of the member's columns."""
+    if isinstance(member, Member):
+        set_committed_value(member, "tier_code", code)
+    else:
+        member.tier_code = code
+
+
 async def _apply(session: AsyncSession, member: Member, new: rules.State, changes: list[rules.Change],
                  ladder: Ladder, now: datetime, *, transaction_id: str | None = None) -> None:
     """Write a locked state's new level, attainment and review, with a history row and an event per change."""
-    member.tier_code = ladder.codes[new.level]
+    await repository.save_code(session, member.id, ladder.codes[new.level])
+    _hold_code(member, ladder.codes[new.level])
     await repository.save_state(session, member.id, attained_at=new.attained_at, review_at=new.review_at, now=now)
     history = []
     for change in changes:
@@ -68,7 +78,7 @@ async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, 
     locked = await repository.read_locked(
         session, member.id, spend_since=rules.window_start(now, ladder.window_months) if with_spend else None)
     # The member was read before the lock: a commit or review that changed the tier meanwhile is visible only now.
-    set_committed_value(member, "tier_code", locked.tier_code)
+    _hold_code(member, locked.tier_code)
     state, changes, due = await _replay(session, member, locked, ladder, now)
     if due:
         await _apply(session, member, state, changes, ladder, now)
