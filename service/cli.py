@@ -22,7 +22,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         migrate.upgrade(settings.database_url)
     uvicorn.run("service.app:serve_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_config=None, access_log=False, proxy_headers=True)
+                log_config=None, access_log=False, proxy_headers=True, timeout_keep_alive=settings.keep_alive_seconds)
     return 0
 
 

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     # least at the concurrent requests one process serves (32 tills over 2 workers: 16 each).
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=20, ge=0)
+    # How long `loyalty serve` keeps an idle keep-alive connection open. It must outlast the idle timeout of the
+    # clients and proxies in front of it (HTTP client pools keep theirs 5 s, load balancers commonly 60 s): the side
+    # that closes first races the other's next request on that connection, and a request sent into a connection
+    # the server just closed fails with no answer at all. uvicorn's own default, 5 s, equals httpx's pool expiry:
+    # replaying CDNOW through the API failed that way in about half the runs (no failure with 75 s).
+    keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
     # Deliver webhooks from inside every service process (off: run `loyalty deliver` separately).
     webhook_worker: bool = True
     # How long an idle delivery worker waits before it looks for new events again.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import http.client
 import json
 import logging
+import time
 
 import httpx
 from alembic.autogenerate import compare_metadata
@@ -138,6 +140,23 @@ def test_a_real_server_with_two_workers_serves_the_api(database_url, app):
             found = c.get("/v1/members", params={"card_number": card}).json()["data"]
             assert [m["id"] for m in found] == [created.json()["id"]]
             assert c.get("/metrics").status_code == 200
+
+
+def test_a_served_connection_outlasts_a_client_pools_idle_timeout(database_url, app):
+    """A client may reuse an idle connection for as long as its pool keeps it (httpx: 5 s); a server that closed
+    it at 5 s (uvicorn's default) would leave the request sent on it unanswered. ``loyalty serve`` keeps idle
+    connections ``LOYALTY_KEEP_ALIVE_SECONDS`` (75 s)."""
+    with running_server(database_url, workers=1) as base:
+        url = httpx.URL(base)
+        connection = http.client.HTTPConnection(url.host, url.port, timeout=10)
+        try:
+            for pause in (0, 6):
+                time.sleep(pause)
+                connection.request("GET", "/healthz")
+                answer = connection.getresponse()  # RemoteDisconnected if the server closed the idle connection
+                assert answer.status == 200 and answer.read()
+        finally:
+            connection.close()
 
 
 async def test_a_served_app_freezes_what_lives_as_long_as_the_process(app, settings):
