@@ -23,6 +23,7 @@ from service.auth.dependencies import authenticate
 from service.clock import Clock
 from service.db import MAX_ATTEMPTS, backoff, is_retryable
 from service.errors import ServiceError, render_known_error, violation_error
+from service.text import PRINTABLE_OR_EMPTY
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
 _SESSION = "loyalty.session"
@@ -236,7 +237,7 @@ class PageParams:
 
 async def _page(
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many items (default 50).")] = 50,
-    after: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+    after: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE_OR_EMPTY,
                                        description="The `next_cursor` of the previous page.")] = None,
 ) -> PageParams:
     return PageParams(limit, after)

@@ -10,8 +10,9 @@ from service.auth.rules import Principal
 from service.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyPublic
 from service.errors import problem_responses
 from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, next_cursor
+from service.text import PRINTABLE
 
-KeyIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$", description="`key_…`")]
+KeyIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE, description="`key_…`")]
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api-keys"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(401, 403, 422))

@@ -6,6 +6,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.program.schemas import StoreId
+from service.text import PRINTABLE
 
 
 class Role(StrEnum):
@@ -19,7 +20,7 @@ class ApiKeyCreate(BaseModel):
 
     role: Role
     store_id: StoreId | None = Field(default=None, description="Required for a `pos` key: the store it serves.")
-    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    name: str | None = Field(default=None, min_length=1, max_length=100, pattern=PRINTABLE)
 
 
 class ApiKeyPublic(BaseModel):

@@ -21,8 +21,8 @@ from service.ids import normalize_code
 from service.money import MAX_AMOUNT, MAX_QUANTITY
 from service.personalization.schemas import Greeting, Nudge, Offer
 from service.program.schemas import StoreId
+from service.text import Text64
 
-Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
 Price = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 MAX_LINES = 500

@@ -18,14 +18,15 @@ from service.events.schemas import (
     WebhookPublic,
 )
 from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, next_cursor
+from service.text import PRINTABLE
 
 router = APIRouter(prefix="/v1", tags=["events"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 422))
 
 FEED_READERS = require("admin", "app")
-WebhookIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$",
+WebhookIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE,
                                     description="`whk_…`")]
-DeliveryIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$",
+DeliveryIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE,
                                      description="`dlv_…`")]
 
 

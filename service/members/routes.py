@@ -11,12 +11,13 @@ from service.members import service
 from service.members.schemas import MemberCreate, MemberList, MemberPublic, MemberUpdate
 from service.program import service as program_service
 from service.routing import ClockDep, ReadSession, Session, UnitOfWorkRoute, idempotent
+from service.text import PRINTABLE, PRINTABLE_OR_EMPTY
 
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 422))
 
 # Ids, cursors and look-up values never hold control characters (PostgreSQL rejects NUL in text outright).
-MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$",
+MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE,
                                    description="`mem_…`")]
 READERS = require("admin", "pos", "app")
 
@@ -39,7 +40,7 @@ async def lookup_members(
     request: Request, session: ReadSession,
     card_number: Annotated[str | None, Query(max_length=32)] = None,
     phone: Annotated[str | None, Query(max_length=32)] = None,
-    email: Annotated[str | None, Query(max_length=254, pattern=r"^[^\x00-\x1f\x7f]*$")] = None,
+    email: Annotated[str | None, Query(max_length=254, pattern=PRINTABLE_OR_EMPTY)] = None,
     principal: Principal = Depends(READERS),
 ) -> MemberList:
     members = await service.lookup_public(session, principal, card_number=card_number, phone=phone, email=email,

@@ -6,15 +6,16 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
 
 from service.clock import written_as_text
+from service.text import PRINTABLE
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
-                                        pattern=r"^[^\x00-\x1f\x7f]+$")]
+                                        pattern=PRINTABLE)]
 Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32,
                                          pattern=r"^\+?[0-9 ()./-]+$")]
 Email = Annotated[EmailStr, StringConstraints(max_length=254)]
 Locale = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")]
 ExternalRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100,
-                                               pattern=r"^[^\x00-\x1f\x7f]+$")]
+                                               pattern=PRINTABLE)]
 ReferralCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=4, max_length=16,
                                                 pattern=r"^[A-Za-z0-9-]+$")]
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from service.clock import written_as_text
 from service.money import MAX_AMOUNT, is_currency
 from service.program.rules import tier_ladder_problems
+from service.text import Name
 
 StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -16,7 +17,6 @@ Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 Time = Annotated[datetime, BeforeValidator(written_as_text)]
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def _currency(code: str) -> str:
@@ -46,7 +46,7 @@ class Strict(BaseModel):
 
 
 class BonusEvent(Strict):
-    name: ShortText
+    name: Name
     starts_at: Time
     ends_at: Time
     multiplier: Multiplier
@@ -71,7 +71,7 @@ class EarnRules(Strict):
 
 class Tier(Strict):
     code: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
-    name: ShortText
+    name: Name
     min_qualifying_spend: Amount
     earn_multiplier: Multiplier = 1
     discount_percent: float = Field(default=0, ge=0, le=100, allow_inf_nan=False)
@@ -157,7 +157,7 @@ class ProgramUpdate(ProgramConfig):
 
 class StoreCreate(Strict):
     id: StoreId | None = Field(default=None, description="The retailer's own store code; generated if left out.")
-    name: ShortText
+    name: Name
     timezone: TimeZone = "UTC"
 
 

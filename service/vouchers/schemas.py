@@ -16,9 +16,8 @@ from pydantic import (
 
 from service.clock import in_utc, written_as_text
 from service.money import MAX_AMOUNT
+from service.text import Name, Text64
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
-Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 TierCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
 Time = Annotated[AwareDatetime, BeforeValidator(written_as_text), AfterValidator(in_utc)]
