@@ -29,6 +29,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from fastapi import Request
 from sqlalchemy import BigInteger, Column, Index, Integer, and_, bindparam, delete, func, insert, or_, select
@@ -36,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
 from service.auth.dependencies import authenticate
-from service.db import Database, UTCDateTime, dialect_of, fetch, prebuilt
+from service.db import Database, UTCDateTime, dialect_of, fetch, prebuilt, prefetch
 from service.errors import RateLimited
 
 # Failures older than this count for no limit (every window is shorter) and are purged by the sweep.
@@ -142,13 +143,19 @@ class Guard:
     limit: Limit
     subject: str
 
+    def prefetch_check(self, session: AsyncSession, now: datetime) -> None:
+        """Announce :meth:`check`'s read (``db.prefetch``), to go out with the caller's other reads."""
+        prefetch(session, _FAILURE_TIMES(session), self._since(now))
+
     async def check(self, session: AsyncSession, now: datetime) -> None:
         """Refuse (429) a subject that has used up its failures (one read, on the caller's session)."""
-        times = [row.at for row in await fetch(session, _FAILURE_TIMES(session), {
-            "p_scope": self.limit.scope, "p_subject": self.subject, "p_since": now - self.limit.window})]
+        times = [row.at for row in await fetch(session, _FAILURE_TIMES(session), self._since(now))]
         decision = decide(self.limit, times, now)
         if not decision.allowed:
             raise_limited(decision)
+
+    def _since(self, now: datetime) -> dict[str, Any]:
+        return {"p_scope": self.limit.scope, "p_subject": self.subject, "p_since": now - self.limit.window}
 
     async def fail(self, now: datetime, *, amount: int = 1) -> Decision:
         """Count ``amount`` failures now, committed at once (they outlive the request's rollback); the decision

@@ -8,11 +8,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from service.audit import AuditEntry
 from service.ids import CODE_ALPHABET
 from tests import factories as f
+from tests.conftest import IS_POSTGRES
 
 
 async def make_campaign(client, **changes) -> dict:
@@ -494,6 +495,35 @@ async def test_failed_look_ups_are_limited_per_key_across_quote_commit_and_get(c
     assert (await client.get(f"/v1/vouchers/{real}")).status_code == 200
     clock.advance(timedelta(seconds=61))
     assert (await pos.get(f"/v1/vouchers/{real}")).status_code == 200
+
+
+async def test_a_named_code_is_screened_with_the_keys_failures_in_one_statement(client, app, shop):
+    """The screening's two reads (the key's recent failures, the codes that exist) go out as one statement on
+    PostgreSQL (``db.prefetch``); SQLite runs them one by one. Either way a real code passes."""
+    store, member = shop
+    code = (await give(client, (await make_campaign(client))["id"], member))["code"]
+    body = with_vouchers(member, store, [f.line(unit_price=2000)], [code])
+    assert (await client.post("/v1/checkout/quote", json=body)).status_code == 200  # caches warmed
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        r = await client.post("/v1/checkout/quote", json=body)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert r.status_code == 200, r.text
+    assert [a["id"] for a in r.json()["applied"] if a["kind"] == "voucher"]
+    failures = [s for s in statements if "failed_attempts" in s]
+    codes = [s for s in statements if "vouchers.code IN" in s or "vouchers.code = ANY" in s]
+    assert len(failures) == 1 and codes, statements
+    if IS_POSTGRES:
+        assert "vouchers" in failures[0], failures
+    else:
+        assert "vouchers" not in failures[0], failures
 
 
 async def test_issues_are_announced_as_events_without_bearer_codes(client):

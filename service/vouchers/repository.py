@@ -107,6 +107,11 @@ def prefetch_by_codes(session: AsyncSession, codes: Sequence[str]) -> None:
     prefetch(session, _BY_CODES(session), {"p_codes": list(codes)})
 
 
+def prefetch_existing_codes(session: AsyncSession, codes: Sequence[str]) -> None:
+    """Announce :func:`existing_codes`' read (``db.prefetch``)."""
+    prefetch(session, _EXISTING_CODES(session), {"p_codes": list(codes)})
+
+
 async def existing_codes(session: AsyncSession, codes: Sequence[str]) -> set[str]:
     return {row.code for row in await fetch(session, _EXISTING_CODES(session), {"p_codes": list(codes)})}
 

@@ -270,8 +270,10 @@ async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime) ->
     normalized = [normalize_code(code) for code in codes]
     if not normalized:
         return normalized
-    # Two reads that stand alone: statement by statement, no transaction (on PostgreSQL), one connection.
+    # Two reads that stand alone, sent as one statement, without a transaction (on PostgreSQL).
     async with guard.db.statements(write=False) as session:
+        guard.prefetch_check(session, now)
+        repository.prefetch_existing_codes(session, normalized)
         await guard.check(session, now)
         found = await repository.existing_codes(session, normalized)
     unknown = [code for code in normalized if code not in found]
