@@ -201,7 +201,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 region: str, guard: giftcards.PinGuard | None = None,
                 lookups: Guard | None = None) -> Quote:
     now = clock.now()
-    codes = await voucher_service.screen(lookups, _voucher_codes(body), now)  # before this request's transaction
+    codes = await voucher_service.screen(lookups, _voucher_codes(body), now, reading=session)
     # A quote writes nothing: the member is a copy of its columns, and a review that fell due shows in the tier
     # below without being applied (the commit applies it under the tier lock).
     program, member, store = await _prepare(session, body, principal, region)

@@ -262,20 +262,23 @@ async def issued_by(session: AsyncSession, transaction_id: str, now: datetime) -
 
 # --- look-ups and redemption --------------------------------------------------------------------------------
 
-async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime) -> list[str]:
+async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime, *,
+                 reading: AsyncSession | None = None) -> list[str]:
     """Check that the codes a request names exist, before the request's own transaction starts. A key that has
     used up its failed look-ups is refused (429) whatever it asks; each unknown code is counted as a failure in
     a transaction of its own (it stays counted though the request answers an error and rolls back). Returns the
-    codes normalized, in request order."""
+    codes normalized, in request order.
+
+    The two reads stand alone and go out as one statement: on ``reading``, a request's session that only reads
+    (a quote's), or else on a session of their own, without a transaction on PostgreSQL."""
     normalized = [normalize_code(code) for code in codes]
     if not normalized:
         return normalized
-    # Two reads that stand alone, sent as one statement, without a transaction (on PostgreSQL).
-    async with guard.db.statements(write=False) as session:
-        guard.prefetch_check(session, now)
-        repository.prefetch_existing_codes(session, normalized)
-        await guard.check(session, now)
-        found = await repository.existing_codes(session, normalized)
+    if reading is not None:
+        found = await _screened(reading, guard, normalized, now)
+    else:
+        async with guard.db.statements(write=False) as session:
+            found = await _screened(session, guard, normalized, now)
     unknown = [code for code in normalized if code not in found]
     if unknown:
         standing = await guard.fail(now, amount=len(unknown))
@@ -283,6 +286,14 @@ async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime) ->
             ratelimit.raise_limited(standing)
         raise UnknownVoucher(f"There is no voucher {unknown[0]}; check the code.", voucher_code=unknown[0])
     return normalized
+
+
+async def _screened(session: AsyncSession, guard: ratelimit.Guard, codes: list[str], now: datetime) -> set[str]:
+    """Which of ``codes`` exist, after refusing a key that has used up its failures; one statement."""
+    guard.prefetch_check(session, now)
+    repository.prefetch_existing_codes(session, codes)
+    await guard.check(session, now)
+    return await repository.existing_codes(session, codes)
 
 
 async def _campaign_rules(session: AsyncSession, ids: Iterable[str]) -> dict[str, rules.Campaign]:
