@@ -62,6 +62,12 @@ def dialect_of(session: AsyncSession) -> str:
     return session.bind.dialect.name
 
 
+def holds_writers_off(session: AsyncSession) -> bool:
+    """Whether the session's transaction keeps every other session from writing until it ends, from its first
+    statement: SQLite's transaction that will write (``BEGIN IMMEDIATE``, see :data:`WRITE`)."""
+    return dialect_of(session) == "sqlite" and bool(session.bind.get_execution_options().get(WRITE))
+
+
 def dialect_insert(session: AsyncSession):
     """The session's dialect's ``insert`` (PostgreSQL's and SQLite's both have ``on_conflict_do_…``)."""
     return sqlite_insert if dialect_of(session) == "sqlite" else postgresql_insert

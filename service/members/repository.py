@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import fetch, insert_unless_duplicate
+from service.db import fetch, insert_unless_duplicate, prefetch
 from service.members.models import Member
 from service.program.repository import VERSION_COLUMNS
 
@@ -17,6 +17,11 @@ async def get(session: AsyncSession, member_id: str) -> Member | None:
 
 _GET_WITH_VERSIONS = (select(*Member.__table__.columns, *VERSION_COLUMNS)
                       .where(Member.id == bindparam("p_member_id")))
+
+
+def prefetch_with_versions(session: AsyncSession, member_id: str) -> None:
+    """Announce :func:`get_with_versions`'s read (``db.prefetch``)."""
+    prefetch(session, _GET_WITH_VERSIONS, {"p_member_id": member_id})
 
 
 async def get_with_versions(session: AsyncSession, member_id: str) -> tuple[Any | None, tuple[int, int] | None]:
@@ -51,6 +56,12 @@ _FIND_ACTIVE_ROWS = {column: (select(*Member.__table__.columns, *VERSION_COLUMNS
                               .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
                               .order_by(Member.id).limit(2))
                      for column in _LOOKUP_COLUMNS}
+
+
+def prefetch_active_rows(session: AsyncSession, **where: str) -> None:
+    """Announce :func:`find_active_rows`'s read (``db.prefetch``)."""
+    ((column, value),) = where.items()
+    prefetch(session, _FIND_ACTIVE_ROWS[column], {"p_value": value})
 
 
 async def find_active_rows(session: AsyncSession, **where: str) -> tuple[list[Any], tuple[int, int] | None]:

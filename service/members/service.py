@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.audit import record as audit
 from service.auth.rules import Principal
 from service.clock import Clock
-from service.errors import ValidationFailed
+from service.errors import ServiceError, ValidationFailed
 from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
 from service.members import repository, rules
@@ -159,6 +159,21 @@ async def lookup_public(session: AsyncSession, principal: Principal, *, card_num
     program_service.remember_versions(session, versions)
     program = await program_service.get(session)  # its versions came with the members: no read
     return [to_public(row, program, principal) for row in found]
+
+
+def prefetch_for_checkout(session: AsyncSession, *, member_id: str | None = None, card_number: str | None = None,
+                          phone: str | None = None, region: str) -> None:
+    """Announce :func:`find_for_checkout`'s read (``db.prefetch``): it goes out with the request's next read, a
+    named voucher's screening. A key that cannot be looked up announces nothing; the look-up itself says why,
+    in its turn."""
+    if member_id:
+        repository.prefetch_with_versions(session, member_id)
+        return
+    try:
+        where = _lookup_key(card_number, phone, None, region)
+    except ServiceError:
+        return
+    repository.prefetch_active_rows(session, **where)
 
 
 async def find_for_checkout(session: AsyncSession, *, member_id: str | None = None,

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import ratelimit
 from service.audit import record as audit
 from service.clock import Clock
+from service.db import holds_writers_off
 from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
 from service.members import service as members_service
@@ -264,17 +265,19 @@ async def issued_by(session: AsyncSession, transaction_id: str, now: datetime) -
 
 async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime, *,
                  reading: AsyncSession | None = None) -> list[str]:
-    """Check that the codes a request names exist, before the request's own transaction starts. A key that has
+    """Check that the codes a request names exist, before the request writes anything. A key that has
     used up its failed look-ups is refused (429) whatever it asks; each unknown code is counted as a failure in
     a transaction of its own (it stays counted though the request answers an error and rolls back). Returns the
     codes normalized, in request order.
 
-    The two reads stand alone and go out as one statement: on ``reading``, a request's session that only reads
-    (a quote's), or else on a session of their own, without a transaction on PostgreSQL."""
+    The two reads stand alone and go out as one statement, with any read the session announced before
+    (``db.prefetch``): on ``reading``, the request's session before it has written anything (a quote's, a
+    commit's), or else on a session of their own, without a transaction on PostgreSQL. Not on a session that
+    holds other writers off (SQLite's for a commit): the failures' count below could not be written."""
     normalized = [normalize_code(code) for code in codes]
     if not normalized:
         return normalized
-    if reading is not None:
+    if reading is not None and not holds_writers_off(reading):
         found = await _screened(reading, guard, normalized, now)
     else:
         async with guard.db.statements(write=False) as session:
