@@ -121,22 +121,30 @@ async def insert_unless_duplicate(session: AsyncSession, row: SQLModel, *, attac
     the session as a persistent object, so later changes to it are flushed as an UPDATE (unless ``attach`` is
     False: the caller then writes its later changes itself)."""
     table = row.__table__
-    values = {column.key: value for column in table.columns
-              if (value := getattr(row, column.key)) is not None or not column.nullable}
+    key = await insert_values_unless_duplicate(session, table, {
+        column.key: value for column in table.columns
+        if (value := getattr(row, column.key)) is not None or not column.nullable})
+    if key is None:
+        return False
+    for column, value in zip(table.primary_key.columns, key, strict=True):
+        setattr(row, column.key, value)
+    if attach:
+        make_transient_to_detached(row)
+        session.add(row)
+    return True
+
+
+async def insert_values_unless_duplicate(session: AsyncSession, table: Table,
+                                         values: dict[str, Any]) -> Sequence[Any] | None:
+    """Insert one row of ``table`` (:func:`insert_unless_duplicate` for a row that is not an ORM object): its
+    primary key, or None (nothing written) when a unique constraint rejects it."""
     key = (dialect_of(session), table)
     statement = _INSERTS_UNLESS_DUPLICATE.get(key)
     if statement is None:
         statement = _INSERTS_UNLESS_DUPLICATE[key] = (insert_ignoring_duplicates(session, table)
                                                      .returning(*table.primary_key.columns))
     found = await fetch(session, statement, values)
-    if not found:
-        return False
-    for column, value in zip(table.primary_key.columns, found[0], strict=True):
-        setattr(row, column.key, value)
-    if attach:
-        make_transient_to_detached(row)
-        session.add(row)
-    return True
+    return tuple(found[0]) if found else None
 
 
 # -- the hot paths' statements, without the ORM on PostgreSQL ----------------------------------------------------
