@@ -285,6 +285,29 @@ def _rows(entry: _Compiled, raw: Sequence[Sequence[Any]]) -> list:
             for row in raw]
 
 
+async def fetch_before_transaction(session: AsyncSession, statement: Executable,
+                                   params: dict[str, Any] | None = None) -> list | None:
+    """:func:`fetch` a statement that stands alone on the session's connection, before the session's transaction
+    begins, committed as it runs: on PostgreSQL the driver sends the transaction's BEGIN only with its first
+    statement, so a statement sent before that commits on its own, as on a session of its own (an idempotency
+    claim), without taking a second connection from the pool. None, with nothing sent, when the transaction has
+    begun or the session holds work (or on SQLite): run the statement on a session of its own then."""
+    if dialect_of(session) == "sqlite" or _DEFERRED in session.info or _PREFETCH in session.info or (
+            session.new or session.dirty or session.deleted):
+        return None
+    link = await _link(session)
+    adapter = link.driver
+    if adapter._transaction is not None:
+        return None
+    entry, args = _bound(statement, params or {}, link.dialect)
+    level, adapter.isolation_level = adapter.isolation_level, "autocommit"  # the adapter begins no transaction
+    try:
+        cursor = await _send(link, entry.compiled.string, args)
+    finally:
+        adapter.isolation_level = level
+    return _rows(entry, cursor._rows)
+
+
 async def execute(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None, *,
                   combine: bool = False) -> int:
     """Run a prebuilt statement that returns no rows; the number of rows it changed. With ``combine``, the
@@ -322,12 +345,15 @@ def prefetch(session: AsyncSession, statement: Executable, params: dict[str, Any
     out together at the first ``fetch`` of one of them (see above). On SQLite nothing happens."""
     if dialect_of(session) == "sqlite":
         return
+    text_ = _compiled_for_postgresql(statement, tuple(params or {}), session.bind.dialect).compiled.string
+    if _dollar_in_text(text_) or " FOR UPDATE" in text_ or " FOR SHARE" in text_:
+        raise TypeError("prefetch takes plain SELECTs without dollars in their text or a locking clause")
     session.info.setdefault(_PREFETCH, {})[_read_key(statement, params or {})] = (statement, params or {})
 
 
 async def _prefetched(session: AsyncSession, statement: Executable, params: dict[str, Any]) -> list | None:
     """The rows of an announced read (sending every announced read that has not gone out yet, if this one has
-    not); None for a read that was not announced."""
+    not); None for a read that was not announced, or that is the only one not sent yet (the caller sends it)."""
     announced = session.info[_PREFETCH]
     key = _read_key(statement, params)
     found = announced.pop(key, None)
@@ -336,14 +362,14 @@ async def _prefetched(session: AsyncSession, statement: Executable, params: dict
     if isinstance(found, list):
         return found
     reads = [(key, found), *((k, v) for k, v in announced.items() if not isinstance(v, list))]
+    if len(reads) == 1:
+        return None  # alone: the caller sends it as itself, without the arrays
     await _flush_orm(session)
     link = await _link(session)
     bound = [_bound(statement_, params_, link.dialect) for _, (statement_, params_) in reads]
     sqls = tuple(entry.compiled.string for entry, _ in bound)
     sql = _TOGETHER.get(sqls)
-    if sql is None:
-        if any(_dollar_in_text(text_) or " FOR UPDATE" in text_ or " FOR SHARE" in text_ for text_ in sqls):
-            raise TypeError("prefetch takes plain SELECTs without dollars in their text or a locking clause")
+    if sql is None:  # each read was checked when it was announced (prefetch)
         if len(_TOGETHER) > 1000:
             _TOGETHER.clear()
         offsets = itertools.accumulate((len(args) for _, args in bound), initial=0)

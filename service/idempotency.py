@@ -30,7 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from service.db import Database, UTCDateTime, execute, fetch, prebuilt
+from service.db import Database, UTCDateTime, execute, fetch, fetch_before_transaction, prebuilt
 from service.errors import Conflict, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -126,17 +126,25 @@ _COMPLETE = prebuilt(lambda insert: update(_TABLE).where(
 
 
 async def claim(
-    db: Database, *, api_key_id: str, key: str, req_hash: str, now: datetime, lock_seconds: int, ttl_days: int
+    db: Database, *, api_key_id: str, key: str, req_hash: str, now: datetime, lock_seconds: int, ttl_days: int,
+    request_session: AsyncSession | None = None,
 ) -> Claim | Replay:
     """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised). Each statement
     stands alone (the claim is one conditional insert, a takeover one compare-and-set update), so they run
-    without a transaction of their own on PostgreSQL: two round trips fewer per idempotent request."""
+    without a transaction of their own on PostgreSQL: two round trips fewer per idempotent request.
+
+    A new key is claimed on ``request_session``'s connection before that session's transaction begins, committed
+    on its own all the same (``db.fetch_before_transaction``): no session or connection of its own. A key met
+    before (a retry), and SQLite, take the statements below on a session of their own."""
+    values = {"api_key_id": api_key_id, "key": key, "request_hash": req_hash, "status": "in_progress",
+              "locked_at": now, "created_at": now}
+    if request_session is not None:
+        claimed = await fetch_before_transaction(request_session, _CLAIM(request_session), values)
+        if claimed:
+            return Claim(claimed[0][0], now)
     for _ in range(3):
         async with db.statements() as session:
-            claimed = await fetch(session, _CLAIM(session), {
-                "api_key_id": api_key_id, "key": key, "request_hash": req_hash, "status": "in_progress",
-                "locked_at": now, "created_at": now,
-            })
+            claimed = await fetch(session, _CLAIM(session), values)
             if claimed:
                 return Claim(claimed[0][0], now)
             found = (await session.execute(

@@ -135,8 +135,13 @@ class UnitOfWorkRoute(APIRoute):
                 await authenticate(request)
             claim = None
             if mode is not None:
-                claimed = await _claim(request, required=mode == "required", kept=kept)
+                try:
+                    claimed = await _claim(request, required=mode == "required", kept=kept)
+                except BaseException:
+                    await _close_session(request, commit=False)  # the claim may have opened it
+                    raise
                 if isinstance(claimed, Response):
+                    await _close_session(request, commit=False)
                     return claimed
                 claim = claimed
             for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -174,7 +179,7 @@ async def _claim(request: Request, *, required: bool,
         request.app.state.db, api_key_id=principal.key_id, key=key,
         req_hash=idempotency.request_hash(request.method, request.url.path, await request.body()),
         now=request.app.state.clock.now(), lock_seconds=settings.idempotency_lock_seconds,
-        ttl_days=settings.idempotency_ttl_days,
+        ttl_days=settings.idempotency_ttl_days, request_session=request_session(request),
     )
     if isinstance(claimed, idempotency.Replay):
         body = kept.restore(request, claimed.body) if kept and claimed.status < 400 else claimed.body

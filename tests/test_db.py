@@ -332,6 +332,16 @@ async def test_a_read_announced_is_read_once_and_one_not_announced_goes_alone(da
     assert len(seen) == (3 if IS_POSTGRES else 4)
 
 
+async def test_a_read_announced_alone_goes_out_as_itself(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        db.prefetch(session, _BY_ID, {"p_id": "s-1"})
+        assert [r.name for r in await db.fetch(session, _BY_ID, {"p_id": "s-1"})] == ["Main street"]
+    assert len(seen) == 1 and "ARRAY" not in seen[0], seen  # no arrays to wrap and unwrap
+
+
 async def test_announced_reads_do_not_outlive_their_transaction(database) -> None:
     async with database.transaction() as session:
         await db.execute(session, _ADD, store("s-1"))
@@ -352,6 +362,24 @@ _BY_ID_LOCKED = _BY_ID.with_for_update()
 @pytest.mark.postgres_only
 async def test_a_locking_read_cannot_be_announced(database) -> None:
     async with database.transaction() as session:
-        db.prefetch(session, _BY_ID_LOCKED, {"p_id": "s-1"})
         with pytest.raises(TypeError, match="locking clause"):
-            await db.fetch(session, _BY_ID_LOCKED, {"p_id": "s-1"})
+            db.prefetch(session, _BY_ID_LOCKED, {"p_id": "s-1"})
+
+
+# -- a statement before the transaction ---------------------------------------------------------------------------
+
+async def test_a_statement_before_the_transaction_commits_on_its_own(database) -> None:
+    """``fetch_before_transaction``: on PostgreSQL, sent on the session's connection before its transaction
+    begins, it stays written when the transaction rolls back; once the transaction has begun it is not sent
+    (None). SQLite never sends it: the caller runs it on a session of its own."""
+    adding = _ADD.returning(STORES.c.id)
+    session = database.session()
+    try:
+        first = await db.fetch_before_transaction(session, adding, store("s-1"))
+        assert ([tuple(r) for r in first] if IS_POSTGRES else first) == ([("s-1",)] if IS_POSTGRES else None)
+        await db.execute(session, _ADD, store("s-2"))  # the transaction begins here
+        assert await db.fetch_before_transaction(session, adding, store("s-3")) is None
+        await session.rollback()
+    finally:
+        await session.close()
+    assert await names(database) == ([("s-1", "Main street")] if IS_POSTGRES else [])

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from service import idempotency
 from service.auth.dependencies import ANY_ROLE
@@ -21,7 +21,7 @@ from service.errors import Conflict
 from service.idempotency import IdempotencyRecord
 from service.members.models import Member
 from service.routing import UnitOfWorkRoute, idempotent
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, IS_POSTGRES
 from tests.factories import PROBLEM, assert_problem, create_key, create_store, enroll, unique_email, unique_phone
 
 BOOTSTRAP_KEY_ID = "key_bootstrap_" + hash_key(ADMIN_KEY)[:16]
@@ -303,6 +303,39 @@ async def test_many_identical_requests_at_once_create_one_member(client, make_cl
         else:
             assert r.headers["idempotent-replayed"] == "true" and r.content == created[0].content
     assert await member_count(app) == 1
+
+
+# --- connections -------------------------------------------------------------------------------------------------
+
+async def test_a_new_key_is_claimed_on_the_requests_own_connection(client, app, clock):
+    """On PostgreSQL the claim goes out on the request's connection before its transaction begins (committed on
+    its own all the same): a request with a key takes no more connections from the pool than one without (on
+    SQLite, one more). Every answer, replays and refusals included, gives its connections back."""
+    engine = app.state.db.engine.sync_engine
+    checkouts: list[object] = []
+
+    def checkout(*_) -> None:
+        checkouts.append(None)
+
+    event.listen(engine, "checkout", checkout)
+    try:
+        assert (await client.post("/v1/members", json=new_member())).status_code == 201  # the API key cached
+        checkouts.clear()
+        assert (await client.post("/v1/members", json=new_member())).status_code == 201
+        without_key = len(checkouts)
+        checkouts.clear()
+        body = new_member()
+        assert (await enroll_with_key(client, body, "one-connection")).status_code == 201
+        assert len(checkouts) == without_key + (0 if IS_POSTGRES else 1), (checkouts, without_key)
+        assert (await enroll_with_key(client, body, "one-connection")).headers["idempotent-replayed"] == "true"
+        assert_problem(await enroll_with_key(client, {"name": "Other"}, "one-connection"), 409,
+                       "idempotency_key_reused")
+        await insert_record(app, key="busy-2", body=body, locked_at=clock.now())
+        assert_problem(await enroll_with_key(client, body, "busy-2"), 409, "request_in_progress")
+    finally:
+        event.remove(engine, "checkout", checkout)
+    assert app.state.db.engine.pool.checkedout() == 0
+    assert [r.key for r in await records(app) if r.status == "completed"] == ["one-connection"]
 
 
 # --- a route that requires the key --------------------------------------------------------------------------------
