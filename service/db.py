@@ -162,6 +162,7 @@ class _Compiled(NamedTuple):
     binds: dict[str, Callable[[Any], Any]]  # bind processors by parameter name
     results: tuple[Callable[[Any], Any] | None, ...] | None  # None when every column passes through as read
     row: type[tuple]  # a named tuple of the result columns, as SQLAlchemy's ``Row`` reads
+    joins_reads: bool  # may be announced (``prefetch``): no locking clause, no dollars in its text
 
 
 _COMPILED: dict[tuple[int, tuple[str, ...]], tuple[Executable, _Compiled]] = {}
@@ -178,8 +179,10 @@ def _compiled_for_postgresql(statement: Executable, keys: tuple[str, ...], diale
         raise TypeError("fetch/execute take statements whose values are all plain bindparams (no IN lists)")
     results = tuple(column.type._cached_result_processor(dialect, None) for column in compiled._result_columns)
     row = namedtuple("Row", [column.keyname for column in compiled._result_columns], rename=True)
+    sql = compiled.string
     entry = _Compiled(compiled, tuple(compiled.positiontup or ()), dict(compiled._bind_processors),
-                      results if any(results) else None, row)
+                      results if any(results) else None, row,
+                      not (_dollar_in_text(sql) or " FOR UPDATE" in sql or " FOR SHARE" in sql))
     _COMPILED[(id(statement), keys)] = (statement, entry)  # the statement is kept, so its id is never reused
     return entry
 
@@ -345,8 +348,7 @@ def prefetch(session: AsyncSession, statement: Executable, params: dict[str, Any
     out together at the first ``fetch`` of one of them (see above). On SQLite nothing happens."""
     if dialect_of(session) == "sqlite":
         return
-    text_ = _compiled_for_postgresql(statement, tuple(params or {}), session.bind.dialect).compiled.string
-    if _dollar_in_text(text_) or " FOR UPDATE" in text_ or " FOR SHARE" in text_:
+    if not _compiled_for_postgresql(statement, tuple(params or {}), session.bind.dialect).joins_reads:
         raise TypeError("prefetch takes plain SELECTs without dollars in their text or a locking clause")
     session.info.setdefault(_PREFETCH, {})[_read_key(statement, params or {})] = (statement, params or {})
 
