@@ -7,6 +7,7 @@ Each customer's purchases go in date order through one connection; customers run
 
     python benchmarks/cdnow.py --base http://127.0.0.1:8000 --key <admin key> [--limit N] [--concurrency 32]
                                [--sweep [--as-of 1998-07-01T00:00:00Z]] [--skip-replay]
+    python benchmarks/cdnow.py --write-import cdnow.jsonl [--limit N]   # then: loyalty import cdnow.jsonl
 
 ``--sweep`` then runs ``loyalty sweep --as-of`` (the end of the data by default) on the server's database (set
 ``LOYALTY_DATABASE_URL`` as the server has it), times it, and prints the segment report.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -25,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+
+from service.progress import Progress
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow_master.txt"
 STORE = "cdnow"
@@ -78,24 +82,22 @@ def checkout_body(member_id: str, purchase: Purchase, index: int, currency: str)
             "occurred_at": occurred_at(purchase.day)}
 
 
-class Progress:
-    """A one-line progress bar on stderr."""
+def import_record(customer: str, purchases: list[Purchase]) -> dict:
+    """The customer as one line of a ``loyalty import`` file: the same member and sales as :func:`replay` sends."""
+    return {"external_ref": f"cdnow-{customer}", "name": f"CDNOW {customer}",
+            "purchases": [{"store_id": STORE, "receipt_id": f"cdnow-{customer}-{i}",
+                           "occurred_at": occurred_at(p.day), "lines": basket_lines(p)}
+                          for i, p in enumerate(purchases)]}
 
-    def __init__(self, total: int, label: str) -> None:
-        self.total, self.label, self.done, self.started, self._shown = total, label, 0, time.perf_counter(), 0.0
 
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if now - self._shown > 0.5 or self.done == self.total:
-            self._shown = now
-            rate = self.done / max(now - self.started, 1e-9)
-            filled = int(30 * self.done / max(self.total, 1))
-            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} "
-                             f"{rate:,.0f}/s")
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+def write_import_file(path: Path, *, limit: int | None = None, data: Path = DATA) -> tuple[int, int]:
+    """The CDNOW customers (the first ``limit``) as a ``loyalty import`` file; (members, purchases) written."""
+    customers = read_purchases(data)
+    ids = sorted(customers)[:limit] if limit else sorted(customers)
+    with path.open("w") as f:
+        for customer in ids:
+            f.write(json.dumps(import_record(customer, customers[customer])) + "\n")
+    return len(ids), sum(len(customers[c]) for c in ids)
 
 
 async def replay(base: str, key: str, *, limit: int | None = None, concurrency: int = 32,
@@ -110,7 +112,7 @@ async def replay(base: str, key: str, *, limit: int | None = None, concurrency: 
         store = await client.post("/v1/stores", json={"id": STORE, "name": "CDNOW", "timezone": "UTC"})
         if store.status_code not in (201, 409):
             store.raise_for_status()
-        progress = Progress(purchases, "CDNOW purchases")
+        progress = Progress(purchases, "CDNOW purchases", enabled=True)
         started = time.perf_counter()
         queue = iter(ids)
 
@@ -157,15 +159,24 @@ def print_report(report: dict) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Replay the CDNOW customer base through the API.")
+    parser = argparse.ArgumentParser(description="Replay the CDNOW customer base through the API, or write it as a "
+                                     "`loyalty import` file (--write-import).")
     parser.add_argument("--base", default="http://127.0.0.1:8000")
-    parser.add_argument("--key", required=True, help="an admin API key")
+    parser.add_argument("--key", help="an admin API key (for the replay and the report)")
+    parser.add_argument("--write-import", metavar="FILE", type=Path,
+                        help="only write the customers as a `loyalty import` file (store id `cdnow`) and exit")
     parser.add_argument("--limit", type=int, help="only the first N customers")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--sweep", action="store_true", help="then run the sweep and print the segment report")
     parser.add_argument("--as-of", default=END_OF_DATA, help="the sweep's --as-of (default: the end of the data)")
     parser.add_argument("--skip-replay", action="store_true", help="only the sweep and the report")
     args = parser.parse_args()
+    if args.write_import:
+        members, purchases = write_import_file(args.write_import, limit=args.limit)
+        print(f"wrote {members} members and {purchases} purchases to {args.write_import}")
+        return 0
+    if not args.key:
+        parser.error("--key is required for the replay and the report")
     if not args.skip_replay:
         result = asyncio.run(replay(args.base, args.key, limit=args.limit, concurrency=args.concurrency))
         print(f"{result['members']} members, {result['purchases']} purchases in {result['seconds']:.1f} s "

@@ -1,0 +1,123 @@
+"""Import members and their purchase history (``loyalty import``), for a retailer moving from another system.
+
+Each line of the file is one member and goes in as one database transaction: the member is enrolled (or found
+again by ``external_ref``), then each purchase is committed through the checkout
+(:func:`service.checkout.service.commit`), backdated to its ``occurred_at``, oldest first. So an imported sale
+earns points, stamps, tier progress and segment figures exactly as the same sale at a till would, and goes
+through the one ledger. A line that fails (bad JSON, an unknown store, a receipt another member has) is rolled
+back whole and reported; the others go on.
+
+Running the same file again is safe: a member is found by ``external_ref`` and a purchase whose receipt the
+member already has is skipped, so an interrupted import is finished by running it again. Events
+(``member.enrolled``, ``transaction.committed``) are written as the API writes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable
+
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.auth.rules import Principal
+from service.checkout import service as checkout
+from service.checkout.schemas import CommitRequest
+from service.clock import Clock
+from service.db import Database
+from service.errors import ServiceError, violation_error
+from service.imports import repository, rules
+from service.imports.schemas import ImportMember
+from service.members import service as members_service
+from service.members.errors import MemberErased, MemberExists
+from service.program import service as program_service
+
+# Imports act as an admin: backdated sales at any store.
+IMPORTER = Principal(key_id="cli:import", role="admin", store_id=None)
+
+
+async def import_member(session: AsyncSession, record: ImportMember, clock: Clock, *, region: str,
+                        currency: str) -> rules.Outcome:
+    """Enroll or find the member, then commit the purchases the member does not have yet, oldest first."""
+    found = await repository.member_by_external_ref(session, record.external_ref)
+    if found is not None and found.status != "active":
+        raise MemberErased(f"The member with external_ref {record.external_ref!r} was erased; their history "
+                           "cannot be imported.")
+    member_id = found.id if found is not None else (
+        await members_service.enroll(session, record, clock, region=region)).id
+    purchases = rules.in_order(record.purchases)
+    committed = set() if found is None else await repository.committed_receipts(
+        session, member_id, [(p.store_id, p.receipt_id) for p in purchases])
+    todo = rules.pending(purchases, committed)
+    for purchase in todo:
+        body = CommitRequest.model_validate({
+            "member": {"member_id": member_id}, "store_id": purchase.store_id,
+            "currency": purchase.currency or currency, "lines": purchase.lines, "receipt_id": purchase.receipt_id,
+            "occurred_at": purchase.occurred_at})
+        await checkout.commit(session, body, IMPORTER, clock, region=region)
+    return rules.Outcome(enrolled=found is None, committed=len(todo), skipped=len(purchases) - len(todo))
+
+
+def _external_ref(text: str) -> str | None:
+    """The line's ``external_ref`` when it can be read, to name the line in a report."""
+    try:
+        ref = json.loads(text).get("external_ref")
+    except (ValueError, AttributeError):
+        return None
+    return ref if isinstance(ref, str) else None
+
+
+async def run(db: Database, lines: Iterable[tuple[int, str]], clock: Clock, *, region: str, concurrency: int,
+              on_line: Callable[[rules.Tally], None] = lambda tally: None) -> rules.Tally:
+    """Import numbered lines (blank ones are skipped), ``concurrency`` members at a time; ``on_line`` is told
+    after each line. A database error that stands for no client error stops the import (it is raised)."""
+    tally = rules.Tally()
+    currency = (await db.run(program_service.get, write=False)).currency
+    queue = iter(lines)
+    analyze_at = rules.FIRST_ANALYZE
+
+    async def one(number: int, text: str) -> None:
+        try:
+            record = ImportMember.model_validate_json(text)
+        except ValidationError as exc:
+            tally.failures.append(rules.Failure(number, _external_ref(text), rules.describe(exc)))
+            return
+        for attempt in (1, 2):
+            try:
+                tally.add(await db.run(lambda session: import_member(session, record, clock, region=region,
+                                                                     currency=currency)))
+                return
+            except MemberExists as exc:
+                # Another line of the file enrolled the same external_ref at the same moment: run this one again,
+                # and it finds that member.
+                if attempt == 2 or "external_ref" not in exc.extra.get("fields", ()):
+                    tally.failures.append(rules.Failure(number, record.external_ref, exc.detail))
+                    return
+            except ServiceError as exc:
+                tally.failures.append(rules.Failure(number, record.external_ref, exc.detail))
+                return
+            except ValidationError as exc:  # a purchase that is no valid sale (line ids repeated, too large)
+                tally.failures.append(rules.Failure(number, record.external_ref, rules.describe(exc)))
+                return
+            except DBAPIError as exc:
+                known = violation_error(exc)
+                if known is None:
+                    raise
+                tally.failures.append(rules.Failure(number, record.external_ref, known.detail))
+                return
+
+    async def worker() -> None:
+        nonlocal analyze_at
+        for number, text in queue:
+            if text.strip():
+                await one(number, text)
+                on_line(tally)
+                if tally.members >= analyze_at:
+                    analyze_at *= 2
+                    await db.run(repository.refresh_statistics)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    tally.failures.sort(key=lambda failure: failure.line)
+    return tally

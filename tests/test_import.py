@@ -1,0 +1,176 @@
+"""``loyalty import``: members and their purchase history from a JSON Lines file, committed through the checkout."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service import cli
+from tests import factories as f
+from tests.server import run_cli
+
+
+def _purchase(store: str, receipt: str, when, *lines: dict) -> dict:
+    return {"store_id": store, "receipt_id": receipt, "occurred_at": when.isoformat(),
+            "lines": list(lines) or [f.line(unit_price=2500)]}
+
+
+def _write(path: Path, *records: dict | str) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+async def _member_by_email(client, email: str) -> dict:
+    found = (await client.get("/v1/members", params={"email": email})).json()["data"]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def _history(client, member_id: str) -> list[tuple[str, int]]:
+    entries = (await client.get(f"/v1/members/{member_id}/ledger", params={"limit": 500})).json()["data"]
+    return sorted((e["kind"], e["amount"]) for e in entries)
+
+
+async def test_an_imported_history_earns_what_the_same_sales_at_a_till_earn(client, clock, app, cli_env, capsys,
+                                                                            tmp_path):
+    store = (await f.create_store(client))["id"]
+    now = clock.now()
+    sales = [(now - timedelta(days=40), [f.line(unit_price=2500)]),
+             (now - timedelta(days=300), [f.line("1", quantity=3, unit_price=1999), f.line("2", unit_price=5)]),
+             (now - timedelta(days=2), [f.line(unit_price=120_000)])]  # a big one, last: tier progress
+    email = f.unique_email()
+    record = {"external_ref": f"crm-{email}", "name": "Imported Ida", "email": email,
+              "purchases": [_purchase(store, f"imp-{i}-{email}", when, *lines)  # newest first in the file
+                            for i, (when, lines) in enumerate(sorted(sales, key=lambda s: s[0], reverse=True))]}
+    assert await run_cli("import", str(_write(tmp_path / "members.jsonl", record))) == 0
+    out = capsys.readouterr().out
+    assert "1 members (1 enrolled, 0 already there), 3 purchases committed, 0 already committed" in out
+    assert "0 lines failed" in out
+
+    imported = await _member_by_email(client, email)
+    assert imported["external_ref"] == record["external_ref"] and imported["name"] == "Imported Ida"
+    twin = (await f.enroll(client))["id"]  # the same sales at a till, oldest first
+    for i, (when, lines) in enumerate(sorted(sales, key=lambda s: s[0])):
+        r = await f.commit(client, f.basket(twin, store, lines, occurred_at=when.isoformat()),
+                           receipt_id=f"till-{i}-{email}")
+        assert r.status_code == 201, r.text
+
+    assert await f.balance(client, imported["id"]) == await f.balance(client, twin) > 0
+    assert await _history(client, imported["id"]) == await _history(client, twin)
+    tier, twin_tier = [(await client.get(f"/v1/members/{m}/tier")).json() for m in (imported["id"], twin)]
+    assert tier["qualifying_spend"] == twin_tier["qualifying_spend"] > 0
+    assert (tier["code"], tier["spend_to_next"], len(tier["history"])) == \
+        (twin_tier["code"], twin_tier["spend_to_next"], len(twin_tier["history"]))
+    segment, twin_segment = [(await client.get(f"/v1/members/{m}/segment")).json() for m in (imported["id"], twin)]
+    assert segment == twin_segment and segment["frequency"] == 3
+    assert await run_cli("verify") == 0
+    await f.verify_ledger(app)
+
+
+async def test_running_the_same_file_again_commits_only_what_is_new(client, clock, app, cli_env, capsys, tmp_path):
+    store = (await f.create_store(client))["id"]
+    now = clock.now()
+    email = f.unique_email()
+    first = _purchase(store, f"a-{email}", now - timedelta(days=10))
+    record = {"external_ref": f"crm-{email}", "name": "Resumed Rui", "email": email, "purchases": [first]}
+    assert await run_cli("import", str(_write(tmp_path / "one.jsonl", record))) == 0
+    member = (await _member_by_email(client, email))["id"]
+    after_first = await f.balance(client, member)
+    capsys.readouterr()
+
+    assert await run_cli("import", str(_write(tmp_path / "one.jsonl", record))) == 0  # the same file: nothing
+    assert "1 members (0 enrolled, 1 already there), 0 purchases committed, 1 already committed" in \
+        capsys.readouterr().out
+    assert await f.balance(client, member) == after_first
+
+    record["purchases"].append(_purchase(store, f"b-{email}", now - timedelta(days=5)))  # an interrupted import
+    assert await run_cli("import", str(_write(tmp_path / "two.jsonl", record))) == 0
+    assert "1 purchases committed, 1 already committed" in capsys.readouterr().out
+    assert await f.balance(client, member) == 2 * after_first
+    await f.verify_ledger(app)
+
+
+async def test_a_line_that_fails_is_reported_and_nothing_of_it_is_written(client, clock, app, cli_env, capsys,
+                                                                          tmp_path):
+    store = (await f.create_store(client))["id"]
+    other = (await f.enroll(client))["id"]
+    taken = f"taken-{f.unique_email()}"  # a receipt another member has at this store
+    assert (await f.commit(client, f.basket(other, store), receipt_id=taken)).status_code == 201
+    now = clock.now()
+    good, bad = f.unique_email(), [f.unique_email() for _ in range(4)]
+    entries_before = await f.entry_count(app)
+
+    def member(email: str, *purchases: dict) -> dict:
+        return {"external_ref": f"crm-{email}", "name": "Line Test", "email": email, "purchases": list(purchases)}
+
+    path = _write(
+        tmp_path / "mixed.jsonl",
+        member(good, _purchase(store, f"g-{good}", now - timedelta(days=1))),
+        "{not json",
+        # the first purchase is fine, the second names a store that does not exist: the member is not enrolled
+        member(bad[0], _purchase(store, f"x-{bad[0]}", now - timedelta(days=3)),
+               _purchase("no-such-store", f"y-{bad[0]}", now - timedelta(days=2))),
+        member(bad[1], _purchase(store, taken, now - timedelta(days=3))),
+        member(bad[2], _purchase(store, f"z-{bad[2]}", now + timedelta(days=3))),  # in the future
+        {"name": "No Ref", "email": bad[3]},
+        "",  # blank lines are skipped
+    )
+    assert await run_cli("import", str(path)) == 1
+    captured = capsys.readouterr()
+    assert "1 members (1 enrolled, 0 already there), 1 purchases committed" in captured.out
+    assert "5 lines failed" in captured.out
+    failed = [line for line in captured.err.splitlines() if line.startswith("FAILED: ")]
+    assert [line.split(":")[1].strip().split(" ")[1] for line in failed] == ["2", "3", "4", "5", "6"]
+    assert "line 2: " in failed[0]
+    assert f"line 3 (crm-{bad[0]}): " in failed[1] and "no-such-store" in failed[1]
+    assert f"line 4 (crm-{bad[1]}): " in failed[2] and "already committed" in failed[2]
+    assert f"line 5 (crm-{bad[2]}): " in failed[3] and "occurred_at" in failed[3]
+    assert "line 6: external_ref: Field required" in failed[4]
+    for email in bad:
+        assert (await client.get("/v1/members", params={"email": email})).json()["data"] == []
+    assert await f.entry_count(app) == entries_before + 2  # the good line's one sale: two entries
+    await f.verify_ledger(app)
+
+
+async def test_two_lines_for_one_member_make_one_member(client, clock, app, cli_env, capsys, tmp_path):
+    store = (await f.create_store(client))["id"]
+    now = clock.now()
+    email = f.unique_email()
+    lines = [{"external_ref": f"crm-{email}", "name": "Twice Tom", "email": email,
+              "purchases": [_purchase(store, f"{n}-{email}", now - timedelta(days=n))]} for n in (1, 2)]
+    assert await run_cli("import", "--concurrency", "2", str(_write(tmp_path / "twice.jsonl", *lines))) == 0
+    assert "2 members (1 enrolled, 1 already there), 2 purchases committed" in capsys.readouterr().out
+    member = (await _member_by_email(client, email))["id"]
+    assert await f.balance(client, member) == 2 * 25
+    await f.verify_ledger(app)
+
+
+async def test_the_import_explains_its_file_and_refuses_a_missing_one(cli_env, capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["import", "--help"])
+    assert "external_ref required" in capsys.readouterr().out
+    assert await run_cli("import", str(tmp_path / "missing.jsonl")) == 2
+    assert "is not a file" in capsys.readouterr().err
+
+
+async def test_the_import_refreshes_the_statistics_as_the_member_base_doubles(client, clock, cli_env, capsys,
+                                                                              tmp_path, monkeypatch):
+    from service.imports import repository, rules
+
+    refreshed = []
+    refresh = repository.refresh_statistics
+
+    async def counted(session):
+        refreshed.append(1)
+        await refresh(session)  # ANALYZE on PostgreSQL: it must run inside the import's transaction
+
+    monkeypatch.setattr(rules, "FIRST_ANALYZE", 2)
+    monkeypatch.setattr(repository, "refresh_statistics", counted)
+    store = (await f.create_store(client))["id"]
+    records = [{"external_ref": f"crm-{n}-{store}", "name": "Many", "email": f.unique_email(),
+                "purchases": [_purchase(store, f"{n}-{store}", clock.now() - timedelta(days=1))]} for n in range(9)]
+    assert await run_cli("import", str(_write(tmp_path / "nine.jsonl", *records))) == 0
+    assert len(refreshed) == 3  # at 2, 4 and 8 members
