@@ -1,10 +1,11 @@
 """``make bench``: load figures for this machine, as ratios to ceilings measured in the same run.
 
 Set-up in one command: a fresh PostgreSQL database, migrations, the service with 2 worker processes, the CDNOW
-member base replayed through the API (23,570 members, their purchases as backdated commits; its time and rate are
-reported), 2,000 more members given points and wallet money for the workloads; then each workload under ``wrk``
-(a separate process, 32 connections, a warm-up first), the framework ceiling (``GET /healthz`` on the same server)
-and the database ceiling (``pgbench`` running one ledger-like transaction on the same PostgreSQL). Results go to
+member base replayed by ``loyalty import`` (23,570 members, their purchases as backdated commits through the
+checkout; its time and rate are reported; ``--cdnow-via api`` replays it through the API instead), 2,000 more
+members given points and wallet money for the workloads; then each workload under ``wrk`` (a separate process,
+32 connections, a warm-up first), the framework ceiling (``GET /healthz`` on the same server) and the database
+ceiling (``pgbench`` running one ledger-like transaction on the same PostgreSQL). Results go to
 ``benchmarks/results/latest.md`` and stdout.
 """
 
@@ -207,9 +208,9 @@ def bench_postgres(args: argparse.Namespace, wrk: str) -> str:
     growth_rows: list[str] = []
     with running_server(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
         if args.cdnow:
-            replay_cdnow(base, args.cdnow_limit, notes)
-            settle(args.database)
+            replay_cdnow(base, url, args.cdnow_limit, args.cdnow_via, notes)
         seeded = seed(base, args.members, notes)
+        settle(args.database)
         run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
         figures = load_figures(wrk, base, tmp, seeded, run)
         notes.append(f"Largest worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
@@ -260,21 +261,41 @@ def bench_sqlite(args: argparse.Namespace, wrk: str) -> str:
     return report("SQLite (the embedded default), 1 worker", figures, {"healthz": figures[0].rps}, notes)
 
 
-def replay_cdnow(base: str, limit: int | None, notes: list[str]) -> None:
-    """The CDNOW member base and its history as backdated commits through the API (``benchmarks/cdnow.py``)."""
+def replay_cdnow(base: str, url: str, limit: int | None, via: str, notes: list[str]) -> None:
+    """The CDNOW member base and its history as backdated commits: by ``loyalty import`` (the command a retailer
+    moving from another system runs, in one process beside the server) or through the API
+    (``benchmarks/cdnow.py``, 32 connections)."""
     if not cdnow.DATA.exists():
         sys.exit(f"{cdnow.DATA} is missing: put the shared data beside the project, or pass --no-cdnow")
-    result = asyncio.run(cdnow.replay(base, ADMIN_KEY, limit=limit))
-    notes.append(f"CDNOW import: {result['members']:,} members and {result['purchases']:,} purchases, each a backdated "
-                 f"commit through the API at 32 connections, in {result['seconds']:,.0f} s = "
-                 f"{result['rate']:,.0f} purchases/s.")
+    if via == "api":
+        result = asyncio.run(cdnow.replay(base, ADMIN_KEY, limit=limit))
+        notes.append(f"CDNOW import through the API: {result['members']:,} members and {result['purchases']:,} "
+                     f"purchases, each a backdated commit at 32 connections, in {result['seconds']:,.0f} s = "
+                     f"{result['rate']:,.0f} purchases/s.")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "cdnow.jsonl")
+        members, purchases = cdnow.write_import_file(path, limit=limit)
+        store = httpx.post(f"{base}/v1/stores", headers=HEADERS, json={"id": cdnow.STORE, "name": "CDNOW",
+                                                                      "timezone": "UTC"})
+        if store.status_code not in (201, 409):
+            store.raise_for_status()
+        print(f"CDNOW: loyalty import of {members:,} members, {purchases:,} purchases...", flush=True)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "service.cli", "import", str(path)], cwd=ROOT, check=True,
+                       env={**os.environ, "LOYALTY_DATABASE_URL": url})
+        seconds = time.perf_counter() - started
+    notes.append(f"CDNOW import (`loyalty import`, 8 members at a time, one transaction per member): {members:,} "
+                 f"members and {purchases:,} purchases, each a backdated commit through the checkout, in "
+                 f"{seconds:,.0f} s = {purchases / seconds:,.0f} purchases/s.")
 
 
 def settle(database: str) -> None:
-    """After a bulk import, what an operator would run before opening the tills: VACUUM (ANALYZE) and a
-    CHECKPOINT, so that the workloads measured next do not share the cores with autovacuum and the checkpoint
-    catching up on the imported data (in one run the commit workload measured half its rate right after the
-    import)."""
+    """After a bulk import and the seeding, what an operator would run before opening the tills: VACUUM
+    (ANALYZE) and a CHECKPOINT, so that the workloads measured next do not share the cores with autovacuum and the
+    checkpoint catching up on the imported data (in one run the commit workload measured half its rate right after
+    the import), and run on plans made for the tables as they are (a plan prepared while a table was nearly empty
+    scans it whole; ANALYZE has every connection plan again)."""
     psql("", "VACUUM (ANALYZE)", database=database)
     psql("", "CHECKPOINT", database=database)
 
@@ -326,6 +347,8 @@ def main() -> int:
     parser.add_argument("--no-cdnow", dest="cdnow", action="store_false",
                         help="skip the CDNOW replay (PostgreSQL) that the workloads otherwise run beside")
     parser.add_argument("--cdnow-limit", type=int, help="replay only the first N CDNOW customers")
+    parser.add_argument("--cdnow-via", choices=["import", "api"], default="import",
+                        help="replay CDNOW with `loyalty import` (default) or through the API at 32 connections")
     parser.add_argument("--duration", type=int, default=15, help="seconds of measured load per workload")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
