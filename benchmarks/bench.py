@@ -263,7 +263,7 @@ def bench_sqlite(args: argparse.Namespace, wrk: str) -> str:
 
 def replay_cdnow(base: str, url: str, limit: int | None, via: str, notes: list[str]) -> None:
     """The CDNOW member base and its history as backdated commits: by ``loyalty import`` (the command a retailer
-    moving from another system runs, in one process beside the server) or through the API
+    moving from another system runs beside the server, one job process per core) or through the API
     (``benchmarks/cdnow.py``, 32 connections)."""
     if not cdnow.DATA.exists():
         sys.exit(f"{cdnow.DATA} is missing: put the shared data beside the project, or pass --no-cdnow")
@@ -282,12 +282,13 @@ def replay_cdnow(base: str, url: str, limit: int | None, via: str, notes: list[s
             store.raise_for_status()
         print(f"CDNOW: loyalty import of {members:,} members, {purchases:,} purchases...", flush=True)
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "service.cli", "import", str(path)], cwd=ROOT, check=True,
-                       env={**os.environ, "LOYALTY_DATABASE_URL": url})
+        jobs = os.cpu_count() or 1
+        subprocess.run([sys.executable, "-m", "service.cli", "import", "--jobs", str(jobs), str(path)], cwd=ROOT,
+                       check=True, env={**os.environ, "LOYALTY_DATABASE_URL": url})
         seconds = time.perf_counter() - started
-    notes.append(f"CDNOW import (`loyalty import`, 8 members at a time, one transaction per member): {members:,} "
-                 f"members and {purchases:,} purchases, each a backdated commit through the checkout, in "
-                 f"{seconds:,.0f} s = {purchases / seconds:,.0f} purchases/s.")
+    notes.append(f"CDNOW import (`loyalty import --jobs {jobs}`, 8 members at a time per process, one transaction "
+                 f"per member): {members:,} members and {purchases:,} purchases, each a backdated commit through "
+                 f"the checkout, in {seconds:,.0f} s = {purchases / seconds:,.0f} purchases/s.")
 
 
 def settle(database: str) -> None:

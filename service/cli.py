@@ -157,8 +157,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     import time
 
-    from service.clock import Clock
-    from service.db import Database
     from service.errors import ServiceError
     from service.imports import service as imports
     from service.progress import Progress
@@ -169,22 +167,19 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 2
     with path.open("rb") as f:
         total = sum(1 for line in f if line.strip())
-
-    async def run(lines):
-        settings = Settings()
-        db = Database(settings.database_url)
-        concurrency = args.concurrency or (1 if db.dialect == "sqlite" else 8)
-        progress = Progress(total, "import: members", unit=" purchases")
-        try:
-            return await imports.run(db, lines, Clock(), region=settings.default_region, concurrency=concurrency,
-                                     on_line=lambda tally: progress.advance(rate_of=tally.committed))
-        finally:
-            await db.dispose()
-
+    settings = Settings()
+    concurrency = args.concurrency or (1 if settings.database_url.startswith("sqlite") else 8)
+    progress = Progress(total, "import: members", unit=" purchases")
     started = time.perf_counter()
     try:
-        with path.open(encoding="utf-8", errors="replace") as f:  # read a line at a time, as members are taken
-            tally = asyncio.run(run(enumerate(f, 1)))
+        if args.jobs == 1:
+            tally = asyncio.run(imports.run_file(
+                settings.database_url, path, region=settings.default_region, concurrency=concurrency,
+                on_line=lambda tally: progress.advance(rate_of=tally.committed)))
+        else:
+            tally = imports.run_jobs(
+                settings.database_url, path, region=settings.default_region, concurrency=concurrency,
+                jobs=args.jobs, on_progress=lambda lines, purchases: progress.show(lines, rate_of=purchases))
     except ServiceError as exc:  # no program yet
         print(f"import: {exc.detail}", file=sys.stderr)
         return 1
@@ -325,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         "receipts they already have are skipped. Exit status 1 when any line failed.")
     imp.add_argument("file", help="the JSON Lines file")
     imp.add_argument("--concurrency", type=int, choices=range(1, 65), metavar="N",
-                     help="members imported at once (default: 8 on PostgreSQL, 1 on SQLite)")
+                     help="members imported at once by each process (default: 8 on PostgreSQL, 1 on SQLite)")
+    imp.add_argument("--jobs", type=int, default=1, choices=range(1, 33), metavar="J",
+                     help="processes, each taking every J-th line (default 1; one process keeps about one core "
+                     "busy, so give more cores more jobs)")
     imp.set_defaults(func=_cmd_import)
 
     verify = sub.add_parser("verify", help="check the ledger's invariants; exit 1 with a report if one fails")

@@ -19,7 +19,11 @@ class Progress:
         self.done, self.started, self._shown = 0, time.perf_counter(), 0.0
 
     def advance(self, n: int = 1, *, rate_of: int | None = None) -> None:
-        self.done += n
+        self.show(self.done + n, rate_of=rate_of)
+
+    def show(self, done: int, *, rate_of: int | None = None) -> None:
+        """Redraw with ``done`` items finished; the rate is of ``rate_of`` (default: the items)."""
+        self.done = done
         now = time.perf_counter()
         if not self.enabled or (now - self._shown <= 0.5 and self.done != self.total):
             return

@@ -174,3 +174,22 @@ async def test_the_import_refreshes_the_statistics_as_the_member_base_doubles(cl
                 "purchases": [_purchase(store, f"{n}-{store}", clock.now() - timedelta(days=1))]} for n in range(9)]
     assert await run_cli("import", str(_write(tmp_path / "nine.jsonl", *records))) == 0
     assert len(refreshed) == 3  # at 2, 4 and 8 members
+
+
+async def test_jobs_share_the_lines_and_report_as_one(client, clock, app, cli_env, capsys, tmp_path):
+    store = (await f.create_store(client))["id"]
+    when = clock.now() - timedelta(days=1)
+    emails = [f.unique_email() for _ in range(5)]
+    records = [{"external_ref": f"crm-{e}", "name": "Job", "email": e,
+                "purchases": [_purchase(store, f"{n}-{e}", when)]} for n, e in enumerate(emails)]
+    records.insert(2, "{broken")
+    records.append({**records[0], "purchases": [_purchase(store, f"again-{emails[0]}", when)]})  # line 7
+    assert await run_cli("import", "--jobs", "2", str(_write(tmp_path / "jobs.jsonl", *records))) == 1
+    captured = capsys.readouterr()
+    assert "6 members (5 enrolled, 1 already there), 6 purchases committed, 0 already committed" in captured.out
+    assert "1 lines failed" in captured.out
+    assert "FAILED: line 3: " in captured.err
+    assert await f.balance(client, (await _member_by_email(client, emails[0]))["id"]) == 2 * 25
+    for e in emails[1:]:
+        assert await f.balance(client, (await _member_by_email(client, e))["id"]) == 25
+    await f.verify_ledger(app)

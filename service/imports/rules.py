@@ -72,6 +72,17 @@ class Tally:
         self.committed += outcome.committed
         self.skipped += outcome.skipped
 
+    @classmethod
+    def merged(cls, tallies: Iterable[Tally]) -> Tally:
+        """The tallies of several jobs as one, failures in line order."""
+        total = cls()
+        for tally in tallies:
+            total.enrolled, total.found = total.enrolled + tally.enrolled, total.found + tally.found
+            total.committed, total.skipped = total.committed + tally.committed, total.skipped + tally.skipped
+            total.failures.extend(tally.failures)
+        total.failures.sort(key=lambda failure: failure.line)
+        return total
+
     def summary(self, seconds: float) -> list[str]:
         rate = self.committed / seconds if seconds > 0 else 0.0
         return [

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+import multiprocessing
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, wait
+from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -121,3 +124,57 @@ async def run(db: Database, lines: Iterable[tuple[int, str]], clock: Clock, *, r
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     tally.failures.sort(key=lambda failure: failure.line)
     return tally
+
+
+def numbered_lines(path: Path, *, share: int = 0, shares: int = 1) -> Iterator[tuple[int, str]]:
+    """The file's lines, numbered from 1; with ``shares`` > 1 only every ``shares``-th, from line ``share + 1``.
+    Read one at a time, as the members are taken."""
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for number, text in enumerate(f, 1):
+            if (number - 1) % shares == share:
+                yield number, text
+
+
+async def run_file(url: str, path: Path, *, region: str, concurrency: int, share: int = 0, shares: int = 1,
+                   on_line: Callable[[rules.Tally], None] = lambda tally: None) -> rules.Tally:
+    """:func:`run` over the file's lines (its ``share`` of them), on a database of its own."""
+    db = Database(url)
+    try:
+        return await run(db, numbered_lines(path, share=share, shares=shares), Clock(), region=region,
+                         concurrency=concurrency, on_line=on_line)
+    finally:
+        await db.dispose()
+
+
+_counters = None  # in a job process: its slots in the members and purchases done, shared with the parent
+
+
+def _share_counters(counters) -> None:
+    global _counters
+    _counters = counters
+
+
+def _import_share(url: str, path: Path, share: int, shares: int, region: str, concurrency: int) -> rules.Tally:
+    """One job process: its share of the lines, telling the parent how far it is through the shared counters."""
+    def told(tally: rules.Tally) -> None:
+        _counters[2 * share], _counters[2 * share + 1] = tally.members + len(tally.failures), tally.committed
+
+    return asyncio.run(run_file(url, path, region=region, concurrency=concurrency, share=share, shares=shares,
+                                on_line=told))
+
+
+def run_jobs(url: str, path: Path, *, region: str, concurrency: int, jobs: int,
+             on_progress: Callable[[int, int], None] = lambda lines, purchases: None) -> rules.Tally:
+    """The import in ``jobs`` processes, each taking every ``jobs``-th line with ``concurrency`` members at a
+    time: one process runs the checkout's Python on one core, so more cores need more processes. Two lines for one
+    member in different processes are reconciled as within one (the second finds the member).
+    ``on_progress(lines done, purchases committed)`` is told about twice a second."""
+    counters = multiprocessing.get_context("spawn").Array("q", 2 * jobs, lock=False)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_share_counters, initargs=(counters,)) as pool:
+        futures = [pool.submit(_import_share, url, path, share, jobs, region, concurrency) for share in range(jobs)]
+        while wait(futures, timeout=0.5).not_done:
+            on_progress(sum(counters[0::2]), sum(counters[1::2]))
+        tallies = [future.result() for future in futures]
+    on_progress(sum(counters[0::2]), sum(counters[1::2]))
+    return rules.Tally.merged(tallies)

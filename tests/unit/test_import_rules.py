@@ -49,3 +49,11 @@ def test_the_tally_counts_members_and_purchases_and_names_failures():
     ]
     assert str(tally.failures[0]) == "line 7 (crm-7): Store 'x' not found."
     assert str(rules.Failure(8, None, "bad")) == "line 8: bad"
+
+
+def test_the_tallies_of_several_jobs_merge_with_failures_in_line_order():
+    first, second = rules.Tally(enrolled=2, committed=5, failures=[rules.Failure(9, None, "x")]), rules.Tally(
+        found=1, committed=1, skipped=3, failures=[rules.Failure(2, "a", "y"), rules.Failure(12, "b", "z")])
+    merged = rules.Tally.merged([first, second])
+    assert (merged.enrolled, merged.found, merged.committed, merged.skipped) == (2, 1, 6, 3)
+    assert [f.line for f in merged.failures] == [2, 9, 12]
