@@ -149,3 +149,25 @@ async def test_post_refuses_a_movement_against_a_non_program_account(client, app
             await ledger.post(session, ledger.Posting("adjustment", member, clock.now(), (bad,)), accounts)
     assert await f.balance(client, member) == 0
     await f.verify_ledger(app)
+
+
+async def test_a_burn_across_five_lots_updates_each_and_a_void_restores_them(client, app, clock):
+    """A posting names the lots it changes one parameter each, in statements sized by powers of two: five lots
+    go in a statement of eight, the three spare keys matching nothing."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    for amount in (10, 20, 30, 40, 50):  # five lots, each expiring a day after the one before
+        await f.adjust(client, member, amount)
+        clock.advance(timedelta(days=1))
+    sale = await f.commit(client, f.basket(member, store, [f.line(unit_price=100_000)], points=145))
+    assert sale.status_code == 201, sale.text
+    points = (await client.get(f"/v1/members/{member}/points")).json()
+    assert points["expiring"][0]["amount"] == 5  # the soonest four lots are spent, 45 of the fifth
+    assert sum(lot["amount"] for lot in points["expiring"]) == points["balance"]
+    await f.verify_ledger(app)
+    voided = await f.void(client, sale.json()["id"])
+    assert voided.status_code == 200, voided.text
+    assert await f.balance(client, member) == 150
+    assert [lot["amount"] for lot in (await client.get(f"/v1/members/{member}/points")).json()["expiring"]] == \
+        [10, 20, 30, 40, 50]
+    await f.verify_ledger(app)
