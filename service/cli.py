@@ -157,6 +157,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     import time
 
+    from service.db import is_sqlite
     from service.errors import ServiceError
     from service.imports import service as imports
     from service.progress import Progress
@@ -168,7 +169,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     with path.open("rb") as f:
         total = sum(1 for line in f if line.strip())
     settings = Settings()
-    concurrency = args.concurrency or (1 if settings.database_url.startswith("sqlite") else 8)
+    concurrency = args.concurrency or (1 if is_sqlite(settings.database_url) else 8)
     progress = Progress(total, "import: members", unit=" purchases")
     started = time.perf_counter()
     try:

@@ -204,7 +204,7 @@ class PostingWrites:
 # the order given), the balances and lots it updates as keyed parameters (``_keyed_update``). The CTEs see one
 # snapshot and touch different rows; foreign keys between them (an entry's transaction, a new lot's
 # transaction) are checked when the statement ends, after all of them have run.
-_POST_TEMPLATE = ("""
+_POST_TEMPLATE = """
 WITH txn AS (
     INSERT INTO ledger_transactions (id, kind, member_id, store_id, reverses_id, reference, reason, created_at)
     VALUES (CAST(:id AS varchar), :kind, :member_id, :store_id, :reverses_id, :reference, :reason,
@@ -231,7 +231,7 @@ WITH txn AS (
     ORDER BY l.n
 )
 SELECT 1
-""")
+"""
 _POSTINGS: dict[tuple[int, int], Any] = {}
 
 
