@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, Integer, Row, String, bindparam, func, literal, null, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
-from service.db import UTCDateTime, dialect_of, execute, fetch, one_of, prebuilt, prefetch
+from service.db import UTCDateTime, defer, dialect_of, execute, fetch, one_of, prebuilt, prefetch
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
 from service.ledger.rules import GIFT_CARD
 
@@ -33,6 +34,24 @@ async def ensure_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]])
     """Insert accounts that do not exist yet (concurrent callers are fine: conflicts are ignored)."""
     if rows:
         await session.execute(_ENSURE_ACCOUNTS(session), list(rows))  # one executemany, whatever the count
+
+
+_OPEN_COLUMNS = ("id", "kind", "asset", "member_id", "balance", "created_at")
+_OPEN_ACCOUNTS: dict[int, Callable[[AsyncSession], Executable]] = {}  # by the number of rows
+
+
+async def open_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert accounts that do not exist yet, as one write deferred to the session's next statement
+    (``db.defer``): for a member's accounts created with the member, in the enrolment's own round trips."""
+    if not rows:
+        return
+    statement = _OPEN_ACCOUNTS.get(len(rows))
+    if statement is None:
+        statement = _OPEN_ACCOUNTS[len(rows)] = prebuilt(lambda insert, count=len(rows): insert(_ACCOUNTS).values([
+            {column: bindparam(f"p_{column}_{n}") for column in _OPEN_COLUMNS} for n in range(count)
+        ]).on_conflict_do_nothing())
+    await defer(session, statement(session),
+                {f"p_{column}_{n}": value for n, row in enumerate(rows) for column, value in row.items()})
 
 
 def _lock_member_accounts(insert, *, nowait: bool):

@@ -8,9 +8,10 @@ cached balances of the locked accounts. Nothing else writes these tables; entrie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -104,17 +105,25 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
     accounts = await repository.lock_member_accounts(session, member_id, kinds)
     missing = set(kinds) - {a.kind for a in accounts}
     if missing:  # first use of these kinds: create them (a concurrent creator's rows are kept), lock all again
-        await repository.ensure_accounts(session, [
-            {"id": new_id("acc"), "kind": kind, "asset": member_asset(kind), "member_id": member_id,
-             "balance": 0, "created_at": now}
-            for kind in sorted(missing)
-        ])
+        await repository.ensure_accounts(session, _member_accounts(member_id, missing, now))
         # Without waiting: the accounts locked above are held, and one that another transaction created meanwhile
         # may sort before them. That transaction locks in id order, so it may hold the new account while waiting
         # for ours: rather than a deadlock (found after a second), this request fails at once and is rerun from
         # the start by the unit of work, when every account exists and the one order holds.
         accounts = await repository.lock_member_accounts(session, member_id, kinds, nowait=True)
     return LockedAccounts(member_id, {a.kind: Account(*a) for a in accounts})
+
+
+async def open_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], now: datetime) -> None:
+    """Create a new member's accounts of these kinds with the member, in the enrolment's own round trips (the
+    insert joins the session's next statement): the member's first sale then finds and locks them in one
+    statement, instead of creating them under its locks (:func:`lock_accounts` still creates any missing)."""
+    await repository.open_accounts(session, _member_accounts(member_id, kinds, now))
+
+
+def _member_accounts(member_id: str, kinds: Iterable[str], now: datetime) -> list[dict[str, Any]]:
+    return [{"id": new_id("acc"), "kind": kind, "asset": member_asset(kind), "member_id": member_id, "balance": 0,
+             "created_at": now} for kind in sorted(set(kinds))]
 
 
 async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str], now: datetime,

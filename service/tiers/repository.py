@@ -133,6 +133,12 @@ async def lock_state(session: AsyncSession, member_id: str, now: datetime) -> No
         await fetch(session, _LOCK_STATE(session), params)
 
 
+async def open_state(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Create a new member's tier state with the member (deferred: it joins the session's next statement), so
+    that the first sale's :func:`lock_state` finds it."""
+    await defer(session, _CREATE_STATE(session), {"member_id": member_id, "updated_at": now})
+
+
 @dataclass(frozen=True)
 class LockedState:
     """The member's tier state and tier code, read under the tier lock (see :func:`read_locked`)."""

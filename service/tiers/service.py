@@ -144,6 +144,12 @@ class Locked:
     spend: int
 
 
+async def open_state(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """A new member's tier state, created with the member (``members.service.enroll``): the first sale's
+    :func:`lock` then takes it in one statement (a member enrolled without one gets it from that lock)."""
+    await repository.open_state(session, member_id, now)
+
+
 async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Locked:
     """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
     code under the lock and replay due reviews, so the price uses the tier as it stands now.
