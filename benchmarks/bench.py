@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import cdnow, growth  # noqa: E402
 from benchmarks.growth import HEADERS, STORE  # noqa: E402
+from service.imports.rules import MEMBERS_PER_TRANSACTION  # noqa: E402
 from tests.conftest import ADMIN_KEY  # noqa: E402
 from tests.server import running_server  # noqa: E402
 
@@ -286,9 +287,10 @@ def replay_cdnow(base: str, url: str, limit: int | None, via: str, notes: list[s
         subprocess.run([sys.executable, "-m", "service.cli", "import", "--jobs", str(jobs), str(path)], cwd=ROOT,
                        check=True, env={**os.environ, "LOYALTY_DATABASE_URL": url})
         seconds = time.perf_counter() - started
-    notes.append(f"CDNOW import (`loyalty import --jobs {jobs}`, 8 members at a time per process, one transaction "
-                 f"per member): {members:,} members and {purchases:,} purchases, each a backdated commit through "
-                 f"the checkout, in {seconds:,.0f} s = {purchases / seconds:,.0f} purchases/s.")
+    notes.append(f"CDNOW import (`loyalty import --jobs {jobs}`, 8 members at a time per process, "
+                 f"{MEMBERS_PER_TRANSACTION} to a transaction): {members:,} members and {purchases:,} purchases, "
+                 f"each a backdated commit through the checkout, in {seconds:,.0f} s = "
+                 f"{purchases / seconds:,.0f} purchases/s.")
 
 
 def settle(database: str) -> None:

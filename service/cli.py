@@ -316,9 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
         '                             "unit_price": 1199}]}]}\n\n'
         "Member fields are those of POST /v1/members, external_ref required. Each purchase is committed as a\n"
         "backdated sale (points, stamps, tiers and segments as at a till), oldest first; stores must exist.\n"
-        "Each line is one transaction: a line that fails is reported with its number and nothing of it is\n"
-        "written. Running the file again finishes an interrupted import: members are found by external_ref,\n"
-        "receipts they already have are skipped. Exit status 1 when any line failed.")
+        "Each line goes in whole or not at all: a line that fails is reported with its number and nothing of\n"
+        "it is written (members go in several to a transaction; a batch with a failing line goes in again\n"
+        "one member at a time). Running the file again finishes an interrupted import: members are found by\n"
+        "external_ref, receipts they already have are skipped. Exit status 1 when any line failed.")
     imp.add_argument("file", help="the JSON Lines file")
     imp.add_argument("--concurrency", type=int, choices=range(1, 65), metavar="N",
                      help="members imported at once by each process (default: 8 on PostgreSQL, 1 on SQLite)")

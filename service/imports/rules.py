@@ -15,6 +15,12 @@ from service.imports.schemas import ImportPurchase
 FIRST_ANALYZE = 200
 
 
+# Members imported in one transaction: a transaction's BEGIN, COMMIT and flush of the log cost as much as a
+# member's history (about three purchases in CDNOW's). A batch with a refused line is rolled back, and its members
+# go in one transaction each, so that only that line fails.
+MEMBERS_PER_TRANSACTION = 8
+
+
 def in_order(purchases: Iterable[ImportPurchase]) -> list[ImportPurchase]:
     """Oldest first (a stable sort: purchases at the same time keep the file's order). Tiers, segments and
     threshold vouchers then see the history as it happened."""

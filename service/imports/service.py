@@ -1,11 +1,12 @@
 """Import members and their purchase history (``loyalty import``), for a retailer moving from another system.
 
-Each line of the file is one member and goes in as one database transaction: the member is enrolled (or found
-again by ``external_ref``), then each purchase is committed through the checkout
+Each line of the file is one member and goes in whole or not at all: the member is enrolled (or found again by
+``external_ref``), then each purchase is committed through the checkout
 (:func:`service.checkout.service.commit`), backdated to its ``occurred_at``, oldest first. So an imported sale
 earns points, stamps, tier progress and segment figures exactly as the same sale at a till would, and goes
-through the one ledger. A line that fails (bad JSON, an unknown store, a receipt another member has) is rolled
-back whole and reported; the others go on.
+through the one ledger. Members go in several to a transaction (``rules.MEMBERS_PER_TRANSACTION``); a line that
+fails (bad JSON, an unknown store, a receipt another member has) rolls its batch back, the batch's members go in
+again one transaction each, and the failing line is reported; the others go on.
 
 Running the same file again is safe: a member is found by ``external_ref`` and a purchase whose receipt the
 member already has is skipped, so an interrupted import is finished by running it again. Events
@@ -15,6 +16,7 @@ member already has is skipped, so an interrupted import is finished by running i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
@@ -78,15 +80,10 @@ async def run(db: Database, lines: Iterable[tuple[int, str]], clock: Clock, *, r
     after each line. A database error that stands for no client error stops the import (it is raised)."""
     tally = rules.Tally()
     currency = (await db.run(program_service.get, write=False)).currency
-    queue = iter(lines)
+    queue = ((number, text) for number, text in lines if text.strip())
     analyze_at = rules.FIRST_ANALYZE
 
-    async def one(number: int, text: str) -> None:
-        try:
-            record = ImportMember.model_validate_json(text)
-        except ValidationError as exc:
-            tally.failures.append(rules.Failure(number, _external_ref(text), rules.describe(exc)))
-            return
+    async def one(number: int, record: ImportMember) -> None:
         for attempt in (1, 2):
             try:
                 tally.add(await db.run(lambda session: import_member(session, record, clock, region=region,
@@ -98,32 +95,64 @@ async def run(db: Database, lines: Iterable[tuple[int, str]], clock: Clock, *, r
                 if attempt == 2 or "external_ref" not in exc.extra.get("fields", ()):
                     tally.failures.append(rules.Failure(number, record.external_ref, exc.detail))
                     return
-            except ServiceError as exc:
-                tally.failures.append(rules.Failure(number, record.external_ref, exc.detail))
-                return
-            except ValidationError as exc:  # a purchase that is no valid sale (line ids repeated, too large)
-                tally.failures.append(rules.Failure(number, record.external_ref, rules.describe(exc)))
-                return
-            except DBAPIError as exc:
-                known = violation_error(exc)
-                if known is None:
+            except Exception as exc:
+                detail = _refusal(exc)
+                if detail is None:
                     raise
-                tally.failures.append(rules.Failure(number, record.external_ref, known.detail))
+                tally.failures.append(rules.Failure(number, record.external_ref, detail))
                 return
+
+    async def together(records: list[tuple[int, ImportMember]]) -> bool:
+        """The members in one transaction; False, with nothing written, if any of them is refused (each then
+        goes in on its own, and only the refused line fails)."""
+        async def import_all(session: AsyncSession) -> list[rules.Outcome]:
+            return [await import_member(session, record, clock, region=region, currency=currency)
+                    for _, record in records]
+        try:
+            outcomes = await db.run(import_all)
+        except Exception as exc:
+            if _refusal(exc) is None:
+                raise
+            return False
+        for outcome in outcomes:
+            tally.add(outcome)
+        return True
 
     async def worker() -> None:
         nonlocal analyze_at
-        for number, text in queue:
-            if text.strip():
-                await one(number, text)
+        while batch := list(itertools.islice(queue, rules.MEMBERS_PER_TRANSACTION)):
+            records = []
+            for number, text in batch:
+                try:
+                    records.append((number, ImportMember.model_validate_json(text)))
+                except ValidationError as exc:
+                    tally.failures.append(rules.Failure(number, _external_ref(text), rules.describe(exc)))
+            if len(records) < 2 or not await together(records):
+                for number, record in records:
+                    await one(number, record)
+            for _ in batch:
                 on_line(tally)
-                if tally.members >= analyze_at:
+            if tally.members >= analyze_at:  # once, should a batch have crossed several doublings
+                while tally.members >= analyze_at:
                     analyze_at *= 2
-                    await db.run(repository.refresh_statistics)
+                await db.run(repository.refresh_statistics)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     tally.failures.sort(key=lambda failure: failure.line)
     return tally
+
+
+def _refusal(error: Exception) -> str | None:
+    """What is wrong with a line whose import failed with ``error``; None for an error that is no line's fault
+    (it stops the import)."""
+    if isinstance(error, ServiceError):  # MemberExists included: in a batch, the lines go in again one by one
+        return error.detail
+    if isinstance(error, ValidationError):  # a purchase that is no valid sale (line ids repeated, too large)
+        return rules.describe(error)
+    if isinstance(error, DBAPIError):
+        known = violation_error(error)
+        return None if known is None else known.detail
+    return None
 
 
 def numbered_lines(path: Path, *, share: int = 0, shares: int = 1) -> Iterator[tuple[int, str]]:
