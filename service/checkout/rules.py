@@ -32,6 +32,9 @@ from service.wallet.errors import WalletExceedsPayable
 
 POS_BACKDATE_LIMIT = timedelta(hours=72)
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# The member's accounts every sale locks, whatever its basket (with the accounts of the punch cards it stamps);
+# enrolment opens them (members.service.enroll), so that a first sale finds them.
+EVERY_SALE_LOCKS = (POINTS, *wallet_rules.WALLET_KINDS)
 
 
 @dataclass(frozen=True, slots=True)

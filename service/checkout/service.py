@@ -304,7 +304,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     stamping = _stamping(await punch_service.active_programs(session), body)
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
-        session, member.id, [POINTS, *WALLET_KINDS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
+        session, member.id, [*rules.EVERY_SALE_LOCKS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
     # Reads under that lock go out together at the first of them (db.prefetch): the running figures and the
     # points lots a burn draws from, announced here, with the tier read after the tier lock.
     personalization.prefetch_activity(session, member.id)

@@ -9,12 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import record as audit
 from service.auth.rules import Principal
+from service.checkout.rules import EVERY_SALE_LOCKS
 from service.clock import Clock
 from service.errors import ServiceError, ValidationFailed
 from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
 from service.ledger import service as ledger
-from service.ledger.rules import POINTS
 from service.members import repository, rules
 from service.members.errors import (
     InvalidCardNumber,
@@ -31,11 +31,9 @@ from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.referrals import rules as referral_rules
 from service.tiers import service as tiers
-from service.wallet.rules import WALLET_KINDS
 
 DEFAULT_LOCALE = "en"
 REFERRAL_CODE_LENGTH = 8
-_EVERY_SALE_LOCKS = (POINTS, *WALLET_KINDS)  # the accounts a checkout locks whatever the basket
 
 
 def _phone(raw: str | None, region: str) -> str | None:
@@ -78,7 +76,7 @@ async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, reg
     for _ in range(3):  # a fresh card number or referral code may (very rarely) collide: draw again
         if await repository.add(session, member):
             # What every sale locks, created now in the enrolment's round trips, not under the first sale's locks.
-            await ledger.open_accounts(session, member.id, _EVERY_SALE_LOCKS, now)
+            await ledger.open_accounts(session, member.id, EVERY_SALE_LOCKS, now)
             await tiers.open_state(session, member.id, now)
             await events.emit(session, "member.enrolled", {"member_id": member.id, "referred_by": referred_by},
                               at=now, member_id=member.id)
