@@ -153,6 +153,34 @@ async def test_two_lines_for_one_member_make_one_member(client, clock, app, cli_
     await f.verify_ledger(app)
 
 
+async def test_members_go_in_several_to_a_transaction(client, clock, app, cli_env, capsys, tmp_path, monkeypatch):
+    """Eight lines, one transaction; two of them for one member, who is found again inside it."""
+    from service.db import Database
+
+    transactions = []
+    run = Database.run
+
+    async def counted(self, work, **kwargs):
+        transactions.append(work)
+        return await run(self, work, **kwargs)
+
+    monkeypatch.setattr(Database, "run", counted)
+    store = (await f.create_store(client))["id"]
+    now = clock.now()
+    email = f.unique_email()
+    twice = [{"external_ref": f"crm-{email}", "name": "Twice Tom", "email": email,
+              "purchases": [_purchase(store, f"{n}-{email}", now - timedelta(days=n))]} for n in (1, 2)]
+    others = [{"external_ref": f"crm-{n}-{store}", "name": "Other", "email": f.unique_email(),
+               "purchases": [_purchase(store, f"{n}-{store}", now - timedelta(days=1))]} for n in range(6)]
+    path = _write(tmp_path / "eight.jsonl", twice[0], *others, twice[1])
+    assert await run_cli("import", "--concurrency", "1", str(path)) == 0
+    assert "8 members (7 enrolled, 1 already there), 8 purchases committed" in capsys.readouterr().out
+    assert len(transactions) == 2  # the program's currency, then the eight lines together
+    member = (await _member_by_email(client, email))["id"]
+    assert await f.balance(client, member) == 2 * 25
+    await f.verify_ledger(app)
+
+
 async def test_the_import_explains_its_file_and_refuses_a_missing_one(cli_env, capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["import", "--help"])
