@@ -253,6 +253,7 @@ async def _run_on_postgresql(session: AsyncSession, statement: Executable, param
     """The statement on the transaction's asyncpg connection, after the session's deferred writes (as CTEs of
     this very statement when ``combine`` and they allow it); returns the adapter's cursor."""
     await _flush_orm(session)
+    await _send_guard(session)
     link = await _link(session)
     entry, args = _bound(statement, params, link.dialect)
     sql = entry.compiled.string
@@ -286,29 +287,6 @@ def _rows(entry: _Compiled, raw: Sequence[Sequence[Any]]) -> list:
         return [make(row) for row in raw]
     return [make(value if convert is None else convert(value) for convert, value in zip(results, row, strict=True))
             for row in raw]
-
-
-async def fetch_before_transaction(session: AsyncSession, statement: Executable,
-                                   params: dict[str, Any] | None = None) -> list | None:
-    """:func:`fetch` a statement that stands alone on the session's connection, before the session's transaction
-    begins, committed as it runs: on PostgreSQL the driver sends the transaction's BEGIN only with its first
-    statement, so a statement sent before that commits on its own, as on a session of its own (an idempotency
-    claim), without taking a second connection from the pool. None, with nothing sent, when the transaction has
-    begun or the session holds work (or on SQLite): run the statement on a session of its own then."""
-    if dialect_of(session) == "sqlite" or _DEFERRED in session.info or _PREFETCH in session.info or (
-            session.new or session.dirty or session.deleted):
-        return None
-    link = await _link(session)
-    adapter = link.driver
-    if adapter._transaction is not None:
-        return None
-    entry, args = _bound(statement, params or {}, link.dialect)
-    level, adapter.isolation_level = adapter.isolation_level, "autocommit"  # the adapter begins no transaction
-    try:
-        cursor = await _send(link, entry.compiled.string, args)
-    finally:
-        adapter.isolation_level = level
-    return _rows(entry, cursor._rows)
 
 
 async def execute(session: AsyncSession, statement: Executable, params: dict[str, Any] | None = None, *,
@@ -363,10 +341,12 @@ async def _prefetched(session: AsyncSession, statement: Executable, params: dict
         return None
     if isinstance(found, list):
         return found
+    await _flush_orm(session)  # (the ORM's way sends a guard on its own before its changes)
+    if _DEFERRED in session.info:
+        await _send_guard(session)  # before the waiting writes, which go out before the reads
     reads = [(key, found), *((k, v) for k, v in announced.items() if not isinstance(v, list))]
     if len(reads) == 1:
         return None  # alone: the caller sends it as itself, without the arrays
-    await _flush_orm(session)
     link = await _link(session)
     bound = [_bound(statement_, params_, link.dialect) for _, (statement_, params_) in reads]
     sqls = tuple(entry.compiled.string for entry, _ in bound)
@@ -385,7 +365,71 @@ async def _prefetched(session: AsyncSession, statement: Executable, params: dict
     [row] = cursor._rows
     for (read_key, _), (entry, _), raw in zip(reads, bound, row, strict=True):
         announced[read_key] = _rows(entry, raw)
+    guard_ = session.info.get(_GUARD)
+    if guard_ is not None and guard_[0] in announced:
+        del session.info[_GUARD]
+        guard_[1](announced.pop(guard_[0]))
     return announced.pop(key)
+
+
+# -- a guard: the read that goes out first ------------------------------------------------------------------------
+#
+# Some work must stop before it starts if a read says so (an idempotency key that another request holds or has
+# answered). ``guard`` announces such a read: nothing the session sends goes out before it, and its rows go to a
+# check as soon as they arrive. When the session's first statement is a fetch of an announced read, the guard
+# joins that statement (no round trip of its own); before anything else it goes out alone. Either way the check
+# runs before the program sees any other row.
+
+_GUARD = "loyalty.guard"  # session.info: (the guard's read key, its check) until the guard has gone out
+
+
+def guard(session: AsyncSession, statement: Executable, params: dict[str, Any],
+          check: Callable[[list], None]) -> None:
+    """Announce a read (a plain SELECT, as :func:`prefetch` takes) that goes out before anything else this session
+    sends, in the same transaction, and hand its rows to ``check``, which raises to stop the work (see above).
+    PostgreSQL only: on SQLite the caller keeps its own way."""
+    if dialect_of(session) == "sqlite":
+        raise TypeError("guard is for PostgreSQL")
+    prefetch(session, statement, params)
+    session.info[_GUARD] = (_read_key(statement, params), check)
+
+
+def _pending_guard(session: Session | AsyncSession) -> tuple[Executable, dict[str, Any], Callable[[list], None]] | None:
+    found = session.info.pop(_GUARD, None)
+    if found is None:
+        return None
+    key, check = found
+    statement, params = session.info[_PREFETCH].pop(key)
+    return statement, params, check
+
+
+async def _send_guard(session: AsyncSession) -> None:
+    """The guard, if it has not gone out yet, on its own, and its check."""
+    pending = _pending_guard(session)
+    if pending is None:
+        return
+    statement, params, check = pending
+    link = await _link(session)
+    entry, args = _bound(statement, params, link.dialect)
+    check(_rows(entry, (await _send(link, entry.compiled.string, args))._rows))
+
+
+def _send_guard_now(session: Session) -> None:
+    """:func:`_send_guard` from inside SQLAlchemy's own (synchronous) session machinery."""
+    pending = _pending_guard(session)
+    if pending is None:
+        return
+    statement, params, check = pending
+    connection = session.connection()
+    entry, args = _bound(statement, params, connection.dialect)
+    sql = entry.compiled.string
+    cursor = connection.connection.dbapi_connection.cursor()
+    _tell_listeners(connection, cursor, sql, args)
+    try:
+        cursor.execute(sql, args)
+    except connection.dialect.loaded_dbapi.Error as error:
+        raise _driver_error(error, sql, args, connection.dialect) from error
+    check(_rows(entry, cursor._rows))
 
 
 def _shifted(sql: str, offset: int) -> str:
@@ -527,17 +571,20 @@ async def defer(session: AsyncSession, statement: Executable, params: dict[str, 
     item = _Deferred.of(entry.compiled.string, args)
     waiting: list[_Deferred] = session.info.setdefault(_DEFERRED, [])
     if waiting and (any(w.sql == item.sql for w in waiting) or _merged([*waiting, item]) is None):
+        await _send_guard(session)
         session.info[_DEFERRED] = []
         await _send(link, *_merged_or_single(waiting))
         waiting = session.info[_DEFERRED]
     if item.parts is None:
+        await _send_guard(session)
         await _send(link, item.sql, item.args)
     else:
         waiting.append(item)
 
 
 def _send_deferred(session: Session) -> None:
-    """The deferred writes, now, from inside SQLAlchemy's own (synchronous) session machinery."""
+    """The deferred writes, now, from inside SQLAlchemy's own (synchronous) session machinery; a guard first."""
+    _send_guard_now(session)
     waiting = session.info.pop(_DEFERRED, None)
     if not waiting:
         return
@@ -579,6 +626,7 @@ def _before_commit(session: Session) -> None:
 def _after_rollback(session: Session, _previous) -> None:
     session.info.pop(_DEFERRED, None)
     session.info.pop(_PREFETCH, None)
+    session.info.pop(_GUARD, None)
     session.info.pop(_LINK, None)
 
 
@@ -586,7 +634,8 @@ def _after_rollback(session: Session, _previous) -> None:
 def _after_transaction_end(session: Session, transaction) -> None:
     if transaction.parent is None:  # the session's transaction ended (a commit has sent them already)
         session.info.pop(_DEFERRED, None)
-        session.info.pop(_PREFETCH, None)  # reads announced or read in it belong to it
+        session.info.pop(_PREFETCH, None)  # reads announced or read in it belong to it, as does a guard
+        session.info.pop(_GUARD, None)
         session.info.pop(_LINK, None)
 
 

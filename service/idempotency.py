@@ -1,13 +1,21 @@
 """Idempotency keys: one mechanism for every POST that moves a balance (API.md "Conventions").
 
-A request carrying ``Idempotency-Key`` first *claims* the key in a short transaction of its own, so a
-concurrent duplicate sees it at once. The business work then runs in the request's unit of work, and the
-response is written into the claimed record *in that same transaction*: the effect and the remembered answer
-commit together or not at all.
+The business work runs in the request's unit of work, and the answer is written into the key's record *in that
+same transaction*: the effect and the remembered answer commit together or not at all. While it runs, the key is
+held so that a concurrent duplicate is refused at once:
+
+- on PostgreSQL by a transaction-scoped advisory lock on the key, taken by the request's first statement together
+  with a look for the key's record (``Guard``, sent as a ``db.guard``: no round trip or transaction of its own).
+  The key's record is inserted only with the answer, and its unique index has the last word: a duplicate that
+  took the lock just after the first request committed, on a snapshot from before, fails at that insert, rolls
+  back whole and is answered from the first one's record. A request whose process dies loses its lock with its
+  connection, so its retry runs at once;
+- on SQLite (one writer at a time) by a record *claimed* in a short transaction of its own before the work, and
+  completed with the answer (``Claim``). A key met before takes this way on PostgreSQL too.
 
 - same key, same body, finished: the first response is replayed (``Idempotent-Replayed: true``);
 - same key, another body: 409 ``idempotency_key_reused``;
-- same key while the first is running: 409 ``request_in_progress``. A claim older than
+- same key while the first is running: 409 ``request_in_progress``. A claimed record older than
   ``idempotency_lock_seconds`` belongs to a process that died; the next retry takes it over (and the old
   process, if it was only slow, finds its claim gone and rolls back);
 - answers with a 4xx status are remembered and replayed too (the same question gets the same answer); a 5xx
@@ -26,11 +34,12 @@ from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import Index, LargeBinary, bindparam, delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
 
-from service.db import Database, UTCDateTime, execute, fetch, fetch_before_transaction, prebuilt
+from service import db as db_
+from service.db import Database, UTCDateTime, execute, fetch, prebuilt
 from service.errors import Conflict, ServiceError
 
 HEADER = "Idempotency-Key"
@@ -68,10 +77,27 @@ class RequestInProgress(Conflict):
     code, title = "request_in_progress", "A request with this idempotency key is still running"
 
 
+class KnownKey(Exception):
+    """The key has a record, or got one while this request ran: answer as :func:`claim` says."""
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """A key held by its record, claimed before the work (SQLite, or a key met before)."""
+
     record_id: int
     locked_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A new key on PostgreSQL, held by an advisory lock in the request's transaction (see :func:`hold`); its
+    record is written with the answer."""
+
+    api_key_id: str
+    key: str
+    request_hash: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,45 +129,65 @@ def request_hash(method: str, path: str, body: bytes) -> str:
 _TABLE = IdempotencyRecord.__table__
 
 
-def _claim_statement(insert):
-    """INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement.
-
-    On PostgreSQL the claim commits without waiting for its WAL to reach the disk (``synchronous_commit`` off for
-    that one statement's transaction, set where a row was inserted): the request's own transaction, which
-    completes the claim, commits after it and waits for the WAL up to its own commit, so an answered request's
-    claim is on disk with it. A crash can lose only a claim whose request had not been answered, and that
-    request is retried as new. It saves the claim's wait for the disk (0.17 ms per commit here, measured one
-    after another)."""
-    claim = insert(_TABLE).on_conflict_do_nothing()
-    if insert is postgresql_insert:
-        unflushed = select(func.set_config("synchronous_commit", "off", True)).scalar_subquery()
-        return claim.returning(_TABLE.c.id, unflushed)
-    return claim.returning(_TABLE.c.id)
-
-
-_CLAIM = prebuilt(_claim_statement)
+# INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement (a claim, or an answer
+# written on its own after the request's work was rolled back).
+_CLAIM = prebuilt(lambda insert: insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id))
+# The answer of a request that held its key by a Guard: a plain insert, refused by the unique key if another
+# request with the key answered first (answered_meanwhile).
+_ANSWER = prebuilt(lambda insert: insert(_TABLE))
+_SCOPE_INDEX = "ux_idempotency_keys_scope"
+# pg_try_advisory_xact_lock(LOCK_SPACE, <the key's hash>): the first number keeps these locks apart from the
+# service's other advisory locks (the two-number form never meets the one-number form in any case).
+LOCK_SPACE = 0x1DE3
+_HOLD = prebuilt(lambda insert: select(
+    func.pg_try_advisory_xact_lock(bindparam("p_space"), bindparam("p_hash")).label("held"),
+    select(_TABLE.c.id).where(_TABLE.c.api_key_id == bindparam("p_api_key_id"),
+                              _TABLE.c.key == bindparam("p_key")).scalar_subquery().label("known")))
 # The SET columns are the execution's column keys; the claim is matched by p_id and p_locked_at.
 _COMPLETE = prebuilt(lambda insert: update(_TABLE).where(
     _TABLE.c.id == bindparam("p_id"), _TABLE.c.locked_at == bindparam("p_locked_at")))
 
 
+def lock_number(api_key_id: str, key: str) -> int:
+    """The key's advisory lock number: 32 bits of its hash, signed (PostgreSQL's ``int``). Two keys that share a
+    number only cost each other a 409 ``request_in_progress`` when their requests run at the same moment."""
+    digest = hashlib.sha256(api_key_id.encode() + b"\n" + key.encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+def hold(session: AsyncSession, guard: Guard) -> None:
+    """Hold the guard's key for the request's transaction (PostgreSQL): its first statement takes the key's
+    advisory lock and looks for the key's record. A record found raises :class:`KnownKey` (answer as
+    :func:`claim` says); a lock held by another transaction, a 409 ``request_in_progress``. Nothing else the
+    request sends goes out before (``db.guard``)."""
+
+    def check(rows: list) -> None:
+        [(held, known)] = rows
+        if known is not None:
+            raise KnownKey
+        if not held:
+            raise RequestInProgress("The first request with this Idempotency-Key is still being processed; retry in "
+                                    "a moment.", headers={"Retry-After": "1"})
+
+    db_.guard(session, _HOLD(session), {"p_space": LOCK_SPACE, "p_hash": lock_number(guard.api_key_id, guard.key),
+                                        "p_api_key_id": guard.api_key_id, "p_key": guard.key}, check)
+
+
+def answered_meanwhile(exc: DBAPIError) -> bool:
+    """Whether a Guard's answer was refused because another request with the key answered first."""
+    cause = getattr(getattr(exc, "orig", None), "__cause__", None)
+    return getattr(cause, "constraint_name", None) == _SCOPE_INDEX
+
+
 async def claim(
     db: Database, *, api_key_id: str, key: str, req_hash: str, now: datetime, lock_seconds: int, ttl_days: int,
-    request_session: AsyncSession | None = None,
 ) -> Claim | Replay:
-    """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised). Each statement
-    stands alone (the claim is one conditional insert, a takeover one compare-and-set update), so they run
-    without a transaction of their own on PostgreSQL: two round trips fewer per idempotent request.
-
-    A new key is claimed on ``request_session``'s connection before that session's transaction begins, committed
-    on its own all the same (``db.fetch_before_transaction``): no session or connection of its own. A key met
-    before (a retry), and SQLite, take the statements below on a session of their own."""
+    """Claim ``key`` for this request, or say what to answer instead (a replay, or a 409 raised): the way of
+    SQLite, and of a key met before (a retry) on PostgreSQL. Each statement stands alone (the claim is one
+    conditional insert, a takeover one compare-and-set update), so they run without a transaction of their own on
+    PostgreSQL."""
     values = {"api_key_id": api_key_id, "key": key, "request_hash": req_hash, "status": "in_progress",
               "locked_at": now, "created_at": now}
-    if request_session is not None:
-        claimed = await fetch_before_transaction(request_session, _CLAIM(request_session), values)
-        if claimed:
-            return Claim(claimed[0][0], now)
     for _ in range(3):
         async with db.statements() as session:
             claimed = await fetch(session, _CLAIM(session), values)
@@ -178,9 +224,22 @@ async def claim(
     raise RequestInProgress("The idempotency key is changing hands; retry in a moment.")
 
 
-async def complete(session: AsyncSession, claim_: Claim, *, status: int, body: bytes, media_type: str) -> None:
+def _answer(guard: Guard, status: int, body: bytes, media_type: str) -> dict:
+    return {"api_key_id": guard.api_key_id, "key": guard.key, "request_hash": guard.request_hash,
+            "status": "completed", "response_status": status, "response_body": body, "response_type": media_type,
+            "locked_at": guard.at, "created_at": guard.at}
+
+
+async def complete(session: AsyncSession, claim_: Claim | Guard, *, status: int, body: bytes,
+                   media_type: str) -> None:
     """Record the answer in the request's own transaction. If the claim was taken over meanwhile (this process
-    was too slow and a retry started), raise so that this request's work rolls back."""
+    was too slow and a retry started), raise so that this request's work rolls back. A Guard's record is
+    inserted now; if another request with the key answered first, the insert fails (:func:`answered_meanwhile`)
+    and this request's work rolls back with it."""
+    if isinstance(claim_, Guard):
+        # The request's deferred writes go out with it: it touches none of their rows.
+        await execute(session, _ANSWER(session), _answer(claim_, status, body, media_type), combine=True)
+        return
     changed = await execute(session, _COMPLETE(session), {
         "p_id": claim_.record_id, "p_locked_at": claim_.locked_at,
         "status": "completed", "response_status": status, "response_body": body, "response_type": media_type,
@@ -190,7 +249,16 @@ async def complete(session: AsyncSession, claim_: Claim, *, status: int, body: b
                                 "answer.")
 
 
-async def release(db: Database, claim_: Claim) -> None:
+async def answer_alone(session: AsyncSession, guard: Guard, *, status: int, body: bytes, media_type: str) -> bool:
+    """Record a Guard's answer in a transaction of its own (the request's work was rolled back: a 4xx); False,
+    with nothing written, if the key has a record already."""
+    return bool(await fetch(session, _CLAIM(session), _answer(guard, status, body, media_type)))
+
+
+async def release(db: Database, claim_: Claim | Guard) -> None:
+    """Let a retry run the request again (a 5xx). A Guard's lock went with the request's transaction."""
+    if isinstance(claim_, Guard):
+        return
     async with db.statements() as session:
         await session.execute(
             delete(IdempotencyRecord).where(

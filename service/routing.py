@@ -96,16 +96,17 @@ class UnitOfWorkRoute(APIRoute):
         kept: KeptAnswer | None = next((dep.call.kept_answer for dep in self.dependant.dependencies
                                         if hasattr(dep.call, "kept_answer")), None)
 
-        async def run_once(request: Request, claim: idempotency.Claim | None) -> Response:
+        async def run_once(request: Request, claim: idempotency.Claim | idempotency.Guard | None) -> Response:
+            if isinstance(claim, idempotency.Guard):
+                idempotency.hold(request_session(request), claim)
             try:
                 response = await handler(request)
                 if response.status_code >= 400:
                     await _close_session(request, commit=False)
                     if claim is not None:  # an answer, not an exception: remember a 4xx, free the key on a 5xx
                         if response.status_code < 500:
-                            await _remember(request, claim, response)
-                        else:
-                            await idempotency.release(request.app.state.db, claim)
+                            return await _remember(request, claim, response, kept)
+                        await idempotency.release(request.app.state.db, claim)
                     return response
                 if claim is not None:
                     body = bytes(response.body)
@@ -118,6 +119,8 @@ class UnitOfWorkRoute(APIRoute):
                 return response
             except DBAPIError as exc:
                 await _close_session(request, commit=False)
+                if isinstance(claim, idempotency.Guard) and idempotency.answered_meanwhile(exc):
+                    raise idempotency.KnownKey from exc
                 known = violation_error(exc)  # a database error that stands for a client error (errors.py)
                 if known is None:
                     raise
@@ -133,20 +136,25 @@ class UnitOfWorkRoute(APIRoute):
         async def run(request: Request) -> Response:
             if needs_key:
                 await authenticate(request)
-            claim = None
-            if mode is not None:
-                try:
-                    claimed = await _claim(request, required=mode == "required", kept=kept)
-                except BaseException:
-                    await _close_session(request, commit=False)  # the claim may have opened it
-                    raise
+            if mode is None:
+                return await attempts(request, None)
+            claimed = await _claim(request, required=mode == "required", kept=kept)
+            if isinstance(claimed, Response):
+                return claimed
+            try:
+                return await attempts(request, claimed)
+            except idempotency.KnownKey:  # a Guard found the key answered, or answered meanwhile
+                claimed = await _claim(request, required=True, kept=kept, guard=False)
                 if isinstance(claimed, Response):
-                    await _close_session(request, commit=False)
                     return claimed
-                claim = claimed
+                return await attempts(request, claimed)  # a claim taken over from a dead process, or expired
+
+        async def attempts(request: Request, claim: idempotency.Claim | idempotency.Guard | None) -> Response:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
                     return await run_once(request, claim)
+                except (idempotency.KnownKey, idempotency.RequestInProgress):
+                    raise  # not this request's answer: never remembered
                 except DBAPIError as exc:
                     if attempt < MAX_ATTEMPTS and is_retryable(exc):
                         await asyncio.sleep(backoff(attempt))
@@ -161,25 +169,29 @@ class UnitOfWorkRoute(APIRoute):
                     if response is None:  # unexpected: free the key so a retry runs again, then report a 500
                         await idempotency.release(request.app.state.db, claim)
                         raise
-                    await _remember(request, claim, response)
-                    return response
+                    return await _remember(request, claim, response, kept)
             raise AssertionError("unreachable")
 
         return run
 
 
-async def _claim(request: Request, *, required: bool,
-                 kept: KeptAnswer | None = None) -> idempotency.Claim | Response | None:
+async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = None,
+                 guard: bool = True) -> idempotency.Claim | idempotency.Guard | Response | None:
+    """How the request holds its key: a Guard on PostgreSQL (nothing sent yet: the request's first statement
+    takes it), otherwise (SQLite; or ``guard`` False, for a key met before) a claim, or the answer to give
+    instead (a replay; a 409 raised)."""
     principal = await authenticate(request)
     key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
     if key is None:
         return None
     settings = request.app.state.settings
+    req_hash = idempotency.request_hash(request.method, request.url.path, await request.body())
+    now = request.app.state.clock.now()
+    if guard and request.app.state.db.dialect == "postgresql":
+        return idempotency.Guard(principal.key_id, key, req_hash, now)
     claimed = await idempotency.claim(
-        request.app.state.db, api_key_id=principal.key_id, key=key,
-        req_hash=idempotency.request_hash(request.method, request.url.path, await request.body()),
-        now=request.app.state.clock.now(), lock_seconds=settings.idempotency_lock_seconds,
-        ttl_days=settings.idempotency_ttl_days, request_session=request_session(request),
+        request.app.state.db, api_key_id=principal.key_id, key=key, req_hash=req_hash, now=now,
+        lock_seconds=settings.idempotency_lock_seconds, ttl_days=settings.idempotency_ttl_days,
     )
     if isinstance(claimed, idempotency.Replay):
         body = kept.restore(request, claimed.body) if kept and claimed.status < 400 else claimed.body
@@ -188,11 +200,25 @@ async def _claim(request: Request, *, required: bool,
     return claimed
 
 
-async def _remember(request: Request, claim: idempotency.Claim, response: Response) -> None:
-    """A 4xx answer is remembered in a transaction of its own (the request's work was rolled back)."""
-    async with request.app.state.db.transaction() as session:
-        await idempotency.complete(session, claim, status=response.status_code, body=bytes(response.body),
-                                   media_type=response.media_type or "application/problem+json")
+async def _remember(request: Request, claim: idempotency.Claim | idempotency.Guard, response: Response,
+                    kept: KeptAnswer | None) -> Response:
+    """A 4xx answer is remembered in a transaction of its own (the request's work was rolled back). A Guard's key
+    may have been answered meanwhile by a duplicate that ran after this one let go of the key: that answer is
+    the key's, and this caller gets it too (the same question, the same answer)."""
+    db = request.app.state.db
+    answer = {"status": response.status_code, "body": bytes(response.body),
+              "media_type": response.media_type or "application/problem+json"}
+    if isinstance(claim, idempotency.Guard):
+        async with db.transaction() as session:
+            if await idempotency.answer_alone(session, claim, **answer):
+                return response
+        claimed = await _claim(request, required=True, kept=kept, guard=False)
+        if isinstance(claimed, Response):
+            return claimed
+        claim = claimed  # a record of a dead process's, taken over: this is the answer
+    async with db.transaction() as session:
+        await idempotency.complete(session, claim, **answer)
+    return response
 
 
 async def _idempotency_header_required(

@@ -7,7 +7,9 @@ SQLAlchemy's, statement listeners told.
 PostgreSQL, in the program's order, and never outlive a rollback.
 
 ``service.db.prefetch``: reads announced ahead go out together in one statement at the first ``fetch`` of one of
-them, each later ``fetch`` getting the same rows it would have read alone."""
+them, each later ``fetch`` getting the same rows it would have read alone.
+
+``service.db.guard``: a read announced to go out before anything else the session sends, checked on arrival."""
 
 from __future__ import annotations
 
@@ -366,20 +368,99 @@ async def test_a_locking_read_cannot_be_announced(database) -> None:
             db.prefetch(session, _BY_ID_LOCKED, {"p_id": "s-1"})
 
 
-# -- a statement before the transaction ---------------------------------------------------------------------------
+# -- a guard --------------------------------------------------------------------------------------------------------
 
-async def test_a_statement_before_the_transaction_commits_on_its_own(database) -> None:
-    """``fetch_before_transaction``: on PostgreSQL, sent on the session's connection before its transaction
-    begins, it stays written when the transaction rolls back; once the transaction has begun it is not sent
-    (None). SQLite never sends it: the caller runs it on a session of its own."""
-    adding = _ADD.returning(STORES.c.id)
+class Stop(Exception):
+    pass
+
+
+def checker(checked: list) -> callable:
+    """A guard's check that records the rows it was given and stops the work when the store it reads is missing."""
+
+    def check(rows: list) -> None:
+        checked.append([tuple(r) for r in rows])
+        if not rows:
+            raise Stop
+
+    return check
+
+
+@pytest.mark.postgres_only
+async def test_a_guard_joins_the_first_announced_read_and_is_checked_before_its_rows_are_seen(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+    checked: list = []
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        db.guard(session, _BY_ID, {"p_id": "s-1"}, checker(checked))
+        db.prefetch(session, _COUNT)
+        assert checked == []  # announced: nothing sent
+        assert (await db.fetch(session, _COUNT))[0][0] == 1
+        assert checked == [[("s-1", "Main street", AT)]]
+        await db.execute(session, _RENAME, {"p_id": "s-1", "p_name": "Renamed"})
+    assert len(seen) == 2 and "ARRAY" in seen[0], seen  # the guard and the read in one statement; the rename
+    assert checked == [[("s-1", "Main street", AT)]]  # checked once
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("first", ["execute", "fetch", "orm", "deferred write", "commit"])
+async def test_a_guard_goes_out_alone_before_anything_else_and_its_check_stops_the_work(database, first) -> None:
+    """Whatever the session sends first (a statement of ours, the ORM's, deferred writes that no longer wait, the
+    commit's), the guard goes before it, and a check that raises leaves nothing written."""
+    checked: list = []
+    seen = statements_of(database)
+    with pytest.raises(Stop):
+        async with database.transaction() as session:
+            db.guard(session, _BY_ID, {"p_id": "s-9"}, checker(checked))  # no such store: the check raises
+            if first == "execute":
+                await db.execute(session, _ADD, store("s-1"))
+            elif first == "fetch":
+                await db.fetch(session, _COUNT)
+            elif first == "orm":
+                await session.execute(insert(STORES).values(**store("s-1")))
+            elif first == "deferred write":
+                await db.defer(session, _ADD, store("s-1"))
+                await db.defer(session, _ADD, store("s-2"))  # the same write again: the first goes out now
+            # "commit": the guard goes out with the commit, which it stops
+    assert checked == [[]]
+    assert seen and seen[0].startswith("SELECT") and "s-9" not in seen[0] and "FROM stores" in seen[0], seen
+    assert await names(database) == []
+
+
+@pytest.mark.postgres_only
+async def test_a_guard_goes_before_deferred_writes_that_a_read_sends(database) -> None:
+    checked: list = []
+    seen = statements_of(database)
+    with pytest.raises(Stop):
+        async with database.transaction() as session:
+            db.guard(session, _BY_ID, {"p_id": "s-9"}, checker(checked))
+            db.prefetch(session, _COUNT)
+            await db.defer(session, _ADD, store("s-1"))
+            await db.fetch(session, _COUNT)
+    assert checked == [[]] and len(seen) == 1, seen  # the guard alone, and nothing after it
+    assert await names(database) == []
+
+
+@pytest.mark.postgres_only
+async def test_a_guard_goes_out_once(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+    checked: list = []
     session = database.session()
     try:
-        first = await db.fetch_before_transaction(session, adding, store("s-1"))
-        assert ([tuple(r) for r in first] if IS_POSTGRES else first) == ([("s-1",)] if IS_POSTGRES else None)
-        await db.execute(session, _ADD, store("s-2"))  # the transaction begins here
-        assert await db.fetch_before_transaction(session, adding, store("s-3")) is None
+        db.guard(session, _BY_ID, {"p_id": "s-1"}, checker(checked))
+        await db.fetch(session, _COUNT)
+        await db.execute(session, _RENAME, {"p_id": "s-1", "p_name": "Renamed"})
         await session.rollback()
+        await db.execute(session, _RENAME, {"p_id": "s-1", "p_name": "Renamed again"})
+        await session.commit()
     finally:
         await session.close()
-    assert await names(database) == ([("s-1", "Main street")] if IS_POSTGRES else [])
+    assert len(checked) == 1 and await names(database) == [("s-1", "Renamed again")]
+
+
+@pytest.mark.skipif(IS_POSTGRES, reason="SQLite's refusal")
+async def test_sqlite_has_no_guard(database) -> None:
+    async with database.transaction() as session:
+        with pytest.raises(TypeError, match="PostgreSQL"):
+            db.guard(session, _BY_ID, {"p_id": "s-1"}, checker([]))

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, insert, select, text, update
 
 from service import idempotency
 from service.auth.dependencies import ANY_ROLE
@@ -20,7 +20,8 @@ from service.auth.rules import Principal, hash_key
 from service.errors import Conflict
 from service.idempotency import IdempotencyRecord
 from service.members.models import Member
-from service.routing import UnitOfWorkRoute, idempotent
+from service.program.models import Store
+from service.routing import Session, UnitOfWorkRoute, idempotent
 from tests.conftest import ADMIN_KEY, IS_POSTGRES
 from tests.factories import PROBLEM, assert_problem, create_key, create_store, enroll, unique_email, unique_phone
 
@@ -177,12 +178,14 @@ async def test_longest_and_odd_printable_keys_are_fine(client):
 # --- in flight, stale, expired ------------------------------------------------------------------------------------
 
 async def insert_record(app, *, key: str, body: dict, locked_at, created_at=None, status="in_progress",
-                        path: str = "/v1/members") -> None:
+                        path: str = "/v1/members", answer: bytes | None = None) -> None:
     async with app.state.db.transaction() as session:
         session.add(IdempotencyRecord(
             api_key_id=BOOTSTRAP_KEY_ID, key=key,
             request_hash=idempotency.request_hash("POST", path, json.dumps(body).encode()), status=status,
-            locked_at=locked_at, created_at=created_at or locked_at))
+            locked_at=locked_at, created_at=created_at or locked_at,
+            **({"response_status": 201, "response_body": answer, "response_type": "application/json"}
+               if answer is not None else {})))
 
 
 async def test_a_request_in_flight_is_409(client, app, clock):
@@ -308,9 +311,9 @@ async def test_many_identical_requests_at_once_create_one_member(client, make_cl
 # --- connections -------------------------------------------------------------------------------------------------
 
 async def test_a_new_key_is_claimed_on_the_requests_own_connection(client, app, clock):
-    """On PostgreSQL the claim goes out on the request's connection before its transaction begins (committed on
-    its own all the same): a request with a key takes no more connections from the pool than one without (on
-    SQLite, one more). Every answer, replays and refusals included, gives its connections back."""
+    """On PostgreSQL the key is held by the request's own transaction (a lock its first statement takes): a request
+    with a key takes no more connections from the pool than one without (on SQLite, one more: the claim's). Every
+    answer, replays and refusals included, gives its connections back."""
     engine = app.state.db.engine.sync_engine
     checkouts: list[object] = []
 
@@ -351,8 +354,18 @@ def charges(app) -> list[dict]:
     router = APIRouter(route_class=UnitOfWorkRoute)
 
     @router.post("/test/charges", status_code=201, **idempotent(required=True))
-    async def charge(body: dict[str, Any], _: Principal = Depends(ANY_ROLE)) -> Any:
+    async def charge(body: dict[str, Any], request: Request, session: Session,
+                     _: Principal = Depends(ANY_ROLE)) -> Any:
+        # As every route that moves a balance, it reads before it acts: on PostgreSQL the key's check goes out
+        # with (here: just before) the request's first statement (idempotency.hold).
+        await session.execute(text("SELECT 1"))
         calls.append(body)
+        await session.execute(insert(Store).values(id=f"charge-{len(calls)}", name="Charged", timezone="UTC",
+                                                   created_at=request.app.state.clock.now()))
+        if body.get("sneak"):  # another request with the key answers while this one runs
+            await insert_record(request.app, key=request.headers["Idempotency-Key"], body=body,
+                                locked_at=request.app.state.clock.now(), status="completed", path="/test/charges",
+                                answer=b'{"run": "the other one"}')
         if body.get("decline"):
             raise Declined("no")
         if body.get("refuse"):
@@ -428,3 +441,54 @@ async def test_a_500_releases_the_key(app, charges):
         assert again.status_code == 500 and "idempotent-replayed" not in again.headers
     assert len(charges) == 2
     assert await records(app) == []
+
+
+# --- PostgreSQL: the key held by an advisory lock in the request's transaction ----------------------------------
+
+async def charged(app) -> list[str]:
+    async with app.state.db.session(write=False) as session:
+        return list((await session.execute(select(Store.id).where(Store.id.like("charge-%")))).scalars())
+
+
+@pytest.mark.postgres_only
+async def test_a_key_held_by_a_running_request_is_409_and_free_the_moment_it_ends(client, app, charges):
+    """While a transaction holds the key's lock (the first request, running), a duplicate is refused at its first
+    statement with nothing written and no record; when that transaction ends without an answer (its process died:
+    its connection closed), the retry runs at once: no claim has to lapse first."""
+    key = "held-1"
+    async with app.state.db.engine.connect() as holder:
+        await holder.execute(text("BEGIN"))
+        await holder.execute(select(func.pg_advisory_xact_lock(
+            idempotency.LOCK_SPACE, idempotency.lock_number(BOOTSTRAP_KEY_ID, key))))
+        r = await client.post("/test/charges", json={"amount": 5}, headers={"Idempotency-Key": key})
+        assert_problem(r, 409, "request_in_progress")
+        assert r.headers.get("retry-after")
+        assert charges == [] and await charged(app) == [] and await records(app) == []
+        await holder.rollback()
+    r = await client.post("/test/charges", json={"amount": 5}, headers={"Idempotency-Key": key})
+    assert r.status_code == 201 and r.json() == {"run": 1, "amount": 5}
+    assert await charged(app) == ["charge-1"]
+    assert [(rec.key, rec.status, rec.response_status) for rec in await records(app)] == [(key, "completed", 201)]
+
+
+@pytest.mark.postgres_only
+async def test_an_answer_that_lands_while_the_request_runs_wins(client, app, charges):
+    """A duplicate can take the lock just after the first request committed, on a snapshot from before: its own
+    answer's insert then fails on the key's unique index, its work rolls back whole and it answers with the
+    record that is there."""
+    r = await client.post("/test/charges", json={"sneak": True}, headers={"Idempotency-Key": "late-1"})
+    assert r.status_code == 201 and r.headers["idempotent-replayed"] == "true"
+    assert r.json() == {"run": "the other one"}
+    assert await charged(app) == []  # this request's write rolled back
+    assert len(await records(app)) == 1
+
+
+@pytest.mark.postgres_only
+async def test_a_refusal_that_finds_an_answer_landed_meanwhile_gives_that_answer(client, app, charges):
+    """A 4xx is remembered after the request's work rolled back, the key's lock with it: if another request with
+    the key answered in between, that answer is the key's, and this caller gets it too."""
+    r = await client.post("/test/charges", json={"sneak": True, "decline": True},
+                          headers={"Idempotency-Key": "late-2"})
+    assert r.status_code == 201 and r.headers["idempotent-replayed"] == "true"
+    assert r.json() == {"run": "the other one"}
+    assert await charged(app) == [] and len(await records(app)) == 1

@@ -63,12 +63,12 @@ async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app)
             r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=50))
         assert r.status_code == 201, r.text
         counts.append(len(statements))
-    # 7 on PostgreSQL: the idempotency claim; the member (with the program's versions); the member's accounts,
-    # locked; the tier state, locked; the tier with the window's spend, the running figures and the lots the
-    # burn draws from, together (db.prefetch); the ledger posting, one statement; the receipt, with the commit's
-    # other writes (db.defer) and the idempotency record's answer. SQLite: 22 (no combined statements; 2 BEGINs).
-    # benchmarks/profile_path.py commit --show-sql lists them.
-    assert counts[0] == counts[1] and counts[0] <= {"postgresql": 7, "sqlite": 22}[app.state.db.dialect], counts
+    # 6 on PostgreSQL: the member (with the program's versions) and the idempotency key's lock, together
+    # (db.guard); the member's accounts, locked; the tier state, locked; the tier with the window's spend, the
+    # running figures and the lots the burn draws from, together (db.prefetch); the ledger posting, one statement;
+    # the receipt, with the commit's other writes (db.defer) and the idempotency record. SQLite: 22 (no combined
+    # statements; 2 BEGINs). benchmarks/profile_path.py commit --show-sql lists them.
+    assert counts[0] == counts[1] and counts[0] <= {"postgresql": 6, "sqlite": 22}[app.state.db.dialect], counts
 
 
 async def test_a_new_members_first_sale_costs_what_a_later_one_does(client, app):
@@ -87,8 +87,8 @@ async def test_a_new_members_first_sale_costs_what_a_later_one_does(client, app)
         assert r.status_code == 201, r.text
         counts.append(len(statements))
     assert counts[0] == counts[1], counts
-    # PostgreSQL: the idempotency claim, the member's insert (the accounts, the tier state and the event go out
-    # with the idempotency record's answer) and that answer.
+    # PostgreSQL: the idempotency key's lock, the member's insert (the accounts, the tier state and the event go
+    # out with the idempotency record) and that record.
     assert len(enrolment) <= {"postgresql": 3, "sqlite": 8}[app.state.db.dialect], enrolment
 
 
