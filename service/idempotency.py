@@ -5,7 +5,7 @@ same transaction*: the effect and the remembered answer commit together or not a
 held so that a concurrent duplicate is refused at once:
 
 - on PostgreSQL by a transaction-scoped advisory lock on the key, taken by the request's first statement together
-  with a look for the key's record (``Guard``, sent as a ``db.guard``: no round trip or transaction of its own).
+  with a look for the key's record (``KeyLock``, sent by ``db.guard``: no round trip or transaction of its own).
   The key's record is inserted only with the answer, and its unique index has the last word: a duplicate that
   took the lock just after the first request committed, on a snapshot from before, fails at that insert, rolls
   back whole and is answered from the first one's record. A request whose process dies loses its lock with its
@@ -90,7 +90,7 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class Guard:
+class KeyLock:
     """A new key on PostgreSQL, held by an advisory lock in the request's transaction (see :func:`hold`); its
     record is written with the answer."""
 
@@ -132,7 +132,7 @@ _TABLE = IdempotencyRecord.__table__
 # INSERT … ON CONFLICT DO NOTHING RETURNING id: the unique key decides, in one statement (a claim, or an answer
 # written on its own after the request's work was rolled back).
 _CLAIM = prebuilt(lambda insert: insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.id))
-# The answer of a request that held its key by a Guard: a plain insert, refused by the unique key if another
+# The answer of a request that held its key by a KeyLock: a plain insert, refused by the unique key if another
 # request with the key answered first (answered_meanwhile).
 _ANSWER = prebuilt(lambda insert: insert(_TABLE))
 _SCOPE_INDEX = "ux_idempotency_keys_scope"
@@ -155,8 +155,8 @@ def lock_number(api_key_id: str, key: str) -> int:
     return int.from_bytes(digest[:4], "big", signed=True)
 
 
-def hold(session: AsyncSession, guard: Guard) -> None:
-    """Hold the guard's key for the request's transaction (PostgreSQL): its first statement takes the key's
+def hold(session: AsyncSession, lock: KeyLock) -> None:
+    """Hold the key for the request's transaction (PostgreSQL): its first statement takes the key's
     advisory lock and looks for the key's record. A record found raises :class:`KnownKey` (answer as
     :func:`claim` says); a lock held by another transaction, a 409 ``request_in_progress``. Nothing else the
     request sends goes out before (``db.guard``)."""
@@ -169,12 +169,12 @@ def hold(session: AsyncSession, guard: Guard) -> None:
             raise RequestInProgress("The first request with this Idempotency-Key is still being processed; retry in "
                                     "a moment.", headers={"Retry-After": "1"})
 
-    db_.guard(session, _HOLD(session), {"p_space": LOCK_SPACE, "p_hash": lock_number(guard.api_key_id, guard.key),
-                                        "p_api_key_id": guard.api_key_id, "p_key": guard.key}, check)
+    db_.guard(session, _HOLD(session), {"p_space": LOCK_SPACE, "p_hash": lock_number(lock.api_key_id, lock.key),
+                                        "p_api_key_id": lock.api_key_id, "p_key": lock.key}, check)
 
 
 def answered_meanwhile(exc: DBAPIError) -> bool:
-    """Whether a Guard's answer was refused because another request with the key answered first."""
+    """Whether a KeyLock's answer was refused because another request with the key answered first."""
     cause = getattr(getattr(exc, "orig", None), "__cause__", None)
     return getattr(cause, "constraint_name", None) == _SCOPE_INDEX
 
@@ -224,19 +224,19 @@ async def claim(
     raise RequestInProgress("The idempotency key is changing hands; retry in a moment.")
 
 
-def _answer(guard: Guard, status: int, body: bytes, media_type: str) -> dict:
-    return {"api_key_id": guard.api_key_id, "key": guard.key, "request_hash": guard.request_hash,
+def _answer(lock: KeyLock, status: int, body: bytes, media_type: str) -> dict:
+    return {"api_key_id": lock.api_key_id, "key": lock.key, "request_hash": lock.request_hash,
             "status": "completed", "response_status": status, "response_body": body, "response_type": media_type,
-            "locked_at": guard.at, "created_at": guard.at}
+            "locked_at": lock.at, "created_at": lock.at}
 
 
-async def complete(session: AsyncSession, claim_: Claim | Guard, *, status: int, body: bytes,
+async def complete(session: AsyncSession, claim_: Claim | KeyLock, *, status: int, body: bytes,
                    media_type: str) -> None:
     """Record the answer in the request's own transaction. If the claim was taken over meanwhile (this process
-    was too slow and a retry started), raise so that this request's work rolls back. A Guard's record is
+    was too slow and a retry started), raise so that this request's work rolls back. A KeyLock's record is
     inserted now; if another request with the key answered first, the insert fails (:func:`answered_meanwhile`)
     and this request's work rolls back with it."""
-    if isinstance(claim_, Guard):
+    if isinstance(claim_, KeyLock):
         # The request's deferred writes go out with it: it touches none of their rows.
         await execute(session, _ANSWER(session), _answer(claim_, status, body, media_type), combine=True)
         return
@@ -249,15 +249,16 @@ async def complete(session: AsyncSession, claim_: Claim | Guard, *, status: int,
                                 "answer.")
 
 
-async def answer_alone(session: AsyncSession, guard: Guard, *, status: int, body: bytes, media_type: str) -> bool:
-    """Record a Guard's answer in a transaction of its own (the request's work was rolled back: a 4xx); False,
+async def answer_alone(session: AsyncSession, lock: KeyLock, *, status: int, body: bytes,
+                       media_type: str) -> bool:
+    """Record a KeyLock's answer in a transaction of its own (the request's work was rolled back: a 4xx); False,
     with nothing written, if the key has a record already."""
-    return bool(await fetch(session, _CLAIM(session), _answer(guard, status, body, media_type)))
+    return bool(await fetch(session, _CLAIM(session), _answer(lock, status, body, media_type)))
 
 
-async def release(db: Database, claim_: Claim | Guard) -> None:
-    """Let a retry run the request again (a 5xx). A Guard's lock went with the request's transaction."""
-    if isinstance(claim_, Guard):
+async def release(db: Database, claim_: Claim | KeyLock) -> None:
+    """Let a retry run the request again (a 5xx). A KeyLock's lock went with the request's transaction."""
+    if isinstance(claim_, KeyLock):
         return
     async with db.statements() as session:
         await session.execute(

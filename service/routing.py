@@ -96,8 +96,8 @@ class UnitOfWorkRoute(APIRoute):
         kept: KeptAnswer | None = next((dep.call.kept_answer for dep in self.dependant.dependencies
                                         if hasattr(dep.call, "kept_answer")), None)
 
-        async def run_once(request: Request, claim: idempotency.Claim | idempotency.Guard | None) -> Response:
-            if isinstance(claim, idempotency.Guard):
+        async def run_once(request: Request, claim: idempotency.Claim | idempotency.KeyLock | None) -> Response:
+            if isinstance(claim, idempotency.KeyLock):
                 idempotency.hold(request_session(request), claim)
             try:
                 response = await handler(request)
@@ -119,7 +119,7 @@ class UnitOfWorkRoute(APIRoute):
                 return response
             except DBAPIError as exc:
                 await _close_session(request, commit=False)
-                if isinstance(claim, idempotency.Guard) and idempotency.answered_meanwhile(exc):
+                if isinstance(claim, idempotency.KeyLock) and idempotency.answered_meanwhile(exc):
                     raise idempotency.KnownKey from exc
                 known = violation_error(exc)  # a database error that stands for a client error (errors.py)
                 if known is None:
@@ -143,13 +143,13 @@ class UnitOfWorkRoute(APIRoute):
                 return claimed
             try:
                 return await attempts(request, claimed)
-            except idempotency.KnownKey:  # a Guard found the key answered, or answered meanwhile
-                claimed = await _claim(request, required=True, kept=kept, guard=False)
+            except idempotency.KnownKey:  # the key's lock found the key answered, or answered meanwhile
+                claimed = await _claim(request, required=True, kept=kept, lock=False)
                 if isinstance(claimed, Response):
                     return claimed
                 return await attempts(request, claimed)  # a claim taken over from a dead process, or expired
 
-        async def attempts(request: Request, claim: idempotency.Claim | idempotency.Guard | None) -> Response:
+        async def attempts(request: Request, claim: idempotency.Claim | idempotency.KeyLock | None) -> Response:
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
                     return await run_once(request, claim)
@@ -176,9 +176,9 @@ class UnitOfWorkRoute(APIRoute):
 
 
 async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = None,
-                 guard: bool = True) -> idempotency.Claim | idempotency.Guard | Response | None:
-    """How the request holds its key: a Guard on PostgreSQL (nothing sent yet: the request's first statement
-    takes it), otherwise (SQLite; or ``guard`` False, for a key met before) a claim, or the answer to give
+                 lock: bool = True) -> idempotency.Claim | idempotency.KeyLock | Response | None:
+    """How the request holds its key: a KeyLock on PostgreSQL (nothing sent yet: the request's first statement
+    takes it), otherwise (SQLite; or ``lock`` False, for a key met before) a claim, or the answer to give
     instead (a replay; a 409 raised)."""
     principal = await authenticate(request)
     key = idempotency.validate_key(request.headers.get(idempotency.HEADER), required=required)
@@ -187,8 +187,8 @@ async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = 
     settings = request.app.state.settings
     req_hash = idempotency.request_hash(request.method, request.url.path, await request.body())
     now = request.app.state.clock.now()
-    if guard and request.app.state.db.dialect == "postgresql":
-        return idempotency.Guard(principal.key_id, key, req_hash, now)
+    if lock and request.app.state.db.dialect == "postgresql":
+        return idempotency.KeyLock(principal.key_id, key, req_hash, now)
     claimed = await idempotency.claim(
         request.app.state.db, api_key_id=principal.key_id, key=key, req_hash=req_hash, now=now,
         lock_seconds=settings.idempotency_lock_seconds, ttl_days=settings.idempotency_ttl_days,
@@ -200,19 +200,19 @@ async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = 
     return claimed
 
 
-async def _remember(request: Request, claim: idempotency.Claim | idempotency.Guard, response: Response,
+async def _remember(request: Request, claim: idempotency.Claim | idempotency.KeyLock, response: Response,
                     kept: KeptAnswer | None) -> Response:
-    """A 4xx answer is remembered in a transaction of its own (the request's work was rolled back). A Guard's key
+    """A 4xx answer is remembered in a transaction of its own (the request's work was rolled back). A KeyLock's key
     may have been answered meanwhile by a duplicate that ran after this one let go of the key: that answer is
     the key's, and this caller gets it too (the same question, the same answer)."""
     db = request.app.state.db
     answer = {"status": response.status_code, "body": bytes(response.body),
               "media_type": response.media_type or "application/problem+json"}
-    if isinstance(claim, idempotency.Guard):
+    if isinstance(claim, idempotency.KeyLock):
         async with db.transaction() as session:
             if await idempotency.answer_alone(session, claim, **answer):
                 return response
-        claimed = await _claim(request, required=True, kept=kept, guard=False)
+        claimed = await _claim(request, required=True, kept=kept, lock=False)
         if isinstance(claimed, Response):
             return claimed
         claim = claimed  # a record of a dead process's, taken over: this is the answer
