@@ -15,11 +15,13 @@ held so that a concurrent duplicate is refused at once:
 
 - same key, same body, finished: the first response is replayed (``Idempotent-Replayed: true``);
 - same key, another body: 409 ``idempotency_key_reused``;
-- same key while the first is running: 409 ``request_in_progress``. A claimed record older than
+- same key while the first is running: 409 ``request_in_progress`` (with a KeyLock whatever the body: the running
+  request's body is not known until its answer is written). A claimed record older than
   ``idempotency_lock_seconds`` belongs to a process that died; the next retry takes it over (and the old
   process, if it was only slow, finds its claim gone and rolls back);
-- answers with a 4xx status are remembered and replayed too (the same question gets the same answer); a 5xx
-  releases the key so that a retry runs again;
+- answers with a 4xx status are remembered and replayed too (the same question gets the same answer), a
+  KeyLock's after its work rolled back, under the key's lock taken again; a 5xx releases the key so that a retry
+  runs again;
 - records are kept ``idempotency_ttl_days`` (at least 7) and then purged by ``loyalty sweep``.
 
 The key is scoped to the API key that sent it; the body is compared after JSON canonicalization (key order
@@ -81,6 +83,17 @@ class KnownKey(Exception):
     """The key has a record, or got one while this request ran: answer as :func:`claim` says."""
 
 
+class KeyBusy(Exception):
+    """Another transaction holds the key's lock: the first request with it is running. Not a ServiceError, so that
+    no domain code that handles its own errors takes it for one: the route answers it with
+    :func:`still_running`."""
+
+
+def still_running() -> RequestInProgress:
+    return RequestInProgress("The first request with this Idempotency-Key is still being processed; retry in a "
+                             "moment.", headers={"Retry-After": "1"})
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A key held by its record, claimed before the work (SQLite, or a key met before)."""
@@ -139,6 +152,7 @@ _SCOPE_INDEX = "ux_idempotency_keys_scope"
 # pg_try_advisory_xact_lock(LOCK_SPACE, <the key's hash>): the first number keeps these locks apart from the
 # service's other advisory locks (the two-number form never meets the one-number form in any case).
 LOCK_SPACE = 0x1DE3
+_TAKE = prebuilt(lambda insert: select(func.pg_try_advisory_xact_lock(bindparam("p_space"), bindparam("p_hash"))))
 _HOLD = prebuilt(lambda insert: select(
     func.pg_try_advisory_xact_lock(bindparam("p_space"), bindparam("p_hash")).label("held"),
     select(_TABLE.c.id).where(_TABLE.c.api_key_id == bindparam("p_api_key_id"),
@@ -158,16 +172,15 @@ def lock_number(api_key_id: str, key: str) -> int:
 def hold(session: AsyncSession, lock: KeyLock) -> None:
     """Hold the key for the request's transaction (PostgreSQL): its first statement takes the key's
     advisory lock and looks for the key's record. A record found raises :class:`KnownKey` (answer as
-    :func:`claim` says); a lock held by another transaction, a 409 ``request_in_progress``. Nothing else the
-    request sends goes out before (``db.guard``)."""
+    :func:`claim` says); a lock held by another transaction, :class:`KeyBusy` (a 409 ``request_in_progress``).
+    Nothing else the request sends goes out before (``db.guard``)."""
 
     def check(rows: list) -> None:
         [(held, known)] = rows
         if known is not None:
             raise KnownKey
         if not held:
-            raise RequestInProgress("The first request with this Idempotency-Key is still being processed; retry in "
-                                    "a moment.", headers={"Retry-After": "1"})
+            raise KeyBusy
 
     db_.guard(session, _HOLD(session), {"p_space": LOCK_SPACE, "p_hash": lock_number(lock.api_key_id, lock.key),
                                         "p_api_key_id": lock.api_key_id, "p_key": lock.key}, check)
@@ -210,8 +223,7 @@ async def claim(
                 return Replay(found.response_status or 200, found.response_body or b"",
                               found.response_type or "application/json")
             if found.locked_at > now - timedelta(seconds=lock_seconds):
-                raise RequestInProgress("The first request with this Idempotency-Key is still being "
-                                        "processed; retry in a moment.", headers={"Retry-After": "1"})
+                raise still_running()
             taken = await session.execute(
                 update(IdempotencyRecord)
                 .where(IdempotencyRecord.id == found.id, IdempotencyRecord.locked_at == found.locked_at,
@@ -251,8 +263,13 @@ async def complete(session: AsyncSession, claim_: Claim | KeyLock, *, status: in
 
 async def answer_alone(session: AsyncSession, lock: KeyLock, *, status: int, body: bytes,
                        media_type: str) -> bool:
-    """Record a KeyLock's answer in a transaction of its own (the request's work was rolled back: a 4xx); False,
-    with nothing written, if the key has a record already."""
+    """Record a KeyLock's answer in a transaction of its own (the request's work was rolled back: a 4xx), under
+    the key's lock again: False, with nothing written, if the key has a record already; :class:`KeyBusy` if
+    another request holds the key (it may carry another body: its answer, not this one, is the key's)."""
+    [(held,)] = await fetch(session, _TAKE(session), {"p_space": LOCK_SPACE,
+                                                      "p_hash": lock_number(lock.api_key_id, lock.key)})
+    if not held:
+        raise KeyBusy
     return bool(await fetch(session, _CLAIM(session), _answer(lock, status, body, media_type)))
 
 

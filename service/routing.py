@@ -155,6 +155,8 @@ class UnitOfWorkRoute(APIRoute):
                     return await run_once(request, claim)
                 except (idempotency.KnownKey, idempotency.RequestInProgress):
                     raise  # not this request's answer: never remembered
+                except idempotency.KeyBusy as exc:
+                    raise idempotency.still_running() from exc
                 except DBAPIError as exc:
                     if attempt < MAX_ATTEMPTS and is_retryable(exc):
                         await asyncio.sleep(backoff(attempt))
@@ -203,15 +205,19 @@ async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = 
 async def _remember(request: Request, claim: idempotency.Claim | idempotency.KeyLock, response: Response,
                     kept: KeptAnswer | None) -> Response:
     """A 4xx answer is remembered in a transaction of its own (the request's work was rolled back). A KeyLock's key
-    may have been answered meanwhile by a duplicate that ran after this one let go of the key: that answer is
-    the key's, and this caller gets it too (the same question, the same answer)."""
+    is taken again for it: if another request with the key runs now, this one answers 409 ``request_in_progress``
+    (the other may carry another body); if one answered meanwhile, that answer is the key's and this caller gets
+    it too (the same question, the same answer)."""
     db = request.app.state.db
     answer = {"status": response.status_code, "body": bytes(response.body),
               "media_type": response.media_type or "application/problem+json"}
     if isinstance(claim, idempotency.KeyLock):
-        async with db.transaction() as session:
-            if await idempotency.answer_alone(session, claim, **answer):
-                return response
+        try:
+            async with db.transaction() as session:
+                if await idempotency.answer_alone(session, claim, **answer):
+                    return response
+        except idempotency.KeyBusy as exc:
+            raise idempotency.still_running() from exc
         claimed = await _claim(request, required=True, kept=kept, lock=False)
         if isinstance(claimed, Response):
             return claimed

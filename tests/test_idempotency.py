@@ -472,6 +472,35 @@ async def test_a_key_held_by_a_running_request_is_409_and_free_the_moment_it_end
 
 
 @pytest.mark.postgres_only
+@pytest.mark.parametrize(("line", "currency", "code"), [
+    ({"category": "general"}, "EUR", "currency_mismatch"),  # the checkout tells it after its first statement
+    ({}, "USD", "validation_error"),  # refused before any statement: the key is checked as the answer is stored
+])
+async def test_a_refusal_while_the_key_is_held_is_409_and_not_remembered(client, app, line, currency, code):
+    """A 4xx is the key's answer only once the key is free: while another request holds it (perhaps with another
+    body, whose answer the key must keep), this one is a 409 that nothing remembers. The checkout also turns
+    a member it cannot find into an answer given after its other checks; the key's check, which goes out with
+    that member read, is not taken for one of those."""
+    store = (await create_store(client))["id"]
+    member = (await enroll(client))["id"]
+    body = {"receipt_id": f"held-{code}", "member": {"member_id": member}, "store_id": store, "currency": currency,
+            "lines": [{"line_id": "1", "sku": "SKU-1", "quantity": 1, "unit_price": 500, **line}]}
+    key = f"held-{code}"
+    async with app.state.db.engine.connect() as holder:
+        await holder.execute(text("BEGIN"))
+        await holder.execute(select(func.pg_advisory_xact_lock(
+            idempotency.LOCK_SPACE, idempotency.lock_number(BOOTSTRAP_KEY_ID, key))))
+        r = await client.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": key})
+        assert_problem(r, 409, "request_in_progress")
+        await holder.rollback()
+    assert await records(app) == []
+    assert_problem(await client.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": key}),
+                   422, code)
+    again = await client.post("/v1/checkout/transactions", json=body, headers={"Idempotency-Key": key})
+    assert again.status_code == 422 and again.headers["idempotent-replayed"] == "true"
+
+
+@pytest.mark.postgres_only
 async def test_an_answer_that_lands_while_the_request_runs_wins(client, app, charges):
     """A duplicate can take the lock just after the first request committed, on a snapshot from before: its own
     answer's insert then fails on the key's unique index, its work rolls back whole and it answers with the
