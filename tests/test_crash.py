@@ -3,10 +3,12 @@ random moments and started again; each till retries a sale with the same Idempot
 acknowledged. Afterwards every acknowledged sale exists exactly once, no sale was committed twice, every points
 balance is what the acknowledged sales imply, and ``loyalty verify`` passes.
 
-Why it holds: the key is claimed in a transaction of its own, the sale and its remembered answer commit together
-in one more, and a claim left behind by a killed process is taken over by a retry once it is older than
-``LOYALTY_IDEMPOTENCY_LOCK_SECONDS`` (1 s here, 60 s by default); the unique ``(store_id, receipt_id)`` catches
-whatever gets past that.
+Why it holds: the sale and its remembered answer commit together in one transaction, which holds the key by an
+advisory lock meanwhile; a killed process's connection drops, PostgreSQL lets go of its locks and rolls its work
+back, and the retry runs at once. The claim's lapse (``LOYALTY_IDEMPOTENCY_LOCK_SECONDS``, what a retry waited
+for when a key was a claimed record) is left at its 60 s: a till whose retry had to wait for it would hear
+``request_in_progress`` for a minute after each kill, and the run would take that much longer. The unique
+``(store_id, receipt_id)`` catches whatever gets past the key.
 
 ``LOYALTY_CRASH_KILLS`` sets the number of kills (10 in the suite; ``make soak`` runs 200).
 """
@@ -115,7 +117,7 @@ async def test_sales_survive_the_server_being_killed(app, client, database_url: 
                               headers={"Idempotency-Key": f"crash-start-{members[-1]}"})
         assert r.status_code == 201, r.text
 
-    server = KillableServer(database_url, env={"LOYALTY_IDEMPOTENCY_LOCK_SECONDS": "1", "LOYALTY_DB_POOL_SIZE": "5"})
+    server = KillableServer(database_url, env={"LOYALTY_DB_POOL_SIZE": "5"})
     await asyncio.to_thread(server.start)
     tills = [Till(i) for i in range(TILLS)]
     stop = asyncio.Event()
