@@ -420,16 +420,8 @@ def _send_guard_now(session: Session) -> None:
     if pending is None:
         return
     statement, params, check = pending
-    connection = session.connection()
-    entry, args = _bound(statement, params, connection.dialect)
-    sql = entry.compiled.string
-    cursor = connection.connection.dbapi_connection.cursor()
-    _tell_listeners(connection, cursor, sql, args)
-    try:
-        cursor.execute(sql, args)
-    except connection.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(error, sql, args, connection.dialect) from error
-    check(_rows(entry, cursor._rows))
+    entry, args = _bound(statement, params, session.connection().dialect)
+    check(_rows(entry, _send_now(session, entry.compiled.string, args)._rows))
 
 
 def _shifted(sql: str, offset: int) -> str:
@@ -588,7 +580,12 @@ def _send_deferred(session: Session) -> None:
     waiting = session.info.pop(_DEFERRED, None)
     if not waiting:
         return
-    sql, args = _merged_or_single(waiting)
+    _send_now(session, *_merged_or_single(waiting))
+
+
+def _send_now(session: Session, sql: str, args: list[Any]):
+    """One statement on the session's connection, from inside SQLAlchemy's own (synchronous) session machinery;
+    returns the adapter's cursor."""
     connection = session.connection()
     cursor = connection.connection.dbapi_connection.cursor()
     _tell_listeners(connection, cursor, sql, args)
@@ -596,6 +593,7 @@ def _send_deferred(session: Session) -> None:
         cursor.execute(sql, args)
     except connection.dialect.loaded_dbapi.Error as error:
         raise _driver_error(error, sql, args, connection.dialect) from error
+    return cursor
 
 
 class LoyaltySession(Session):
