@@ -152,9 +152,10 @@ _SCOPE_INDEX = "ux_idempotency_keys_scope"
 # pg_try_advisory_xact_lock(LOCK_SPACE, <the key's hash>): the first number keeps these locks apart from the
 # service's other advisory locks (the two-number form never meets the one-number form in any case).
 LOCK_SPACE = 0x1DE3
-_TAKE = prebuilt(lambda insert: select(func.pg_try_advisory_xact_lock(bindparam("p_space"), bindparam("p_hash"))))
+_TAKE_LOCK = func.pg_try_advisory_xact_lock(bindparam("p_space"), bindparam("p_hash")).label("held")
+_TAKE = prebuilt(lambda insert: select(_TAKE_LOCK))
 _HOLD = prebuilt(lambda insert: select(
-    func.pg_try_advisory_xact_lock(bindparam("p_space"), bindparam("p_hash")).label("held"),
+    _TAKE_LOCK,
     select(_TABLE.c.id).where(_TABLE.c.api_key_id == bindparam("p_api_key_id"),
                               _TABLE.c.key == bindparam("p_key")).scalar_subquery().label("known")))
 # The SET columns are the execution's column keys; the claim is matched by p_id and p_locked_at.
@@ -182,8 +183,12 @@ def hold(session: AsyncSession, lock: KeyLock) -> None:
         if not held:
             raise KeyBusy
 
-    db_.guard(session, _HOLD(session), {"p_space": LOCK_SPACE, "p_hash": lock_number(lock.api_key_id, lock.key),
-                                        "p_api_key_id": lock.api_key_id, "p_key": lock.key}, check)
+    db_.guard(session, _HOLD(session), {**_lock_params(lock), "p_api_key_id": lock.api_key_id, "p_key": lock.key},
+              check)
+
+
+def _lock_params(lock: KeyLock) -> dict[str, int]:
+    return {"p_space": LOCK_SPACE, "p_hash": lock_number(lock.api_key_id, lock.key)}
 
 
 def answered_meanwhile(exc: DBAPIError) -> bool:
@@ -264,12 +269,12 @@ async def complete(session: AsyncSession, claim_: Claim | KeyLock, *, status: in
 async def answer_alone(session: AsyncSession, lock: KeyLock, *, status: int, body: bytes,
                        media_type: str) -> bool:
     """Record a KeyLock's answer in a transaction of its own (the request's work was rolled back: a 4xx), under
-    the key's lock again: False, with nothing written, if the key has a record already; :class:`KeyBusy` if
-    another request holds the key (it may carry another body: its answer, not this one, is the key's)."""
-    [(held,)] = await fetch(session, _TAKE(session), {"p_space": LOCK_SPACE,
-                                                      "p_hash": lock_number(lock.api_key_id, lock.key)})
+    the key's lock again: False, with nothing written, if the key has a record already; a 409
+    ``request_in_progress`` if another request holds the key (it may carry another body: its answer, not this
+    one, is the key's)."""
+    [(held,)] = await fetch(session, _TAKE(session), _lock_params(lock))
     if not held:
-        raise KeyBusy
+        raise still_running()
     return bool(await fetch(session, _CLAIM(session), _answer(lock, status, body, media_type)))
 
 

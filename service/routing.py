@@ -212,12 +212,9 @@ async def _remember(request: Request, claim: idempotency.Claim | idempotency.Key
     answer = {"status": response.status_code, "body": bytes(response.body),
               "media_type": response.media_type or "application/problem+json"}
     if isinstance(claim, idempotency.KeyLock):
-        try:
-            async with db.transaction() as session:
-                if await idempotency.answer_alone(session, claim, **answer):
-                    return response
-        except idempotency.KeyBusy as exc:
-            raise idempotency.still_running() from exc
+        async with db.transaction() as session:
+            if await idempotency.answer_alone(session, claim, **answer):
+                return response
         claimed = await _claim(request, required=True, kept=kept, lock=False)
         if isinstance(claimed, Response):
             return claimed
