@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def utc(value: datetime) -> datetime:
@@ -22,12 +28,19 @@ def in_utc(value: datetime) -> datetime:
 
 
 def written_as_text(value: object) -> object:
-    """Before pydantic parses a date or time of a request body: only ISO 8601 text, as the API documents (or a
-    ``date``/``datetime`` from Python callers). Pydantic would take a number as seconds since 1970, and for a date
-    a midnight's count (even 1e-33) as that day: a time no client meant."""
+    """Before pydantic parses a date or time of a request (a body's field or a query parameter): only ISO 8601
+    text that starts with its date, as the API documents (or a ``date``/``datetime`` from Python callers).
+    Pydantic would take a number, or a string of digits, as seconds since 1970, and for a date a midnight's
+    count (even 1e-33) as that day: a time no client meant."""
     if not isinstance(value, str | date):
         raise ValueError("must be ISO 8601 text (a string), not a number")
+    if isinstance(value, str) and not _ISO_DATE.match(value):
+        raise ValueError("must be ISO 8601 text starting with its date (YYYY-MM-DD), not a count of seconds")
     return value
+
+
+# A time a request gives (a body's field or a query parameter): ISO 8601 text with an offset, held as UTC.
+RequestTime = Annotated[AwareDatetime, BeforeValidator(written_as_text), AfterValidator(in_utc)]
 
 
 class Clock:

@@ -345,6 +345,7 @@ async def test_bad_lines_are_422_and_write_nothing(client, shop, app, lines):
     {"receipt_id": ""}, {"occurred_at": "2026-01-01T10:00:00"}, {"occurred_at": "yesterday"},
     {"occurred_at": "0001-01-01T00:00:00+01:00"}, {"occurred_at": "1900-01-01T00:00:00Z"},
     {"occurred_at": 1795000000}, {"occurred_at": 1795000000.5},  # seconds since 1970, not date-time text
+    {"occurred_at": "1795000000"}, {"occurred_at": "-110186"},  # the same as strings of digits
 ])
 async def test_bad_request_bodies_are_422(client, shop, body_change):
     store, member = shop

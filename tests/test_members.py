@@ -194,6 +194,17 @@ async def test_name_cannot_be_cleared(client):
     assert (await client.get(f"/v1/members/{m['id']}")).json()["name"] == m["name"]
 
 
+@pytest.mark.parametrize("consent", ["T", "yes", "true", 1, 0, "0"])
+async def test_consent_is_a_json_boolean_not_a_word_or_a_number(client, consent):
+    """The schema says boolean: pydantic's lax mode would read "yes" or 1 as true, a consent nobody gave."""
+    assert_problem(await client.post("/v1/members", json={"name": "A", "marketing_consent": consent}), 422,
+                   "validation_error")
+    m = await enroll(client)
+    assert_problem(await client.patch(f"/v1/members/{m['id']}", json={"marketing_consent": consent}), 422,
+                   "validation_error")
+    assert (await client.get(f"/v1/members/{m['id']}")).json() == m
+
+
 async def test_patch_rejects_unknown_and_read_only_fields(client):
     m = await enroll(client)
     for body in ({"nmae": "typo"}, {"card_number": "8000000000000000"}, {"status": "erased"},

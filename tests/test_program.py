@@ -155,6 +155,9 @@ def _mutate(p: dict, how: str) -> dict:
                                       "ends_at": "2030-01-02T00:00:00", "multiplier": 2}]
     elif how == "bonus_times_as_numbers":  # seconds since 1970 (2030-01-01, -02): the schema says date-time text
         p["earn"]["bonus_events"] = [{"name": "B", "starts_at": 1893456000, "ends_at": 1893542400, "multiplier": 2}]
+    elif how == "bonus_times_as_digits":  # the same, as strings of digits
+        p["earn"]["bonus_events"] = [{"name": "B", "starts_at": "1893456000", "ends_at": "1893542400",
+                                      "multiplier": 2}]
     elif how == "bonus_ends_before_start":
         p["earn"]["bonus_events"] = [{"name": "B", "starts_at": "2030-01-02T00:00:00Z",
                                       "ends_at": "2030-01-01T00:00:00Z", "multiplier": 2}]
@@ -185,7 +188,8 @@ INVALID_PROGRAMS = [
     "tiers_not_ascending", "tiers_equal_spend", "first_tier_not_zero", "duplicate_codes", "no_tiers", "currency=XYZ",
     "currency=usd", "currency=US", "currency=", "tier_multiplier_zero", "tier_multiplier_negative",
     "category_multiplier_zero", "sku_multiplier_negative", "bonus_multiplier_zero", "bonus_naive_times",
-    "bonus_times_as_numbers", "bonus_ends_before_start", "max_burn_101", "max_burn_negative", "point_value_zero",
+    "bonus_times_as_numbers", "bonus_times_as_digits", "bonus_ends_before_start", "max_burn_101",
+    "max_burn_negative", "point_value_zero",
     "discount_over_100", "unknown_field", "unknown_nested_field", "duplicate_top_up_thresholds", "missing_version",
     "missing_currency",
 ]

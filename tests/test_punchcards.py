@@ -55,7 +55,7 @@ async def test_program_crud_and_validation(client, make_client):
     r = await client.get("/v1/punch-card-programs/ppg_nope")
     assert r.status_code == 404 and r.json()["code"] == "punch_program_not_found"
     for bad in ({"qualifying": {}}, {"stamps_required": 0}, {"reward_valid_days": 0},
-                {"reward": {"max_value": -1}}):
+                {"reward": {"max_value": -1}}, {"active": "T"}, {"active": 1}):  # a boolean, not a word or number
         r = await client.post("/v1/punch-card-programs", json={**body, **bad})
         assert r.status_code == 422, (bad, r.text)
     pos = make_client(await f.create_key(client, "pos", (await f.create_store(client))["id"]))

@@ -70,6 +70,8 @@ async def test_campaign_crud_validation_and_audit(client, app, make_client):
                 {"kind": "amount_off", "value": 0}, {"kind": "bogus"}, {"min_spend": -1},
                 {"valid_from": "2030-01-02T00:00:00Z", "valid_until": "2030-01-01T00:00:00Z"},
                 {"valid_from": 1893456000}, {"valid_until": 1893456000.5},  # numbers, not date-time text
+                {"valid_until": "1893456000"},  # nor digits in a string
+                {"stackable": "yes"}, {"active": 0},  # booleans, not words or numbers
                 {"valid_from": "0001-01-01T00:00:00+01:00"},  # before the year 1 in UTC (fuzz seed 4205855847)
                 {"valid_until": "9999-12-31T23:00:00-05:00"},  # after 9999 in UTC
                 {"audience": {"quadrants": ["nobody"]}}, {"auto_issue": {"spend_threshold": 0}}, {"extra": 1}):

@@ -3,7 +3,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 
 from service.clock import written_as_text
 from service.text import PRINTABLE
@@ -40,7 +49,7 @@ class MemberCreate(BaseModel):
     email: Email | None = Field(default=None, description="Matched case-insensitively; unique.")
     birthday: Birthday | None = None
     locale: Locale | None = Field(default=None, description="`en`, `zh-CN`, …")
-    marketing_consent: bool | None = None
+    marketing_consent: StrictBool | None = None
     external_ref: ExternalRef | None = Field(default=None, description="The retailer's own id; unique.")
     referral_code: ReferralCode | None = Field(default=None, description="The referring member's code.")
 
@@ -55,7 +64,7 @@ class MemberUpdate(BaseModel):
     email: Email | None = None
     birthday: Birthday | None = None
     locale: Locale | None = None
-    marketing_consent: bool | None = None
+    marketing_consent: StrictBool | None = None
     external_ref: ExternalRef | None = None
 
 

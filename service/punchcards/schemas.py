@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from service.money import MAX_AMOUNT
 from service.text import Name, Text64
@@ -42,7 +42,7 @@ class PunchProgramCreate(Strict):
     stamps_required: Annotated[int, Field(strict=True, ge=1, le=1000)]
     reward: Reward = Field(default_factory=Reward)
     reward_valid_days: Annotated[int, Field(strict=True, ge=1, le=3650)]
-    active: bool = True
+    active: StrictBool = True
 
 
 class PunchProgramPublic(PunchProgramCreate):

@@ -3,24 +3,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, model_validator
 
-from service.clock import in_utc, written_as_text
+from service.clock import RequestTime
 from service.money import MAX_AMOUNT
 from service.text import Name, Text64
 
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 TierCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
-Time = Annotated[AwareDatetime, BeforeValidator(written_as_text), AfterValidator(in_utc)]
+Time = RequestTime
 Quadrant = Literal["true_friend", "butterfly", "barnacle", "stranger"]
 Lifecycle = Literal["new", "active", "at_risk", "lapsed"]
 MAX_BULK = 10_000
@@ -64,10 +55,10 @@ class CampaignCreate(Strict):
                                   "`valid_until`).")
     per_member_limit: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
     total_limit: Annotated[int, Field(strict=True, ge=1, le=10**12)] | None = None
-    stackable: bool = False
+    stackable: StrictBool = False
     audience: Audience | None = None
     auto_issue: AutoIssue | None = None
-    active: bool = True
+    active: StrictBool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> CampaignCreate:
