@@ -34,6 +34,7 @@ from service.points.routes import router as points_router
 from service.program import service as program_service
 from service.program.routes import router as program_router
 from service.punchcards.routes import router as punchcards_router
+from service.reports.routes import router as reports_router
 from service.routing import IDEMPOTENCY_EXTRA
 from service.settings import Settings
 from service.tiers.routes import router as tiers_router
@@ -44,7 +45,7 @@ DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
            tiers_router, wallet_router, giftcards_router, vouchers_router, summary_router, personalization_router,
-           events_router, webhooks_router)
+           reports_router, events_router, webhooks_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
@@ -64,6 +65,7 @@ TAGS = [{"name": name, "description": description} for name, description in (
     ("tiers", "The member's tier, qualifying spend and history."),
     ("wallet", "Stored value: the member wallet, top-ups, cash-out, liability."),
     ("checkout", "Quote, commit, void and return sales at the till."),
+    ("reports", "How much of what the program gave out was used: points, vouchers, punch card rewards."),
     ("events", "Business events in commit order (the transactional outbox)."),
     ("webhooks", "Signed deliveries of events to your endpoints."),
     ("program", "The program's configuration."),

@@ -334,6 +334,18 @@ async def program_side_net(session: AsyncSession, transaction_ids: Sequence[str]
     return [(a, asset, int(n)) for a, asset, n in (await session.execute(query)).all() if n != 0]
 
 
+async def net_in_period(session: AsyncSession, account_ids: Sequence[str], start: datetime | None,
+                        end: datetime) -> dict[str, int]:
+    """``{account id: net amount}`` of the entries posted to these accounts in ``[start, end)`` (a report's
+    read: it walks the accounts' entries by ``ix_ledger_entries_account_id``)."""
+    query = (select(LedgerEntry.account_id, func.sum(LedgerEntry.amount))
+             .where(LedgerEntry.account_id.in_(list(account_ids)), LedgerEntry.created_at < end)
+             .group_by(LedgerEntry.account_id))
+    if start is not None:
+        query = query.where(LedgerEntry.created_at >= start)
+    return {account: int(n) for account, n in (await session.execute(query)).all()}
+
+
 async def gift_card_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
     """``{gift card id: net amount}`` over the given ledger transactions, on the cards' own accounts."""
     query = (select(LedgerAccount.gift_card_id, func.sum(LedgerEntry.amount))

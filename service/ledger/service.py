@@ -182,6 +182,15 @@ async def program_net(session: AsyncSession, transaction_ids: Sequence[str]) -> 
     return {account: net for account, _, net in await repository.program_side_net(session, ids)}
 
 
+async def program_flows(session: AsyncSession, accounts: Sequence[str], start: datetime | None,
+                        end: datetime) -> dict[str, int]:
+    """``{program account: net amount}`` each of these program accounts received in ``[start, end)``, by the
+    entries' posting time (when the ledger recorded them: a back-dated sale counts when it was committed)."""
+    if unknown := [a for a in accounts if program_asset(a) is None]:
+        raise ValueError(f"not the program's accounts: {unknown}")
+    return await repository.net_in_period(session, accounts, start, end)
+
+
 async def gift_card_net(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
     """``{gift card id: net amount}`` the given ledger transactions moved on each gift card's account."""
     ids = [i for i in transaction_ids if i]

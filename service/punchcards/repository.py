@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import fetch, prefetch
@@ -114,3 +114,17 @@ async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
         .values(status="expired", changed_at=now)
         .execution_options(synchronize_session=False))
     return result.rowcount
+
+
+async def issued_by_status(session: AsyncSession, start: datetime | None, end: datetime,
+                           now: datetime) -> list[Row]:
+    """``(program_id, name, status, past its expiry at now, count)`` of the rewards issued in ``[start, end)`` (a
+    report's read: it scans the rewards)."""
+    past_end = (PunchReward.expires_at <= now).label("past_end")
+    query = (select(PunchReward.program_id, PunchProgram.name, PunchReward.status, past_end, func.count())
+             .join(PunchProgram, PunchProgram.id == PunchReward.program_id)
+             .where(PunchReward.issued_at < end)
+             .group_by(PunchReward.program_id, PunchProgram.name, PunchReward.status, past_end))
+    if start is not None:
+        query = query.where(PunchReward.issued_at >= start)
+    return list((await session.execute(query)).all())

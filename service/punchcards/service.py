@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import record as audit
@@ -230,3 +231,9 @@ async def restore_redeemed(session: AsyncSession, transaction_id: str, now: date
 async def expire_rewards(session: AsyncSession, as_of: datetime, now: datetime) -> int:
     """The sweep: available rewards past their expiry become expired. Running again changes nothing."""
     return await repository.expire(session, as_of, now)
+
+
+async def issued_by_status(session: AsyncSession, start: datetime | None, end: datetime, now: datetime) -> list[Row]:
+    """For the redemption report: ``(programme id, name, status, past its expiry at now, count)`` of the rewards
+    issued in ``[start, end)``."""
+    return await repository.issued_by_status(session, start, end, now)

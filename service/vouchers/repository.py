@@ -171,3 +171,17 @@ async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
         update(Voucher).where(Voucher.status == "active", Voucher.valid_until <= as_of)
         .values(status="expired", changed_at=now).execution_options(synchronize_session=False))
     return result.rowcount
+
+
+async def issued_by_status(session: AsyncSession, start: datetime | None, end: datetime,
+                           now: datetime) -> list[Row]:
+    """``(campaign_id, name, status, past its end at now, count)`` of the vouchers issued in ``[start, end)`` (a
+    report's read: it scans the vouchers)."""
+    past_end = func.coalesce(Voucher.valid_until <= now, False).label("past_end")
+    query = (select(Voucher.campaign_id, VoucherCampaign.name, Voucher.status, past_end, func.count())
+             .join(VoucherCampaign, VoucherCampaign.id == Voucher.campaign_id)
+             .where(Voucher.issued_at < end)
+             .group_by(Voucher.campaign_id, VoucherCampaign.name, Voucher.status, past_end))
+    if start is not None:
+        query = query.where(Voucher.issued_at >= start)
+    return list((await session.execute(query)).all())

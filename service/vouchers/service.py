@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import ratelimit
@@ -455,3 +456,9 @@ async def expire_vouchers(session: AsyncSession, as_of: datetime, now: datetime)
     """The sweep: active vouchers past their end become expired. Running again changes nothing."""
     return await repository.expire(session, as_of, now)
 
+
+
+async def issued_by_status(session: AsyncSession, start: datetime | None, end: datetime, now: datetime) -> list[Row]:
+    """For the redemption report: ``(campaign id, name, status, past its end at now, count)`` of the vouchers
+    issued in ``[start, end)``."""
+    return await repository.issued_by_status(session, start, end, now)
