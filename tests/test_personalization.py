@@ -101,7 +101,8 @@ async def test_lifecycle_over_time_by_the_sweep(client, store, clock, cli_env):
              (NOW + timedelta(days=70), "at_risk", "at_risk"),
              (NOW + timedelta(days=101), "lapsed", "at_risk"),
              (NOW + timedelta(days=181), "lapsed", "lapsed")]
-    for as_of, regular_stage, idle_stage in steps:
+    before = {regular: None, idle: None}
+    for i, (as_of, regular_stage, idle_stage) in enumerate(steps):
         assert await run_cli("sweep", "--as-of", iso(as_of)) == 0
         counts = await report(client)
         expected = {c: 0 for c in ("new", "active", "at_risk", "lapsed")}
@@ -110,9 +111,23 @@ async def test_lifecycle_over_time_by_the_sweep(client, store, clock, cli_env):
         assert counts["lifecycles"] == expected, (as_of, counts)
         assert counts["as_of"][:10] == as_of.date().isoformat()
         assert counts["members"] == 2 and counts["not_segmented"] == 0 and sum(counts["quadrants"].values()) == 2
-    # The sweep is idempotent: the same as-of gives the same counts.
+        # The movement since the sweep before: who changed lifecycle, from what to what.
+        moves: dict[tuple, int] = {}
+        for member, stage in ((regular, regular_stage), (idle, idle_stage)):
+            if before[member] != stage:
+                moves[before[member], stage] = moves.get((before[member], stage), 0) + 1
+            before[member] = stage
+        movement = counts["movement"]
+        assert {(m["from"], m["to"]): m["members"] for m in movement["lifecycles"]} == moves, (as_of, movement)
+        assert movement["since"] == (None if i == 0 else iso(steps[i - 1][0]).replace("+00:00", "Z"))
+        if i == 0:  # the first sweep: every quadrant is a first one
+            assert [m["from"] for m in movement["quadrants"]] == [None] * len(movement["quadrants"])
+            assert sum(m["members"] for m in movement["quadrants"]) == 2
+    # The sweep is idempotent: the same as-of gives the same counts, and the same movement.
     assert await run_cli("sweep", "--as-of", iso(NOW + timedelta(days=181))) == 0
-    assert (await report(client))["lifecycles"]["lapsed"] == 2
+    again = await report(client)
+    assert again["lifecycles"]["lapsed"] == 2
+    assert again["movement"] == movement
     # The report is the sweep's picture; a member read is judged now (the clock is at NOW).
     assert (await segment(client, idle))["lifecycle"] == "new"
     assert (await segment(client, regular))["lifecycle"] == "at_risk"

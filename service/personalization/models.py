@@ -1,8 +1,9 @@
 """Personalization tables. Only :mod:`service.personalization.service` writes them.
 
 - ``member_activity``: per member, running figures kept up to date inside the commit, void and return
-  transactions (purchases, first and last purchase), the segment the last ``loyalty sweep`` gave the member,
-  and the year of the last birthday bonus. Reading it is one primary-key look-up, whatever the history.
+  transactions (purchases, first and last purchase), the segment the last ``loyalty sweep`` gave the member
+  and the one before it, and the year of the last birthday bonus. Reading it is one primary-key look-up,
+  whatever the history.
 - ``member_days``: per member and UTC day (the day of each sale's ``occurred_at``), the number of committed
   sales and their net spend (returns subtract, voids remove). Trailing-window figures are one indexed range sum
   over the days inside the window; a back-dated sale lands on its own day.
@@ -29,6 +30,11 @@ class MemberActivity(SQLModel, table=True):
     quadrant: str | None = Field(default=None, max_length=16)
     lifecycle: str | None = Field(default=None, max_length=16)
     segmented_as_of: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # What the member was before the last sweep that segmented them, and that earlier sweep's ``as_of``: the
+    # segment report's movement between two sweeps.
+    previous_quadrant: str | None = Field(default=None, max_length=16)
+    previous_lifecycle: str | None = Field(default=None, max_length=16)
+    previous_segmented_as_of: datetime | None = Field(default=None, sa_type=UTCDateTime)
     birthday_bonus_year: int | None = None
     birthday_bonus_transaction_id: str | None = Field(default=None, max_length=32)
     updated_at: datetime = Field(sa_type=UTCDateTime)

@@ -7,7 +7,7 @@ from sqlalchemy import Row, bindparam, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
-from service.db import defer, dialect_insert, dialect_of, fetch, prebuilt, prefetch
+from service.db import UTCDateTime, defer, dialect_insert, dialect_of, fetch, prebuilt, prefetch
 from service.members.models import Member
 from service.personalization.models import MemberActivity, MemberDay, SegmentThresholds
 
@@ -168,17 +168,29 @@ def _day(value) -> date | None:
 
 
 async def save_segments(session: AsyncSession, rows: Sequence[dict]) -> None:
-    """Create the members' activity rows where missing, then set their segments (two statements a batch)."""
+    """Create the members' activity rows where missing, then set their segments (two statements a batch).
+
+    A sweep of another ``as_of`` than the member's last keeps that last segment as the previous one (the
+    report's movement); the same sweep run again, or resumed, leaves the previous one as it was. SET reads the
+    row as it was before the update, on both engines."""
     if not rows:
         return
     await session.execute(dialect_insert(session)(MemberActivity).values([
         {"member_id": r["member_id"], "purchases": 0, "updated_at": r["updated_at"]} for r in rows])
         .on_conflict_do_nothing())
     table = MemberActivity.__table__
+    as_of = bindparam("m_as_of", type_=UTCDateTime())
+    new_sweep = table.c.segmented_as_of.is_(None) | (table.c.segmented_as_of != as_of)
+
+    def shifted(previous, current):
+        return case((new_sweep, current), else_=previous)
+
     await session.execute(
         update(table).where(table.c.member_id == bindparam("m_id"))
-        .values(quadrant=bindparam("m_quadrant"), lifecycle=bindparam("m_lifecycle"),
-                segmented_as_of=bindparam("m_as_of")),
+        .values(previous_quadrant=shifted(table.c.previous_quadrant, table.c.quadrant),
+                previous_lifecycle=shifted(table.c.previous_lifecycle, table.c.lifecycle),
+                previous_segmented_as_of=shifted(table.c.previous_segmented_as_of, table.c.segmented_as_of),
+                quadrant=bindparam("m_quadrant"), lifecycle=bindparam("m_lifecycle"), segmented_as_of=as_of),
         [{"m_id": r["member_id"], "m_quadrant": r["quadrant"], "m_lifecycle": r["lifecycle"],
           "m_as_of": r["as_of"]} for r in rows])
 
@@ -198,3 +210,22 @@ async def segment_counts(session: AsyncSession) -> tuple[dict[str, int], dict[st
     total = int(await session.scalar(select(func.count()).select_from(Member).where(Member.status == "active")) or 0)
     segmented = sum(quadrants.values())
     return quadrants, lifecycles, segmented, total - segmented
+
+
+async def segment_moves(session: AsyncSession, as_of: datetime) -> tuple[list[Row], list[Row], datetime | None]:
+    """Between the sweep of ``as_of`` and each member's sweep before it: ``(from, to, members)`` per quadrant
+    and per lifecycle, over the active members that sweep segmented and whose segment changed (``from`` None:
+    segmented for the first time), and the latest earlier sweep's ``as_of``."""
+    segmented = (MemberActivity.segmented_as_of == as_of,
+                 MemberActivity.member_id.in_(select(Member.id).where(Member.status == "active")))
+
+    async def moves(previous, current) -> list[Row]:
+        changed = or_(previous.is_(None), previous != current)
+        return list((await session.execute(
+            select(previous, current, func.count()).where(*segmented, changed)
+            .group_by(previous, current))).all())
+
+    quadrants = await moves(MemberActivity.previous_quadrant, MemberActivity.quadrant)
+    lifecycles = await moves(MemberActivity.previous_lifecycle, MemberActivity.lifecycle)
+    since = await session.scalar(select(func.max(MemberActivity.previous_segmented_as_of)).where(*segmented))
+    return quadrants, lifecycles, since

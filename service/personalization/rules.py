@@ -333,3 +333,12 @@ def birthday_bonus_year(birthday: date | None, sale_day: date, points: int, last
         return None
     return occurrence.year
 
+
+
+def ordered_moves(moves: Iterable[tuple[str | None, str, int]],
+                  order: Sequence[str]) -> list[tuple[str | None, str, int]]:
+    """Segment moves ``(from, to, members)`` in the segments' own order (``QUADRANTS`` or ``LIFECYCLES``), the
+    members segmented for the first time (``from`` None) first; moves that are no move are left out."""
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(((f, t, n) for f, t, n in moves if f != t and n > 0),
+                  key=lambda m: (-1 if m[0] is None else rank.get(m[0], len(rank)), rank.get(m[1], len(rank))))

@@ -123,6 +123,20 @@ class ThresholdsPublic(BaseModel):
     source: Literal["program", "sweep", "default"]
 
 
+class SegmentMove(BaseModel):
+    from_: str | None = Field(serialization_alias="from",
+                              description="Before the last sweep; null: segmented for the first time.")
+    to: str = Field(description="As the last sweep left them.")
+    members: int
+
+
+class SegmentMovement(BaseModel):
+    since: datetime | None = Field(description="The `as_of` of the sweep before the last (the latest, if members "
+                                               "were last segmented at different ones); null: none yet.")
+    quadrants: list[SegmentMove] = Field(description="Members whose quadrant changed, per move.")
+    lifecycles: list[SegmentMove] = Field(description="Members whose lifecycle changed, per move.")
+
+
 class SegmentReport(BaseModel):
     as_of: datetime | None = Field(description="The time the last `loyalty sweep` segmented members at.")
     members: int = Field(description="Active members segmented by that sweep.")
@@ -130,3 +144,5 @@ class SegmentReport(BaseModel):
     lifecycles: dict[str, int]
     not_segmented: int = Field(description="Active members enrolled since (they join at the next sweep).")
     thresholds: ThresholdsPublic
+    movement: SegmentMovement = Field(description="Who moved where between the sweep before and the last, among "
+                                                  "the active members the last sweep segmented.")

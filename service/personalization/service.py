@@ -21,7 +21,15 @@ from service.ledger.rules import POINTS, LotPolicy, Movement
 from service.members.models import Member
 from service.personalization import offers, repository, rules
 from service.personalization.models import MemberActivity
-from service.personalization.schemas import Greeting, MemberOffers, SegmentPublic, SegmentReport, ThresholdsPublic
+from service.personalization.schemas import (
+    Greeting,
+    MemberOffers,
+    SegmentMove,
+    SegmentMovement,
+    SegmentPublic,
+    SegmentReport,
+    ThresholdsPublic,
+)
 from service.points.rules import lot_expiry
 from service.program.schemas import ProgramPublic
 from service.program.service import StoreInfo
@@ -93,12 +101,20 @@ async def report(session: AsyncSession, program: ProgramPublic) -> SegmentReport
     quadrants, lifecycles, segmented, pending = await repository.segment_counts(session)
     swept = await repository.get_thresholds(session)
     current, source = await thresholds(session, program)
+    moved, cycled, since = await repository.segment_moves(session, swept.as_of) if swept else ([], [], None)
     return SegmentReport(
         as_of=swept.as_of if swept else None, members=segmented,
         quadrants={q: quadrants.get(q, 0) for q in rules.QUADRANTS},
         lifecycles={c: lifecycles.get(c, 0) for c in rules.LIFECYCLES}, not_segmented=pending,
         thresholds=ThresholdsPublic(min_frequency=current.min_frequency, min_monetary=current.min_monetary,
-                                    source=source))
+                                    source=source),
+        movement=SegmentMovement(since=since, quadrants=_moves(moved, rules.QUADRANTS),
+                                 lifecycles=_moves(cycled, rules.LIFECYCLES)))
+
+
+def _moves(rows, order) -> list[SegmentMove]:
+    return [SegmentMove(from_=f, to=t, members=n)
+            for f, t, n in rules.ordered_moves(((f, t, int(n)) for f, t, n in rows), order)]
 
 
 async def sweep_thresholds(session: AsyncSession, program: ProgramPublic, as_of: datetime,

@@ -139,3 +139,11 @@ def test_referral_rules():
     assert not referral_rules.reward_due(5_000, 0, already_rewarded=False, referrer_points=0, referee_points=0)
     assert referral_rules.self_referral(("+1415", "a@x.com"), (None, "a@x.com"))
     assert not referral_rules.self_referral(("+1415", None), ("+1416", None))
+
+
+def test_segment_moves_in_the_segments_order_first_segmentations_first():
+    moves = [("stranger", "true_friend", 2), (None, "barnacle", 1), ("true_friend", "butterfly", 3),
+             ("butterfly", "butterfly", 9), ("true_friend", "stranger", 0), (None, "true_friend", 4)]
+    assert rules.ordered_moves(moves, rules.QUADRANTS) == [
+        (None, "true_friend", 4), (None, "barnacle", 1), ("true_friend", "butterfly", 3),
+        ("stranger", "true_friend", 2)]
