@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from service import migrate
+from service.audit.routes import router as audit_router
 from service.auth import service as auth_service
 from service.auth.routes import router as api_keys_router
 from service.checkout.routes import router as checkout_router
@@ -45,7 +46,7 @@ DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
            tiers_router, wallet_router, giftcards_router, vouchers_router, summary_router, personalization_router,
-           reports_router, events_router, webhooks_router)
+           reports_router, events_router, webhooks_router, audit_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
@@ -71,6 +72,7 @@ TAGS = [{"name": name, "description": description} for name, description in (
     ("program", "The program's configuration."),
     ("stores", "The retailer's stores."),
     ("api-keys", "API keys and their roles."),
+    ("audit", "Every admin change: who made it, when, to what."),
     ("health", "Liveness, readiness and metrics."),
 )]
 

@@ -22,7 +22,7 @@ from service import idempotency, ratelimit
 from service.auth.dependencies import authenticate
 from service.clock import Clock
 from service.db import MAX_ATTEMPTS, backoff, is_retryable
-from service.errors import ServiceError, render_known_error, violation_error
+from service.errors import ServiceError, ValidationFailed, render_known_error, violation_error
 from service.text import PRINTABLE_OR_EMPTY
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
@@ -284,5 +284,16 @@ def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str 
     return key(items[-1]) if len(items) == limit else None
 
 
+def numbered_cursor(page: PageParams) -> int | None:
+    """The entry number a newest-first list of numbered entries continues before (its cursor is the last
+    entry's number); a cursor such a list never returned is a 422, not a page of nothing."""
+    if page.after is None:
+        return None
+    if not page.after.isdigit() or len(page.after) > 19:
+        raise ValidationFailed("after: not a cursor this list returned",
+                               errors=[{"loc": ["query", "after"], "msg": "invalid cursor"}])
+    return int(page.after)
+
+
 __all__ = ["AttemptsDep", "ClockDep", "KeptAnswer", "Page", "ReadSession", "ServiceError", "Session", "UnitOfWorkRoute",
-           "idempotent", "next_cursor"]
+           "idempotent", "next_cursor", "numbered_cursor"]

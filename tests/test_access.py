@@ -233,6 +233,7 @@ ACCESS: dict[str, Row] = {
     "POST /v1/members/{member_id}/wallet/cash-out": ADMIN_ONLY,
     "GET /v1/reports/liability": ADMIN_ONLY,
     "GET /v1/reports/redemptions": ADMIN_ONLY,
+    "GET /v1/audit-log": ADMIN_ONLY,
     # punch-card programmes: configuration
     "POST /v1/punch-card-programs": _with(ADMIN_ONLY, _const(punch_program_body)),
     "GET /v1/punch-card-programs": ADMIN_ONLY,

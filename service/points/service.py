@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import record as audit
 from service.clock import Clock
-from service.errors import ValidationFailed
 from service.events import service as events
 from service.ledger import repository as ledger_repository
 from service.ledger import service as ledger
@@ -48,14 +47,8 @@ async def points(session: AsyncSession, member_id: str) -> PointsPublic:
     return PointsPublic(balance=await balance(session, member_id), expiring=await expiring(session, member_id))
 
 
-async def ledger_page(session: AsyncSession, member_id: str, *, after: str | None, limit: int) -> LedgerPage:
+async def ledger_page(session: AsyncSession, member_id: str, *, before: int | None, limit: int) -> LedgerPage:
     await members_service.get(session, member_id)
-    before = None
-    if after is not None:
-        if not after.isdigit() or len(after) > 19:
-            raise ValidationFailed("after: not a cursor this list returned",
-                                   errors=[{"loc": ["query", "after"], "msg": "invalid cursor"}])
-        before = int(after)
     rows = await ledger_repository.member_entries_page(session, member_id, before=before, limit=limit)
     data = [LedgerEntryPublic(id=str(e.id), transaction_id=e.transaction_id, account=account, amount=e.amount,
                               kind=e.kind, created_at=e.created_at, reason=reason)
