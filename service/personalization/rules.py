@@ -334,7 +334,6 @@ def birthday_bonus_year(birthday: date | None, sale_day: date, points: int, last
     return occurrence.year
 
 
-
 def ordered_moves(moves: Iterable[tuple[str | None, str, int]],
                   order: Sequence[str]) -> list[tuple[str | None, str, int]]:
     """Segment moves ``(from, to, members)`` in the segments' own order (``QUADRANTS`` or ``LIFECYCLES``), the

@@ -9,10 +9,12 @@ the transactions' index when it removes that one).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.rules import tier_figures
@@ -112,7 +114,7 @@ async def report(session: AsyncSession, program: ProgramPublic) -> SegmentReport
                                  lifecycles=_moves(cycled, rules.LIFECYCLES)))
 
 
-def _moves(rows, order) -> list[SegmentMove]:
+def _moves(rows: Iterable[Row], order: Sequence[str]) -> list[SegmentMove]:
     return [SegmentMove(from_=f, to=t, members=n)
             for f, t, n in rules.ordered_moves(((f, t, int(n)) for f, t, n in rows), order)]
 
