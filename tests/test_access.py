@@ -223,6 +223,7 @@ ACCESS: dict[str, Row] = {
     "GET /v1/members/{member_id}/summary": ANYONE,
     "GET /v1/members/{member_id}/points": ANYONE,
     "GET /v1/members/{member_id}/ledger": ANYONE,
+    "GET /v1/members/{member_id}/transactions": ANYONE,
     "POST /v1/members/{member_id}/points/adjustments": _with(ADMIN_ONLY, _const({"amount": 10, "reason": "acc"})),
     "GET /v1/members/{member_id}/tier": ANYONE,
     "GET /v1/members/{member_id}/punch-cards": ANYONE,

@@ -38,3 +38,8 @@ def role_allowed(principal: Principal, roles: frozenset[str]) -> bool:
 def store_allowed(principal: Principal, store_id: str | None) -> bool:
     """A pos key reaches only its own store's transactions; admin and app keys are not bound to a store."""
     return principal.role != "pos" or principal.store_id == store_id
+
+
+def bound_store(principal: Principal) -> str | None:
+    """The one store whose transactions a key may read (a pos key's), or None for every store (admin, app)."""
+    return principal.store_id if principal.role == "pos" else None

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import Row, and_, bindparam, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
@@ -40,6 +41,24 @@ async def get(session: AsyncSession, transaction_id: str, *, lock: bool = False)
     if lock:
         query = query.with_for_update().execution_options(populate_existing=True)
     return (await session.execute(query)).scalar_one_or_none()
+
+
+_SUMMARY_COLUMNS = [_TABLE.c[name] for name in ("id", "receipt_id", "store_id", "status", "occurred_at", "currency",
+                                                 "subtotal", "discount", "net", "points_earned", "points_burned")]
+
+
+async def member_sales(session: AsyncSession, member_id: str, *, store_id: str | None,
+                       before: tuple[datetime, str] | None, limit: int) -> list[Row]:
+    """A member's sales, newest first by ``occurred_at`` then id, from before ``before`` (by
+    ``ix_checkout_transactions_member_id_occurred_at``); only ``store_id``'s when given."""
+    query = (select(*_SUMMARY_COLUMNS).where(_TABLE.c.member_id == member_id)
+             .order_by(_TABLE.c.occurred_at.desc(), _TABLE.c.id.desc()).limit(limit))
+    if store_id is not None:
+        query = query.where(_TABLE.c.store_id == store_id)
+    if before is not None:
+        at, sale_id = before
+        query = query.where(or_(_TABLE.c.occurred_at < at, and_(_TABLE.c.occurred_at == at, _TABLE.c.id < sale_id)))
+    return list((await session.execute(query)).all())
 
 
 async def returns_of(session: AsyncSession, transaction_id: str) -> list[CheckoutReturn]:

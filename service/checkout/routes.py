@@ -14,16 +14,29 @@ from service.checkout.schemas import (
     ReturnPublic,
     ReturnRequest,
     TransactionPublic,
+    TransactionSummaryPage,
 )
 from service.errors import problem_responses
 from service.giftcards.routes import PinGuardDep
-from service.routing import ClockDep, ReadSession, Session, UnitOfWorkRoute, idempotent
+from service.members.routes import MemberIdPath
+from service.routing import (
+    ClockDep,
+    Page,
+    ReadSession,
+    Session,
+    UnitOfWorkRoute,
+    idempotent,
+    next_cursor,
+    timed_cursor,
+    timed_cursor_of,
+)
 from service.vouchers.routes import VoucherLookups
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 404, 422))
 
 TILLS = require("admin", "pos")
+READERS = require("admin", "pos", "app")
 TransactionIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`txn_…`")]
 
 
@@ -70,3 +83,18 @@ async def void_checkout_transaction(transaction_id: TransactionIdPath, session: 
 async def return_checkout_lines(transaction_id: TransactionIdPath, body: ReturnRequest, session: Session,
                                 clock: ClockDep, principal: Principal = Depends(TILLS)) -> ReturnPublic:
     return await service.return_lines(session, transaction_id, body, principal, clock)
+
+
+# The member's purchase history sits beside the member's other reads, under /v1/members.
+history = APIRouter(prefix="/v1/members", tags=["checkout"], route_class=UnitOfWorkRoute,
+                    responses=problem_responses(400, 401, 403, 404, 422))
+
+
+@history.get("/{member_id}/transactions", operation_id="list_member_transactions",
+             response_model=TransactionSummaryPage,
+             summary="The member's sales, newest first (a till sees its own store's)")
+async def list_member_transactions(member_id: MemberIdPath, session: Session, page: Page,
+                                   principal: Principal = Depends(READERS)) -> TransactionSummaryPage:
+    sales = await service.member_sales(session, member_id, principal, before=timed_cursor(page), limit=page.limit)
+    return TransactionSummaryPage(data=sales, next_cursor=next_cursor(
+        sales, page.limit, lambda sale: timed_cursor_of(sale.occurred_at, sale.id)))

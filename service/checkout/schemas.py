@@ -302,6 +302,28 @@ class TransactionPublic(BaseModel):
     tier_change: TierChange | None = None
 
 
+class TransactionSummary(BaseModel):
+    """One sale in a member's history: what the receipt says, without its lines."""
+
+    id: str
+    receipt_id: str
+    store_id: str
+    status: Literal["committed", "voided", "partially_returned", "returned"]
+    occurred_at: datetime
+    currency: str
+    subtotal: int
+    discount: int = Field(description="What loyalty took off (rewards, tier, vouchers, points).")
+    net: int
+    points_earned: int = Field(description="As committed; a later return or void takes back from the balance, "
+                                           "not from this figure.")
+    points_burned: int
+
+
+class TransactionSummaryPage(BaseModel):
+    data: list[TransactionSummary]
+    next_cursor: str | None
+
+
 class Reversed(BaseModel):
     points: int = Field(description="Earned points clawed back.")
     points_refunded: int = Field(description="Burned points given back to the member.")

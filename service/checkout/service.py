@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.auth.errors import StoreNotAllowed
-from service.auth.rules import Principal, store_allowed
+from service.auth.rules import Principal, bound_store, store_allowed
 from service.checkout import repository, rules
 from service.checkout.errors import (
     CurrencyMismatch,
@@ -43,6 +43,7 @@ from service.checkout.schemas import (
     TierChange,
     Totals,
     TransactionPublic,
+    TransactionSummary,
 )
 from service.clock import Clock
 from service.errors import ServiceError
@@ -443,6 +444,16 @@ async def get(session: AsyncSession, transaction_id: str, principal: Principal, 
                      rewards_issued=await punch_service.issued_by(session, row.id),
                      tier_change=await tiers.change_of(session, row.id),
                      vouchers_issued=await voucher_service.issued_by(session, row.id, clock.now()))
+
+
+async def member_sales(session: AsyncSession, member_id: str, principal: Principal, *,
+                       before: tuple[datetime, str] | None, limit: int) -> list[TransactionSummary]:
+    """The member's purchase history, newest first by when each sale happened; a pos key sees only its own
+    store's sales (members shop at every store; a store's receipts are its own)."""
+    await members_service.get(session, member_id)
+    rows = await repository.member_sales(session, member_id, store_id=bound_store(principal), before=before,
+                                         limit=limit)
+    return [TransactionSummary(**row._mapping) for row in rows]
 
 
 async def void(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
