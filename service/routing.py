@@ -8,6 +8,7 @@ reruns the whole request a bounded number of times. Routes opt into idempotency 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -285,6 +286,9 @@ def next_cursor(items: list[Any], limit: int, key: Callable[[Any], str]) -> str 
     return key(items[-1]) if len(items) == limit else None
 
 
+# ASCII digits only (str.isdigit takes "²", which int() refuses), and few enough for a 64-bit integer.
+_NUMBER = re.compile(r"[0-9]{1,18}")
+_SIGNED_NUMBER = re.compile(r"-?[0-9]{1,18}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -301,8 +305,7 @@ def timed_cursor(page: PageParams) -> tuple[datetime, str] | None:
     if page.after is None:
         return None
     micros, _, item_id = page.after.partition("_")
-    digits = micros.removeprefix("-")
-    if not digits.isdigit() or len(digits) > 18 or not item_id:
+    if not _SIGNED_NUMBER.fullmatch(micros) or not item_id:
         raise _invalid_cursor()
     try:
         return _EPOCH + int(micros) * _MICROSECOND, item_id
@@ -320,7 +323,7 @@ def numbered_cursor(page: PageParams) -> int | None:
     entry's number); a cursor such a list never returned is a 422, not a page of nothing."""
     if page.after is None:
         return None
-    if not page.after.isdigit() or len(page.after) > 19:
+    if not _NUMBER.fullmatch(page.after):
         raise _invalid_cursor()
     return int(page.after)
 

@@ -38,8 +38,10 @@ async def test_ledger_pages_newest_first(client):
     page2 = (await client.get(f"/v1/members/{member}/ledger",
                               params={"limit": 3, "after": page1["next_cursor"]})).json()
     assert [e["amount"] for e in page2["data"]] == [10] and page2["next_cursor"] is None
-    bad = await client.get(f"/v1/members/{member}/ledger", params={"after": "not-a-cursor"})
-    assert bad.status_code == 422
+    # Not a cursor the list gave: words, digits int() refuses or Unicode reads, numbers past 64 bits.
+    for after in ("not-a-cursor", "²", "٣", "9" * 19, "-1"):
+        bad = await client.get(f"/v1/members/{member}/ledger", params={"after": after})
+        assert bad.status_code == 422, (after, bad.text)
 
 
 async def test_adjustments(client, make_client, app):

@@ -72,7 +72,7 @@ async def test_pages_keep_sales_of_one_instant_apart(client):
 async def test_an_unknown_member_or_a_foreign_cursor_is_refused(client):
     f.assert_problem(await client.get("/v1/members/mem_nobody/transactions"), 404, "member_not_found")
     member = (await f.enroll(client))["id"]
-    for after in ("abc", "12", "_txn_1", "x_txn_1", "9" * 19 + "_txn_1", "9" * 18 + "_txn_1"):
+    for after in ("abc", "12", "_txn_1", "x_txn_1", "9" * 19 + "_txn_1", "9" * 18 + "_txn_1", "²_txn_1", "٣_txn_1"):
         f.assert_problem(await client.get(f"/v1/members/{member}/transactions", params={"after": after}), 422,
                          "validation_error")
     assert (await history(client, member, after="-5_txn_1"))["data"] == []  # before 1970: nothing, not an error
