@@ -305,6 +305,11 @@ class TransactionPublic(BaseModel):
 class TransactionSummary(BaseModel):
     """One sale in a member's history: what the receipt says, without its lines."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "txn_9w2k4m7q1xz8", "receipt_id": "R-20261206-0042", "store_id": "berlin-mitte", "status": "committed",
+        "occurred_at": "2026-12-06T09:41:12Z", "currency": "EUR", "subtotal": 1850, "discount": 200, "net": 1650,
+        "points_earned": 16, "points_burned": 200}]})
+
     id: str
     receipt_id: str
     store_id: str

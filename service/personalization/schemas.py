@@ -138,6 +138,20 @@ class SegmentMovement(BaseModel):
 
 
 class SegmentReport(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "as_of": "2026-12-01T03:00:00Z", "members": 23570,
+        "quadrants": {"true_friend": 3150, "butterfly": 970, "barnacle": 420, "stranger": 19030},
+        "lifecycles": {"new": 140, "active": 4970, "at_risk": 350, "lapsed": 18110}, "not_segmented": 212,
+        "thresholds": {"min_frequency": 3, "min_monetary": 6945, "source": "sweep"},
+        "movement": {"since": "2026-11-01T03:00:00Z",
+                     "quadrants": [{"from": None, "to": "stranger", "members": 198},
+                                   {"from": "true_friend", "to": "butterfly", "members": 64},
+                                   {"from": "stranger", "to": "barnacle", "members": 37}],
+                     "lifecycles": [{"from": None, "to": "new", "members": 198},
+                                    {"from": "new", "to": "active", "members": 121},
+                                    {"from": "active", "to": "at_risk", "members": 88},
+                                    {"from": "at_risk", "to": "lapsed", "members": 45}]}}]})
+
     as_of: datetime | None = Field(description="The time the last `loyalty sweep` segmented members at.")
     members: int = Field(description="Active members segmented by that sweep.")
     quadrants: dict[str, int]
