@@ -115,6 +115,23 @@ async def verify_ledger(app) -> None:
     assert report.ok, report.problems
 
 
+async def points_held(app) -> int:
+    """Every member's points balance summed, debts included (straight from the accounts)."""
+    from sqlalchemy import func, select
+
+    from service.ledger.models import LedgerAccount
+
+    async with app.state.db.transaction(write=False) as session:
+        return int(await session.scalar(select(func.coalesce(func.sum(LedgerAccount.balance), 0)).where(
+            LedgerAccount.kind == "points", LedgerAccount.member_id.is_not(None))))
+
+
+def points_outstanding(flow: dict) -> int:
+    """What the redemption report's points figures say the members hold: issued, less redeemed and expired, plus
+    adjusted (each points movement has one of the program's four points accounts on its other side)."""
+    return flow["issued"] - flow["redeemed"] - flow["expired"] + flow["adjusted"]
+
+
 async def entry_count(app) -> int:
     from sqlalchemy import func, select
 

@@ -58,6 +58,7 @@ async def test_points_are_counted_net_of_voids_and_returns_in_the_period(client,
     got = (await report(client))["points"]
     assert got == {"issued": 48, "redeemed": 200, "expired": 0, "adjusted": 460,
                    "redemption_rate": round(200 / 48, 4), "expiry_rate": 0.0}
+    assert f.points_outstanding(got) == await f.points_held(app) == await f.balance(client, member) == 308
 
     # Expiry: everything left in the lots, a year and a bit later, by the sweep.
     clock.advance(timedelta(days=800))
@@ -71,6 +72,7 @@ async def test_points_are_counted_net_of_voids_and_returns_in_the_period(client,
         "expiry_rate": None}
     assert (await report(client, to=start))["points"]["issued"] == 0  # before it all
     assert (await report(client, **{"from": start}))["points"]["expired"] == balance_before
+    assert f.points_outstanding((await report(client))["points"]) == await f.points_held(app) == 0
     await f.verify_ledger(app)
 
 
