@@ -115,15 +115,16 @@ async def verify_ledger(app) -> None:
     assert report.ok, report.problems
 
 
-async def points_held(app) -> int:
-    """Every member's points balance summed, debts included (straight from the accounts)."""
+async def held(app, kind: str) -> int:
+    """The balances of every account of this kind summed, debts included (straight from the accounts; the
+    program's own accounts keep no balance): ``points`` for the members' points, ``gift_card`` for the cards."""
     from sqlalchemy import func, select
 
     from service.ledger.models import LedgerAccount
 
     async with app.state.db.transaction(write=False) as session:
         return int(await session.scalar(select(func.coalesce(func.sum(LedgerAccount.balance), 0)).where(
-            LedgerAccount.kind == "points", LedgerAccount.member_id.is_not(None))))
+            LedgerAccount.kind == kind)))
 
 
 def points_outstanding(flow: dict) -> int:

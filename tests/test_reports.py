@@ -9,6 +9,7 @@ import pytest
 
 from service.points import service as points_service
 from tests import factories as f
+from tests.test_giftcards import issue_one, pay, tender
 from tests.test_punchcards import coffee, make_program
 from tests.test_vouchers import give, make_campaign, with_vouchers
 
@@ -37,6 +38,7 @@ async def test_an_empty_program_reports_zeros_and_no_rates(client, clock):
         "from": None, "to": "2026-12-06T12:00:00Z", "as_of": "2026-12-06T12:00:00Z",
         "points": {"issued": 0, "redeemed": 0, "expired": 0, "adjusted": 0, "redemption_rate": None,
                    "expiry_rate": None},
+        "gift_cards": {"issued": 0, "spent": 0, "redemption_rate": None},
         "vouchers": {**EMPTY_COHORT, "campaigns": []}, "punch_rewards": {**EMPTY_COHORT, "programs": []}}
 
 
@@ -58,7 +60,7 @@ async def test_points_are_counted_net_of_voids_and_returns_in_the_period(client,
     got = (await report(client))["points"]
     assert got == {"issued": 48, "redeemed": 200, "expired": 0, "adjusted": 460,
                    "redemption_rate": round(200 / 48, 4), "expiry_rate": 0.0}
-    assert f.points_outstanding(got) == await f.points_held(app) == await f.balance(client, member) == 308
+    assert f.points_outstanding(got) == await f.held(app, "points") == await f.balance(client, member) == 308
 
     # Expiry: everything left in the lots, a year and a bit later, by the sweep.
     clock.advance(timedelta(days=800))
@@ -72,8 +74,21 @@ async def test_points_are_counted_net_of_voids_and_returns_in_the_period(client,
         "expiry_rate": None}
     assert (await report(client, to=start))["points"]["issued"] == 0  # before it all
     assert (await report(client, **{"from": start}))["points"]["expired"] == balance_before
-    assert f.points_outstanding((await report(client))["points"]) == await f.points_held(app) == 0
+    assert f.points_outstanding((await report(client))["points"]) == await f.held(app, "points") == 0
     await f.verify_ledger(app)
+
+
+async def test_gift_card_value_issued_and_spent_net_of_voids(client, app, clock):
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    start = clock.now()
+    cards = [await issue_one(client, 5_000), await issue_one(client, 2_000)]
+    first = await sale(client, pay(member, store, [f.line(unit_price=3_000)], [tender(cards[0])]))
+    await sale(client, pay(member, store, [f.line(unit_price=1_500)], [tender(cards[1], 1_200)]))
+    await void(client, first["id"])  # the 3,000 go back on the first card
+    assert (await report(client))["gift_cards"] == {"issued": 7_000, "spent": 1_200, "redemption_rate": 0.1714}
+    assert await f.held(app, "gift_card") == 7_000 - 1_200
+    assert (await report(client, to=start))["gift_cards"]["issued"] == 0
 
 
 async def test_vouchers_issued_in_the_period_by_where_they_stand(client, clock):

@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 )
 
 from service import cli
-from tests.factories import points_held, points_outstanding, verify_ledger
+from tests.factories import held, points_outstanding, verify_ledger
 from tests.live import LiveApp, live_app
 
 STORE = "stateful-store"
@@ -749,9 +749,11 @@ class LoyaltyMachine(RuleBasedStateMachine):
             self.check_card(card)
         self.live.run(verify_ledger(self.live.app))
         # The redemption report over all time (this and earlier runs, whose clocks moved ahead) reconciles with
-        # what the members' accounts hold.
-        flow = self.call("GET", "/v1/reports/redemptions", params={"to": "9999-01-01T00:00:00Z"}).json()["points"]
-        assert points_outstanding(flow) == self.live.run(points_held(self.live.app)), flow
+        # what the members' points accounts and the gift cards hold.
+        report = self.call("GET", "/v1/reports/redemptions", params={"to": "9999-01-01T00:00:00Z"}).json()
+        assert points_outstanding(report["points"]) == self.live.run(held(self.live.app, "points")), report
+        cards = report["gift_cards"]
+        assert cards["issued"] - cards["spent"] == self.live.run(held(self.live.app, "gift_card")), report
 
 
 def test_any_sequence_keeps_service_equal_to_model(database_url: str, table_names: list[str], cli_env) -> None:

@@ -8,6 +8,8 @@ Two kinds of figure, because the assets differ:
   posting time (a back-dated sale, or an imported history, counts when it was committed). ``redemption_rate``
   is redeemed over issued in the same period, ``expiry_rate`` expired over issued: the burn rate and the
   breakage finance asks for. Points redeemed in a period may have been issued before it, so a rate can pass 1.
+- **Gift cards are a flow too**, of money: the value issued on cards in the period and the value spent from
+  cards at the till (less what voids and returns put back), and spent over issued.
 - **Vouchers and punch card rewards are counted things.** The ones issued in the period (a cohort, by
   ``issued_at``) are counted by where they stand now: redeemed, expired (an active voucher or available
   reward past its end counts as expired, whether or not the sweep has written so), still open, or withdrawn
@@ -64,8 +66,30 @@ POINTS_ACCOUNTS = {"program:points_issued": ("issued", -1), "program:points_rede
 
 def points_flow(net_by_account: Mapping[str, int]) -> PointsFlow:
     """The figures from the net amount each of the program's points accounts received in the period."""
-    figures = {name: sign * net_by_account.get(account, 0) for account, (name, sign) in POINTS_ACCOUNTS.items()}
-    return PointsFlow(**figures)
+    return PointsFlow(**_figures(POINTS_ACCOUNTS, net_by_account))
+
+
+@dataclass(frozen=True, slots=True)
+class GiftCardFlow:
+    issued: int
+    spent: int
+
+    @property
+    def redemption_rate(self) -> float | None:
+        return rate(self.spent, self.issued)
+
+
+GIFT_CARD_ACCOUNTS = {"program:gift_cards_issued": ("issued", -1), "program:gift_cards_spent": ("spent", 1)}
+
+
+def gift_card_flow(net_by_account: Mapping[str, int]) -> GiftCardFlow:
+    """Gift card value issued and spent at the till (less what voids and returns put back on the cards) in the
+    period, from the net amount each of the program's gift card accounts received."""
+    return GiftCardFlow(**_figures(GIFT_CARD_ACCOUNTS, net_by_account))
+
+
+def _figures(accounts: Mapping[str, tuple[str, int]], net_by_account: Mapping[str, int]) -> dict[str, int]:
+    return {name: sign * net_by_account.get(account, 0) for account, (name, sign) in accounts.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,13 @@ class PointsRedemption(BaseModel):
     expiry_rate: float | None = Field(description=f"expired / issued (breakage). {RATE}")
 
 
+class GiftCardRedemption(BaseModel):
+    issued: int = Field(description="Value put on gift cards in the period (minor units).")
+    spent: int = Field(description="Value paid with gift cards at the till in the period, less what voids and "
+                                   "returns put back on the cards (minor units).")
+    redemption_rate: float | None = Field(description=f"spent / issued. {RATE}")
+
+
 class CohortPublic(BaseModel):
     issued: int = Field(description="Issued in the period.")
     redeemed: int = Field(description="Of those, redeemed.")
@@ -55,6 +62,7 @@ class RedemptionReport(BaseModel):
         "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "as_of": "2026-12-06T09:30:00Z",
         "points": {"issued": 184200, "redeemed": 61350, "expired": 12800, "adjusted": 1500,
                    "redemption_rate": 0.3331, "expiry_rate": 0.0695},
+        "gift_cards": {"issued": 250000, "spent": 173400, "redemption_rate": 0.6936},
         "vouchers": {**_COHORT, "campaigns": [{"campaign_id": "cmp_3kq8v2", "name": "Spend 100, get 5", **_COHORT}]},
         "punch_rewards": {"issued": 310, "redeemed": 255, "expired": 12, "open": 40, "withdrawn": 3,
                           "redemption_rate": 0.8306, "programs": [
@@ -67,5 +75,6 @@ class RedemptionReport(BaseModel):
     period_to: datetime = Field(serialization_alias="to", description="End of the period (exclusive).")
     as_of: datetime = Field(description="When the counts were taken: vouchers and rewards stand as of then.")
     points: PointsRedemption
+    gift_cards: GiftCardRedemption
     vouchers: VoucherRedemptions
     punch_rewards: PunchRewardRedemptions

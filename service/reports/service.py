@@ -13,6 +13,7 @@ from service.reports import rules
 from service.reports.schemas import (
     CampaignRedemption,
     CohortPublic,
+    GiftCardRedemption,
     PointsRedemption,
     PunchProgramRedemption,
     PunchRewardRedemptions,
@@ -29,10 +30,13 @@ def _cohort(cohort: rules.Cohort) -> dict:
 
 async def redemptions(session: AsyncSession, start: datetime | None, end: datetime | None,
                       now: datetime) -> RedemptionReport:
-    """Points issued, redeemed and expired in ``[start, end)``, and the vouchers and punch card rewards issued
-    in it by where they stand ``now`` (``rules`` says how each figure is counted)."""
+    """Points issued, redeemed and expired in ``[start, end)``, gift card value issued and spent in it, and the
+    vouchers and punch card rewards issued in it by where they stand ``now`` (``rules`` says how each figure is
+    counted)."""
     start, end = rules.period(start, end, now)
-    flow = rules.points_flow(await ledger_service.program_flows(session, list(rules.POINTS_ACCOUNTS), start, end))
+    accounts = [*rules.POINTS_ACCOUNTS, *rules.GIFT_CARD_ACCOUNTS]
+    net = await ledger_service.program_flows(session, accounts, start, end)
+    flow, cards = rules.points_flow(net), rules.gift_card_flow(net)
     campaigns = await vouchers_service.issued_by_status(session, start, end, now)
     programs = await punchcards_service.issued_by_status(session, start, end, now)
     by_campaign, by_program = rules.cohorts(campaigns), rules.cohorts(programs)
@@ -42,6 +46,7 @@ async def redemptions(session: AsyncSession, start: datetime | None, end: dateti
         points=PointsRedemption(issued=flow.issued, redeemed=flow.redeemed, expired=flow.expired,
                                 adjusted=flow.adjusted, redemption_rate=flow.redemption_rate,
                                 expiry_rate=flow.expiry_rate),
+        gift_cards=GiftCardRedemption(issued=cards.issued, spent=cards.spent, redemption_rate=cards.redemption_rate),
         vouchers=VoucherRedemptions(
             **_cohort(rules.total(by_campaign.values())),
             campaigns=[CampaignRedemption(campaign_id=c, name=campaign_names[c], **_cohort(by_campaign[c]))

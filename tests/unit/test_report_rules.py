@@ -73,3 +73,12 @@ def test_cohorts_tally_each_owner_and_leave_withdrawn_out_of_the_rate():
 def test_a_cohort_wholly_withdrawn_has_no_rate():
     assert rules.cohorts([("pcp_a", "Coffee", "revoked", False, 2)])["pcp_a"].redemption_rate is None
     assert rules.total([]) == rules.Cohort()
+
+
+def test_gift_card_figures_take_the_cards_side():
+    # 10,000 put on cards (-10,000 into gift_cards_issued), 4,000 spent and 500 of it put back by a void.
+    flow = rules.gift_card_flow({"program:gift_cards_issued": -10_000, "program:gift_cards_spent": 3_500,
+                                 "program:points_issued": -7})
+    assert flow == rules.GiftCardFlow(issued=10_000, spent=3_500)
+    assert flow.redemption_rate == 0.35
+    assert rules.gift_card_flow({}).redemption_rate is None
