@@ -1,6 +1,6 @@
 """Redemption figures (DESIGN §1, insight), pure: how much of what the program gave out was used.
 
-Two kinds of figure, because the assets differ:
+Two kinds of figure, because the things given out differ:
 
 - **Points are a flow.** Over a period, the points the program issued (earned, referral and birthday bonuses;
   less what returns and voids took back), redeemed (burned at the till; less what voids and returns put back),
@@ -28,6 +28,7 @@ from datetime import datetime
 from service.reports.errors import InvalidPeriod
 
 RATE_DECIMALS = 4
+
 
 def period(start: datetime | None, end: datetime | None, now: datetime) -> tuple[datetime | None, datetime]:
     """The report's ``[start, end)``: ``end`` defaults to now; no ``start`` means since the program began. 422
