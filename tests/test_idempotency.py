@@ -28,8 +28,6 @@ from tests.factories import PROBLEM, assert_problem, create_key, create_store, e
 BOOTSTRAP_KEY_ID = "key_bootstrap_" + hash_key(ADMIN_KEY)[:16]
 
 
-
-
 async def member_count(app) -> int:
     async with app.state.db.session(write=False) as session:
         return (await session.execute(select(func.count()).select_from(Member))).scalar_one()

@@ -457,7 +457,6 @@ async def expire_vouchers(session: AsyncSession, as_of: datetime, now: datetime)
     return await repository.expire(session, as_of, now)
 
 
-
 async def issued_by_status(session: AsyncSession, start: datetime | None, end: datetime, now: datetime) -> list[Row]:
     """For the redemption report: ``(campaign id, name, status, past its end at now, count)`` of the vouchers
     issued in ``[start, end)``."""
