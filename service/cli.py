@@ -123,6 +123,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         as_of = args.as_of or now
         members = lots = points = 0
         try:
+            await _prepare(db, settings)
             while True:  # one database transaction per batch of members
                 result = await db.run(lambda session: points_service.sweep_batch(session, as_of, now))
                 members, lots, points = members + result.members, lots + result.lots, points + result.points
@@ -190,6 +191,47 @@ def _cmd_import(args: argparse.Namespace) -> int:
     for line in tally.summary(seconds):
         print(line)
     return 1 if tally.failures else 0
+
+
+async def _prepare(db, settings: Settings) -> None:
+    """What every served process ensures at start (the default program, the program's ledger accounts, the
+    bootstrap admin key), for a command run on a database no server has started on yet."""
+    from service.app import prepare_database
+    from service.clock import Clock
+
+    await prepare_database(db, settings, Clock())
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from service import demo
+    from service.clock import Clock
+    from service.db import Database
+
+    async def run() -> demo.Loaded:
+        settings = Settings()
+        db = Database(settings.database_url)
+        try:
+            await _prepare(db, settings)
+            return await demo.load(db, Clock(), region=settings.default_region)
+        finally:
+            await db.dispose()
+
+    loaded = asyncio.run(run())
+    if loaded.already:
+        print(f"demo: already loaded (store {demo.STORES[0][0]} exists); nothing changed")
+        return 0
+    print(f"demo: stores {', '.join(s[0] for s in demo.STORES)}, a coffee card, two voucher campaigns, "
+          f"{loaded.members} members with {loaded.purchases} purchases")
+    for purpose, secret in loaded.keys.items():
+        print(f"demo: {purpose}: {secret}  (shown once)")
+    for name, card in loaded.cards:
+        print(f"demo: member {name}, card {card}")
+    name, card = loaded.cards[0]
+    print("demo: try it with the Berlin till's key:\n"
+          f"  curl -H 'Authorization: Bearer {loaded.keys['pos key, Berlin']}' "
+          f"'http://127.0.0.1:8000/v1/members?card_number={card}'\n"
+          "demo: run `loyalty sweep` to segment the members")
+    return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -327,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="processes, each taking every J-th line (default 1; one process keeps about one core "
                      "busy, so give more cores more jobs)")
     imp.set_defaults(func=_cmd_import)
+
+    demo_cmd = sub.add_parser(
+        "demo", help="load a demo program: two stores, a coffee card, voucher campaigns, twelve members with a "
+        "year of purchases, keys for the tills and the app (once; running it again changes nothing)")
+    demo_cmd.set_defaults(func=_cmd_demo)
 
     verify = sub.add_parser("verify", help="check the ledger's invariants; exit 1 with a report if one fails")
     verify.set_defaults(func=_cmd_verify)

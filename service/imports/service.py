@@ -65,6 +65,12 @@ async def import_member(session: AsyncSession, record: ImportMember, clock: Cloc
     return rules.Outcome(enrolled=found is None, committed=len(todo), skipped=len(purchases) - len(todo))
 
 
+async def imported_member_id(session: AsyncSession, external_ref: str) -> str | None:
+    """The id of the member an import line with this ``external_ref`` enrolled, or None."""
+    found = await repository.member_by_external_ref(session, external_ref)
+    return found.id if found is not None else None
+
+
 def _external_ref(text: str) -> str | None:
     """The line's ``external_ref`` when it can be read, to name the line in a report."""
     try:
