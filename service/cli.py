@@ -173,6 +173,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     concurrency = args.concurrency or (1 if is_sqlite(settings.database_url) else 8)
     progress = Progress(total, "import: members", unit=" purchases")
     started = time.perf_counter()
+    asyncio.run(_prepare_alone(settings))
     try:
         if args.jobs == 1:
             tally = asyncio.run(imports.run_file(
@@ -182,7 +183,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             tally = imports.run_jobs(
                 settings.database_url, path, region=settings.default_region, concurrency=concurrency,
                 jobs=args.jobs, on_progress=lambda lines, purchases: progress.show(lines, rate_of=purchases))
-    except ServiceError as exc:  # no program yet
+    except ServiceError as exc:
         print(f"import: {exc.detail}", file=sys.stderr)
         return 1
     seconds = time.perf_counter() - started
@@ -200,6 +201,17 @@ async def _prepare(db, settings: Settings) -> None:
     from service.clock import Clock
 
     await prepare_database(db, settings, Clock())
+
+
+async def _prepare_alone(settings: Settings) -> None:
+    """:func:`_prepare` with a connection of its own, for commands whose work opens its own."""
+    from service.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        await _prepare(db, settings)
+    finally:
+        await db.dispose()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

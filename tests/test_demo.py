@@ -43,9 +43,14 @@ async def test_demo_loads_a_program_to_try_once(client, make_client, app, cli_en
     assert await run_cli("verify") == 0
 
 
-async def test_a_command_on_a_database_no_server_has_prepared(database_url, table_names, cli_env, capsys):
-    """A sweep on a freshly migrated database made the default program first, as a server does at start,
-    instead of stopping on a traceback."""
+async def test_commands_on_a_database_no_server_has_prepared(database_url, table_names, cli_env, capsys, tmp_path):
+    """A sweep or an import on a freshly migrated database makes the default program first, as a server does at
+    start (a sweep had stopped on a traceback)."""
     await wipe(database_url, table_names)
     assert await run_cli("sweep") == 0
     assert "segmented 0 members" in capsys.readouterr().out
+    await wipe(database_url, table_names)
+    members = tmp_path / "members.jsonl"
+    members.write_text('{"external_ref": "crm-1", "name": "Jane Doe"}\n')
+    assert await run_cli("import", str(members)) == 0
+    assert "1 enrolled" in capsys.readouterr().out
