@@ -24,8 +24,8 @@ from service.clock import Clock
 from service.db import Database
 from service.imports import service as imports
 from service.members import service as members_service
-from service.program import repository as program_repository
 from service.program import service as program_service
+from service.program.errors import StoreExists
 from service.program.schemas import ProgramUpdate, StoreCreate
 from service.punchcards import service as punchcards_service
 from service.punchcards.schemas import PunchProgramCreate
@@ -88,21 +88,20 @@ def history(now: datetime) -> list[dict]:
 
 async def load(db: Database, clock: Clock, *, region: str) -> Loaded:
     loaded = Loaded()
-    if await db.run(lambda s: program_repository.get_store(s, STORES[0][0]), write=False) is not None:
-        loaded.already = True
-        return loaded
     now = clock.now()
 
     async def configure(session) -> dict[str, str]:
+        # The stores first: when the demo is loaded already, the first one exists (its unique id decides, not a
+        # read beforehand) and the transaction rolls back having changed nothing.
+        for store_id, name, timezone in STORES:
+            await program_service.create_store(session, StoreCreate(id=store_id, name=name, timezone=timezone), clock,
+                                               actor=ACTOR)
         program = await program_service.get(session)
         config = program.model_dump(mode="json")
         config["earn"]["category_multipliers"] = {"coffee": 2}
         config["wallet_top_up_bonuses"] = [{"min_amount": 5000, "bonus": 500}]
         config["birthday_bonus"] = {"points": 200}
         await program_service.update(session, ProgramUpdate.model_validate(config), clock, actor=ACTOR)
-        for store_id, name, timezone in STORES:
-            await program_service.create_store(session, StoreCreate(id=store_id, name=name, timezone=timezone), clock,
-                                               actor=ACTOR)
         await punchcards_service.create_program(session, PunchProgramCreate.model_validate({
             "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 9,
             "reward": {"categories": ["coffee"], "max_value": 500}, "reward_valid_days": 60}), clock, actor=ACTOR)
@@ -114,7 +113,11 @@ async def load(db: Database, clock: Clock, *, region: str) -> Loaded:
             "auto_issue": {"spend_threshold": 10_000}}), clock, actor=ACTOR)
         return {"welcome": welcome.id}
 
-    campaigns = await db.run(configure)
+    try:
+        campaigns = await db.run(configure)
+    except StoreExists:
+        loaded.already = True
+        return loaded
     lines = [(n, json.dumps(member)) for n, member in enumerate(history(now), start=1)]
     tally = await imports.run(db, lines, clock, region=region, concurrency=1)
     if tally.failures:

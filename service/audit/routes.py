@@ -9,7 +9,7 @@ from service.audit.schemas import AuditPage
 from service.auth.dependencies import require
 from service.auth.rules import Principal
 from service.errors import problem_responses
-from service.routing import Page, Session, UnitOfWorkRoute, numbered_cursor
+from service.routing import Page, Session, UnitOfWorkRoute, next_cursor, numbered_cursor
 from service.text import PRINTABLE
 
 router = APIRouter(tags=["audit"], route_class=UnitOfWorkRoute, responses=problem_responses(400, 401, 403, 422))
@@ -21,5 +21,6 @@ Filter = Annotated[str | None, Query(min_length=1, max_length=64, pattern=PRINTA
             summary="Admin changes, newest first: who changed what, and when")
 async def list_audit_log(session: Session, page: Page, action: Filter = None, target: Filter = None,
                          actor: Filter = None, _: Principal = Depends(require("admin"))) -> AuditPage:
-    return await service.page(session, before=numbered_cursor(page), limit=page.limit, action=action,
-                              target=target, actor=actor)
+    entries = await service.page(session, before=numbered_cursor(page), limit=page.limit, action=action,
+                                 target=target, actor=actor)
+    return AuditPage(data=entries, next_cursor=next_cursor(entries, page.limit, lambda entry: entry.id))

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import repository
-from service.audit.schemas import AuditEntryPublic, AuditPage
+from service.audit.schemas import AuditEntryPublic
 from service.clock import Clock
 
 
@@ -21,8 +21,7 @@ async def record(
 
 
 async def page(session: AsyncSession, *, before: int | None, limit: int, action: str | None = None,
-               target: str | None = None, actor: str | None = None) -> AuditPage:
+               target: str | None = None, actor: str | None = None) -> list[AuditEntryPublic]:
     rows = await repository.page(session, before=before, limit=limit, action=action, target=target, actor=actor)
-    data = [AuditEntryPublic(id=str(r.id), at=r.at, actor=r.actor, action=r.action, target=r.target, data=r.data)
+    return [AuditEntryPublic(id=str(r.id), at=r.at, actor=r.actor, action=r.action, target=r.target, data=r.data)
             for r in rows]
-    return AuditPage(data=data, next_cursor=data[-1].id if len(data) == limit else None)
