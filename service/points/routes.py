@@ -9,7 +9,7 @@ from service.auth.rules import Principal
 from service.errors import problem_responses
 from service.points import service
 from service.points.schemas import AdjustmentCreate, LedgerPage, LedgerTransactionPublic, PointsPublic
-from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, idempotent, numbered_cursor
+from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, idempotent, next_cursor, numbered_cursor
 
 router = APIRouter(prefix="/v1/members", tags=["points"], route_class=UnitOfWorkRoute,
                    responses=problem_responses(400, 401, 403, 404, 422))
@@ -28,7 +28,8 @@ async def get_member_points(member_id: MemberIdPath, session: Session,
             summary="The member's ledger entries, newest first")
 async def list_member_ledger(member_id: MemberIdPath, session: Session, page: Page,
                              _: Principal = Depends(READERS)) -> LedgerPage:
-    return await service.ledger_page(session, member_id, before=numbered_cursor(page), limit=page.limit)
+    entries = await service.ledger_entries(session, member_id, before=numbered_cursor(page), limit=page.limit)
+    return LedgerPage(data=entries, next_cursor=next_cursor(entries, page.limit, lambda entry: entry.id))
 
 
 @router.post("/{member_id}/points/adjustments", operation_id="adjust_member_points",

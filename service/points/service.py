@@ -22,7 +22,6 @@ from service.points.schemas import (
     AdjustmentEntry,
     Expiring,
     LedgerEntryPublic,
-    LedgerPage,
     LedgerTransactionPublic,
     PointsPublic,
 )
@@ -47,13 +46,14 @@ async def points(session: AsyncSession, member_id: str) -> PointsPublic:
     return PointsPublic(balance=await balance(session, member_id), expiring=await expiring(session, member_id))
 
 
-async def ledger_page(session: AsyncSession, member_id: str, *, before: int | None, limit: int) -> LedgerPage:
+async def ledger_entries(session: AsyncSession, member_id: str, *, before: int | None,
+                         limit: int) -> list[LedgerEntryPublic]:
+    """One page of the member's ledger entries, newest first (the route pages them)."""
     await members_service.get(session, member_id)
     rows = await ledger_repository.member_entries_page(session, member_id, before=before, limit=limit)
-    data = [LedgerEntryPublic(id=str(e.id), transaction_id=e.transaction_id, account=account, amount=e.amount,
+    return [LedgerEntryPublic(id=str(e.id), transaction_id=e.transaction_id, account=account, amount=e.amount,
                               kind=e.kind, created_at=e.created_at, reason=reason)
             for e, account, reason in rows]
-    return LedgerPage(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
 
 async def adjust(session: AsyncSession, member_id: str, body: AdjustmentCreate, clock: Clock, *,
