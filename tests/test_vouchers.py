@@ -256,16 +256,21 @@ async def test_a_changed_campaign_applies_at_the_next_sale(client, shop):
     assert "50.00 USD" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]  # the new minimum spend
 
 
-async def test_percent_off_rounds_half_up_once_and_spreads_exactly(client, shop):
+async def test_percent_off_rounds_half_up_once_per_line(client, shop):
     store, member = shop
     ten = await make_campaign(client, kind="percent_off", value=10, stackable=True)
-    # 10% of 305 is 30.5: rounds up to 31, spread 101:204 over the lines.
+    # 10 % of 105 is 10.5 and of 205 is 20.5: each line rounds up on its own (32 in all, where 10 % of the two
+    # lines' 310 is 31); of 101 and 204, 10.1 and 20.4 round down (30, where 10 % of 305 rounds up to 31).
+    code = (await give(client, ten["id"], member))["code"]
+    r = await f.commit(client, with_vouchers(member, store, [f.line("a", unit_price=105),
+                                                              f.line("b", unit_price=205)], [code]))
+    assert {ln["line_id"]: ln["discount"] for ln in r.json()["lines"]} == {"a": 11, "b": 21}
     code = (await give(client, ten["id"], member))["code"]
     r = await f.commit(client, with_vouchers(member, store, [f.line("a", unit_price=101),
                                                               f.line("b", unit_price=204)], [code]))
     sale = r.json()
-    assert sale["totals"]["discount"] == 31
-    assert {ln["line_id"]: ln["discount"] for ln in sale["lines"]} == {"a": 10, "b": 21}
+    assert sale["totals"]["discount"] == 30
+    assert {ln["line_id"]: ln["discount"] for ln in sale["lines"]} == {"a": 10, "b": 20}
     # Only eligible lines: 15% of the coffee (3 x 333 = 999 -> 149.85 -> 150), nothing off the tea.
     coffee = await make_campaign(client, kind="percent_off", value=15, categories=["coffee"])
     code = (await give(client, coffee["id"], member))["code"]

@@ -159,9 +159,10 @@ def unit_value(item: Item) -> int:
 
 
 def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
-    """What the campaign takes off, per line. ``amount_off``: its value, at most the eligible lines' net;
-    ``percent_off``: the percent of the eligible lines' net, rounded half up once; both spread over the eligible
-    lines in proportion to their net so the parts add up exactly (:func:`service.money.allocate`).
+    """What the campaign takes off, per line. ``amount_off``: its value, at most the eligible lines' net, spread
+    over the eligible lines in proportion to their net so the parts add up exactly
+    (:func:`service.money.allocate`); ``percent_off``: the percent of each eligible line's net, rounded half up
+    once per line (DESIGN §4, as the tier discount), so a till that prices line by line gets the same figure;
     ``free_item``: the cheapest eligible paid unit, up to the cap."""
     eligible = _eligible(campaign, items)
     if not eligible:
@@ -173,12 +174,12 @@ def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
         item = min(candidates, key=lambda i: (unit_value(i), i.line_id))
         amount = unit_value(item) if campaign.value is None else min(unit_value(item), campaign.value)
         return Discount({item.line_id: amount}, {item.line_id: 1}) if amount > 0 else Discount()
-    nets = [i.net for i in eligible]
     if campaign.kind == AMOUNT_OFF:
-        total = min(campaign.value or 0, sum(nets))
+        nets = [i.net for i in eligible]
+        shares = allocate(min(campaign.value or 0, sum(nets)), nets)
     else:
-        total = min(round_half_up(Decimal(sum(nets)) * (campaign.value or 0) / 100), sum(nets))
-    shares = allocate(total, nets)
+        percent = campaign.value or 0
+        shares = [min(round_half_up(Decimal(i.net) * percent / 100), i.net) for i in eligible]
     return Discount({i.line_id: s for i, s in zip(eligible, shares, strict=True) if s > 0})
 
 

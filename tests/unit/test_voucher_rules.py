@@ -33,10 +33,13 @@ def test_amount_off_is_spread_by_net_and_never_exceeds_the_eligible_net():
         "a": 34, "b": 33, "c": 33}
 
 
-def test_percent_off_rounds_half_up_once_over_the_eligible_lines():
+def test_percent_off_rounds_half_up_once_per_eligible_line():
     assert rules.discount(campaign(rules.PERCENT_OFF, 10), [item("a", 101), item("b", 204)]).per_line == {
-        "a": 10, "b": 21}  # 30.5 -> 31, spread 101:204
+        "a": 10, "b": 20}  # 10.1 -> 10 and 20.4 -> 20, not 30.5 -> 31 over the two
+    assert rules.discount(campaign(rules.PERCENT_OFF, 10), [item("a", 15), item("b", 15), item("c", 15)]).per_line == {
+        "a": 2, "b": 2, "c": 2}  # 1.5 -> 2 on each line
     assert rules.discount(campaign(rules.PERCENT_OFF, 10), [item("a", 304)]).total == 30  # 30.4 -> 30
+    assert rules.discount(campaign(rules.PERCENT_OFF, 10), [item("a", 305)]).total == 31  # 30.5 -> 31
     only_coffee = campaign(rules.PERCENT_OFF, 15, categories=frozenset({"coffee"}))
     result = rules.discount(only_coffee, [item("c", 999, category="coffee", units=3), item("t", 500)])
     assert result.per_line == {"c": 150}  # 149.85 -> 150; the tea is not eligible
