@@ -43,6 +43,31 @@ async def test_admin_changes_are_listed_newest_first_with_who_and_what(client, c
         "role": "pos", "store_id": store, "name": "pos key"}
 
 
+async def test_admin_money_and_profile_changes_are_logged_and_a_tills_top_up_is_not(client, make_client):
+    admin = next(k["id"] for k in (await client.get("/v1/api-keys")).json()["data"] if k["role"] == "admin")
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client, phone=f.unique_phone()))["id"]
+    till = make_client(await f.create_key(client, "pos", store))
+    for caller, amount in ((till, 300), (client, 200)):
+        r = await caller.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": amount, "payment_ref": "p"},
+                              headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+    r = await client.patch(f"/v1/members/{member}", json={"name": "Ada Lovelace", "phone": f.unique_phone()})
+    assert r.status_code == 200, r.text
+    assert (await till.patch(f"/v1/members/{member}", json={"name": "Ada L."})).status_code == 200
+    r = await client.post(f"/v1/members/{member}/wallet/cash-out", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+
+    entries = (await audit_log(client, target=member))["data"]
+    assert [(e["action"], e["actor"]) for e in entries] == [
+        ("wallet.cashed_out", admin), ("member.updated", admin), ("wallet.topped_up", admin)]
+    cashed_out, updated, topped_up = (e["data"] for e in entries)
+    assert cashed_out["cash_paid"] == 500 and cashed_out["bonus_forfeited"] == 0
+    assert updated == {"fields": ["name", "phone"]}  # which fields, never their values
+    assert topped_up["amount"] == 200 and topped_up["payment_ref"] == "p"
+    assert "Ada" not in (await client.get("/v1/audit-log")).text
+
+
 async def test_filters_and_pages(client):
     stores = [(await f.create_store(client))["id"] for _ in range(5)]
     await f.set_program(client, point_value=3)

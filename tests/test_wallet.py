@@ -207,3 +207,31 @@ async def test_random_top_ups_payments_voids_and_returns_keep_the_ledger_whole(c
         w = await wallet(client, member)
         assert w["cash"] >= 0 and w["bonus"] >= 0
     await f.verify_ledger(app)
+
+
+async def test_an_erased_member_takes_no_new_value_but_can_be_paid_back(client, app, shop):
+    store, member = shop
+    await top_up(client, member, 700)
+    await f.adjust(client, member, 40)
+    campaign = (await client.post("/v1/voucher-campaigns", json={"name": "Five off", "kind": "amount_off",
+                                                                 "value": 500})).json()
+    assert (await client.delete(f"/v1/members/{member}")).status_code == 204
+
+    f.assert_problem(await top_up(client, member, 100), 409, "member_erased")
+    r = await client.post(f"/v1/members/{member}/points/adjustments", json={"amount": 10, "reason": "goodwill"},
+                          headers={"Idempotency-Key": f.new_key()})
+    f.assert_problem(r, 409, "member_erased")
+    r = await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"member_id": member},
+                          headers={"Idempotency-Key": f.new_key()})
+    f.assert_problem(r, 409, "member_erased")
+    assert await wallet(client, member) == {"cash": 700, "bonus": 0, "total": 700, "currency": "USD"}
+
+    # What they hold can still leave: the points written off, the wallet's cash paid back.
+    r = await client.post(f"/v1/members/{member}/points/adjustments", json={"amount": -40, "reason": "erased"},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    assert await f.balance(client, member) == 0
+    r = await client.post(f"/v1/members/{member}/wallet/cash-out", headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 200, r.text
+    assert r.json()["cash_paid"] == 700
+    await f.verify_ledger(app)

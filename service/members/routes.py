@@ -64,7 +64,7 @@ async def get_member(member_id: MemberIdPath, session: Session, clock: ClockDep,
               responses=problem_responses(404, 409))
 async def update_member(member_id: MemberIdPath, body: MemberUpdate, request: Request, session: Session,
                         clock: ClockDep, principal: Principal = Depends(READERS)) -> MemberPublic:
-    member = await service.update(session, member_id, body, clock, region=_region(request))
+    member = await service.update(session, member_id, body, clock, region=_region(request), principal=principal)
     return service.to_public(member, await program_service.get(session), principal)
 
 

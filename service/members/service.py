@@ -100,8 +100,21 @@ async def get(session: AsyncSession, member_id: str) -> Member:
     return member
 
 
-async def update(session: AsyncSession, member_id: str, body: MemberUpdate, clock: Clock, *,
-                 region: str) -> Member:
+async def get_taking_value(session: AsyncSession, member_id: str) -> Member:
+    """The member, for an operation that gives them new value (a top-up, points added, a voucher): an erased
+    member takes none (409 ``member_erased``). What an erased member holds can still leave: a cash-out pays
+    the wallet back, a negative adjustment writes points off."""
+    member = await get(session, member_id)
+    if member.status == "erased":
+        raise MemberErased(f"Member {member_id} was erased and takes no new value; what they hold can still be "
+                           "cashed out or written off.")
+    return member
+
+
+async def update(session: AsyncSession, member_id: str, body: MemberUpdate, clock: Clock, *, region: str,
+                 principal: Principal) -> Member:
+    """The profile fields the body names. A change made with an admin key is written to the audit log, by the
+    names of the fields it changed (never their values: the log outlives an erasure)."""
     member = await get(session, member_id)
     if member.status == "erased":
         raise MemberErased("This member's personal data was erased; the record can no longer be changed.")
@@ -121,6 +134,10 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
                         external_ref=changes.get("external_ref"))
         await _raise_if_duplicate(session, wanted)
         raise MemberExists("Another member already has these details.")
+    if principal.role == "admin":
+        fields = sorted(body.model_fields_set)
+        await audit(session, clock, actor=principal.key_id, action="member.updated", target=member_id,
+                    data={"fields": fields})
     return member
 
 

@@ -60,10 +60,13 @@ async def adjust(session: AsyncSession, member_id: str, body: AdjustmentCreate, 
                  actor: str) -> LedgerTransactionPublic:
     """An admin's correction with a reason. A positive amount is a new lot (expiring like earned points); a
     negative one draws from the lots that expire first and may not take the balance below zero (a debt only
-    arises from returning points already spent)."""
+    arises from returning points already spent). An erased member's points can be written off, not added to."""
     if body.amount == 0:
         raise ZeroAdjustment("amount must not be 0.", errors=[{"loc": ["body", "amount"], "msg": "must not be 0"}])
-    member = await members_service.get(session, member_id)
+    if body.amount > 0:
+        member = await members_service.get_taking_value(session, member_id)
+    else:
+        member = await members_service.get(session, member_id)
     program = await program_service.get(session)
     now = clock.now()
     accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)

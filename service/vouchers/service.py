@@ -208,7 +208,7 @@ async def issue(session: AsyncSession, campaign_id: str, body: IssueRequest, clo
     if problem:
         raise CampaignNotIssuing(problem)
     if body.member_id is not None:
-        member = await members_service.get(session, body.member_id)
+        member = await members_service.get_taking_value(session, body.member_id)
         program = await program_service.get(session)
         facts = member_facts(member, program, await _segments(session, member, program, now))
         if not rules.audience_matches(campaign.audience, facts):

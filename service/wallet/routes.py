@@ -26,7 +26,7 @@ async def get_member_wallet(member_id: MemberIdPath, session: Session,
 
 
 @router.post("/v1/members/{member_id}/wallet/top-ups", operation_id="top_up_member_wallet",
-             response_model=TopUpPublic, status_code=201, responses=problem_responses(404),
+             response_model=TopUpPublic, status_code=201, responses=problem_responses(404, 409),
              summary="Pay money into the wallet (plus any top-up bonus); never earns points",
              **idempotent(required=True))
 async def top_up_member_wallet(member_id: MemberIdPath, body: TopUpCreate, session: Session, clock: ClockDep,
@@ -38,8 +38,8 @@ async def top_up_member_wallet(member_id: MemberIdPath, body: TopUpCreate, sessi
              response_model=CashOutPublic, status_code=200, responses=problem_responses(404),
              summary="Pay the cash part back; the bonus part is forfeited", **idempotent(required=True))
 async def cash_out_member_wallet(member_id: MemberIdPath, session: Session, clock: ClockDep,
-                                 _: Principal = Depends(ADMIN)) -> CashOutPublic:
-    return await service.cash_out(session, member_id, clock)
+                                 principal: Principal = Depends(ADMIN)) -> CashOutPublic:
+    return await service.cash_out(session, member_id, clock, actor=principal.key_id)
 
 
 @router.get("/v1/reports/liability", operation_id="get_liability_report", response_model=LiabilityPublic,

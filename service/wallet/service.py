@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.audit import record as audit
 from service.auth.rules import Principal
 from service.clock import Clock
 from service.events import service as events
@@ -29,8 +30,9 @@ async def wallet(session: AsyncSession, member_id: str) -> WalletPublic:
 
 async def top_up(session: AsyncSession, member_id: str, body: TopUpCreate, principal: Principal,
                  clock: Clock) -> TopUpPublic:
-    """Cash in, plus the bonus of the largest rule the amount reaches. Top-ups never earn points."""
-    await members_service.get(session, member_id)
+    """Cash in, plus the bonus of the largest rule the amount reaches. Top-ups never earn points; an erased
+    member takes none (409 ``member_erased``). One made with an admin key is written to the audit log."""
+    await members_service.get_taking_value(session, member_id)
     program = await program_service.get(session)
     bonus = rules.top_up_bonus(body.amount, [rules.BonusRule(b.min_amount, b.bonus)
                                              for b in program.wallet_top_up_bonuses])
@@ -45,6 +47,10 @@ async def top_up(session: AsyncSession, member_id: str, body: TopUpCreate, princ
         kind="top_up", member_id=member_id, at=now, movements=tuple(movements), store_id=principal.store_id,
         reference=body.payment_ref), accounts)
     cash, held_bonus = accounts.balance(WALLET_CASH), accounts.balance(WALLET_BONUS)
+    if principal.role == "admin":  # a till's top-up is a sale of stored value; an admin's is a change
+        await audit(session, clock, actor=principal.key_id, action="wallet.topped_up", target=member_id,
+                    data={"amount": body.amount, "bonus": bonus, "payment_ref": body.payment_ref,
+                          "ledger_transaction_id": transaction_id})
     await events.emit(session, "wallet.topped_up", {
         "member_id": member_id, "amount": body.amount, "bonus": bonus, "payment_ref": body.payment_ref,
         "store_id": principal.store_id, "ledger_transaction_id": transaction_id,
@@ -52,9 +58,10 @@ async def top_up(session: AsyncSession, member_id: str, body: TopUpCreate, princ
     return TopUpPublic(cash=cash, bonus=held_bonus, total=cash + held_bonus, bonus_granted=bonus)
 
 
-async def cash_out(session: AsyncSession, member_id: str, clock: Clock) -> CashOutPublic:
+async def cash_out(session: AsyncSession, member_id: str, clock: Clock, *, actor: str) -> CashOutPublic:
     """Pay the cash part back (closing the wallet, a legal refund); the bonus part is forfeited, as entries
-    against ``program:bonus_forfeited``."""
+    against ``program:bonus_forfeited``. An erased member's wallet can still be paid back. Written to the audit
+    log (only an admin may cash out)."""
     await members_service.get(session, member_id)
     now = clock.now()
     accounts = await ledger.lock_accounts(session, member_id, WALLET_KINDS, now)
@@ -65,8 +72,10 @@ async def cash_out(session: AsyncSession, member_id: str, clock: Clock) -> CashO
                  kind="forfeit"),
     ) if m.amount]
     if movements:
-        await ledger.post(session, ledger.Posting(kind="cash_out", member_id=member_id, at=now,
-                                                  movements=tuple(movements)), accounts)
+        transaction_id = await ledger.post(session, ledger.Posting(kind="cash_out", member_id=member_id, at=now,
+                                                                   movements=tuple(movements)), accounts)
+        await audit(session, clock, actor=actor, action="wallet.cashed_out", target=member_id,
+                    data={"cash_paid": cash, "bonus_forfeited": bonus, "ledger_transaction_id": transaction_id})
         await events.emit(session, "wallet.cashed_out", {"member_id": member_id, "cash_paid": cash,
                                                          "bonus_forfeited": bonus}, at=now, member_id=member_id)
     return CashOutPublic(cash_paid=cash, bonus_forfeited=bonus, cash=0, bonus=0, total=0)
