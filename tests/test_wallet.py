@@ -210,7 +210,7 @@ async def test_random_top_ups_payments_voids_and_returns_keep_the_ledger_whole(c
 
 
 async def test_an_erased_member_takes_no_new_value_but_can_be_paid_back(client, app, shop):
-    store, member = shop
+    _, member = shop
     await top_up(client, member, 700)
     await f.adjust(client, member, 40)
     campaign = (await client.post("/v1/voucher-campaigns", json={"name": "Five off", "kind": "amount_off",
