@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Index, LargeBinary, bindparam, delete, func, select, update
+from sqlalchemy import Index, LargeBinary, bindparam, delete, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import Field, SQLModel
@@ -49,7 +49,12 @@ HEADER = "Idempotency-Key"
 
 class IdempotencyRecord(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
-    __table_args__ = (Index("ux_idempotency_keys_scope", "api_key_id", "key", unique=True),)
+    __table_args__ = (
+        Index("ux_idempotency_keys_scope", "api_key_id", "key", unique=True),
+        # Only answers that hold personal data name a subject: the index costs the other requests nothing.
+        Index("ix_idempotency_keys_subject", "subject", postgresql_where=text("subject IS NOT NULL"),
+              sqlite_where=text("subject IS NOT NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     api_key_id: str = Field(max_length=32)
@@ -61,6 +66,8 @@ class IdempotencyRecord(SQLModel, table=True):
     response_type: str | None = Field(default=None, max_length=64)
     locked_at: datetime = Field(sa_type=UTCDateTime)
     created_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    # The member whose personal data the answer holds (an enrolment's), so that erasing them scrubs it.
+    subject: str | None = Field(default=None, max_length=32)
 
 
 class IdempotencyKeyRequired(ServiceError):
@@ -247,19 +254,27 @@ def _answer(lock: KeyLock, status: int, body: bytes, media_type: str) -> dict:
             "locked_at": lock.at, "created_at": lock.at}
 
 
+def _subject(subject: str | None) -> dict[str, str]:
+    """The subject's column, only where there is one: the other answers' statements stay as they were."""
+    return {} if subject is None else {"subject": subject}
+
+
 async def complete(session: AsyncSession, claim_: Claim | KeyLock, *, status: int, body: bytes,
-                   media_type: str) -> None:
+                   media_type: str, subject: str | None = None) -> None:
     """Record the answer in the request's own transaction. If the claim was taken over meanwhile (this process
     was too slow and a retry started), raise so that this request's work rolls back. A KeyLock's record is
     inserted now; if another request with the key answered first, the insert fails (:func:`answered_meanwhile`)
-    and this request's work rolls back with it."""
+    and this request's work rolls back with it. ``subject``: the member whose personal data the answer holds
+    (:func:`scrub` rewrites it when they are erased)."""
     if isinstance(claim_, KeyLock):
         # The request's deferred writes go out with it: it touches none of their rows.
-        await execute(session, _ANSWER(session), _answer(claim_, status, body, media_type), combine=True)
+        await execute(session, _ANSWER(session), _answer(claim_, status, body, media_type) | _subject(subject),
+                      combine=True)
         return
     changed = await execute(session, _COMPLETE(session), {
         "p_id": claim_.record_id, "p_locked_at": claim_.locked_at,
         "status": "completed", "response_status": status, "response_body": body, "response_type": media_type,
+        **_subject(subject),
     }, combine=True)  # the request's deferred writes go out with it: it touches none of their rows
     if changed != 1:
         raise RequestInProgress("A retry of this request took over while it was running; retry to get its "
@@ -276,6 +291,13 @@ async def answer_alone(session: AsyncSession, lock: KeyLock, *, status: int, bod
     if not held:
         raise still_running()
     return bool(await fetch(session, _CLAIM(session), _answer(lock, status, body, media_type)))
+
+
+async def scrub(session: AsyncSession, subject: str, body: bytes) -> None:
+    """Put ``body`` in place of every kept answer that holds ``subject``'s personal data (their erasure): a replay
+    then answers what the member is now, and no copy of what they were rests here."""
+    await session.execute(update(IdempotencyRecord).where(IdempotencyRecord.subject == subject)
+                          .values(response_body=body))
 
 
 async def release(db: Database, claim_: Claim | KeyLock) -> None:

@@ -114,8 +114,9 @@ class UnitOfWorkRoute(APIRoute):
                     body = bytes(response.body)
                     await idempotency.complete(
                         request_session(request), claim, status=response.status_code,
-                        body=kept.redact(body) if kept else body,
+                        body=kept.redact(body) if kept and kept.redact else body,
                         media_type=response.media_type or "application/json",
+                        subject=kept.subject(body) if kept and kept.subject else None,
                     )
                 await _close_session(request, commit=True)
                 return response
@@ -198,7 +199,7 @@ async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = 
         lock_seconds=settings.idempotency_lock_seconds, ttl_days=settings.idempotency_ttl_days,
     )
     if isinstance(claimed, idempotency.Replay):
-        body = kept.restore(request, claimed.body) if kept and claimed.status < 400 else claimed.body
+        body = kept.restore(request, claimed.body) if kept and kept.restore and claimed.status < 400 else claimed.body
         return Response(body, status_code=claimed.status, media_type=claimed.media_type,
                         headers={"Idempotent-Replayed": "true"})
     return claimed
@@ -243,12 +244,14 @@ async def _idempotency_header_optional(
 
 @dataclass(frozen=True, slots=True)
 class KeptAnswer:
-    """How an idempotent route's answer is kept when part of it is a secret that must not rest in the database
-    (gift card PINs): ``redact`` makes the copy that is stored, ``restore`` rebuilds the answer from it for a
-    replay. Only successful answers go through them."""
+    """How an idempotent route's successful answer is kept. When part of it is a secret that must not rest in the
+    database (gift card PINs), ``redact`` makes the copy that is stored and ``restore`` rebuilds the answer from it
+    for a replay. When it holds a member's personal data (an enrolment), ``subject`` names the member, so that
+    erasing them rewrites the kept copy (``idempotency.scrub``)."""
 
-    redact: Callable[[bytes], bytes]
-    restore: Callable[[Request, bytes], bytes]
+    redact: Callable[[bytes], bytes] | None = None
+    restore: Callable[[Request, bytes], bytes] | None = None
+    subject: Callable[[bytes], str] | None = None
 
 
 def idempotent(*, required: bool = True, kept: KeptAnswer | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service.members.models import Member
 from tests.factories import assert_problem, create_key, create_store, enroll, unique_email, unique_phone
@@ -234,6 +234,25 @@ async def test_erase_clears_personal_data(client, app):
     assert await found_ids(client, card_number=m["card_number"]) == []
     assert await found_ids(client, phone=m["phone"]) == []
     assert await found_ids(client, email=m["email"]) == []
+
+
+async def test_erasure_rewrites_the_enrolment_answer_kept_for_replays(client, app):
+    body = {"name": "Grace Hopper", "phone": unique_phone(), "email": "grace@example.com", "birthday": "1906-12-09"}
+    key = {"Idempotency-Key": "enrol-grace"}
+    first = await client.post("/v1/members", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    replay = await client.post("/v1/members", json=body, headers=key)
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.json() == first.json()  # unchanged until...
+    member = first.json()["id"]
+    assert (await client.delete(f"/v1/members/{member}")).status_code == 204
+
+    replay = await client.post("/v1/members", json=body, headers=key)
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == (await client.get(f"/v1/members/{member}")).json()  # the member as they now are
+    assert replay.json()["status"] == "erased" and replay.json()["name"] is None
+    async with app.state.db.session(write=False) as session:
+        kept = (await session.execute(text("SELECT response_body FROM idempotency_keys"))).scalars().all()
+    assert kept and not any(b"Grace" in bytes(b) or b"grace@" in bytes(b) or b"1906" in bytes(b) for b in kept)
 
 
 async def test_erased_member_cannot_be_changed(client):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from service.auth.dependencies import require
@@ -10,7 +11,7 @@ from service.errors import problem_responses
 from service.members import service
 from service.members.schemas import MemberCreate, MemberList, MemberPublic, MemberUpdate
 from service.program import service as program_service
-from service.routing import ClockDep, ReadSession, Session, UnitOfWorkRoute, idempotent
+from service.routing import ClockDep, KeptAnswer, ReadSession, Session, UnitOfWorkRoute, idempotent
 from service.text import PRINTABLE, PRINTABLE_OR_EMPTY
 
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute,
@@ -26,8 +27,16 @@ def _region(request: Request) -> str:
     return request.app.state.settings.default_region
 
 
+def _enrolled(body: bytes) -> str:
+    return orjson.loads(body)["id"]
+
+
+# The answer holds the new member's personal data: their erasure rewrites the copy kept for replays.
+KEPT_ANSWER = KeptAnswer(subject=_enrolled)
+
+
 @router.post("", operation_id="enroll_member", response_model=MemberPublic, status_code=201,
-             responses=problem_responses(409), **idempotent(required=False))
+             responses=problem_responses(409), **idempotent(required=False, kept=KEPT_ANSWER))
 async def enroll_member(body: MemberCreate, request: Request, session: Session, clock: ClockDep,
                         principal: Principal = Depends(READERS)) -> MemberPublic:
     member = await service.enroll(session, body, clock, region=_region(request))
@@ -72,5 +81,5 @@ async def update_member(member_id: MemberIdPath, body: MemberUpdate, request: Re
                summary="Erase the member's personal data (the ledger is kept)")
 async def erase_member(member_id: MemberIdPath, session: Session, clock: ClockDep,
                        principal: Principal = Depends(require("admin", "app"))) -> Response:
-    await service.erase(session, member_id, clock, actor=principal.key_id)
+    await service.erase(session, member_id, clock, principal=principal)
     return Response(status_code=204)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import idempotency
 from service.audit import record as audit
 from service.auth.rules import Principal
 from service.checkout.rules import EVERY_SALE_LOCKS
@@ -141,8 +142,9 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
     return member
 
 
-async def erase(session: AsyncSession, member_id: str, clock: Clock, *, actor: str) -> None:
-    """Clear every personal field and keep the member's ledger (balances stay accounted for)."""
+async def erase(session: AsyncSession, member_id: str, clock: Clock, *, principal: Principal) -> None:
+    """Clear every personal field and keep the member's ledger (balances stay accounted for). The enrolment's
+    answer kept for replays is rewritten to the member as they now are (``idempotency.scrub``)."""
     member = await get(session, member_id)
     if member.status == "erased":
         return
@@ -154,7 +156,9 @@ async def erase(session: AsyncSession, member_id: str, clock: Clock, *, actor: s
     member.erased_at = now
     member.updated_at = now
     await session.flush()
-    await audit(session, clock, actor=actor, action="member.erased", target=member_id)
+    erased = to_public(member, await program_service.get(session), principal)
+    await idempotency.scrub(session, member_id, erased.model_dump_json().encode())
+    await audit(session, clock, actor=principal.key_id, action="member.erased", target=member_id)
     await events.emit(session, "member.erased", {"member_id": member_id}, at=now, member_id=member_id)
 
 
