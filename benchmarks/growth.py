@@ -80,9 +80,9 @@ def heavy_history(database: str, member_id: str, count: int, *, every_minutes: i
           SELECT '{member_id}', '{account}', 'ltx_h' || i, at, 10, 10 FROM h;
         INSERT INTO checkout_transactions (id, store_id, receipt_id, member_id, status, currency, occurred_at,
             created_at, subtotal, discount, net, points_burned, points_earned, qualifying_spend,
-            points_balance_after, lines, applied, ledger_transaction_id)
+            points_balance_after, wallet_balance_after, lines, applied, ledger_transaction_id)
           SELECT 'ctx_h' || i, '{STORE}', 'heavy-' || i, '{member_id}', 'committed', 'USD', at, at, 1000, 0, 1000,
-            0, 10, 1000, 0, '[]', '[]', 'ltx_h' || i FROM h;
+            0, 10, 1000, 0, 0, '[]', '[]', 'ltx_h' || i FROM h;
         INSERT INTO tier_spend (transaction_id, member_id, occurred_at, amount)
           SELECT 'ctx_h' || i, '{member_id}', at, 1000 FROM h;
         UPDATE ledger_accounts SET balance = balance + {count * 10} WHERE id = '{account}';

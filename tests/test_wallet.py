@@ -235,3 +235,21 @@ async def test_an_erased_member_takes_no_new_value_but_can_be_paid_back(client, 
     assert r.status_code == 200, r.text
     assert r.json()["cash_paid"] == 700
     await f.verify_ledger(app)
+
+
+async def test_a_receipt_read_again_shows_the_wallet_the_sale_left(client, shop):
+    store, member = shop
+    await top_up(client, member, 1000)
+    sale = (await f.commit(client, pay(member, store, [f.line(unit_price=500)], 300))).json()
+    assert sale["balances_after"]["wallet"] == 700
+    await top_up(client, member, 500)
+    unpaid = (await f.commit(client, f.basket(member, store))).json()
+    assert unpaid["balances_after"]["wallet"] == 1200
+    await top_up(client, member, 100)
+    for txn, wallet_after in ((sale, 700), (unpaid, 1200)):
+        again = (await client.get(f"/v1/checkout/transactions/{txn['id']}")).json()
+        assert again["balances_after"] == txn["balances_after"] == {"points": txn["balances_after"]["points"],
+                                                                    "wallet": wallet_after}
+    voided = (await f.void(client, sale["id"])).json()
+    assert voided["balances_after"]["wallet"] == 1600  # a void answers what it leaves: 1300 and the 300 back
+    assert (await client.get(f"/v1/checkout/transactions/{sale['id']}")).json()["balances_after"]["wallet"] == 700

@@ -42,6 +42,7 @@ class CheckoutTransaction(SQLModel, table=True):
     points_earned: int = Field(sa_type=BigInteger)
     qualifying_spend: int = Field(sa_type=BigInteger)
     points_balance_after: int = Field(sa_type=BigInteger)
+    wallet_balance_after: int = Field(sa_type=BigInteger)  # cash and bonus together, as the answer shows it
     lines: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     applied: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     ledger_transaction_id: str | None = Field(default=None, max_length=32, foreign_key="ledger_transactions.id")

@@ -346,6 +346,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     burned_by_line = priced.discounts_by_kind.get(rules.PointsBurn.kind, {})
     row.ledger_transaction_id = ledger_transaction_id
     row.points_balance_after = accounts.balance(POINTS)
+    row.wallet_balance_after = sum(accounts.balance(kind) for kind in WALLET_KINDS)
     row.subtotal, row.discount, row.net = basket.subtotal, basket.discount, basket.net
     row.points_burned, row.points_earned = priced.points_burned, priced.points_earned
     row.qualifying_spend = priced.qualifying_spend
@@ -377,8 +378,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     earned_vouchers = await voucher_service.issue_for_sale(
         session, member.id, voucher_service.member_facts(member, program, segments), row.id, priced.qualifying_spend,
         now)
-    public = to_public(row, wallet_balance=sum(accounts.balance(kind) for kind in WALLET_KINDS),
-                       rewards_issued=punch_service.issued_public(issued), tier_change=change,
+    public = to_public(row, rewards_issued=punch_service.issued_public(issued), tier_change=change,
                        vouchers_issued=voucher_service.issued_public(earned_vouchers))
     await events.emit(session, "transaction.committed", public.model_dump(mode="json", by_alias=True), at=now,
                       member_id=member.id)
@@ -411,9 +411,11 @@ def _stamp_kinds(row: CheckoutTransaction) -> list[str]:
     return [punch_rules.account_kind(program_id) for program_id in sorted(_line_stamps(row))]
 
 
-def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wallet_balance: int = 0,
+def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wallet_balance: int | None = None,
               rewards_issued: list[dict] | None = None, tier_change: tuple[str | None, str] | None = None,
               vouchers_issued: list[dict] | None = None) -> TransactionPublic:
+    """The receipt. ``balances_after`` is what the sale left (kept with it), unless the caller gives the balances
+    its own change left (a void)."""
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[APPLIED.validate_python(a) for a in row.applied],
@@ -422,7 +424,7 @@ def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wa
         earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)),
                       vouchers_issued=vouchers_issued or [], rewards_issued=rewards_issued or []),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
-                                wallet=wallet_balance),
+                                wallet=row.wallet_balance_after if wallet_balance is None else wallet_balance),
         tier_change=None if tier_change is None else TierChange.model_validate(
             {"from": tier_change[0], "to": tier_change[1]}),
     )
@@ -440,8 +442,7 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
 
 async def get(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
     row = await _load(session, transaction_id, principal)
-    return to_public(row, wallet_balance=await _wallet_balance(session, row.member_id),
-                     rewards_issued=await punch_service.issued_by(session, row.id),
+    return to_public(row, rewards_issued=await punch_service.issued_by(session, row.id),
                      tier_change=await tiers.change_of(session, row.id),
                      vouchers_issued=await voucher_service.issued_by(session, row.id, clock.now()))
 
