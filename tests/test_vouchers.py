@@ -462,6 +462,20 @@ async def test_quote_offers_own_vouchers_soonest_expiring_first_and_nudges_befor
     f.assert_problem(await client.get("/v1/members/mem_nope/vouchers"), 404, "member_not_found")
 
 
+async def test_a_voucher_offer_speaks_the_members_language(client, shop):
+    store, _ = shop
+    member = (await f.enroll(client, locale="zh-CN"))["id"]
+    big = await make_campaign(client, name="满百减五", value=500, min_spend=10_000, valid_days=30)
+    code = (await give(client, big["id"], member))["code"]
+    quote = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=1000)]))).json()
+    [offer] = [o for o in quote["offers"] if o["kind"] == "voucher"]
+    assert offer["reason"] == f"优惠券 {code} 需消费满 100.00 USD，本单为 10.00 USD。"
+    assert offer["description"].startswith("立减 5.00 USD，有效期至 ")
+    # The till's error, when the cashier tries it anyway, is in English (errors are the till's, not the member's).
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=1000)], [code]))
+    assert "needs a spend of at least 100.00 USD" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+
+
 async def test_voucher_look_up_by_code(client, make_client, shop):
     _, member = shop
     campaign = await make_campaign(client, name="Five off", min_spend=1000, stackable=True)

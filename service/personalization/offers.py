@@ -235,7 +235,7 @@ class Vouchers:
         usable = await self._usable(session, ctx)
         facts = voucher_service.member_facts(ctx.member, ctx.program, ctx.segments)
         return list(voucher_service.offers_for(usable, ctx.voucher_items, member_id=ctx.member.id, facts=facts,
-                                               now=ctx.now, currency=ctx.currency))
+                                               now=ctx.now, currency=ctx.currency, locale=ctx.locale))
 
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
         usable = await self._usable(session, ctx)

@@ -12,11 +12,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from service.money import allocate, format_amount, round_half_up
+from service.personalization.rules import DEFAULT_LOCALE, message
 
 AMOUNT_OFF, PERCENT_OFF, FREE_ITEM = "amount_off", "percent_off", "free_item"
 EXPIRY_NUDGE_DAYS = 7
+
+
+class Text(NamedTuple):
+    """Words for a cashier or a member, as a message key and its values (``personalization.rules.MESSAGES``):
+    rendered in the member's language on an offer, in English in an error."""
+
+    key: str
+    values: dict[str, object]
+
+    def __str__(self) -> str:
+        return message(DEFAULT_LOCALE, self.key, **self.values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +87,14 @@ class Campaign:
             return True
         return sku in self.skus or category in self.categories
 
-    def describe(self, currency: str) -> str:
+    def describe(self, currency: str) -> Text:
         if self.kind == AMOUNT_OFF:
-            return f"{format_amount(self.value or 0, currency)} off"
+            return Text("voucher_amount_off", {"amount": format_amount(self.value or 0, currency)})
         if self.kind == PERCENT_OFF:
-            return f"{self.value}% off"
+            return Text("voucher_percent_off", {"percent": self.value})
         if self.value is None:
-            return "One item free"
-        return f"One item free (up to {format_amount(self.value, currency)})"
+            return Text("voucher_free_item", {})
+        return Text("voucher_free_item_up_to", {"amount": format_amount(self.value, currency)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,21 +197,22 @@ def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
 
 
 def why_not(voucher: Voucher, *, member_id: str, facts: MemberFacts, items: Sequence[Item], basket_net: int,
-            now: datetime, currency: str) -> str | None:
+            now: datetime, currency: str) -> Text | None:
     """Why this (valid, unused) voucher does not apply to this member's basket, in words a cashier can read out;
     None when it does. ``basket_net``: the whole basket's net before any voucher (what ``min_spend`` needs)."""
     campaign = voucher.campaign
+    code, name = voucher.code, campaign.name
     if voucher.member_id is not None and voucher.member_id != member_id:
-        return f"Voucher {voucher.code} belongs to another member."
+        return Text("voucher_reason_owner", {"code": code})
     if voucher.valid_from is not None and voucher.valid_from > now:
-        return f"Voucher {voucher.code} can be used from {voucher.valid_from.date().isoformat()}."
+        return Text("voucher_reason_not_yet", {"code": code, "date": voucher.valid_from.date().isoformat()})
     if not audience_matches(campaign.audience, facts):
-        return f"Voucher {voucher.code} ({campaign.name}) is not offered to this member."
+        return Text("voucher_reason_audience", {"code": code, "name": name})
     if basket_net < campaign.min_spend:
-        return (f"Voucher {voucher.code} needs a spend of at least {format_amount(campaign.min_spend, currency)}; "
-                f"this basket comes to {format_amount(basket_net, currency)}.")
+        return Text("voucher_reason_min_spend", {"code": code, "min_spend": format_amount(campaign.min_spend, currency),
+                                                 "net": format_amount(basket_net, currency)})
     if not _eligible(campaign, items) or discount(campaign, items).total == 0:
-        return f"No item in this basket qualifies for voucher {voucher.code} ({campaign.name})."
+        return Text("voucher_reason_no_item", {"code": code, "name": name})
     return None
 
 
@@ -242,7 +256,7 @@ def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, it
         reason = why_not(voucher, member_id=member_id, facts=facts, items=current, basket_net=basket_net, now=now,
                          currency=currency)
         if reason is not None:
-            return Refusal(voucher, reason)
+            return Refusal(voucher, str(reason))
         result = discount(voucher.campaign, current)
         applied.append(Applied(voucher, result))
         current = [Item(i.line_id, i.sku, i.category, i.unit_price,

@@ -22,7 +22,7 @@ from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
 from service.members import service as members_service
 from service.members.models import Member
-from service.personalization.rules import LIFECYCLES, QUADRANTS
+from service.personalization.rules import LIFECYCLES, QUADRANTS, message
 from service.personalization.schemas import VoucherOffer
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
@@ -401,9 +401,9 @@ async def usable_public(session: AsyncSession, member_id: str, now: datetime) ->
 
 
 def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | None, *, member_id: str,
-               facts: rules.MemberFacts, now: datetime, currency: str) -> list[VoucherOffer]:
+               facts: rules.MemberFacts, now: datetime, currency: str, locale: str) -> list[VoucherOffer]:
     """Each usable voucher (soonest-expiring first) valued against the basket's ``items`` on its own; without a
-    basket (the app), every usable voucher, worth its amount when it is one."""
+    basket (the app), every usable voucher, worth its amount when it is one. Words in the member's ``locale``."""
     basket_net = sum(i.net for i in items or ())
     offers = []
     for voucher in vouchers:
@@ -414,11 +414,17 @@ def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | 
             value = 0 if reason else rules.discount(voucher.campaign, items).total
         else:
             value = voucher.campaign.value or 0 if voucher.campaign.kind == "amount_off" else 0
-        until = f", valid until {voucher.valid_until.date().isoformat()}" if voucher.valid_until else ""
-        offers.append(VoucherOffer(id=voucher.code, title=voucher.campaign.name,
-                                   description=f"{voucher.campaign.describe(currency)}{until}", value=value,
-                                   applicable=reason is None, reason=reason, expires_at=voucher.valid_until))
+        offer = _say(locale, voucher.campaign.describe(currency))
+        if voucher.valid_until:
+            offer = message(locale, "voucher_valid_until", offer=offer, date=voucher.valid_until.date().isoformat())
+        offers.append(VoucherOffer(id=voucher.code, title=voucher.campaign.name, description=offer, value=value,
+                                   applicable=reason is None, reason=None if reason is None else _say(locale, reason),
+                                   expires_at=voucher.valid_until))
     return offers
+
+
+def _say(locale: str, text: rules.Text) -> str:
+    return message(locale, text.key, **text.values)
 
 
 def expiring_soon(vouchers: Sequence[rules.Voucher], now: datetime) -> list[rules.Voucher]:
@@ -441,7 +447,7 @@ async def lookup(session: AsyncSession, guard: ratelimit.Guard, code: str, now: 
     program = await program_service.get(session)
     public = voucher_public(row, now)
     return VoucherDetail(**public.model_dump(), title=campaign.name,
-                         description=to_rules(campaign).describe(program.currency),
+                         description=str(to_rules(campaign).describe(program.currency)),
                          min_spend=campaign.min_spend, stackable=campaign.stackable)
 
 

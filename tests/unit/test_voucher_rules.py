@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from service.personalization.rules import message
 from service.vouchers import rules
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -94,8 +95,9 @@ def test_bearer_codes_count_against_the_per_member_limit():
 
 def test_why_a_voucher_does_not_apply():
     def why(v, items=(item("x", 1500),), facts=FACTS):
-        return rules.why_not(v, member_id="mem_1", facts=facts, items=list(items),
-                             basket_net=sum(i.net for i in items), now=NOW, currency="USD")
+        reason = rules.why_not(v, member_id="mem_1", facts=facts, items=list(items),
+                               basket_net=sum(i.net for i in items), now=NOW, currency="USD")
+        return None if reason is None else str(reason)  # in English, as an error says it
 
     assert why(voucher(campaign())) is None
     assert why(voucher(campaign(), member_id=None)) is None  # a bearer code
@@ -107,6 +109,16 @@ def test_why_a_voucher_does_not_apply():
     gold = campaign(audience=rules.Audience(tiers=frozenset({"gold"})))
     assert "not offered" in why(voucher(gold))
     assert why(voucher(gold), facts=rules.MemberFacts(tier="gold")) is None
+
+
+def test_a_reason_and_a_description_in_the_members_language():
+    reason = rules.why_not(voucher(campaign(min_spend=2000)), member_id="mem_1", facts=FACTS,
+                           items=[item("x", 1500)], basket_net=1500, now=NOW, currency="USD")
+    assert message("zh-CN", reason.key, **reason.values) == "优惠券 CODE1 需消费满 20.00 USD，本单为 15.00 USD。"
+    assert str(reason) == "Voucher CODE1 needs a spend of at least 20.00 USD; this basket comes to 15.00 USD."
+    described = campaign(rules.FREE_ITEM, 250).describe("USD")
+    assert (str(described), message("zh-CN", described.key, **described.values)) == (
+        "One item free (up to 2.50 USD)", "免费一件商品（最高 2.50 USD）")
 
 
 def test_audience_matches_known_facts_and_never_matches_an_unknown_one():
