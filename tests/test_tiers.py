@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 
 from service.points.rules import add_months
 from tests import factories as f
@@ -116,6 +117,30 @@ async def test_reviews_keep_then_drop_one_level(client, store, clock):
     assert info["code"] == "silver" and info["attained_at"] == iso(r2) and info["review_at"] == iso(add_months(r2, 12))
     assert info["history"][-1] == {"from": "gold", "to": "silver", "at": iso(r2), "reason": "review"}
     assert (await tier(client, member))["history"] == info["history"]  # idempotent
+
+
+async def test_the_till_look_up_shows_a_review_fallen_due_before_anything_writes_it(client, store, clock, app):
+    clock.freeze(T0)
+    member = await f.enroll(client)
+    await buy(client, member["id"], store, 160_000)  # gold at T0; nothing spent after
+    # Two reviews fell due and none was written: the first (its window holds the sale) kept gold, the second (an
+    # empty year) took the member down to silver.
+    clock.freeze(add_months(T0, 24) + timedelta(days=1))
+
+    async def looked_up() -> str:
+        r = await client.get("/v1/members", params={"card_number": member["card_number"]})
+        assert r.status_code == 200, r.text
+        return r.json()["data"][0]["tier"]
+
+    async def stored() -> str:
+        async with app.state.db.session(write=False) as session:
+            return (await session.execute(text("SELECT tier_code FROM members WHERE id = :m"),
+                                          {"m": member["id"]})).scalar_one()
+
+    assert await looked_up() == "silver"  # as the quote and a read by id would say
+    assert await stored() == "gold"  # the look-up wrote nothing: the next read by id, sale or sweep does
+    assert (await tier(client, member["id"]))["code"] == "silver"
+    assert await stored() == "silver" and await looked_up() == "silver"
 
 
 async def test_several_overdue_reviews_replay_the_same_by_sweep_and_by_lazy_read(client, store, clock, cli_env,

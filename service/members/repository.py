@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.db import fetch, insert_unless_duplicate, prefetch
 from service.members.models import Member
 from service.program.repository import VERSION_COLUMNS
+from service.tiers.repository import REVIEW_AT_COLUMN
 
 
 async def get(session: AsyncSession, member_id: str) -> Member | None:
@@ -56,6 +57,21 @@ _FIND_ACTIVE_ROWS = {column: (select(*Member.__table__.columns, *VERSION_COLUMNS
                               .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
                               .order_by(Member.id).limit(2))
                      for column in _LOOKUP_COLUMNS}
+
+
+# The look-up endpoint's: the same, with the member's next tier review (a review fallen due changes the tier it
+# answers; the checkout's own reads replay reviews in the tiers domain).
+_LOOKUP_ROWS = {column: (select(*Member.__table__.columns, *VERSION_COLUMNS, REVIEW_AT_COLUMN)
+                         .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
+                         .order_by(Member.id).limit(2))
+                for column in _LOOKUP_COLUMNS}
+
+
+async def lookup_rows(session: AsyncSession, **where: str) -> tuple[list[Any], tuple[int, int] | None]:
+    """As :func:`find_active_rows`, each row with ``tier_review_at``, when the member's tier is next reviewed."""
+    ((column, value),) = where.items()
+    rows = await fetch(session, _LOOKUP_ROWS[column], {"p_value": value})
+    return rows, ((rows[0].program_version, rows[0].catalog_version) if rows else None)
 
 
 def prefetch_active_rows(session: AsyncSession, **where: str) -> None:

@@ -46,14 +46,14 @@ async def enroll_member(body: MemberCreate, request: Request, session: Session, 
 @router.get("", operation_id="lookup_members", response_model=MemberList,
             summary="Exact look-up by one of card number, phone or email")
 async def lookup_members(
-    request: Request, session: ReadSession,
+    request: Request, session: ReadSession, clock: ClockDep,
     card_number: Annotated[str | None, Query(max_length=32)] = None,
     phone: Annotated[str | None, Query(max_length=32)] = None,
     email: Annotated[str | None, Query(max_length=254, pattern=PRINTABLE_OR_EMPTY)] = None,
     principal: Principal = Depends(READERS),
 ) -> MemberList:
     members = await service.lookup_public(session, principal, card_number=card_number, phone=phone, email=email,
-                                          region=_region(request))
+                                          region=_region(request), now=clock.now())
     return MemberList(data=members, next_cursor=None)
 
 

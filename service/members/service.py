@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -178,14 +179,22 @@ def _lookup_key(card_number: str | None, phone: str | None, email: str | None, r
 
 
 async def lookup_public(session: AsyncSession, principal: Principal, *, card_number: str | None,
-                        phone: str | None, email: str | None, region: str) -> list[MemberPublic]:
-    """The look-up endpoint's answer: as :func:`lookup`, read as plain rows (it changes nothing)."""
-    found, versions = await repository.find_active_rows(session, **_lookup_key(card_number, phone, email, region))
+                        phone: str | None, email: str | None, region: str, now: datetime) -> list[MemberPublic]:
+    """The look-up endpoint's answer: as :func:`lookup`, read as plain rows (it changes nothing). A tier review
+    fallen due is replayed in memory for the answer, as the quote replays it (``tiers.standing``); the member's
+    next sale, read by id or ``loyalty sweep`` writes it."""
+    found, versions = await repository.lookup_rows(session, **_lookup_key(card_number, phone, email, region))
     if not found:
         return []
     program_service.remember_versions(session, versions)
     program = await program_service.get(session)  # its versions came with the members: no read
-    return [to_public(row, program, principal) for row in found]
+    members = []
+    for row in found:
+        if row.tier_review_at is not None and row.tier_review_at <= now:
+            row = SimpleNamespace(**{**row._asdict(), "tier_code": (await tiers.standing(session, row, program,
+                                                                                          now)).code})
+        members.append(to_public(row, program, principal))
+    return members
 
 
 def prefetch_for_checkout(session: AsyncSession, *, member_id: str | None = None, card_number: str | None = None,

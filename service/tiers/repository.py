@@ -109,6 +109,12 @@ _REVIEW_AT = prebuilt(lambda insert: select(TierState.review_at).where(
     TierState.member_id == bindparam("p_member_id")))
 
 
+# The member's next review, as a column of a statement that reads members (the look-up's): a review fallen due
+# is then replayed for the answer without a read of its own when none is.
+REVIEW_AT_COLUMN = (select(TierState.review_at).where(TierState.member_id == Member.id).scalar_subquery()
+                    .label("tier_review_at"))
+
+
 async def review_at(session: AsyncSession, member_id: str) -> datetime | None:
     """When the member's tier is next reviewed (None without a state row or a review)."""
     found = await fetch(session, _REVIEW_AT(session), {"p_member_id": member_id})
