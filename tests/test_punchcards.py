@@ -24,7 +24,7 @@ def coffee(line_id: str = "c", quantity: int = 1, unit_price: int = 400, sku: st
 async def card(client, member: str, program_id: str) -> dict:
     r = await client.get(f"/v1/members/{member}/punch-cards")
     assert r.status_code == 200, r.text
-    return next(c for c in r.json() if c["program_id"] == program_id)
+    return next(c for c in r.json()["data"] if c["program_id"] == program_id)
 
 
 async def buy(client, member, store, lines, rewards=None) -> dict:
@@ -239,6 +239,27 @@ async def test_inactive_programs_do_not_stamp(client, shop):
     assert t["earned"]["stamps"] == []
     r = await client.get("/v1/members/mem_nope/punch-cards")
     assert r.status_code == 404
+
+
+async def test_a_members_cards_page_by_programme(client, shop):
+    store, member = shop
+    programs = [(await client.post("/v1/punch-card-programs", json={
+        "name": f"Card {n}", "qualifying": {"skus": [], "categories": [f"cat{n}"]}, "stamps_required": 5,
+        "reward": {"skus": [], "categories": [f"cat{n}"], "max_value": None}, "reward_valid_days": 30,
+        "active": True})).json()["id"] for n in range(3)]
+    await buy(client, member, store, [f.line("a", "X", "cat1", 2, 100)])
+    seen, after = [], None
+    while True:
+        r = await client.get(f"/v1/members/{member}/punch-cards", params={"limit": 2, **({"after": after} if after
+                                                                                        else {})})
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["data"]) <= 2
+        seen += [(c["program_id"], c["stamps"]) for c in page["data"]]
+        if (after := page["next_cursor"]) is None:
+            break
+    assert [p for p, _ in seen] == sorted(p for p, _ in seen) and set(programs) <= {p for p, _ in seen}
+    assert dict(seen)[programs[1]] == 2 and dict(seen)[programs[0]] == 0
 
 
 async def test_quotes_offer_only_usable_rewards_soonest_first_even_of_a_program_since_deactivated(

@@ -44,7 +44,7 @@ async def test_two_tills_redeeming_one_reward_at_once_exactly_one_succeeds(app, 
             assert loser["code"] == "reward_not_available"
             winner = next(a.json() for a in answers if a.status_code == 201)
             assert winner["totals"]["net"] == 0
-            cards = (await c.get(f"/v1/members/{member}/punch-cards")).json()
+            cards = (await c.get(f"/v1/members/{member}/punch-cards")).json()["data"]
             [coffee_card] = [card for card in cards if card["program_id"] == program]
             statuses = {rw["id"]: rw["status"] for rw in coffee_card["rewards"]}
             assert statuses[reward["id"]] == "redeemed"

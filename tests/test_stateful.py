@@ -435,7 +435,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def check(self, member: Member) -> None:
         points = self.call("GET", f"/v1/members/{member.id}/points").json()
         wallet = self.call("GET", f"/v1/members/{member.id}/wallet").json()
-        cards = {c["program_id"]: c for c in self.call("GET", f"/v1/members/{member.id}/punch-cards").json()}
+        cards = {c["program_id"]: c for c in self.call("GET", f"/v1/members/{member.id}/punch-cards").json()["data"]}
         card = cards.get(self.punch_program, {"stamps": 0, "rewards": []})
         service = (points["balance"], wallet["cash"], wallet["bonus"], card["stamps"],
                    sum(1 for r in card["rewards"] if r["status"] == "available"))

@@ -8,7 +8,7 @@ from service.auth.dependencies import ADMIN, require
 from service.auth.rules import Principal
 from service.errors import problem_responses
 from service.punchcards import service
-from service.punchcards.schemas import PunchCardPublic, PunchProgramCreate, PunchProgramList, PunchProgramPublic
+from service.punchcards.schemas import PunchCardList, PunchProgramCreate, PunchProgramList, PunchProgramPublic
 from service.routing import ClockDep, Page, Session, UnitOfWorkRoute, next_cursor
 
 router = APIRouter(prefix="/v1", tags=["punch cards"], route_class=UnitOfWorkRoute,
@@ -49,7 +49,9 @@ async def update_punch_card_program(program_id: ProgramIdPath, body: PunchProgra
 
 
 @router.get("/members/{member_id}/punch-cards", operation_id="list_member_punch_cards",
-            response_model=list[PunchCardPublic], responses=problem_responses(404))
-async def list_member_punch_cards(member_id: MemberIdPath, session: Session, clock: ClockDep,
-                                  _: Principal = Depends(READERS)) -> list[PunchCardPublic]:
-    return await service.member_cards(session, member_id, clock.now())
+            response_model=PunchCardList, responses=problem_responses(404),
+            summary="The member's punch cards by programme id, paged (the cursor is a programme id)")
+async def list_member_punch_cards(member_id: MemberIdPath, session: Session, clock: ClockDep, page: Page,
+                                  _: Principal = Depends(READERS)) -> PunchCardList:
+    cards = await service.member_cards(session, member_id, clock.now(), after=page.after, limit=page.limit)
+    return PunchCardList(data=cards, next_cursor=next_cursor(cards, page.limit, lambda card: card.program_id))

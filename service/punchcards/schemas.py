@@ -68,3 +68,8 @@ class PunchCardPublic(BaseModel):
     stamps: int = Field(description="Below zero: a deficit from a return, filled by the next stamps.")
     stamps_required: int
     rewards: list[RewardPublic]
+
+
+class PunchCardList(BaseModel):
+    data: list[PunchCardPublic]
+    next_cursor: str | None

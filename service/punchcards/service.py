@@ -98,8 +98,11 @@ def effective_status(reward: PunchReward, now: datetime) -> str:
     return "expired" if reward.status == "available" and reward.expires_at <= now else reward.status
 
 
-async def member_cards(session: AsyncSession, member_id: str, now: datetime) -> list[PunchCardPublic]:
-    """Every active program, and every other program the member holds stamps or rewards of."""
+async def member_cards(session: AsyncSession, member_id: str, now: datetime, *, after: str | None = None,
+                       limit: int | None = None) -> list[PunchCardPublic]:
+    """Every active program, and every other program the member holds stamps or rewards of, by program id: those
+    after ``after``, at most ``limit`` (a page; a member holds a card of each of a handful of programs, so the
+    page is cut from the whole list)."""
     await members_service.get(session, member_id)
     balances = await ledger.balances(session, member_id)
     rewards = await repository.member_rewards(session, member_id)
@@ -113,7 +116,7 @@ async def member_cards(session: AsyncSession, member_id: str, now: datetime) -> 
         stamps_required=p.stamps_required,
         rewards=[RewardPublic(id=r.id, status=effective_status(r, now), expires_at=r.expires_at)
                  for r in rewards if r.program_id == p.id],
-    ) for p in sorted(programs.values(), key=lambda p: p.id)]
+    ) for p in sorted(programs.values(), key=lambda p: p.id) if after is None or p.id > after][:limit]
 
 
 async def active_programs(session: AsyncSession) -> tuple[rules.Program, ...]:
