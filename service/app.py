@@ -19,6 +19,7 @@ from service.audit.routes import router as audit_router
 from service.auth import service as auth_service
 from service.auth.routes import router as api_keys_router
 from service.checkout.routes import history as sales_history_router
+from service.checkout.routes import receipts as receipts_router
 from service.checkout.routes import router as checkout_router
 from service.clock import Clock
 from service.db import Database
@@ -46,8 +47,8 @@ from service.wallet.routes import router as wallet_router
 DESCRIPTION = (Path(__file__).parent / "api_description.md").read_text()
 
 ROUTERS = (api_keys_router, program_router, members_router, points_router, punchcards_router, checkout_router,
-           sales_history_router, tiers_router, wallet_router, giftcards_router, vouchers_router, summary_router,
-           personalization_router, reports_router, events_router, webhooks_router, audit_router)
+           receipts_router, sales_history_router, tiers_router, wallet_router, giftcards_router, vouchers_router,
+           summary_router, personalization_router, reports_router, events_router, webhooks_router, audit_router)
 
 
 async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:

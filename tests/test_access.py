@@ -74,6 +74,14 @@ class World:
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
+    async def receipt(self) -> str:
+        """The receipt number of a committed sale at store A."""
+        sale = (await self.admin.get(f"/v1/checkout/transactions/{await self.sale()}")).json()
+        return sale["receipt_id"]
+
+    async def store(self) -> str:
+        return self.store_a
+
     async def punch_program(self) -> str:
         r = await self.admin.post("/v1/punch-card-programs", json=punch_program_body())
         assert r.status_code == 201, r.text
@@ -126,7 +134,7 @@ class World:
         resolvers: dict[str, Callable[[], Awaitable[str]]] = {
             "member_id": self.member, "transaction_id": self.sale, "program_id": self.punch_program,
             "key_id": self.throwaway_key, "campaign_id": self.campaign, "webhook_id": self.webhook_id,
-            "delivery_id": self.delivery_id,
+            "delivery_id": self.delivery_id, "store_id": self.store, "receipt_id": self.receipt,
             "code": self.gift_card_code if template.startswith("/v1/gift-cards/") else self.voucher_code}
         if parameter not in resolvers:
             raise AssertionError(f"no resolver for path parameter {{{parameter}}}: add one to World.resolve")
@@ -244,6 +252,7 @@ ACCESS: dict[str, Row] = {
     "POST /v1/checkout/quote": _with(TILL, _quote_body),
     "POST /v1/checkout/transactions": _with(TILL, _commit_body),
     "GET /v1/checkout/transactions/{transaction_id}": TILL,
+    "GET /v1/stores/{store_id}/receipts/{receipt_id}": TILL,
     "POST /v1/checkout/transactions/{transaction_id}/void": TILL,
     "POST /v1/checkout/transactions/{transaction_id}/returns": _with(
         TILL, _const({"lines": [{"line_id": "1", "quantity": 1}]})),

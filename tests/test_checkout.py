@@ -170,6 +170,24 @@ async def test_duplicate_receipt_is_refused_per_store(client, shop):
     assert await f.balance(client, member) == 20
 
 
+async def test_a_till_that_lost_the_answer_reads_the_sale_by_its_receipt_number(client, make_client, shop):
+    store, member = shop
+    other_store = (await f.create_store(client))["id"]
+    till = make_client(await f.create_key(client, "pos", store))
+    sale = await f.commit(till, f.basket(member, store), receipt_id="R/2026/0042")  # numbers may hold slashes
+    assert sale.status_code == 201, sale.text
+    # The answer was lost, and the key with it: committing again says the receipt is taken and where to read it.
+    r = await f.commit(till, f.basket(member, store), receipt_id="R/2026/0042")
+    assert f"/v1/stores/{store}/receipts/R/2026/0042" in f.assert_problem(r, 409, "duplicate_receipt")["detail"]
+    found = await till.get(f"/v1/stores/{store}/receipts/R/2026/0042")
+    assert found.status_code == 200, found.text
+    assert found.json() == (await till.get(f"/v1/checkout/transactions/{sale.json()['id']}")).json()
+    assert (await f.void(till, found.json()["id"])).status_code == 200  # the till can now undo it
+    f.assert_problem(await till.get(f"/v1/stores/{store}/receipts/R-none"), 404, "transaction_not_found")
+    elsewhere = make_client(await f.create_key(client, "pos", other_store))
+    f.assert_problem(await elsewhere.get(f"/v1/stores/{store}/receipts/R/2026/0042"), 403, "forbidden")
+
+
 async def test_void_after_points_were_partly_spent_goes_negative_and_blocks_burning(client, shop, app):
     store, member = shop
     earn = (await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)]))).json()

@@ -15,8 +15,8 @@ class DuplicateReceipt(Conflict):
 
 # On PostgreSQL the receipt goes in last, with the commit's other writes (see repository.add_transaction).
 on_violation("uq_checkout_transactions_store_receipt", DuplicateReceipt,
-             "This receipt number was already committed at this store: check the receipt, or give the sale a new "
-             "receipt number.")
+             "This receipt number was already committed at this store: GET /v1/stores/{store_id}/receipts/"
+             "{receipt_id} shows that sale; or give this sale a new receipt number.")
 
 
 class TransactionNotFound(NotFound):

@@ -36,6 +36,11 @@ async def has_receipt(session: AsyncSession, store_id: str, receipt_id: str) -> 
     return bool(await fetch(session, _HAS_RECEIPT, {"p_store_id": store_id, "p_receipt_id": receipt_id}))
 
 
+async def by_receipt(session: AsyncSession, store_id: str, receipt_id: str) -> CheckoutTransaction | None:
+    return (await session.execute(select(CheckoutTransaction).where(
+        CheckoutTransaction.store_id == store_id, CheckoutTransaction.receipt_id == receipt_id))).scalar_one_or_none()
+
+
 async def get(session: AsyncSession, transaction_id: str, *, lock: bool = False) -> CheckoutTransaction | None:
     query = select(CheckoutTransaction).where(CheckoutTransaction.id == transaction_id)
     if lock:

@@ -30,6 +30,7 @@ from service.routing import (
     timed_cursor,
     timed_cursor_of,
 )
+from service.text import PRINTABLE
 from service.vouchers.routes import VoucherLookups
 
 router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfWorkRoute,
@@ -38,6 +39,9 @@ router = APIRouter(prefix="/v1/checkout", tags=["checkout"], route_class=UnitOfW
 TILLS = require("admin", "pos")
 READERS = require("admin", "pos", "app")
 TransactionIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`txn_…`")]
+StoreIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE)]
+ReceiptIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PRINTABLE,
+                                    description="The POS's receipt number, as the commit gave it (it may hold `/`)")]
 
 
 def _region(request: Request) -> str:
@@ -83,6 +87,19 @@ async def void_checkout_transaction(transaction_id: TransactionIdPath, session: 
 async def return_checkout_lines(transaction_id: TransactionIdPath, body: ReturnRequest, session: Session,
                                 clock: ClockDep, principal: Principal = Depends(TILLS)) -> ReturnPublic:
     return await service.return_lines(session, transaction_id, body, principal, clock)
+
+
+# A store's receipt by its number: the POS's own id for the sale.
+receipts = APIRouter(prefix="/v1/stores", tags=["checkout"], route_class=UnitOfWorkRoute,
+                     responses=problem_responses(400, 401, 403, 404, 422))
+
+
+@receipts.get("/{store_id}/receipts/{receipt_id:path}", operation_id="get_store_receipt",
+              response_model=TransactionPublic,
+              summary="The sale a store committed under a receipt number (after a 409 duplicate_receipt)")
+async def get_store_receipt(store_id: StoreIdPath, receipt_id: ReceiptIdPath, session: Session, clock: ClockDep,
+                            principal: Principal = Depends(TILLS)) -> TransactionPublic:
+    return await service.by_receipt(session, store_id, receipt_id, principal, clock)
 
 
 # The member's purchase history sits beside the member's other reads, under /v1/members.

@@ -284,7 +284,8 @@ async def commit(session: AsyncSession, body: CommitRequest, principal: Principa
 
 
 def _duplicate(body: CommitRequest) -> DuplicateReceipt:
-    return DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}.")
+    return DuplicateReceipt(f"Receipt {body.receipt_id!r} was already committed at store {body.store_id!r}: "
+                            f"GET /v1/stores/{body.store_id}/receipts/{body.receipt_id} shows that sale.")
 
 
 async def _commit(session: AsyncSession, body: CommitRequest, principal: Principal, clock: Clock, *,
@@ -441,7 +442,23 @@ async def _load(session: AsyncSession, transaction_id: str, principal: Principal
 
 
 async def get(session: AsyncSession, transaction_id: str, principal: Principal, clock: Clock) -> TransactionPublic:
-    row = await _load(session, transaction_id, principal)
+    return await _as_committed(session, await _load(session, transaction_id, principal), clock)
+
+
+async def by_receipt(session: AsyncSession, store_id: str, receipt_id: str, principal: Principal,
+                     clock: Clock) -> TransactionPublic:
+    """The sale a store committed under this receipt number: what a till that lost a commit's answer (and its
+    idempotency key) reads after a 409 ``duplicate_receipt``, to void or return it. A pos key reads only its own
+    store's receipts (403 before any read)."""
+    if not store_allowed(principal, store_id):
+        raise StoreNotAllowed("A till reads only its own store's receipts.")
+    row = await repository.by_receipt(session, store_id, receipt_id)
+    if row is None:
+        raise TransactionNotFound(f"Store {store_id!r} has no committed receipt {receipt_id!r}.")
+    return await _as_committed(session, row, clock)
+
+
+async def _as_committed(session: AsyncSession, row: CheckoutTransaction, clock: Clock) -> TransactionPublic:
     return to_public(row, rewards_issued=await punch_service.issued_by(session, row.id),
                      tier_change=await tiers.change_of(session, row.id),
                      vouchers_issued=await voucher_service.issued_by(session, row.id, clock.now()))
