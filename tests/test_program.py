@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from service.audit import AuditEntry
 from tests import factories as f
-from tests.factories import assert_problem, create_key, create_store
+from tests.factories import assert_problem, create_key, create_store, enroll, new_key
 
 
 async def get_program(client) -> dict:
@@ -89,6 +89,24 @@ async def test_put_without_read_only_fields_is_accepted(client):
     r = await client.put("/v1/program", json=p)
     assert r.status_code == 200, r.text
     assert r.json()["currency"] == "EUR"
+
+
+async def test_the_currency_stays_while_wallets_or_gift_cards_hold_money(client):
+    member = (await enroll(client))["id"]
+    r = await client.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 1250, "payment_ref": "t"},
+                          headers={"Idempotency-Key": new_key()})
+    assert r.status_code == 201, r.text
+    p = await get_program(client)
+    r = await client.put("/v1/program", json={**p, "currency": "EUR"})
+    assert "12.50 USD" in assert_problem(r, 409, "currency_in_use")["detail"]
+    assert (await get_program(client))["version"] == p["version"]  # nothing changed
+    r = await client.put("/v1/program", json={**p, "point_value": 2})  # any other change goes ahead
+    assert r.status_code == 200, r.text
+    r = await client.post(f"/v1/members/{member}/wallet/cash-out", headers={"Idempotency-Key": new_key()})
+    assert r.status_code == 200, r.text
+    p = await get_program(client)
+    r = await client.put("/v1/program", json={**p, "currency": "EUR"})  # nothing held now
+    assert r.status_code == 200 and r.json()["currency"] == "EUR"
 
 
 async def test_put_fills_defaults_for_optional_sections(client):

@@ -13,7 +13,7 @@ from sqlalchemy.sql import Executable
 
 from service.db import UTCDateTime, defer, dialect_of, execute, fetch, one_of, prebuilt, prefetch
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
-from service.ledger.rules import GIFT_CARD
+from service.ledger.rules import GIFT_CARD, STORED_VALUE_KINDS
 
 PROGRAM_PREFIX = "program:"  # the program's own accounts are named by their kind: ``program:points_issued`` …
 
@@ -90,6 +90,13 @@ async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence
 
 _MEMBER_BALANCES = prebuilt(lambda _: select(_ACCOUNTS.c.kind, _ACCOUNTS.c.balance)
                             .where(_ACCOUNTS.c.member_id == bindparam("p_member_id")).order_by(_ACCOUNTS.c.id))
+
+
+async def stored_value_held(session: AsyncSession) -> int:
+    """What every wallet and gift card holds together (their positive balances), in minor units."""
+    query = select(func.coalesce(func.sum(LedgerAccount.balance), 0)).where(
+        LedgerAccount.kind.in_(sorted(STORED_VALUE_KINDS)), LedgerAccount.balance > 0)
+    return int((await session.execute(query)).scalar_one())
 
 
 async def member_balances(session: AsyncSession, member_id: str) -> list[tuple[str, int | None]]:

@@ -152,6 +152,11 @@ async def balances(session: AsyncSession, member_id: str) -> dict[str, int]:
     return _by_kind(await repository.member_balances(session, member_id))
 
 
+async def stored_value_held(session: AsyncSession) -> int:
+    """What every wallet and gift card holds together, in minor units of the program's currency."""
+    return await repository.stored_value_held(session)
+
+
 async def holdings(session: AsyncSession, member_id: str, *, expiring_after: datetime,
                    expiring_limit: int) -> tuple[dict[str, int], list[tuple[datetime, int]]]:
     """:func:`balances` and :func:`expiring_points` (after ``expiring_after``) in one statement, for the quote."""

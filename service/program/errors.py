@@ -11,3 +11,7 @@ class StoreExists(Conflict):
 
 class ProgramVersionConflict(Conflict):
     code, title = "version_conflict", "The program was changed by someone else"
+
+
+class CurrencyInUse(Conflict):
+    code, title = "currency_in_use", "Stored value is held in the current currency"

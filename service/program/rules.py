@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Sequence
 from typing import Protocol
 
+from service.money import format_amount
+
 
 class TierLike(Protocol):
     code: str
@@ -24,6 +26,16 @@ def tier_ladder_problems(tiers: Sequence[TierLike]) -> list[str]:
     if len(set(codes)) != len(codes):
         problems.append("tier codes must be unique")
     return problems
+
+
+def currency_change_problem(current: str, new: str, stored_value_held: int) -> str | None:
+    """Why the program's currency may not change now: wallets and gift cards hold amounts in minor units of the
+    current currency, and a change would restate every one of them in the new one. Points are not money: an
+    admin changes ``point_value`` with the currency. None when the change may go ahead."""
+    if new == current or stored_value_held <= 0:
+        return None
+    return (f"Wallets and gift cards hold {format_amount(stored_value_held, current)}: pay them out (cash-outs, "
+            f"gift cards spent) before changing the currency from {current} to {new}.")
 
 
 def default_config(currency: str) -> dict:

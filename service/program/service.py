@@ -15,10 +15,10 @@ from service.audit import record as audit
 from service.clock import Clock
 from service.errors import ServiceError
 from service.ids import new_id
-from service.program import repository
-from service.program.errors import ProgramVersionConflict, StoreExists, StoreNotFound
+from service.ledger import service as ledger
+from service.program import repository, rules
+from service.program.errors import CurrencyInUse, ProgramVersionConflict, StoreExists, StoreNotFound
 from service.program.models import ProgramRow, Store
-from service.program.rules import default_config
 from service.program.schemas import ProgramConfig, ProgramPublic, ProgramUpdate, StoreCreate
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ class ProgramMissing(ServiceError):
 
 async def ensure_default(session: AsyncSession, currency: str, clock: Clock) -> None:
     """Create the default program if there is none (safe when several workers start at once)."""
-    config = ProgramConfig.model_validate(default_config(currency))
+    config = ProgramConfig.model_validate(rules.default_config(currency))
     await repository.insert_program_if_absent(
         session, ProgramRow(id=1, version=1, config=config.model_dump(mode="json"), updated_at=clock.now())
     )
@@ -129,7 +129,16 @@ def _forget_versions(session: Session, transaction: SessionTransaction) -> None:
 
 
 async def update(session: AsyncSession, body: ProgramUpdate, clock: Clock, *, actor: str) -> ProgramPublic:
+    """Replace the configuration, if ``body.version`` is the current one. The currency changes only while no
+    wallet or gift card holds money (409 ``currency_in_use``; checked as the change is made: stop the tills for
+    it)."""
     config = ProgramConfig.model_validate(body.model_dump(exclude={"version", "updated_at"}))
+    current = await get(session)
+    if config.currency != current.currency:
+        problem = rules.currency_change_problem(current.currency, config.currency,
+                                                await ledger.stored_value_held(session))
+        if problem:
+            raise CurrencyInUse(problem)
     values = {"version": body.version + 1, "config": config.model_dump(mode="json"), "updated_at": clock.now()}
     updated = await repository.update_program(session, expected_version=body.version, values=values)
     session.info.pop(_VERSIONS, None)
