@@ -236,6 +236,21 @@ async def test_erase_clears_personal_data(client, app):
     assert await found_ids(client, email=m["email"]) == []
 
 
+async def test_a_till_changes_a_profile_but_not_the_contact_it_sees_masked(client, make_client):
+    store = (await create_store(client))["id"]
+    till = make_client(await create_key(client, "pos", store))
+    app_backend = make_client(await create_key(client, "app"))
+    m = await enroll(client)
+    for field, value in (("phone", unique_phone()), ("email", unique_email()), ("external_ref", "crm-1")):
+        r = await till.patch(f"/v1/members/{m['id']}", json={"name": "Renamed", field: value})
+        assert field in assert_problem(r, 403, "forbidden")["detail"]
+    assert (await client.get(f"/v1/members/{m['id']}")).json() == m  # nothing changed, not even the name
+    r = await till.patch(f"/v1/members/{m['id']}", json={"name": "Renamed", "marketing_consent": True})
+    assert r.status_code == 200 and r.json()["name"] == "Renamed"
+    r = await app_backend.patch(f"/v1/members/{m['id']}", json={"phone": unique_phone()})
+    assert r.status_code == 200, r.text
+
+
 async def test_erasure_rewrites_the_enrolment_answer_kept_for_replays(client, app):
     body = {"name": "Grace Hopper", "phone": unique_phone(), "email": "grace@example.com", "birthday": "1906-12-09"}
     key = {"Idempotency-Key": "enrol-grace"}

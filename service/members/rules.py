@@ -12,6 +12,17 @@ CARD_PREFIX = "8"
 CARD_LENGTH = 16
 
 
+# What a till may not change on a member it serves: it sees phone and email masked (DESIGN §7), so it could not
+# tell whose contact it overwrites, and the contact is how the member is found and reached. The member changes
+# them through the app; an admin can too.
+CONTACT_FIELDS = frozenset({"phone", "email", "external_ref"})
+
+
+def fields_refused_to(role: str, fields: set[str]) -> list[str]:
+    """The profile fields a key of ``role`` may not change, of those it tried to."""
+    return sorted(fields & CONTACT_FIELDS) if role == "pos" else []
+
+
 def luhn_check_digit(digits: str) -> str:
     """The Luhn digit to append to ``digits`` (ISO/IEC 7812)."""
     total = 0

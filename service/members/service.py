@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import idempotency
 from service.audit import record as audit
+from service.auth.errors import RoleNotAllowed
 from service.auth.rules import Principal
 from service.checkout.rules import EVERY_SALE_LOCKS
 from service.clock import Clock
@@ -117,6 +118,10 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
                  principal: Principal) -> Member:
     """The profile fields the body names. A change made with an admin key is written to the audit log, by the
     names of the fields it changed (never their values: the log outlives an erasure)."""
+    refused = rules.fields_refused_to(principal.role, body.model_fields_set)
+    if refused:
+        raise RoleNotAllowed(f"A till may not change a member's {' or '.join(refused)}: the member changes it in "
+                             "the app.")
     member = await get(session, member_id)
     if member.status == "erased":
         raise MemberErased("This member's personal data was erased; the record can no longer be changed.")
