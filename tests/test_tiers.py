@@ -170,21 +170,24 @@ async def test_several_overdue_reviews_replay_the_same_by_sweep_and_by_lazy_read
 async def test_backdated_transactions_count_at_their_time(client, store, clock):
     clock.freeze(T0)
     member = (await f.enroll(client))["id"]
-    old = T0 - timedelta(days=400)  # outside the 12-month window: imported, but not qualifying now
+    older = T0 - timedelta(days=800)  # an import's history, oldest first: too little alone in its window
+    assert (await buy(client, member, store, 10_000, occurred_at=iso(older)))["tier_change"] is None
+    # Before the current window: judged on the window that ends with it, as a till would have judged it then.
+    old = T0 - timedelta(days=400)
     t = await buy(client, member, store, 200_000, occurred_at=iso(old))
-    assert t["tier_change"] is None and (await tier(client, member))["qualifying_spend"] == 0
-    when = add_months(T0, -11)
+    assert t["tier_change"] == {"from": "member", "to": "gold"}
+    info = await tier(client, member)  # its first review (old + 12 months, past) found the sale in its window
+    assert info["code"] == "gold" and info["attained_at"] == iso(old)
+    assert info["review_at"] == iso(add_months(old, 24)) and info["qualifying_spend"] == 0  # the window now
+    when = add_months(T0, -11)  # inside the current window: counts now
     t = await buy(client, member, store, 60_000, occurred_at=iso(when))
-    assert t["tier_change"] == {"from": "member", "to": "silver"}
+    assert t["tier_change"] is None  # gold holds: no upgrade; its net (after gold's discount) counts now
+    assert (await tier(client, member))["qualifying_spend"] == t["totals"]["net"] < 60_000
+    clock.freeze(add_months(old, 24))  # [old + 12, old + 24) holds neither sale: down one level
     info = await tier(client, member)
-    assert info["qualifying_spend"] == 60_000
-    assert info["attained_at"] == iso(when) and info["review_at"] == iso(add_months(when, 12))
-    clock.freeze(add_months(when, 12))  # reviewed at its time + window: [r − window, r) still holds it (kept)
-    info = await tier(client, member)
-    assert info["code"] == "silver" and info["review_at"] == iso(add_months(when, 24))
-    clock.freeze(add_months(when, 24))  # the next review finds nothing in its window: down one level
-    info = await tier(client, member)
-    assert info["code"] == "member" and info["qualifying_spend"] == 0
+    assert info["code"] == "silver" and info["review_at"] == iso(add_months(old, 36))
+    clock.freeze(add_months(old, 36))  # nor does the next window: down to the entry tier
+    assert (await tier(client, member))["code"] == "member"
 
 
 async def test_greeting_mentions_only_a_fresh_upgrade(client, store, clock):

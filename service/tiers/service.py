@@ -10,7 +10,7 @@ with.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -36,6 +36,9 @@ class Ladder:
     def of(cls, program: ProgramPublic) -> Ladder:
         return cls(tuple(t.code for t in program.tiers), tuple(t.min_qualifying_spend for t in program.tiers),
                    program.tier_window_months)
+
+
+_INSTANT = timedelta(microseconds=1)  # a window ending with a sale holds the sale: [start, occurred_at]
 
 
 async def qualifying_spend(session: AsyncSession, member_id: str, now: datetime, window_months: int) -> int:
@@ -168,13 +171,20 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
                         transaction_id: str, occurred_at: datetime, amount: int,
                         now: datetime) -> tuple[str, str] | None:
     """Count the commit's qualifying spend at its ``occurred_at``; upgrade at once if the window's spend now
-    crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward."""
+    crosses a higher threshold. Returns ``(from, to)`` when the tier changed upward.
+
+    A sale from before the current window (an import replaying a member's history, oldest first; an admin's
+    backdated sale) counts in no window ending now: it is judged on the window that ends with it, as a till
+    would have judged it then. An upgrade it makes is attained at its ``occurred_at`` and reviewed a window
+    later; reviews fallen due since replay as any others (the next read, sale or sweep)."""
     ladder = Ladder.of(program)
     await repository.add_spend(session, transaction_id, member.id, occurred_at, amount)
     state = locked.state
-    if now == locked.now:  # the window the lock read: add this sale if it falls inside it
-        inside = utc(occurred_at) >= utc(rules.window_start(now, ladder.window_months))
-        spend = locked.spend + (amount if inside else 0)
+    if utc(occurred_at) < utc(rules.window_start(now, ladder.window_months)):
+        spend = sum(n for _, n in await repository.spend_events(
+            session, member.id, rules.window_start(occurred_at, ladder.window_months), occurred_at + _INSTANT))
+    elif now == locked.now:  # the window the lock read, which holds this sale
+        spend = locked.spend + amount
     else:
         spend = await qualifying_spend(session, member.id, now, ladder.window_months)
     new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
