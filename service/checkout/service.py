@@ -312,7 +312,8 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     personalization.prefetch_activity(session, member.id)
     if body.redeem and body.redeem.points:
         ledger.prefetch_draw(session, member.id)
-    tier_lock = await tiers.lock(session, member, program, now)  # due reviews apply before pricing
+    # Due reviews apply before pricing.
+    tier_lock = await tiers.lock(session, member, program, now, occurred_at=occurred_at)
     # Rewards are read under the member's lock (and locked themselves): a reward used by a concurrent commit is
     # seen as redeemed here.
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=True)

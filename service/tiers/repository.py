@@ -67,22 +67,23 @@ async def clear_spend(session: AsyncSession, transaction_id: str) -> None:
         await reduce_spend(session, transaction_id, row.amount)
 
 
-def _window_spend():
+def _window_spend(end: str = ""):
     """The spend from ``p_start`` on: whole UTC days from ``p_next_day`` on from the day sums, plus the rows of
-    ``p_start``'s own day from ``p_start`` on. Both reads are bounded by the window, never by the history."""
+    ``p_start``'s own day from ``p_start`` on. Both reads are bounded by the window, never by the history.
+    ``end``: a suffix for the parameters' names, so that one statement can take one such sum from another."""
     member_id = bindparam("p_member_id")
     days = select(func.coalesce(func.sum(TierSpendDay.amount), 0)).where(
-        TierSpendDay.member_id == member_id, TierSpendDay.day >= bindparam("p_next_day")).scalar_subquery()
+        TierSpendDay.member_id == member_id, TierSpendDay.day >= bindparam(f"p_next_day{end}")).scalar_subquery()
     edge = select(func.coalesce(func.sum(TierSpend.amount), 0)).where(
-        TierSpend.member_id == member_id, TierSpend.occurred_at >= bindparam("p_start"),
-        TierSpend.occurred_at < bindparam("p_next_midnight")).scalar_subquery()
+        TierSpend.member_id == member_id, TierSpend.occurred_at >= bindparam(f"p_start{end}"),
+        TierSpend.occurred_at < bindparam(f"p_next_midnight{end}")).scalar_subquery()
     return days + edge
 
 
-def _window_params(member_id: str, start: datetime) -> dict:
+def _window_params(member_id: str, start: datetime, end: str = "") -> dict:
     next_day: date = utc(start).date() + timedelta(days=1)
-    return {"p_member_id": member_id, "p_next_day": next_day, "p_start": start,
-            "p_next_midnight": datetime.combine(next_day, time(), tzinfo=UTC)}
+    return {"p_member_id": member_id, f"p_next_day{end}": next_day, f"p_start{end}": start,
+            f"p_next_midnight{end}": datetime.combine(next_day, time(), tzinfo=UTC)}
 
 
 _SPEND_SINCE = prebuilt(lambda insert: select(_window_spend()))
@@ -155,28 +156,35 @@ class LockedState:
     spend: int | None  # from the ``spend_since`` asked for; None when not asked
 
 
-def _locked_query(*, with_spend: bool):
+def _locked_query(*, with_spend: bool, bounded: bool = False):
+    spend = _window_spend() - _window_spend("_end") if bounded else _window_spend()
     columns = (TierState.attained_at, TierState.review_at, Member.tier_code,
-               *((_window_spend().label("spend"),) if with_spend else ()))
+               *((spend.label("spend"),) if with_spend else ()))
     return select(*columns).join(Member, Member.id == TierState.member_id).where(
         TierState.member_id == bindparam("p_member_id"))
 
 
 _READ_LOCKED = prebuilt(lambda insert: _locked_query(with_spend=False))
 _READ_LOCKED_WITH_SPEND = prebuilt(lambda insert: _locked_query(with_spend=True))
+_READ_LOCKED_WITH_SPEND_BETWEEN = prebuilt(lambda insert: _locked_query(with_spend=True, bounded=True))
 
 
-def _read_locked(session: AsyncSession, member_id: str, spend_since: datetime | None):
+def _read_locked(session: AsyncSession, member_id: str, spend_since: datetime | None,
+                 spend_before: datetime | None):
     if spend_since is None:
         return _READ_LOCKED(session), {"p_member_id": member_id}
-    return _READ_LOCKED_WITH_SPEND(session), _window_params(member_id, spend_since)
+    if spend_before is None:
+        return _READ_LOCKED_WITH_SPEND(session), _window_params(member_id, spend_since)
+    return (_READ_LOCKED_WITH_SPEND_BETWEEN(session),
+            _window_params(member_id, spend_since) | _window_params(member_id, spend_before, "_end"))
 
 
-async def read_locked(session: AsyncSession, member_id: str, *, spend_since: datetime | None = None) -> LockedState:
+async def read_locked(session: AsyncSession, member_id: str, *, spend_since: datetime | None = None,
+                      spend_before: datetime | None = None) -> LockedState:
     """The state :func:`lock_state` locked and the member's tier code; with ``spend_since``, also the spend from
-    then on (as :func:`spend_since`). Announced first (``db.prefetch``), so it goes out with whatever reads the
-    request announced before it, in one statement."""
-    statement, params = _read_locked(session, member_id, spend_since)
+    then on (as :func:`spend_since`), and before ``spend_before`` only when given. Announced first
+    (``db.prefetch``), so it goes out with whatever reads the request announced before it, in one statement."""
+    statement, params = _read_locked(session, member_id, spend_since, spend_before)
     prefetch(session, statement, params)
     [row] = await fetch(session, statement, params)
     return LockedState(row.attained_at, row.review_at, row.tier_code,

@@ -74,12 +74,16 @@ async def _apply(session: AsyncSession, member: Member, new: rules.State, change
 
 
 async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime, *,
-                         with_spend: bool = False) -> tuple[rules.State, int, int | None]:
+                         with_spend: bool = False,
+                         spend_window_end: datetime | None = None) -> tuple[rules.State, int, int | None]:
     """Lock the member's tier, read it (in the statement after the lock: see ``repository.lock_state``) and
-    apply the reviews due by ``now``; the state, the number of changes, and the window's spend if asked."""
+    apply the reviews due by ``now``; the state, the number of changes, and, if asked, the spend of the window
+    ending now, or of the one ending at ``spend_window_end`` (included) when given."""
     await repository.lock_state(session, member.id, now)
+    end = now if spend_window_end is None else spend_window_end
     locked = await repository.read_locked(
-        session, member.id, spend_since=rules.window_start(now, ladder.window_months) if with_spend else None)
+        session, member.id, spend_since=rules.window_start(end, ladder.window_months) if with_spend else None,
+        spend_before=None if spend_window_end is None else spend_window_end + _INSTANT)
     # The member was read before the lock: a commit or review that changed the tier meanwhile is visible only now.
     _hold_code(member, locked.tier_code)
     state, changes, due = await _replay(session, member, locked, ladder, now)
@@ -140,11 +144,13 @@ def prefetch_standing(session: AsyncSession, member: Member, program: ProgramPub
 @dataclass
 class Locked:
     """The member's tier state, locked for the rest of the transaction, with due reviews applied, and the
-    qualifying spend of the window ending at ``now`` as it stood when the lock was taken."""
+    qualifying spend of the window ending at ``now`` (or at ``window_end``, a sale's ``occurred_at`` before that
+    window) as it stood when the lock was taken."""
 
     state: rules.State
     now: datetime
     spend: int
+    window_end: datetime | None = None
 
 
 async def open_state(session: AsyncSession, member_id: str, now: datetime) -> None:
@@ -153,7 +159,8 @@ async def open_state(session: AsyncSession, member_id: str, now: datetime) -> No
     await repository.open_state(session, member_id, now)
 
 
-async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> Locked:
+async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime, *,
+               occurred_at: datetime | None = None) -> Locked:
     """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
     code under the lock and replay due reviews, so the price uses the tier as it stands now.
 
@@ -162,9 +169,15 @@ async def lock(session: AsyncSession, member: Member, program: ProgramPublic, no
     (:func:`record_commit` adds it to the figure instead of reading the window again). Other commits of the
     member wait for the member's ledger lock, taken before this; a return or void lowers an earlier sale's spend
     under that sale's row lock, so one committing after this read is ordered after this commit, as it could be
-    when it commits a moment later."""
-    state, _, spend = await _review_locked(session, member, Ladder.of(program), now, with_spend=True)
-    return Locked(state, now, spend or 0)
+    when it commits a moment later.
+
+    A sale whose ``occurred_at`` falls before the window ending now is judged on the window that ends with it
+    (:func:`record_commit`): that window's spend is read instead, in the same statement."""
+    ladder = Ladder.of(program)
+    before = occurred_at is not None and utc(occurred_at) < utc(rules.window_start(now, ladder.window_months))
+    state, _, spend = await _review_locked(session, member, ladder, now, with_spend=True,
+                                           spend_window_end=occurred_at if before else None)
+    return Locked(state, now, spend or 0, occurred_at if before else None)
 
 
 async def record_commit(session: AsyncSession, member: Member, program: ProgramPublic, locked: Locked, *,
@@ -180,11 +193,12 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
     ladder = Ladder.of(program)
     await repository.add_spend(session, transaction_id, member.id, occurred_at, amount)
     state = locked.state
-    if utc(occurred_at) < utc(rules.window_start(now, ladder.window_months)):
+    before = utc(occurred_at) < utc(rules.window_start(now, ladder.window_months))
+    if now == locked.now and (locked.window_end == occurred_at if before else locked.window_end is None):
+        spend = locked.spend + amount  # the window the lock read, which holds this sale
+    elif before:
         spend = sum(n for _, n in await repository.spend_events(
             session, member.id, rules.window_start(occurred_at, ladder.window_months), occurred_at + _INSTANT))
-    elif now == locked.now:  # the window the lock read, which holds this sale
-        spend = locked.spend + amount
     else:
         spend = await qualifying_spend(session, member.id, now, ladder.window_months)
     new, change = rules.upgrade(state, spend, ladder.thresholds, occurred_at, ladder.window_months)
