@@ -380,10 +380,16 @@ class Sale:
         self.clawed, self.refunded, self.spend_back = earned, burned, spend
         self.wallet_back = (self.wallet_back[0] + back[0], self.wallet_back[1] + back[1])
         self.returned, self.status = after, "returned" if fully else "partially_returned"
+        for voucher in self.earned_vouchers:  # the sale's spend no longer reaching a threshold withdraws its voucher
+            threshold = voucher.campaign.spend_threshold
+            if voucher.status == "active" and threshold is not None and self.net - spend < threshold:
+                voucher.status = "void"  # as stored, as a void does
+                event("return withdrew an earned voucher")
 
     def void(self, day: int) -> None:
         """Everything the sale and its returns still hold goes back: the vouchers it used while still valid (past
-        their end they are expired), and the unused vouchers it earned are revoked (returns touch no voucher)."""
+        their end they are expired), and the unused vouchers it earned are revoked (a return withdraws those whose
+        threshold the sale's spend no longer reaches)."""
         if self.status in ("voided", "returned"):
             raise Refused(409, "transaction_not_voidable")
         m = self.member

@@ -437,6 +437,29 @@ async def test_threshold_issue_honours_limits_and_audience(client, shop):
     assert [v["campaign_id"] for v in second["earned"]["vouchers_issued"]] == [gold["id"]]
 
 
+async def test_a_return_below_the_threshold_withdraws_the_unused_voucher_the_sale_earned(client, shop):
+    store, member = shop
+    thanks = await make_campaign(client, name="Spend 10, get 2", value=200, auto_issue={"spend_threshold": 1000},
+                                 stackable=True)
+    lines = [f.line("a", unit_price=400), f.line("b", unit_price=400), f.line("c", unit_price=400)]
+    sale = (await f.commit(client, f.basket(member, store, lines))).json()
+    [earned] = sale["earned"]["vouchers_issued"]
+    r = await f.return_lines(client, sale["id"], {"a": 1})  # 800 left: below 1000
+    assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == [earned["code"]], r.text
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=1000)], [earned["code"]]))
+    assert "withdrawn" in f.assert_problem(r, 409, "voucher_expired")["detail"]
+    assert (await client.get(f"/v1/voucher-campaigns/{thanks['id']}")).json()["issued_count"] == 0  # its place back
+    # A return that leaves the spend above the threshold, or a voucher already used, takes nothing.
+    big = (await f.commit(client, f.basket(member, store, [*lines, f.line("d", unit_price=400)]))).json()
+    r = await f.return_lines(client, big["id"], {"d": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == []
+    [kept] = big["earned"]["vouchers_issued"]
+    assert (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=1000)],
+                                                 [kept["code"]]))).status_code == 201
+    r = await f.return_lines(client, big["id"], {"a": 1, "b": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == []
+
+
 # --- what the till and the app see --------------------------------------------------------------------------------
 
 async def test_quote_offers_own_vouchers_soonest_expiring_first_and_nudges_before_they_expire(client, shop):

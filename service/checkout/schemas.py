@@ -336,6 +336,9 @@ class Reversed(BaseModel):
     wallet: int
     gift_cards: int = Field(description="Given back to the gift cards the sale was paid with.")
     qualifying_spend: int
+    vouchers: list[str] = Field(default_factory=list, description=(
+        "Codes of unused vouchers the sale earned by its spend (\"spend 100, get 5\") that this return "
+        "withdrew: the sale's spend no longer reaches their threshold."))
 
 
 class ReturnPublic(BaseModel):

@@ -590,13 +590,16 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
             kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
             reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
     await repository.add_return(session, ret)
+    withdrawn = await voucher_service.withdraw_for_return(
+        session, row.id, row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend, now)
     await tiers.record_return(session, row.id, plan.qualifying_spend)
     await personalization.record_return(session, row.member_id, row.occurred_at, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
         points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
-        wallet=wallet_back.total, gift_cards=sum(cards_back.values()), qualifying_spend=plan.qualifying_spend))
+        wallet=wallet_back.total, gift_cards=sum(cards_back.values()), qualifying_spend=plan.qualifying_spend,
+        vouchers=withdrawn))
     await events.emit(session, "transaction.returned", {
         **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
         "receipt_id": row.receipt_id, "status": row.status, "lines": ret.lines}, at=now, member_id=row.member_id)

@@ -265,6 +265,14 @@ def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, it
     return applied
 
 
+def withdrawn_by_return(earned: Sequence[tuple[str, Campaign]], spend_left: int) -> list[str]:
+    """Of the unused vouchers ``(id, campaign)`` a sale earned by its spend, those a return withdraws: each whose
+    campaign's threshold the sale's qualifying spend, after every return of it, no longer reaches (as a return
+    revokes an unused punch card reward the returned stamps had earned)."""
+    return [voucher_id for voucher_id, campaign in earned
+            if campaign.auto_issue_spend_threshold is not None and spend_left < campaign.auto_issue_spend_threshold]
+
+
 def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFacts, now: datetime) -> list[Campaign]:
     """The threshold campaigns a sale of ``net_spend`` issues a voucher of ("spend 100, get 5"): one voucher per
     campaign whose threshold the sale's net reaches, for members in its audience, while it can issue."""

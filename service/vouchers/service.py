@@ -337,7 +337,7 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
             ended = row.valid_until.date().isoformat() if row.valid_until else "earlier"
             raise VoucherExpired(f"Voucher {code} expired on {ended}.", voucher_code=code)
         if status == "void":
-            raise VoucherExpired(f"Voucher {code} was withdrawn (the sale that earned it was voided).",
+            raise VoucherExpired(f"Voucher {code} was withdrawn (the sale that earned it was voided or returned).",
                                  voucher_code=code)
         result.append(_to_rules_voucher(row, campaigns[row.campaign_id]))
     return result
@@ -380,10 +380,32 @@ async def undo_sale(session: AsyncSession, transaction_id: str, now: datetime) -
                                 redeemed_by=None, redeemed_at=None)
     await repository.set_status(session, [v.id for v in used if v.id not in set(valid)], from_status="redeemed",
                                 to_status="expired", at=now)
-    earned = [v for v in await repository.issued_by(session, transaction_id, lock=True) if v.status == "active"]
-    await repository.set_status(session, [v.id for v in earned], from_status="active", to_status="void", at=now)
-    for campaign_id, count in sorted(Counter(v.campaign_id for v in earned).items()):
+    await _withdraw(session, await _unused_earned(session, transaction_id), now)
+
+
+async def _unused_earned(session: AsyncSession, transaction_id: str) -> list[Voucher]:
+    """The unused vouchers a sale earned, locked."""
+    return [v for v in await repository.issued_by(session, transaction_id, lock=True) if v.status == "active"]
+
+
+async def _withdraw(session: AsyncSession, vouchers: Sequence[Voucher], now: datetime) -> None:
+    """Withdraw unused vouchers (status ``void``); their places count no more against the campaigns' limits."""
+    await repository.set_status(session, [v.id for v in vouchers], from_status="active", to_status="void", at=now)
+    for campaign_id, count in sorted(Counter(v.campaign_id for v in vouchers).items()):
         await repository.give_back(session, campaign_id, count)
+
+
+async def withdraw_for_return(session: AsyncSession, transaction_id: str, spend_left: int,
+                              now: datetime) -> list[str]:
+    """A return: the unused vouchers the sale earned by its spend that its spend, after every return of it, no
+    longer reaches (``rules.withdrawn_by_return``) are withdrawn, their places given back to the campaigns' limits;
+    their codes. A voucher already used stays used, as points already spent stay spent."""
+    earned = await _unused_earned(session, transaction_id)
+    campaigns = await _campaign_rules(session, {v.campaign_id for v in earned})
+    withdrawn = set(rules.withdrawn_by_return([(v.id, campaigns[v.campaign_id]) for v in earned], spend_left))
+    gone = [v for v in earned if v.id in withdrawn]
+    await _withdraw(session, gone, now)
+    return [v.code for v in gone]
 
 
 async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Voucher]:
