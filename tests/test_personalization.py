@@ -329,5 +329,10 @@ async def test_birthday_bonus_once_a_year_in_the_birthday_week(client, app, stor
         assert r.status_code == 201 and r.json()["balances_after"]["points"] == 230
     # next year's birthday week: once more
     clock.freeze(NOW + timedelta(days=365))
+    year = await buy(client, member, store, 1_000)
+    assert year["balances_after"]["points"] == 440
+    # returning everything of that sale takes its bonus back too, as a void does; the next sale brings it again
+    r = await f.return_lines(client, year["id"], {"1": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["points"] == 210, r.text
     assert (await buy(client, member, store, 1_000))["balances_after"]["points"] == 440
     await f.verify_ledger(app)

@@ -71,6 +71,8 @@ from service.vouchers import service as voucher_service
 from service.wallet import rules as wallet_rules
 from service.wallet.rules import WALLET_BONUS, WALLET_CASH, WALLET_KINDS
 
+POINTS_ISSUED = "program:points_issued"  # the program's side of every point a sale gives
+
 
 def _program_rules(program: ProgramPublic) -> rules.ProgramRules:
     return rules.ProgramRules(
@@ -553,10 +555,14 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
                            Decimal(ln["points_burned"])) for ln in row.lines]
     plan = rules.plan_return(sold, returned, {ln.line_id: ln.quantity for ln in body.lines},
                              points_earned=row.points_earned, points_burned=row.points_burned, before=before)
+    # Everything back: the points the sale gave beyond its lines' (a birthday bonus, a referral's) go too, as a
+    # void would take them.
+    bonus_back = await _bonus_points(session, row) if plan.fully_returned else 0
+    clawed_back = plan.points_clawed_back + bonus_back
     movements = []
-    if plan.points_clawed_back:
-        movements.append(Movement(account=POINTS, asset=POINTS, amount=-plan.points_clawed_back,
-                                  contra="program:points_issued", kind="return", lots=LotPolicy.CLAWBACK,
+    if clawed_back:
+        movements.append(Movement(account=POINTS, asset=POINTS, amount=-clawed_back,
+                                  contra=POINTS_ISSUED, kind="return", lots=LotPolicy.CLAWBACK,
                                   allow_negative=True, origin=row.ledger_transaction_id))
     if plan.points_refunded:
         movements.append(Movement(account=POINTS, asset=POINTS, amount=plan.points_refunded,
@@ -573,11 +579,11 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     ret = CheckoutReturn(
         id=new_id("ret"), transaction_id=row.id,
         lines=[{"line_id": ln.line_id, "quantity": ln.quantity} for ln in body.lines],
-        points_clawed_back=plan.points_clawed_back, points_refunded=plan.points_refunded,
+        points_clawed_back=clawed_back, points_refunded=plan.points_refunded,
         qualifying_spend=plan.qualifying_spend, created_at=now,
     )
     removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
-    if movements or removals:
+    if movements or removals or plan.fully_returned:  # the member's lock before a referrer's (referrals.reverse)
         accounts = await ledger.lock_accounts(
             session, row.member_id,
             [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
@@ -586,10 +592,14 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         movements.extend(await punch_service.take_back(
             session, row.member_id, row.id, removals, {kind: accounts.balance(kind) for kind in accounts.by_kind},
             now, kind="return"))
-        ret.ledger_transaction_id = await ledger.post(session, ledger.Posting(
-            kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
-            reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
+        if movements:
+            ret.ledger_transaction_id = await ledger.post(session, ledger.Posting(
+                kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
+                reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
     await repository.add_return(session, ret)
+    if plan.fully_returned:
+        await personalization.record_full_return(session, row.member_id, row.id, now)
+        await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
     withdrawn = await voucher_service.withdraw_for_return(
         session, row.id, row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend, now)
     await tiers.record_return(session, row.id, plan.qualifying_spend)
@@ -597,13 +607,21 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
     public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
-        points=plan.points_clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
+        points=clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
         wallet=wallet_back.total, gift_cards=sum(cards_back.values()), qualifying_spend=plan.qualifying_spend,
         vouchers=withdrawn))
     await events.emit(session, "transaction.returned", {
         **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
         "receipt_id": row.receipt_id, "status": row.status, "lines": ret.lines}, at=now, member_id=row.member_id)
     return public
+
+
+async def _bonus_points(session: AsyncSession, row: CheckoutTransaction) -> int:
+    """The points the sale issued beyond what its lines earned: a birthday bonus, a referred member's reward."""
+    if not row.ledger_transaction_id:
+        return 0
+    issued = -(await ledger.program_net(session, [row.ledger_transaction_id])).get(POINTS_ISSUED, 0)
+    return max(issued - row.points_earned, 0)
 
 
 async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],

@@ -219,9 +219,23 @@ async def record_void(session: AsyncSession, member_id: str, transaction_id: str
     if occurred_at in (activity.first_purchase_at, activity.last_purchase_at):
         activity.first_purchase_at, activity.last_purchase_at = await repository.purchase_bounds(
             session, member_id, excluding=transaction_id)
-    if activity.birthday_bonus_transaction_id == transaction_id:
-        activity.birthday_bonus_year = activity.birthday_bonus_transaction_id = None
+    _forget_birthday_bonus(activity, transaction_id)
     activity.updated_at = now
+
+
+async def record_full_return(session: AsyncSession, member_id: str, transaction_id: str, now: datetime) -> None:
+    """Everything on the sale came back: a birthday bonus it carried (clawed back with the return) is due again at
+    the next sale in the birthday week. The visit still counts (:func:`record_return`)."""
+    activity = await repository.get_activity(session, member_id)
+    if activity is not None and _forget_birthday_bonus(activity, transaction_id):
+        activity.updated_at = now
+
+
+def _forget_birthday_bonus(activity: MemberActivity, transaction_id: str) -> bool:
+    if activity.birthday_bonus_transaction_id != transaction_id:
+        return False
+    activity.birthday_bonus_year = activity.birthday_bonus_transaction_id = None
+    return True
 
 
 # -- greetings -----------------------------------------------------------------------------------------------------
