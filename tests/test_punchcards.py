@@ -140,6 +140,19 @@ async def test_redeem_frees_the_cheapest_eligible_unit_which_earns_no_stamp(clie
     await f.verify_ledger(app)
 
 
+async def test_a_unit_priced_at_nothing_earns_no_stamp_and_takes_no_reward(client, app, shop):
+    store, member = shop
+    program = await make_program(client, stamps_required=1)
+    free_refills = await buy(client, member, store, [coffee("r", quantity=10, unit_price=0, sku="REFILL")])
+    assert free_refills["earned"]["stamps"] == [] and (await card(client, member, program["id"]))["stamps"] == 0
+    reward = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    r = await f.commit(client, f.basket(member, store, [coffee("r", unit_price=0, sku="REFILL")],
+                                        redeem={"punch_rewards": [reward]}))
+    assert r.status_code == 422 and r.json()["code"] == "no_eligible_item", r.text  # not spent on nothing
+    assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "available"
+    await f.verify_ledger(app)
+
+
 async def test_no_eligible_unit_is_a_422_and_writes_nothing(client, app, shop):
     store, member = shop
     await make_program(client, stamps_required=1)

@@ -81,13 +81,15 @@ class FreeUnits:
 
 def free_units(lines: Sequence[Unit], claims: Sequence[Claim]) -> FreeUnits:
     """Each claimed reward makes the cheapest eligible unit not yet free in the basket free, up to the program's
-    ``max_value``. A claim with no eligible unit left frees nothing; :func:`unusable_claims` names it."""
+    ``max_value``. A unit that costs nothing is not a candidate (the reward would be spent on nothing). A claim
+    with no eligible unit left frees nothing; :func:`unusable_claims` names it."""
     used: dict[str, int] = defaultdict(int)
     discounts: dict[str, int] = defaultdict(int)
     freed = []
     for claim in claims:
         candidates = [line for line in lines
-                      if claim.program.reward_eligible(line.sku, line.category) and used[line.line_id] < line.quantity]
+                      if claim.program.reward_eligible(line.sku, line.category) and line.unit_price > 0
+                      and used[line.line_id] < line.quantity]
         if not candidates:
             continue
         line = min(candidates, key=lambda ln: (ln.unit_price, ln.line_id))
@@ -106,12 +108,13 @@ def unusable_claims(claims: Sequence[Claim], result: FreeUnits) -> list[Claim]:
 
 def stamps_earned(lines: Sequence[Unit], free: Mapping[str, int],
                   programs: Sequence[Program]) -> dict[str, dict[str, int]]:
-    """``{program id: {line id: stamps}}``: one stamp per paid qualifying unit; a free unit earns none. One
-    unit may stamp several programs."""
+    """``{program id: {line id: stamps}}``: one stamp per paid qualifying unit; a free unit (made free by a
+    reward, or priced at nothing) earns none. One unit may stamp several programs."""
     earned: dict[str, dict[str, int]] = {}
     for program in programs:
         per_line = {line.line_id: line.quantity - free.get(line.line_id, 0) for line in lines
-                    if program.qualifies(line.sku, line.category) and line.quantity > free.get(line.line_id, 0)}
+                    if program.qualifies(line.sku, line.category) and line.unit_price > 0
+                    and line.quantity > free.get(line.line_id, 0)}
         if per_line:
             earned[program.id] = per_line
     return earned

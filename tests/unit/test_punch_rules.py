@@ -26,6 +26,16 @@ def test_stamps_for_paid_qualifying_units_only():
     assert rules.stamps_earned(lines, {"a": 3, "b": 1}, [COFFEE]) == {}
 
 
+def test_a_unit_priced_at_nothing_earns_no_stamp_and_takes_no_reward():
+    refill = unit("r", "REFILL", "coffee", 10, 0)
+    assert rules.stamps_earned([refill], {}, [COFFEE]) == {}
+    claims = [rules.Claim("r1", COFFEE)]
+    result = rules.free_units([refill], claims)
+    assert result.discounts == {} and [c.reward_id for c in rules.unusable_claims(claims, result)] == ["r1"]
+    result = rules.free_units([refill, unit("a", "LATTE", "coffee", 1, 450)], claims)
+    assert result.discounts == {"a": 450}  # the refill is not the cheapest unit to make free: it costs nothing
+
+
 def test_rewards_due_carry_over_and_deficit():
     assert rules.rewards_due(0, 12, 10) == 1
     assert rules.rewards_due(8, 12, 10) == 2
