@@ -70,14 +70,31 @@ async def test_a_void_claws_back_both_sides_and_a_later_sale_may_reward_again(cl
 async def test_returning_everything_claws_back_both_sides_as_a_void_does(client, app, store):
     referrer = await f.enroll(client)
     friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
-    lines = [f.line("a", unit_price=1_500), f.line("b", unit_price=1_500)]
+    lines = [f.line("a", unit_price=1_500), f.line("b", unit_price=2_500)]
     first = (await f.commit(client, f.basket(friend, store, lines))).json()
-    assert first["balances_after"]["points"] == 530 and await f.balance(client, referrer["id"]) == 500
-    part = await f.return_lines(client, first["id"], {"a": 1})  # a part: the reward stands
+    assert first["balances_after"]["points"] == 540 and await f.balance(client, referrer["id"]) == 500
+    part = await f.return_lines(client, first["id"], {"a": 1})  # 25.00 left, above the first spend: it stands
     assert part.status_code == 201 and part.json()["reversed"]["points"] == 15
-    assert await f.balance(client, friend) == 515 and await f.balance(client, referrer["id"]) == 500
+    assert await f.balance(client, friend) == 525 and await f.balance(client, referrer["id"]) == 500
     rest = await f.return_lines(client, first["id"], {"b": 1})  # the rest: the reward goes with it
-    assert rest.status_code == 201 and rest.json()["reversed"]["points"] == 15 + 500
+    assert rest.status_code == 201 and rest.json()["reversed"]["points"] == 25 + 500
+    assert await f.balance(client, friend) == 0 and await f.balance(client, referrer["id"]) == 0
+    second = await buy(client, friend, store, 2_500)  # the next qualifying sale rewards again
+    assert second["balances_after"]["points"] == 525 and await f.balance(client, referrer["id"]) == 500
+    await f.verify_ledger(app)
+
+
+async def test_a_return_below_the_first_spend_takes_the_referral_back_once(client, app, store):
+    referrer = await f.enroll(client)
+    friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+    lines = [f.line("big", unit_price=2_000), f.line("token", unit_price=100)]  # 21.00: the first spend reached
+    first = (await f.commit(client, f.basket(friend, store, lines))).json()
+    assert first["balances_after"]["points"] == 521 and await f.balance(client, referrer["id"]) == 500
+    r = await f.return_lines(client, first["id"], {"big": 1})  # 1.00 left: no longer a qualifying first purchase
+    assert r.status_code == 201 and r.json()["reversed"]["points"] == 20 + 500, r.text
+    assert await f.balance(client, friend) == 1 and await f.balance(client, referrer["id"]) == 0
+    r = await f.return_lines(client, first["id"], {"token": 1})  # the rest: nothing more of the referral to take
+    assert r.status_code == 201 and r.json()["reversed"]["points"] == 1, r.text
     assert await f.balance(client, friend) == 0 and await f.balance(client, referrer["id"]) == 0
     second = await buy(client, friend, store, 2_500)  # the next qualifying sale rewards again
     assert second["balances_after"]["points"] == 525 and await f.balance(client, referrer["id"]) == 500

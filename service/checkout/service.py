@@ -555,9 +555,15 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
                            Decimal(ln["points_burned"])) for ln in row.lines]
     plan = rules.plan_return(sold, returned, {ln.line_id: ln.quantity for ln in body.lines},
                              points_earned=row.points_earned, points_burned=row.points_burned, before=before)
-    # Everything back: the points the sale gave beyond its lines' (a birthday bonus, a referral's) go too, as a
-    # void would take them.
-    bonus_back = await _bonus_points(session, row) if plan.fully_returned else 0
+    # What the sale gave beyond its lines' points goes too: everything of it when the last unit comes back (a
+    # birthday bonus, a referral's), as a void would take it; a referral's alone once the sale's spend no longer
+    # reaches the referral's first spend. Kept apart from the lines' figures, which later returns build on.
+    spend_left = row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend
+    lapsed = await referrals.lapsed_by_return(session, row.id, spend_left, await program_service.get(session))
+    bonus_back = 0
+    if plan.fully_returned or lapsed is not None:
+        held = await _bonus_points_held(session, row, previous, before)
+        bonus_back = held if plan.fully_returned else min(lapsed.referee_points, held)
     clawed_back = plan.points_clawed_back + bonus_back
     movements = []
     if clawed_back:
@@ -579,11 +585,12 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     ret = CheckoutReturn(
         id=new_id("ret"), transaction_id=row.id,
         lines=[{"line_id": ln.line_id, "quantity": ln.quantity} for ln in body.lines],
-        points_clawed_back=clawed_back, points_refunded=plan.points_refunded,
+        points_clawed_back=plan.points_clawed_back, points_refunded=plan.points_refunded,
         qualifying_spend=plan.qualifying_spend, created_at=now,
     )
     removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
-    if movements or removals or plan.fully_returned:  # the member's lock before a referrer's (referrals.reverse)
+    undo_referral = plan.fully_returned or lapsed is not None
+    if movements or removals or undo_referral:  # the member's lock before a referrer's (referrals.reverse)
         accounts = await ledger.lock_accounts(
             session, row.member_id,
             [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
@@ -599,6 +606,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await repository.add_return(session, ret)
     if plan.fully_returned:
         await personalization.record_full_return(session, row.member_id, row.id, now)
+    if undo_referral:
         await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
     withdrawn = await voucher_service.withdraw_for_return(
         session, row.id, row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend, now)
@@ -616,12 +624,15 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     return public
 
 
-async def _bonus_points(session: AsyncSession, row: CheckoutTransaction) -> int:
-    """The points the sale issued beyond what its lines earned: a birthday bonus, a referred member's reward."""
+async def _bonus_points_held(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
+                             before: rules.ReturnTotals) -> int:
+    """The points the sale issued beyond what its lines earned (a birthday bonus, a referred member's reward) that
+    its earlier returns have not taken back: what the returns' postings took back beyond their lines' figures."""
     if not row.ledger_transaction_id:
         return 0
     issued = -(await ledger.program_net(session, [row.ledger_transaction_id])).get(POINTS_ISSUED, 0)
-    return max(issued - row.points_earned, 0)
+    taken = (await ledger.program_net(session, [r.ledger_transaction_id for r in previous])).get(POINTS_ISSUED, 0)
+    return max(issued - row.points_earned - (taken - before.points_clawed_back), 0)
 
 
 async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],

@@ -15,6 +15,11 @@ def reward_due(net: int, min_first_spend: int, *, already_rewarded: bool, referr
     return not already_rewarded and net >= min_first_spend and (referrer_points > 0 or referee_points > 0)
 
 
+def reward_stands(net_left: int, min_first_spend: int) -> bool:
+    """Whether the sale that rewarded a referral still is a qualifying first purchase after its returns."""
+    return net_left >= min_first_spend
+
+
 def self_referral(referrer_contacts: tuple[str | None, ...], own_contacts: tuple[str | None, ...]) -> bool:
     """The referrer shares a phone or email with the member enrolling: the same person."""
     return any(a is not None and a == b for a, b in zip(referrer_contacts, own_contacts, strict=True))

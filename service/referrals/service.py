@@ -2,7 +2,9 @@
 
 The commit asks :func:`due` (only for a referred member: nobody else pays a query), posts the referred member's
 points with the sale and then calls :func:`record`, which credits the referrer in a ledger transaction of their
-own (``kind="referral"``, referencing the sale). :func:`reverse` undoes both sides when that sale is voided.
+own (``kind="referral"``, referencing the sale). :func:`reverse` undoes the referrer's side when that sale is
+voided, returned in full, or returned below the first spend (:func:`lapsed_by_return`); the referred member's
+side goes with the sale's entries, or with the return's claw-back.
 The referred member's ledger lock (held by the commit or void) serializes these decisions; the referrer always
 enrolled before the referred member, so locking the referrer second can never close a cycle.
 """
@@ -78,9 +80,19 @@ async def record(session: AsyncSession, member: Member, reward: Due, program: Pr
         repository.add(session, row)
 
 
+async def lapsed_by_return(session: AsyncSession, transaction_id: str, net_left: int,
+                           program: ProgramPublic) -> ReferralReward | None:
+    """The referral the sale rewarded, if its returns have left it short of the program's first spend (the
+    caller takes the referred member's points back and :func:`reverse` the referrer's); None otherwise."""
+    row = await repository.rewarded_by(session, transaction_id)
+    if row is None or rules.reward_stands(net_left, program.referral.min_first_spend):
+        return None
+    return row
+
+
 async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, now: datetime) -> None:
-    """The void of the sale that rewarded a referral takes the referrer's points back (the referred member's go
-    with the sale's own entries); a later qualifying sale may reward again."""
+    """Undoing the sale that rewarded a referral (a void, or a return as above) takes the referrer's points back;
+    a later qualifying sale may reward again."""
     row = await repository.rewarded_by(session, transaction_id)
     if row is None:
         return
@@ -91,5 +103,5 @@ async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, 
         await ledger.post(session, ledger.Posting(
             kind="void", member_id=row.referrer_id, at=now, movements=movements, store_id=store_id,
             reference=transaction_id, reverses_id=row.referrer_ledger_transaction_id,
-            reason=f"referral of {row.referee_id} voided"), accounts)
+            reason=f"referral of {row.referee_id} undone"), accounts)
     row.status, row.updated_at = "reversed", now
