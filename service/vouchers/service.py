@@ -399,7 +399,7 @@ async def withdraw_for_return(session: AsyncSession, transaction_id: str, spend_
                               now: datetime) -> list[str]:
     """A return: the unused vouchers the sale earned by its spend that its spend, after every return of it, no
     longer reaches (``rules.withdrawn_by_return``) are withdrawn, their places given back to the campaigns' limits;
-    their codes. A voucher already used stays used, as points already spent stay spent."""
+    their codes. A voucher already used stays used (it is not a balance that can go below zero)."""
     earned = await _unused_earned(session, transaction_id)
     campaigns = await _campaign_rules(session, {v.campaign_id for v in earned})
     withdrawn = set(rules.withdrawn_by_return([(v.id, campaigns[v.campaign_id]) for v in earned], spend_left))
