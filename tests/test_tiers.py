@@ -81,21 +81,44 @@ async def test_multiplier_discount_and_nudge_at_the_till(client, store):
     assert any(o["kind"] == "tier_discount" and o["value"] == 50 for o in q["offers"])
 
 
-async def test_void_and_return_lower_spend_without_an_immediate_downgrade(client, store):
+async def test_a_void_or_return_takes_back_the_upgrade_its_sale_made(client, store, clock):
+    clock.freeze(T0)
+    # A return that leaves the sale short of the tier it reached: back to the tier the sale found.
     member = (await f.enroll(client))["id"]
     t = await buy(client, member, store, 30_000, 30_000)
     assert t["tier_change"] == {"from": "member", "to": "silver"}
-    r = await client.post(f"/v1/checkout/transactions/{t['id']}/returns",
-                          json={"lines": [{"line_id": "1", "quantity": 1}]}, headers={"Idempotency-Key": f.new_key()})
-    assert r.status_code == 201, r.text
-    assert r.json()["reversed"]["qualifying_spend"] == 30_000
+    r = await f.return_lines(client, t["id"], {"1": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["qualifying_spend"] == 30_000, r.text
     info = await tier(client, member)
-    assert info["code"] == "silver" and info["qualifying_spend"] == 30_000
-    r = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
-    assert r.status_code == 200, r.text
+    assert info["code"] == "member" and info["qualifying_spend"] == 30_000 and info["review_at"] is None
+    assert [(h["from"], h["to"], h["reason"]) for h in info["history"]] == [
+        ("member", "silver", "qualifying_spend"), ("silver", "member", "reversal")]
+    assert (await f.void(client, t["id"])).status_code == 200  # nothing more to take back
+    assert len((await tier(client, member))["history"]) == 2
+    # Part of it still reaches a tier between: the sale attained that one.
+    member = (await f.enroll(client))["id"]
+    t = await buy(client, member, store, 100_000, 60_000)
+    assert t["tier_change"] == {"from": "member", "to": "gold"}
+    assert (await f.return_lines(client, t["id"], {"1": 1})).status_code == 201
     info = await tier(client, member)
-    assert info["code"] == "silver" and info["qualifying_spend"] == 0 and info["spend_to_next"] == 150_000
-    assert len(info["history"]) == 1
+    assert info["code"] == "silver" and info["attained_at"] == iso(T0)
+    assert info["review_at"] == iso(add_months(T0, 12))
+    # A void of a sale that lifted silver to gold: silver again, attained when it was, reviewed as it was to be.
+    member = (await f.enroll(client))["id"]
+    assert (await buy(client, member, store, 60_000))["tier_change"] == {"from": "member", "to": "silver"}
+    clock.freeze(T0 + timedelta(days=1))
+    lift = await buy(client, member, store, 120_000)
+    assert lift["tier_change"] == {"from": "silver", "to": "gold"}
+    assert (await f.void(client, lift["id"])).status_code == 200
+    info = await tier(client, member)
+    assert info["code"] == "silver" and info["attained_at"] == iso(T0)
+    assert info["review_at"] == iso(add_months(T0, 12)) and info["qualifying_spend"] == 60_000
+    # A sale whose upgrade a later sale has overtaken: its void leaves the later upgrade to the next review.
+    member = (await f.enroll(client))["id"]
+    first = await buy(client, member, store, 60_000)
+    assert (await buy(client, member, store, 120_000))["tier_change"] == {"from": "silver", "to": "gold"}
+    assert (await f.void(client, first["id"])).status_code == 200
+    assert (await tier(client, member))["code"] == "gold"
 
 
 async def test_reviews_keep_then_drop_one_level(client, store, clock):

@@ -514,6 +514,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
             kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,
             reference=row.id, reverses_id=row.ledger_transaction_id), accounts)
     await tiers.record_void(session, row.id)
+    await tiers.take_back_upgrade(session, row.member_id, row.id, await program_service.get(session), now)
     await personalization.record_void(session, row.member_id, row.id, row.occurred_at,
                                       row.qualifying_spend - sum(r.qualifying_spend for r in returns), now)
     await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
@@ -611,6 +612,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     withdrawn = await voucher_service.withdraw_for_return(
         session, row.id, row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend, now)
     await tiers.record_return(session, row.id, plan.qualifying_spend)
+    await tiers.take_back_upgrade(session, row.member_id, row.id, await program_service.get(session), now)
     await personalization.record_return(session, row.member_id, row.occurred_at, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()

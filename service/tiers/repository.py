@@ -225,6 +225,14 @@ async def history(session: AsyncSession, member_id: str) -> list[TierHistory]:
     return list(rows)
 
 
+async def attained_before(session: AsyncSession, member_id: str, code: str, history_id: int) -> datetime | None:
+    """When the member last reached ``code`` before the history row ``history_id`` (None: never, by the
+    history)."""
+    return await session.scalar(select(TierHistory.at).where(
+        TierHistory.member_id == member_id, TierHistory.to_code == code, TierHistory.id < history_id)
+        .order_by(TierHistory.id.desc()).limit(1))
+
+
 async def change_of_transaction(session: AsyncSession, transaction_id: str) -> TierHistory | None:
     return await session.scalar(select(TierHistory).where(TierHistory.transaction_id == transaction_id)
                                 .order_by(TierHistory.id).limit(1))

@@ -13,6 +13,7 @@ from service.points.rules import add_months
 
 UPGRADE = "qualifying_spend"
 REVIEW = "review"
+REVERSAL = "reversal"  # a void or return took back the upgrade its sale had made
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,30 @@ def upgrade(state: State, spend: int, thresholds: Sequence[int], occurred_at: da
         return state, None
     new = State(target, occurred_at, add_months(occurred_at, window_months))
     return new, Change(state.level, target, occurred_at, UPGRADE)
+
+
+def reversed_upgrade(held: State, upgrade: Change, spend: int, thresholds: Sequence[int], window_months: int,
+                     now: datetime, *, attained_before: datetime | None) -> tuple[State, Change] | None:
+    """What a void or return of the sale that made ``upgrade`` does to the tier, while the member still holds
+    exactly what that sale gave (``held``): the member goes back to the tier the sale found, or to the highest
+    the window that ended with the sale still reaches with the sale's ``spend`` as it now stands. Back at the
+    tier the sale found, its attainment is what it was (``attained_before``) and its review the first after the
+    sale (a review fallen due since replays as any other); at a tier between, the sale attained it. None when
+    the upgrade stands, or when a review or a later upgrade has judged the member since (the next review judges
+    the spend as it now stands)."""
+    if (held.level != upgrade.to_level or held.attained_at != upgrade.at
+            or held.review_at != add_months(upgrade.at, window_months)):
+        return None
+    target = max(upgrade.from_level, qualified_level(spend, thresholds))
+    if target >= held.level:
+        return None
+    if target == 0:
+        new = State(0, None, None)
+    elif target == upgrade.from_level and attained_before is not None:
+        new = State(target, attained_before, next_review(attained_before, upgrade.at, window_months))
+    else:
+        new = State(target, upgrade.at, add_months(upgrade.at, window_months))
+    return new, Change(held.level, target, now, REVERSAL)
 
 
 def spend_between(events: Sequence[tuple[datetime, int]], start: datetime, end: datetime) -> int:

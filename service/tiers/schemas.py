@@ -11,7 +11,8 @@ class TierHistoryItem(BaseModel):
     from_: str | None = Field(alias="from")
     to: str
     at: datetime
-    reason: str = Field(description="`qualifying_spend` (upgrade at a commit) or `review` (scheduled review)")
+    reason: str = Field(description="`qualifying_spend` (upgrade at a commit), `review` (scheduled review) or "
+                                    "`reversal` (a void or return took back the upgrade its sale had made)")
 
 
 class TierPublic(BaseModel):

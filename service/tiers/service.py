@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -65,7 +66,8 @@ async def _apply(session: AsyncSession, member: Member, new: rules.State, change
         history.append(TierHistory(
             member_id=member.id, from_code=ladder.codes[change.from_level],
             to_code=ladder.codes[change.to_level], at=change.at, reason=change.reason,
-            transaction_id=transaction_id if change.reason == rules.UPGRADE else None, created_at=now))
+            transaction_id=transaction_id if change.reason in (rules.UPGRADE, rules.REVERSAL) else None,
+            created_at=now))
     await repository.add_history(session, history)
     for row in history:
         await events.emit(session, "tier.changed", {
@@ -208,14 +210,42 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
     return ladder.codes[change.from_level], ladder.codes[new.level]
 
 
+async def take_back_upgrade(session: AsyncSession, member_id: str, transaction_id: str, program: ProgramPublic,
+                            now: datetime) -> None:
+    """After a void or return of a sale has lowered its spend: the upgrade the sale made goes back as far as the
+    sale no longer carries it (``rules.reversed_upgrade``), under the tier lock. Called with the member's
+    ledger accounts locked, as a commit takes them, so the tier lock comes second here too."""
+    upgrade = await repository.change_of_transaction(session, transaction_id)
+    if upgrade is None or upgrade.reason != rules.UPGRADE:
+        return
+    ladder = Ladder.of(program)
+    await repository.lock_state(session, member_id, now)
+    locked = await repository.read_locked(session, member_id,
+                                          spend_since=rules.window_start(upgrade.at, ladder.window_months),
+                                          spend_before=upgrade.at + _INSTANT)
+    change = rules.Change(rules.level_of(upgrade.from_code, ladder.codes),
+                          rules.level_of(upgrade.to_code, ladder.codes), upgrade.at, rules.UPGRADE)
+    held = rules.State(rules.level_of(locked.tier_code, ladder.codes), locked.attained_at, locked.review_at)
+    before = None
+    if change.from_level > 0:
+        before = await repository.attained_before(session, member_id, upgrade.from_code, upgrade.id)
+    taken = rules.reversed_upgrade(held, change, locked.spend or 0, ladder.thresholds, ladder.window_months, now,
+                                   attained_before=before)
+    if taken is not None:
+        new, reversal = taken
+        await _apply(session, SimpleNamespace(id=member_id, tier_code=locked.tier_code), new, [reversal], ladder,
+                     now, transaction_id=transaction_id)
+
+
 async def record_return(session: AsyncSession, transaction_id: str, amount: int) -> None:
-    """A return lowers the transaction's spend at its own ``occurred_at``; no immediate downgrade."""
+    """A return lowers the transaction's spend at its own ``occurred_at`` (the upgrade the sale made:
+    :func:`take_back_upgrade`)."""
     if amount:
         await repository.reduce_spend(session, transaction_id, amount)
 
 
 async def record_void(session: AsyncSession, transaction_id: str) -> None:
-    """A void removes the transaction's spend; no immediate downgrade."""
+    """A void removes the transaction's spend (the upgrade the sale made: :func:`take_back_upgrade`)."""
     await repository.clear_spend(session, transaction_id)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from service.points.rules import add_months
 from service.tiers import rules
 from service.tiers.rules import State
 
@@ -122,3 +123,20 @@ def test_upgraded_at_is_the_latest_change_only_when_it_was_an_upgrade_to_the_tie
     assert rules.upgraded_at((rules.UPGRADE, "gold", T), "gold") == T
     assert rules.upgraded_at((rules.UPGRADE, "gold", T), "silver") is None  # a review has moved it since
     assert rules.upgraded_at((rules.REVIEW, "gold", T), "gold") is None
+
+
+def test_a_reversed_upgrade_goes_back_as_far_as_the_sale_no_longer_carries_it():
+    thresholds, sale, now = [0, 50_000, 150_000], datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 5, tzinfo=UTC)
+    to_gold = rules.Change(0, 2, sale, rules.UPGRADE)
+    gold = rules.State(2, sale, add_months(sale, 12))
+    assert rules.reversed_upgrade(gold, to_gold, 150_000, thresholds, 12, now, attained_before=None) is None
+    new, change = rules.reversed_upgrade(gold, to_gold, 60_000, thresholds, 12, now, attained_before=None)
+    assert new == rules.State(1, sale, add_months(sale, 12)) and change == rules.Change(2, 1, now, rules.REVERSAL)
+    new, _ = rules.reversed_upgrade(gold, to_gold, 0, thresholds, 12, now, attained_before=None)
+    assert new == rules.State(0, None, None)
+    silver_since = datetime(2025, 6, 10, tzinfo=UTC)  # back to the tier the sale found: as it was
+    new, _ = rules.reversed_upgrade(gold, rules.Change(1, 2, sale, rules.UPGRADE), 0, thresholds, 12, now,
+                                    attained_before=silver_since)
+    assert new == rules.State(1, silver_since, datetime(2026, 6, 10, tzinfo=UTC))
+    reviewed = rules.State(2, sale, add_months(sale, 24))  # judged again since: left to the next review
+    assert rules.reversed_upgrade(reviewed, to_gold, 0, thresholds, 12, now, attained_before=None) is None
