@@ -348,7 +348,7 @@ class Sale:
 
     @property
     def stamps(self) -> int:
-        return self.quantity - self.free if self.coffee else 0
+        return self.quantity - self.free if self.coffee and self.subtotal > 0 else 0  # units priced at 0 earn none
 
     def return_units(self, units: int) -> None:
         """Cumulative figures for everything returned so far; this return takes the difference (earned points
