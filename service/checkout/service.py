@@ -560,7 +560,8 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     # birthday bonus, a referral's), as a void would take it; a referral's alone once the sale's spend no longer
     # reaches the referral's first spend. Kept apart from the lines' figures, which later returns build on.
     spend_left = row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend
-    lapsed = await referrals.lapsed_by_return(session, row.id, spend_left, await program_service.get(session))
+    program = await program_service.get(session)
+    lapsed = await referrals.lapsed_by_return(session, row.id, spend_left, program)
     bonus_back = 0
     if plan.fully_returned or lapsed is not None:
         held = await _bonus_points_held(session, row, previous, before)
@@ -609,10 +610,9 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         await personalization.record_full_return(session, row.member_id, row.id, now)
     if undo_referral:
         await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
-    withdrawn = await voucher_service.withdraw_for_return(
-        session, row.id, row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend, now)
+    withdrawn = await voucher_service.withdraw_for_return(session, row.id, spend_left, now)
     await tiers.record_return(session, row.id, plan.qualifying_spend)
-    await tiers.take_back_upgrade(session, row.member_id, row.id, await program_service.get(session), now)
+    await tiers.take_back_upgrade(session, row.member_id, row.id, program, now)
     await personalization.record_return(session, row.member_id, row.occurred_at, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
