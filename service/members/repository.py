@@ -53,25 +53,18 @@ async def apply_changes(session: AsyncSession, member: Member, changes: dict[str
 # The till's look-ups, built once: by card number, phone or normalized email, as plain rows (the look-up endpoint
 # and the checkout read the member's columns; neither writes the member through them).
 _LOOKUP_COLUMNS = ("card_number", "phone", "email_normalized")
-_FIND_ACTIVE_ROWS = {column: (select(*Member.__table__.columns, *VERSION_COLUMNS)
-                              .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
-                              .order_by(Member.id).limit(2))
-                     for column in _LOOKUP_COLUMNS}
 
 
-# The look-up endpoint's: the same, with the member's next tier review (a review fallen due changes the tier it
-# answers; the checkout's own reads replay reviews in the tiers domain).
-_LOOKUP_ROWS = {column: (select(*Member.__table__.columns, *VERSION_COLUMNS, REVIEW_AT_COLUMN)
-                         .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
-                         .order_by(Member.id).limit(2))
-                for column in _LOOKUP_COLUMNS}
+def _active_by(column: str, *extra: Any):
+    return (select(*Member.__table__.columns, *VERSION_COLUMNS, *extra)
+            .where(Member.status == "active", getattr(Member, column) == bindparam("p_value"))
+            .order_by(Member.id).limit(2))
 
 
-async def lookup_rows(session: AsyncSession, **where: str) -> tuple[list[Any], tuple[int, int] | None]:
-    """As :func:`find_active_rows`, each row with ``tier_review_at``, when the member's tier is next reviewed."""
-    ((column, value),) = where.items()
-    rows = await fetch(session, _LOOKUP_ROWS[column], {"p_value": value})
-    return rows, ((rows[0].program_version, rows[0].catalog_version) if rows else None)
+_FIND_ACTIVE_ROWS = {column: _active_by(column) for column in _LOOKUP_COLUMNS}
+# The look-up endpoint's: the same, with the member's next tier review (``tier_review_at``: a review fallen due
+# changes the tier it answers; the checkout's own reads replay reviews in the tiers domain).
+_LOOKUP_ROWS = {column: _active_by(column, REVIEW_AT_COLUMN) for column in _LOOKUP_COLUMNS}
 
 
 def prefetch_active_rows(session: AsyncSession, **where: str) -> None:
@@ -80,12 +73,14 @@ def prefetch_active_rows(session: AsyncSession, **where: str) -> None:
     prefetch(session, _FIND_ACTIVE_ROWS[column], {"p_value": value})
 
 
-async def find_active_rows(session: AsyncSession, **where: str) -> tuple[list[Any], tuple[int, int] | None]:
+async def find_active_rows(session: AsyncSession, *, with_review: bool = False,
+                           **where: str) -> tuple[list[Any], tuple[int, int] | None]:
     """Active members whose column equals the given value (an exact look-up; at most one each) as rows (the
     member's columns by name, straight from the driver: about a third of a look-up's CPU was SQLAlchemy's ORM
-    execution), and the program's and catalog's versions read in the same statement (None when none matched)."""
+    execution), and the program's and catalog's versions read in the same statement (None when none matched).
+    ``with_review``: each row with ``tier_review_at`` too (the look-up endpoint's)."""
     ((column, value),) = where.items()
-    rows = await fetch(session, _FIND_ACTIVE_ROWS[column], {"p_value": value})
+    rows = await fetch(session, (_LOOKUP_ROWS if with_review else _FIND_ACTIVE_ROWS)[column], {"p_value": value})
     return rows, ((rows[0].program_version, rows[0].catalog_version) if rows else None)
 
 

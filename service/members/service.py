@@ -188,7 +188,8 @@ async def lookup_public(session: AsyncSession, principal: Principal, *, card_num
     """The look-up endpoint's answer: as :func:`lookup`, read as plain rows (it changes nothing). A tier review
     fallen due is replayed in memory for the answer, as the quote replays it (``tiers.standing``); the member's
     next sale, read by id or ``loyalty sweep`` writes it."""
-    found, versions = await repository.lookup_rows(session, **_lookup_key(card_number, phone, email, region))
+    found, versions = await repository.find_active_rows(session, with_review=True,
+                                                        **_lookup_key(card_number, phone, email, region))
     if not found:
         return []
     program_service.remember_versions(session, versions)
