@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests import factories as f
+from tests.server import run_cli
 
 
 @pytest.fixture
@@ -300,6 +301,39 @@ async def test_void_after_a_partial_return_reverses_only_the_rest(client, shop, 
     assert r.json()["reversed"]["points"] == 25
     v = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
     assert v.status_code == 200 and v.json()["balances_after"]["points"] == 0
+    await f.verify_ledger(app)
+
+
+async def test_points_the_sweep_expired_are_not_clawed_back_again(client, shop, clock, app, cli_env):
+    """A sale's 100 points, 30 spent and 70 expired: returning half claws back 30, not 50 (the member lost the
+    other 70 to expiry once already), and returning the rest claws back nothing. A sale's 40 points, 20 spent and
+    20 expired: its void claws back 20. A void of a sale whose points all expired takes none."""
+    store, member = shop
+    other = (await f.enroll(client))["id"]
+    start = clock.now()
+    returned = (await f.commit(client, f.basket(member, store, [f.line(quantity=2, unit_price=5000)]))).json()
+    voided = (await f.commit(client, f.basket(other, store, [f.line(unit_price=4000)]))).json()
+    clock.advance(timedelta(days=1))
+    expired = (await f.commit(client, f.basket(other, store, [f.line(unit_price=2000)]))).json()
+    assert [t["earned"]["points"] for t in (returned, voided, expired)] == [100, 40, 20]
+    clock.advance(timedelta(days=61))
+    spend = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=30))
+    assert spend.status_code == 201 and spend.json()["balances_after"]["points"] == 100 - 30 + 49
+    spend = await f.commit(client, f.basket(other, store, [f.line(unit_price=2000)], points=20))
+    assert spend.status_code == 201 and spend.json()["balances_after"]["points"] == 60 - 20 + 19
+    assert await run_cli("sweep", "--as-of", (start + timedelta(days=370)).isoformat()) == 0
+    assert [await f.balance(client, m) for m in (member, other)] == [49, 19]
+
+    first = await f.return_lines(client, returned["id"], {"1": 1})
+    assert first.status_code == 201 and first.json()["reversed"]["points"] == 30, first.text
+    assert await f.balance(client, member) == 19
+    rest = await f.return_lines(client, returned["id"], {"1": 1})
+    assert rest.status_code == 201 and rest.json()["reversed"]["points"] == 0, rest.text
+    assert await f.balance(client, member) == 19
+    r = await f.void(client, voided["id"])
+    assert r.status_code == 200 and r.json()["balances_after"]["points"] == 19 - 20, r.text
+    r = await f.void(client, expired["id"])
+    assert r.status_code == 200 and r.json()["balances_after"]["points"] == -1, r.text
     await f.verify_ledger(app)
 
 

@@ -8,6 +8,9 @@ service, what the model says (points, wallet cash and bonus, stamps and unused r
 so must the gift card it touched (balance and status), every discount and refusal must be the one the model
 predicts, and after each run every ledger invariant (`loyalty verify`) holds.
 
+Points are kept in lots, as the service keeps them, so that the model knows what the sweep took from each sale's
+lot: a return or void after a sweep claws back only what did not expire.
+
 The model is written from the documented rules (README "Points, the ledger and the checkout", "Punch cards",
 "Vouchers", "Stored value", "Gift cards"), not from the service's code paths. It keeps each asset in its own
 small class.
@@ -92,14 +95,32 @@ class Refused(Exception):
 # --- the model: one class per asset -----------------------------------------------------------------------
 
 
+@dataclass(eq=False)
+class Lot:
+    origin: str  # the sale or adjustment that created it
+    remaining: int
+    expires: bool = True  # burned points given back beyond the lots they came from never expire
+
+
 @dataclass
 class Points:
-    balance: int = 0
+    """The balance and its lots. Open lots hold ``max(balance, 0)``: a credit repays a debt before it fills a new
+    lot; a debit draws the soonest-expiring lots first (here the oldest: every lot lasts 12 months), a claw-back
+    its own sale's lots before those, and what the lots do not hold becomes a debt; burned points go back into
+    the lots they came from; the sweep empties every lot that expires and remembers from whose lots it took."""
 
-    def adjust(self, amount: int) -> None:
+    balance: int = 0
+    lots: list[Lot] = field(default_factory=list)  # in the order they were created
+    drawn: dict[str, list[list]] = field(default_factory=dict)  # a sale's burn: [lot, drawn and not given back]
+    expired: dict[str, int] = field(default_factory=dict)  # by origin: what the sweep took from its lots
+
+    def adjust(self, amount: int, origin: str) -> None:
         if amount < 0 and self.balance + amount < 0:  # a debt comes only from returns of spent points
             raise Refused(409, "insufficient_points")
-        self.balance += amount
+        if amount > 0:
+            self.credit(amount, origin)
+        else:
+            self.debit(-amount)
 
     def check_burn(self, points: int, subtotal: int) -> None:
         if points and (self.balance < 0 or points > self.balance):
@@ -107,8 +128,42 @@ class Points:
         if points > subtotal:  # max_burn_percent 100, point_value 1
             raise Refused(422, "points_over_limit")
 
-    def expire(self) -> None:  # a sweep past every lot's expiry: open lots hold max(balance, 0)
-        self.balance = min(self.balance, 0)
+    def credit(self, amount: int, origin: str) -> None:
+        share = max(0, min(amount, self.balance + amount))
+        if share:
+            self.lots.append(Lot(origin, share))
+        self._moved(amount)
+
+    def debit(self, amount: int, *, burn: str | None = None, clawback: str | None = None) -> None:
+        """Draw ``amount``: a sale's burn remembers its draws; a claw-back draws its sale's lots first."""
+        left = amount
+        for lot in sorted(self.lots, key=lambda lot: (lot.origin != clawback, not lot.expires)):  # stable
+            take = min(lot.remaining, left)
+            if take:
+                lot.remaining, left = lot.remaining - take, left - take
+                if burn is not None:
+                    self.drawn.setdefault(burn, []).append([lot, take])
+        self._moved(-amount)
+
+    def restore(self, amount: int, origin: str) -> None:
+        left = max(0, min(amount, self.balance + amount))
+        for draw in sorted(self.drawn.get(origin, []), key=lambda draw: self.lots.index(draw[0])):
+            give = min(draw[1], left)
+            draw[0].remaining, draw[1], left = draw[0].remaining + give, draw[1] - give, left - give
+        if left:
+            self.lots.append(Lot(origin, left, expires=False))
+        self._moved(amount)
+
+    def expire(self) -> None:  # a sweep past every lot's expiry
+        for lot in self.lots:
+            if lot.expires and lot.remaining:
+                self.expired[lot.origin] = self.expired.get(lot.origin, 0) + lot.remaining
+                self.balance, lot.remaining = self.balance - lot.remaining, 0
+        self._moved(0)
+
+    def _moved(self, amount: int) -> None:
+        self.balance += amount
+        assert sum(lot.remaining for lot in self.lots) == max(self.balance, 0), "the model's own lots are off"
 
 
 @dataclass
@@ -330,7 +385,8 @@ class Sale:
     earned_vouchers: list[Voucher] = field(default_factory=list)
     status: str = "committed"
     returned: int = 0
-    clawed: int = 0
+    clawed: int = 0  # the lines' figure: earned points of the units returned, rounded down
+    taken: int = 0  # what the claw-backs took: never what the sweep already expired from the sale's lots
     refunded: int = 0
     spend_back: int = 0
     wallet_back: tuple[int, int] = (0, 0)
@@ -350,9 +406,23 @@ class Sale:
     def stamps(self) -> int:
         return self.quantity - self.free if self.coffee and self.subtotal > 0 else 0  # units priced at 0 earn none
 
-    def return_units(self, units: int) -> None:
+    def claw_back(self, points: int) -> int:
+        """Take back up to ``points`` of what the sale earned: never more than it earned less what earlier
+        claw-backs took and what the sweep expired from its lot (the member lost those once already)."""
+        points = min(points, max(self.earned - self.taken - self.member.points.expired.get(self.id, 0), 0))
+        if points:
+            self.member.points.debit(points, clawback=self.id)
+            self.taken += points
+        return points
+
+    def give_back_burned(self, points: int) -> None:
+        if points:
+            self.member.points.restore(points, self.id)
+
+    def return_units(self, units: int) -> int:
         """Cumulative figures for everything returned so far; this return takes the difference (earned points
-        round down, burned points and spend half up, the wallet share half up, split as the payment was)."""
+        round down, burned points and spend half up, the wallet share half up, split as the payment was).
+        Returns the points clawed back."""
         if self.status not in ("committed", "partially_returned"):
             raise Refused(409, "transaction_not_returnable")
         if units > self.quantity - self.returned:
@@ -374,7 +444,10 @@ class Sale:
             self.card.balance += card_total - self.card_back
             self.card_back = card_total
         m = self.member
-        m.points.balance += -(earned - self.clawed) + (burned - self.refunded)
+        clawed = self.claw_back(earned - self.clawed)
+        if clawed < earned - self.clawed:
+            event("return clawed back less: the sale's points had expired")
+        self.give_back_burned(burned - self.refunded)
         m.wallet.cash, m.wallet.bonus = m.wallet.cash + back[0], m.wallet.bonus + back[1]
         m.stamps.remove(min(after, self.stamps) - min(self.returned, self.stamps))
         self.clawed, self.refunded, self.spend_back = earned, burned, spend
@@ -385,6 +458,7 @@ class Sale:
             if voucher.status == "active" and threshold is not None and self.net - spend < threshold:
                 voucher.status = "void"  # as stored, as a void does
                 event("return withdrew an earned voucher")
+        return clawed
 
     def void(self, day: int) -> None:
         """Everything the sale and its returns still hold goes back: the vouchers it used while still valid (past
@@ -393,7 +467,9 @@ class Sale:
         if self.status in ("voided", "returned"):
             raise Refused(409, "transaction_not_voidable")
         m = self.member
-        m.points.balance += -(self.earned - self.clawed) + (self.burned - self.refunded)
+        if self.claw_back(self.earned - self.taken) < self.earned - self.taken:
+            event("void clawed back less: the sale's points had expired")
+        self.give_back_burned(self.burned - self.refunded)
         m.wallet.cash += self.paid[0] - self.wallet_back[0]
         m.wallet.bonus += self.paid[1] - self.wallet_back[1]
         if self.card is not None:
@@ -507,7 +583,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
     def adjust(self, member: Member, amount: int) -> None:
         r = self.call("POST", f"/v1/members/{member.id}/points/adjustments", json={"amount": amount, "reason": "sm"})
         try:
-            member.points.adjust(amount)
+            member.points.adjust(amount, f"adjustment-{next(_seq)}")
         except Refused as refused:
             self.expect_refusal(r, refused)
         else:
@@ -658,7 +734,8 @@ class LoyaltyMachine(RuleBasedStateMachine):
         for voucher in sale.used:
             voucher.status = "redeemed"
             event(f"commit redeemed a {voucher.campaign.kind} voucher")
-        member.points.balance += sale.earned - points
+        member.points.debit(points, burn=sale.id)
+        member.points.credit(sale.earned, sale.id)
         member.wallet.cash, member.wallet.bonus = member.wallet.cash - paid[0], member.wallet.bonus - paid[1]
         member.stamps.add(sale.stamps)
         due = member.vouchers.due(sale.net)  # threshold vouchers, judged on the sale's net spend
@@ -721,11 +798,11 @@ class LoyaltyMachine(RuleBasedStateMachine):
         r = self.call("POST", f"/v1/checkout/transactions/{sale.id}/returns",
                       json={"lines": [{"line_id": "1", "quantity": units}]})
         try:
-            sale.return_units(units)
+            clawed = sale.return_units(units)
         except Refused as refused:
             self.expect_refusal(r, refused)
         else:
-            assert r.status_code == 201, r.text
+            assert r.status_code == 201 and r.json()["reversed"]["points"] == clawed, r.text
         self.check(sale.member)
         self.check_card(sale.card)
 

@@ -8,6 +8,7 @@ incentives produced through :mod:`service.ledger.service`, the only writer of ba
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from types import SimpleNamespace
@@ -562,11 +563,13 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     spend_left = row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend
     program = await program_service.get(session)
     lapsed = await referrals.lapsed_by_return(session, row.id, spend_left, program)
-    bonus_back = 0
-    if plan.fully_returned or lapsed is not None:
-        held = await _bonus_points_held(session, row, previous, before)
-        bonus_back = held if plan.fully_returned else min(lapsed.referee_points, held)
-    clawed_back = plan.points_clawed_back + bonus_back
+    clawed_back = 0
+    if row.ledger_transaction_id and (plan.points_clawed_back or plan.fully_returned or lapsed is not None):
+        points = await _sale_points(session, row, previous, before)
+        bonus_back = 0
+        if plan.fully_returned or lapsed is not None:
+            bonus_back = points.bonus_held if plan.fully_returned else min(lapsed.referee_points, points.bonus_held)
+        clawed_back = min(plan.points_clawed_back + bonus_back, points.clawable)
     movements = []
     if clawed_back:
         movements.append(Movement(account=POINTS, asset=POINTS, amount=-clawed_back,
@@ -626,15 +629,22 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     return public
 
 
-async def _bonus_points_held(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
-                             before: rules.ReturnTotals) -> int:
-    """The points the sale issued beyond what its lines earned (a birthday bonus, a referred member's reward) that
-    its earlier returns have not taken back: what the returns' postings took back beyond their lines' figures."""
-    if not row.ledger_transaction_id:
-        return 0
+@dataclass(frozen=True, slots=True)
+class _SalePoints:
+    bonus_held: int  # what the sale issued beyond its lines' points that no return has taken back yet
+    clawable: int  # what the sale issued that neither a return has taken back nor the sweep has expired
+
+
+async def _sale_points(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
+                       before: rules.ReturnTotals) -> _SalePoints:
+    """What of the sale's points a return can still take back, from the ledger: what the sale issued (its lines'
+    points and any bonus: a birthday's, a referred member's), less what earlier returns took (beyond their lines'
+    figures: the bonus), less what expired from the sale's own lots (lost once already, so never clawed back)."""
     issued = -(await ledger.program_net(session, [row.ledger_transaction_id])).get(POINTS_ISSUED, 0)
     taken = (await ledger.program_net(session, [r.ledger_transaction_id for r in previous])).get(POINTS_ISSUED, 0)
-    return max(issued - row.points_earned - (taken - before.points_clawed_back), 0)
+    expired = await ledger.points_expired_from(session, row.ledger_transaction_id)
+    return _SalePoints(bonus_held=max(issued - row.points_earned - max(taken - before.points_clawed_back, 0), 0),
+                       clawable=max(issued - taken - expired, 0))
 
 
 async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],

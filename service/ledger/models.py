@@ -112,6 +112,7 @@ class PointLotDraw(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("amount <> 0", name="ck_point_lot_draws_amount_not_zero"),
         Index("ix_point_lot_draws_origin_transaction_id", "origin_transaction_id"),
+        Index("ix_point_lot_draws_lot_id", "lot_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))

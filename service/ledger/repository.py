@@ -13,7 +13,7 @@ from sqlalchemy.sql import Executable
 
 from service.db import UTCDateTime, defer, dialect_of, execute, fetch, one_of, prebuilt, prefetch
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
-from service.ledger.rules import GIFT_CARD, STORED_VALUE_KINDS
+from service.ledger.rules import EXPIRY, GIFT_CARD, STORED_VALUE_KINDS
 
 PROGRAM_PREFIX = "program:"  # the program's own accounts are named by their kind: ``program:points_issued`` …
 
@@ -186,6 +186,16 @@ async def outstanding_draws(session: AsyncSession, origin_ids: Sequence[str]) ->
              .group_by(PointLotDraw.origin_transaction_id, PointLotDraw.lot_id)
              .order_by(PointLotDraw.lot_id))
     return [(o, lot, int(n)) for o, lot, n in (await session.execute(query)).all() if n > 0]
+
+
+async def points_expired_from(session: AsyncSession, transaction_id: str) -> int:
+    """The points the expiry sweep has drawn from the lots ``transaction_id`` created: its lots
+    (``ix_point_lots_transaction_id``), their draws (``ix_point_lot_draws_lot_id``), the draws' postings."""
+    query = (select(func.coalesce(func.sum(PointLotDraw.amount), 0))
+             .join(PointLot, PointLot.id == PointLotDraw.lot_id)
+             .join(LedgerTransaction, LedgerTransaction.id == PointLotDraw.transaction_id)
+             .where(PointLot.transaction_id == transaction_id, LedgerTransaction.kind == EXPIRY))
+    return int((await session.execute(query)).scalar_one())
 
 
 _ADD_LOTS = prebuilt(lambda insert: insert(_LOTS))

@@ -22,6 +22,7 @@ from enum import StrEnum
 POINTS = "points"
 GIFT_CARD = "gift_card"  # the account kind of every gift card, and its asset
 STORED_VALUE_KINDS = frozenset({"wallet_cash", "wallet_bonus", GIFT_CARD})
+EXPIRY = "expiry"  # the kind of the sweep's postings: what they draw from a lot expired
 
 
 def gift_card_key(gift_card_id: str) -> str:

@@ -309,17 +309,31 @@ def _lot_writes(book: rules.LotBook, posting: Posting, transaction_id: str,
     return book.remaining_changes(), draws, lots
 
 
+async def points_expired_from(session: AsyncSession, transaction_id: str) -> int:
+    """The points the expiry sweep took from the lots the ledger transaction created (a sale's, a bonus's)."""
+    return await repository.points_expired_from(session, transaction_id)
+
+
 async def reversal_movements(session: AsyncSession, transaction_ids: Sequence[str], *, kind: str,
                              origin: str, assets: Sequence[str] | None = None) -> tuple[Movement, ...]:
     """The movements that undo everything the given ledger transactions still hold in ``assets``, one per program
     account: points that were earned are clawed back (the balance may go negative), points that were burned go
-    back to the very lots they came from."""
+    back to the very lots they came from. What the sweep already expired from the lots ``origin`` created is not
+    clawed back again: the member lost those points once."""
     assets = tuple(MEMBER_ACCOUNT_ASSETS.values()) if assets is None else assets  # stamps are the punch cards' own
     movements = []
+    expired: int | None = None
     for account_id, asset, net in await repository.program_side_net(session, transaction_ids):
         if asset not in assets:
             continue
         member_amount = net  # the member's side of that account's movements was -net; reversing it is +net
+        if asset == POINTS and member_amount < 0:
+            if expired is None:
+                expired = await repository.points_expired_from(session, origin)
+            gone = min(expired, -member_amount)
+            member_amount, expired = member_amount + gone, expired - gone
+            if member_amount == 0:
+                continue
         member_kind = next(k for k, a in MEMBER_ACCOUNT_ASSETS.items() if a == asset)
         policy = LotPolicy.NONE
         if asset == POINTS:

@@ -13,7 +13,7 @@ from service.clock import Clock
 from service.events import service as events
 from service.ledger import repository as ledger_repository
 from service.ledger import service as ledger
-from service.ledger.rules import POINTS, LotPolicy, Movement
+from service.ledger.rules import EXPIRY, POINTS, LotPolicy, Movement
 from service.members import service as members_service
 from service.points import rules
 from service.points.errors import ZeroAdjustment
@@ -112,7 +112,7 @@ async def sweep_batch(session: AsyncSession, as_of: datetime, now: datetime, *, 
         movement = Movement(account=POINTS, asset=POINTS, amount=-amount, contra="program:points_expired",
                             kind="expire", lots=LotPolicy.SPECIFIC, lot_ids=tuple(lot.id for lot in expired))
         transaction_id = await ledger.post(session, ledger.Posting(
-            kind="expiry", member_id=member_id, at=now, movements=(movement,),
+            kind=EXPIRY, member_id=member_id, at=now, movements=(movement,),
             reason=f"expired as of {as_of.isoformat()}"), accounts)
         await events.emit(session, "points.expired", {
             "member_id": member_id, "points": amount, "as_of": as_of, "ledger_transaction_id": transaction_id,
