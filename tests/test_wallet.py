@@ -3,9 +3,11 @@ liability report (runs on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
+from sqlalchemy import text
 
 from tests import factories as f
 
@@ -235,6 +237,34 @@ async def test_an_erased_member_takes_no_new_value_but_can_be_paid_back(client, 
     assert r.status_code == 200, r.text
     assert r.json()["cash_paid"] == 700
     await f.verify_ledger(app)
+
+
+@pytest.mark.postgres_only
+@pytest.mark.parametrize("operation", ["top-up", "adjustment", "voucher"])
+async def test_value_waits_for_an_erasure_in_progress_and_is_then_refused(client, app, shop, operation):
+    """An erasure holds the member's row while it commits; a top-up, points added or a voucher issued meanwhile
+    waits for it and is refused, instead of landing on the member it erases."""
+    _, member = shop
+    campaign = (await client.post("/v1/voucher-campaigns", json={"name": "Five off", "kind": "amount_off",
+                                                                 "value": 500})).json()
+    headers = {"Idempotency-Key": f.new_key()}
+    request = {
+        "top-up": lambda: top_up(client, member, 100),
+        "adjustment": lambda: client.post(f"/v1/members/{member}/points/adjustments", headers=headers,
+                                          json={"amount": 10, "reason": "goodwill"}),
+        "voucher": lambda: client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", headers=headers,
+                                       json={"member_id": member}),
+    }[operation]
+    async with app.state.db.engine.connect() as erasure:
+        await erasure.execute(text("UPDATE members SET status = 'erased', erased_at = now() WHERE id = :m"),
+                              {"m": member})
+        pending = asyncio.create_task(request())
+        await asyncio.sleep(0.5)
+        assert not pending.done(), (await pending).text  # it waits for the erasure's row
+        await erasure.commit()
+    f.assert_problem(await pending, 409, "member_erased")
+    assert (await wallet(client, member))["cash"] == 0 and await f.balance(client, member) == 0
+    assert (await client.get(f"/v1/members/{member}/vouchers")).json()["data"] == []
 
 
 async def test_a_receipt_read_again_shows_the_wallet_the_sale_left(client, shop):

@@ -16,6 +16,14 @@ async def get(session: AsyncSession, member_id: str) -> Member | None:
     return await session.get(Member, member_id)
 
 
+async def status_shared(session: AsyncSession, member_id: str) -> str | None:
+    """The member's status as committed now, read with a share lock on the row (``FOR SHARE`` on PostgreSQL;
+    SQLite has one writer at a time): an erasure, which updates the row, waits for this transaction, or this
+    read waits for the erasure and sees it."""
+    query = select(Member.status).where(Member.id == member_id).with_for_update(read=True)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 _GET_WITH_VERSIONS = (select(*Member.__table__.columns, *VERSION_COLUMNS)
                       .where(Member.id == bindparam("p_member_id")))
 

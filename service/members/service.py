@@ -106,9 +106,14 @@ async def get(session: AsyncSession, member_id: str) -> Member:
 async def get_taking_value(session: AsyncSession, member_id: str) -> Member:
     """The member, for an operation that gives them new value (a top-up, points added, a voucher): an erased
     member takes none (409 ``member_erased``). What an erased member holds can still leave: a cash-out pays
-    the wallet back, a negative adjustment writes points off."""
+    the wallet back, a negative adjustment writes points off.
+
+    The status is read under a share lock on the member's row, which the operation holds to its end, so an
+    erasure runs wholly before or wholly after it: value never lands on a member erased meanwhile. A caller
+    that locks the member's ledger accounts calls this after them (a sale holding those accounts may update
+    the member's row: taking the row first could deadlock with it)."""
     member = await get(session, member_id)
-    if member.status == "erased":
+    if await repository.status_shared(session, member_id) == "erased":
         raise MemberErased(f"Member {member_id} was erased and takes no new value; what they hold can still be "
                            "cashed out or written off.")
     return member

@@ -63,13 +63,12 @@ async def adjust(session: AsyncSession, member_id: str, body: AdjustmentCreate, 
     arises from returning points already spent). An erased member's points can be written off, not added to."""
     if body.amount == 0:
         raise ZeroAdjustment("amount must not be 0.", errors=[{"loc": ["body", "amount"], "msg": "must not be 0"}])
-    if body.amount > 0:
-        member = await members_service.get_taking_value(session, member_id)
-    else:
-        member = await members_service.get(session, member_id)
+    member = await members_service.get(session, member_id)
     program = await program_service.get(session)
     now = clock.now()
     accounts = await ledger.lock_accounts(session, member.id, [POINTS], now)
+    if body.amount > 0:
+        await members_service.get_taking_value(session, member_id)
     movement = Movement(
         account=POINTS, asset=POINTS, amount=body.amount, contra="program:points_adjusted", kind="adjust",
         lots=LotPolicy.NEW if body.amount > 0 else LotPolicy.FIFO,

@@ -32,12 +32,13 @@ async def top_up(session: AsyncSession, member_id: str, body: TopUpCreate, princ
                  clock: Clock) -> TopUpPublic:
     """Cash in, plus the bonus of the largest rule the amount reaches. Top-ups never earn points; an erased
     member takes none (409 ``member_erased``). One made with an admin key is written to the audit log."""
-    await members_service.get_taking_value(session, member_id)
+    await members_service.get(session, member_id)
     program = await program_service.get(session)
     bonus = rules.top_up_bonus(body.amount, [rules.BonusRule(b.min_amount, b.bonus)
                                              for b in program.wallet_top_up_bonuses])
     now = clock.now()
     accounts = await ledger.lock_accounts(session, member_id, WALLET_KINDS, now)
+    await members_service.get_taking_value(session, member_id)
     movements = [Movement(account=WALLET_CASH, asset=WALLET_CASH, amount=body.amount, contra=rules.RECEIVED,
                           kind="top_up")]
     if bonus:
