@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -289,6 +290,36 @@ async def test_partial_and_repeated_returns(client, shop, app):
     assert done.status_code == 409 and done.json()["code"] == "transaction_not_returnable"
     void = await client.post(f"/v1/checkout/transactions/{t['id']}/void", headers={"Idempotency-Key": f.new_key()})
     assert void.status_code == 409
+    await f.verify_ledger(app)
+
+
+async def test_a_return_slip_number_is_taken_once_per_sale(client, shop, app):
+    """A till that lost a return's answer and its idempotency key sends the return again with a new key: the slip
+    number it gave stops it returning the goods twice, even when both arrive at once."""
+    store, member = shop
+    sale = (await f.commit(client, f.basket(member, store, [f.line(quantity=4, unit_price=2500)]))).json()
+    other = (await f.commit(client, f.basket(member, store, [f.line(quantity=1, unit_price=2500)]))).json()
+    url = f"/v1/checkout/transactions/{sale['id']}/returns"
+
+    async def ret(slip, quantity=1, transaction=url):
+        return await client.post(transaction, json={"lines": [{"line_id": "1", "quantity": quantity}],
+                                                    **({"receipt_id": slip} if slip else {})},
+                                 headers={"Idempotency-Key": f.new_key()})
+
+    first = await ret("RET-1")
+    assert first.status_code == 201 and first.json()["receipt_id"] == "RET-1", first.text
+    again = f.assert_problem(await ret("RET-1"), 409, "duplicate_return")
+    assert again["return_id"] == first.json()["id"] and "RET-1" in again["detail"]
+    assert await f.balance(client, member) == 125 - 25
+    both = await asyncio.gather(ret("RET-2"), ret("RET-2"))
+    assert sorted(r.status_code for r in both) == [201, 409], [r.text for r in both]
+    assert (await ret(None)).status_code == 201 and (await ret(None)).status_code == 201  # no number: not compared
+    assert (await client.get(f"/v1/checkout/transactions/{sale['id']}")).json()["status"] == "returned"
+    f.assert_problem(await ret("RET-2"), 409, "duplicate_return")  # before "nothing more can be returned"
+    f.assert_problem(await ret("RET-9"), 409, "transaction_not_returnable")
+    elsewhere = await ret("RET-1", transaction=f"/v1/checkout/transactions/{other['id']}/returns")
+    assert elsewhere.status_code == 201, elsewhere.text  # numbers are the sale's own
+    assert await f.balance(client, member) == 0
     await f.verify_ledger(app)
 
 

@@ -19,6 +19,15 @@ on_violation("uq_checkout_transactions_store_receipt", DuplicateReceipt,
              "{receipt_id} shows that sale; or give this sale a new receipt number.")
 
 
+class DuplicateReturn(Conflict):
+    code, title = "duplicate_return", "This return slip was already taken for this sale"
+
+
+# A backstop: the sale's row is locked before its returns are read, so the service finds a duplicate first.
+on_violation("uq_checkout_returns_transaction_receipt", DuplicateReturn,
+             "This return slip number was already taken for this sale; give this return a new number.")
+
+
 class TransactionNotFound(NotFound):
     code, title = "transaction_not_found", "Transaction not found"
 

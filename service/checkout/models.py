@@ -50,10 +50,14 @@ class CheckoutTransaction(SQLModel, table=True):
 
 class CheckoutReturn(SQLModel, table=True):
     __tablename__ = "checkout_returns"
-    __table_args__ = (Index("ix_checkout_returns_transaction_id", "transaction_id"),)
+    __table_args__ = (
+        Index("ix_checkout_returns_transaction_id", "transaction_id"),
+        Index("uq_checkout_returns_transaction_receipt", "transaction_id", "receipt_id", unique=True),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     transaction_id: str = Field(max_length=32, foreign_key="checkout_transactions.id")
+    receipt_id: str | None = Field(default=None, max_length=64)  # the return slip's number, unique per sale
     lines: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     points_clawed_back: int = Field(sa_type=BigInteger)
     points_refunded: int = Field(sa_type=BigInteger)

@@ -145,9 +145,13 @@ class ReturnLine(Strict):
 
 class ReturnRequest(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "lines": [{"line_id": "2", "quantity": 1}]}]})
+        "lines": [{"line_id": "2", "quantity": 1}], "receipt_id": "RET-20261207-0007"}]})
 
     lines: list[ReturnLine] = Field(min_length=1, max_length=MAX_LINES)
+    receipt_id: Text64 | None = Field(default=None, description=(
+        "The till's number of the return slip. Optional; when given, a second return with the same number for "
+        "this sale is refused with 409 `duplicate_return` (naming the first in `return_id`), so a till that lost "
+        "both the answer and its idempotency key cannot return the same goods twice."))
 
     @model_validator(mode="after")
     def _unique(self) -> ReturnRequest:
@@ -344,4 +348,5 @@ class Reversed(BaseModel):
 class ReturnPublic(BaseModel):
     id: str
     transaction_id: str
+    receipt_id: str | None = Field(description="The return slip's number, when the till gave one.")
     reversed: Reversed

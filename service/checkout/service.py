@@ -21,6 +21,7 @@ from service.checkout import repository, rules
 from service.checkout.errors import (
     CurrencyMismatch,
     DuplicateReceipt,
+    DuplicateReturn,
     TransactionNotFound,
     TransactionNotReturnable,
     TransactionNotVoidable,
@@ -541,12 +542,18 @@ def _returned_quantities(returns: list[CheckoutReturn]) -> dict[str, int]:
 
 async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnRequest, principal: Principal,
                        clock: Clock) -> ReturnPublic:
+    """Return lines of a sale (everything returned so far is read under the sale's lock). A return slip number
+    the sale already has is a 409 ``duplicate_return`` whatever else is wrong, as a duplicate receipt is."""
     row = await _load(session, transaction_id, principal, lock=True)
+    previous = await repository.returns_of(session, row.id)
+    same = next((r for r in previous if body.receipt_id is not None and r.receipt_id == body.receipt_id), None)
+    if same is not None:
+        raise DuplicateReturn(f"Return slip {body.receipt_id!r} was already taken for this sale, on "
+                              f"{same.created_at:%Y-%m-%d %H:%M} UTC; nothing was returned again.", return_id=same.id)
     if row.status not in ("committed", "partially_returned"):
         raise TransactionNotReturnable(f"This transaction is {row.status.replace('_', ' ')}; nothing more can be "
                                        "returned.")
     now = clock.now()
-    previous = await repository.returns_of(session, row.id)
     returned = _returned_quantities(previous)
     before = rules.ReturnTotals(
         points_clawed_back=sum(r.points_clawed_back for r in previous),
@@ -588,7 +595,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     movements.extend(Movement(account=gift_card_key(card_id), asset=GIFT_CARD, amount=amount,
                               contra=giftcard_rules.SPENT, kind="return") for card_id, amount in cards_back.items())
     ret = CheckoutReturn(
-        id=new_id("ret"), transaction_id=row.id,
+        id=new_id("ret"), transaction_id=row.id, receipt_id=body.receipt_id,
         lines=[{"line_id": ln.line_id, "quantity": ln.quantity} for ln in body.lines],
         points_clawed_back=plan.points_clawed_back, points_refunded=plan.points_refunded,
         qualifying_spend=plan.qualifying_spend, created_at=now,
@@ -619,13 +626,14 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await personalization.record_return(session, row.member_id, row.occurred_at, plan.qualifying_spend)
     row.status = "returned" if plan.fully_returned else "partially_returned"
     await session.flush()
-    public = ReturnPublic(id=ret.id, transaction_id=row.id, reversed=Reversed(
+    public = ReturnPublic(id=ret.id, transaction_id=row.id, receipt_id=ret.receipt_id, reversed=Reversed(
         points=clawed_back, points_refunded=plan.points_refunded, stamps=_stamps_public(removals),
         wallet=wallet_back.total, gift_cards=sum(cards_back.values()), qualifying_spend=plan.qualifying_spend,
         vouchers=withdrawn))
     await events.emit(session, "transaction.returned", {
         **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
-        "receipt_id": row.receipt_id, "status": row.status, "lines": ret.lines}, at=now, member_id=row.member_id)
+        "receipt_id": row.receipt_id, "return_receipt_id": ret.receipt_id, "status": row.status, "lines": ret.lines},
+        at=now, member_id=row.member_id)
     return public
 
 
