@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import random
 
 import httpx
+from sqlalchemy import text
 
 _seq = itertools.count(1)
 
@@ -152,3 +155,24 @@ async def return_lines(client: httpx.AsyncClient, transaction_id: str, lines: di
     return await client.post(f"/v1/checkout/transactions/{transaction_id}/returns",
                              json={"lines": [{"line_id": k, "quantity": q} for k, q in lines.items()]},
                              headers={"Idempotency-Key": new_key()})
+
+
+@contextlib.asynccontextmanager
+async def row_held(app, sql: str, **params):
+    """Hold the rows ``sql`` locks (``… FOR UPDATE``) from a connection of the test's own, as another request's
+    transaction would, until the block ends or ``release()`` is awaited (PostgreSQL). Yields ``(release,
+    waiting)``: ``await waiting(n)`` returns once ``n`` statements of this database wait on a lock."""
+    async with app.state.db.engine.connect() as conn:
+        assert (await conn.execute(text(sql), params)).all(), "nothing locked"
+
+        async def waiting(n: int) -> None:
+            query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                         "AND wait_event_type = 'Lock'")
+            async with asyncio.timeout(10):  # fewer than n statements wait on a lock
+                while True:
+                    async with app.state.db.engine.connect() as probe:
+                        if (await probe.execute(query)).scalar_one() >= n:
+                            return
+                    await asyncio.sleep(0.02)
+
+        yield conn.rollback, waiting

@@ -50,6 +50,25 @@ async def test_both_sides_are_credited_once_at_the_first_qualifying_sale(client,
     await f.verify_ledger(app)
 
 
+@pytest.mark.postgres_only
+async def test_a_referrer_erased_while_the_first_sale_waits_gets_nothing(client, app):
+    """The friend's first sale waits for the referrer's accounts; the referrer is erased meanwhile. The sale then
+    reads the referrer's status under its lock and credits nothing (it had read it before the lock)."""
+    store = (await f.create_store(client))["id"]
+    referrer = await f.enroll(client)
+    friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+    async with f.row_held(app, "SELECT id FROM ledger_accounts WHERE member_id = :m ORDER BY id FOR UPDATE",
+                          m=referrer["id"]) as (release, waiting):
+        sale = asyncio.create_task(f.commit(client, f.basket(friend, store, [f.line(unit_price=3000)])))
+        await waiting(1)
+        assert (await client.delete(f"/v1/members/{referrer['id']}")).status_code == 204
+        await release()
+        answer = await sale
+    assert answer.status_code == 201, answer.text
+    assert await f.balance(client, referrer["id"]) == 0
+    await f.verify_ledger(app)
+
+
 async def test_a_void_claws_back_both_sides_and_a_later_sale_may_reward_again(client, app, store):
     referrer = await f.enroll(client)
     friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]

@@ -160,6 +160,28 @@ async def test_per_member_and_total_limits(client, shop):
     assert len(listed["data"]) == 2 and listed["next_cursor"] is None
 
 
+@pytest.mark.postgres_only
+async def test_lowering_total_limit_while_issuing_is_refused_not_a_500(client, app):
+    """The update locks the campaign's row before comparing: an issue that got there first is counted."""
+    campaign = await make_campaign(client, total_limit=100)
+    await issue(client, campaign["id"], count=30)
+    body = {"name": "Five off", "kind": "amount_off", "value": 500, "total_limit": 32}
+    async with f.row_held(app, "SELECT id FROM voucher_campaigns WHERE id = :c FOR UPDATE",
+                          c=campaign["id"]) as (release, waiting):
+        issuing = asyncio.create_task(client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers",
+                                                  json={"count": 10}, headers={"Idempotency-Key": f.new_key()}))
+        await waiting(1)
+        lowering = asyncio.create_task(client.put(f"/v1/voucher-campaigns/{campaign['id']}", json=body))
+        await waiting(2)
+        await release()
+        issued, lowered = await issuing, await lowering
+    assert issued.status_code == 201, issued.text
+    problem = f.assert_problem(lowered, 409, "voucher_limit_reached")
+    assert problem["issued_count"] == 40
+    got = (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()
+    assert (got["issued_count"], got["total_limit"]) == (40, 100)
+
+
 async def test_per_member_limit_holds_for_bearer_codes_at_the_till(client, shop):
     store, member = shop
     campaign = await make_campaign(client, name="One per customer", per_member_limit=1, stackable=True)

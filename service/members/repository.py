@@ -12,7 +12,11 @@ from service.program.repository import VERSION_COLUMNS
 from service.tiers.repository import REVIEW_AT_COLUMN
 
 
-async def get(session: AsyncSession, member_id: str) -> Member | None:
+async def get(session: AsyncSession, member_id: str, *, lock: bool = False) -> Member | None:
+    """The member; with ``lock``, read as committed now and locked for update (``FOR UPDATE`` on PostgreSQL) to
+    the end of the transaction."""
+    if lock:
+        return await session.get(Member, member_id, with_for_update=True, populate_existing=True)
     return await session.get(Member, member_id)
 
 

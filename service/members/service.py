@@ -96,8 +96,8 @@ async def _raise_if_duplicate(session: AsyncSession, member: Member) -> None:
         raise MemberExists(f"Another member already has this {' and '.join(fields)}.", fields=fields)
 
 
-async def get(session: AsyncSession, member_id: str) -> Member:
-    member = await repository.get(session, member_id)
+async def get(session: AsyncSession, member_id: str, *, lock: bool = False) -> Member:
+    member = await repository.get(session, member_id, lock=lock)
     if member is None:
         raise MemberNotFound(f"There is no member {member_id!r}.")
     return member
@@ -122,12 +122,14 @@ async def get_taking_value(session: AsyncSession, member_id: str) -> Member:
 async def update(session: AsyncSession, member_id: str, body: MemberUpdate, clock: Clock, *, region: str,
                  principal: Principal) -> Member:
     """The profile fields the body names. A change made with an admin key is written to the audit log, by the
-    names of the fields it changed (never their values: the log outlives an erasure)."""
+    names of the fields it changed (never their values: the log outlives an erasure). The member's row is locked
+    first, as an erasure locks it: an edit and an erasure run one after the other, so no edit lands on an erased
+    member and no erasure misses a field an edit was setting."""
     refused = rules.fields_refused_to(principal.role, body.model_fields_set)
     if refused:
         raise RoleNotAllowed(f"A till may not change a member's {' or '.join(refused)}: the member changes it in "
                              "the app.")
-    member = await get(session, member_id)
+    member = await get(session, member_id, lock=True)
     if member.status == "erased":
         raise MemberErased("This member's personal data was erased; the record can no longer be changed.")
     changes: dict[str, Any] = body.model_dump(exclude_unset=True)
@@ -155,8 +157,9 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
 
 async def erase(session: AsyncSession, member_id: str, clock: Clock, *, principal: Principal) -> None:
     """Clear every personal field and keep the member's ledger (balances stay accounted for). The enrolment's
-    answer kept for replays is rewritten to the member as they now are (``idempotency.scrub``)."""
-    member = await get(session, member_id)
+    answer kept for replays is rewritten to the member as they now are (``idempotency.scrub``). The member's row
+    is locked first and read as committed (see :func:`update`)."""
+    member = await get(session, member_id, lock=True)
     if member.status == "erased":
         return
     now = clock.now()

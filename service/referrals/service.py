@@ -61,12 +61,15 @@ async def due(session: AsyncSession, member: Member, program: ProgramPublic, net
 
 async def record(session: AsyncSession, member: Member, reward: Due, program: ProgramPublic, *,
                  transaction_id: str, store_id: str, now: datetime) -> None:
-    """Mark the referral rewarded by this sale and credit the referrer (skipped if they were erased since)."""
-    referrer = await members_repository.get(session, reward.referrer_id)
-    referrer_points = reward.referrer_points if referrer is not None and referrer.status == "active" else 0
-    ledger_id = None
-    if referrer_points > 0:
+    """Mark the referral rewarded by this sale and credit the referrer, unless they were erased since: their
+    status is read under a share lock after their accounts' (as ``members.service.get_taking_value`` reads it),
+    so an erasure in progress is waited for and seen."""
+    referrer_points, ledger_id = 0, None
+    if reward.referrer_points > 0:
         accounts = await ledger.lock_accounts(session, reward.referrer_id, [POINTS], now)
+        if await members_repository.status_shared(session, reward.referrer_id) == "active":
+            referrer_points = reward.referrer_points
+    if referrer_points > 0:
         ledger_id = await ledger.post(session, ledger.Posting(
             kind="referral", member_id=reward.referrer_id, at=now, movements=(_credit(referrer_points, now, program),),
             store_id=store_id, reference=transaction_id, reason=f"referred {member.id}"), accounts)

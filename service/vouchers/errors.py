@@ -1,4 +1,4 @@
-from service.errors import Conflict, NotFound, Unprocessable
+from service.errors import Conflict, NotFound, Unprocessable, on_violation
 
 
 class CampaignNotFound(NotFound):
@@ -35,6 +35,11 @@ class CampaignNotIssuing(Conflict):
 
 class VoucherLimitReached(Conflict):
     code, title = "voucher_limit_reached", "The campaign's voucher limit is reached"
+
+
+# A backstop: a campaign's update locks its row before comparing total_limit with what was issued.
+on_violation("ck_voucher_campaigns_issued_count", VoucherLimitReached,
+             "The campaign has already issued more vouchers than this total_limit allows; total_limit cannot be lower.")
 
 
 class MemberNotInAudience(Unprocessable):

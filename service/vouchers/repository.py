@@ -12,7 +12,10 @@ from service.db import fetch, one_of, prebuilt, prefetch
 from service.vouchers.models import Voucher, VoucherCampaign
 
 
-async def get_campaign(session: AsyncSession, campaign_id: str) -> VoucherCampaign | None:
+async def get_campaign(session: AsyncSession, campaign_id: str, *, lock: bool = False) -> VoucherCampaign | None:
+    """The campaign; with ``lock``, read as committed now and locked for update (issuing waits for it)."""
+    if lock:
+        return await session.get(VoucherCampaign, campaign_id, with_for_update=True, populate_existing=True)
     return await session.get(VoucherCampaign, campaign_id)
 
 

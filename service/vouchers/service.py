@@ -99,8 +99,8 @@ async def create_campaign(session: AsyncSession, body: CampaignCreate, clock: Cl
     return to_public(row)
 
 
-async def _campaign(session: AsyncSession, campaign_id: str) -> VoucherCampaign:
-    row = await repository.get_campaign(session, campaign_id)
+async def _campaign(session: AsyncSession, campaign_id: str, *, lock: bool = False) -> VoucherCampaign:
+    row = await repository.get_campaign(session, campaign_id, lock=lock)
     if row is None:
         raise CampaignNotFound(f"There is no voucher campaign {campaign_id!r}.")
     return row
@@ -113,8 +113,9 @@ async def get_campaign(session: AsyncSession, campaign_id: str) -> CampaignPubli
 async def update_campaign(session: AsyncSession, campaign_id: str, body: CampaignCreate, clock: Clock, *,
                           actor: str) -> CampaignPublic:
     """Replace a campaign's configuration. Vouchers already issued keep their dates; the rest (what they take
-    off, on what, for whom) follows the campaign. A ``total_limit`` below what was already issued is refused."""
-    row = await _campaign(session, campaign_id)
+    off, on what, for whom) follows the campaign. A ``total_limit`` below what was already issued is refused: the
+    row is locked first, so the count compared is the one issuing cannot raise meanwhile."""
+    row = await _campaign(session, campaign_id, lock=True)
     if body.total_limit is not None and body.total_limit < row.issued_count:
         raise VoucherLimitReached(f"The campaign has already issued {row.issued_count} vouchers; total_limit cannot "
                                   "be lower.", issued_count=row.issued_count)
