@@ -9,25 +9,24 @@ sliding window; the subject is whatever the scope counts per (an API key id, a g
   counts; nothing is kept in process memory.
 - :func:`decide` is the rule, a pure function of the failure times: a subject with ``max_failures`` failures in
   the trailing ``window`` is refused until the oldest of those leaves the window (``retry_after``).
-- A request *notes* its failures on :class:`Attempts`; they are written after the request's unit of work ends,
-  in a transaction of their own (:func:`flush`), because the request itself usually answers with an error and
-  rolls back, and because on SQLite the request's write transaction holds the database's write lock.
+- Failures are written in short transactions of their own, which serialize the failures of one subject (an
+  advisory lock on PostgreSQL; SQLite has one writer), before the request's own transaction writes anything
+  (on SQLite that transaction holds the database's write lock), and they stay whatever the request's
+  transaction becomes (it usually answers with an error and rolls back).
+- :func:`try_once` counts a try *before* it is made (gift card PINs): a subject never has more than
+  ``max_failures`` tries failed or in flight, however many requests arrive at once; a try that succeeds is
+  released again (:func:`release`).
+- A :class:`Guard` counts a failure once it is known (vouchers screen the codes a request names this way): "at
+  most ``max_failures`` answered" holds exactly; the failures that passed the check together are refused.
 - Refused attempts are not counted (nothing was tried), so a locked subject becomes usable again on time.
 - ``loyalty sweep`` deletes failures older than :data:`RETENTION`.
-- A :class:`Guard` is the other way to count, for checks made *before* the request's own transaction (vouchers
-  screen the codes a request names this way): it reads and writes in short transactions of its own, and
-  serializes the failures of one subject (an advisory lock on PostgreSQL; SQLite has one writer), so that "at
-  most ``max_failures`` answered" holds exactly across processes.
-
-Two attempts racing on one subject can both pass the check before either failure is written: the limit can be
-exceeded by the number of attempts in flight at that moment, never more.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,43 +92,66 @@ def decide(limit: Limit, failures: Iterable[datetime], now: datetime) -> Decisio
     return Decision(False, 0, frees_at - now, failures=len(recent))
 
 
-async def check(session: AsyncSession, checks: Sequence[tuple[Limit, str]],
-                now: datetime) -> dict[tuple[str, str], Decision]:
-    """The decision for each ``(limit, subject)``, from one query. Read inside the request's transaction."""
-    if not checks:
-        return {}
-    query = select(FailedAttempt.scope, FailedAttempt.subject, FailedAttempt.at).where(or_(*(
-        and_(FailedAttempt.scope == limit.scope, FailedAttempt.subject == subject,
-             FailedAttempt.at > now - limit.window)
-        for limit, subject in checks)))
-    times: dict[tuple[str, str], list[datetime]] = {}
-    for scope, subject, at in (await session.execute(query)).all():
-        times.setdefault((scope, subject), []).append(at)
-    return {(limit.scope, subject): decide(limit, times.get((limit.scope, subject), ()), now)
-            for limit, subject in checks}
+@dataclass(frozen=True, slots=True)
+class Tried:
+    """One try counted in advance under each of its limits (:func:`try_once`): ``refused`` names the first limit
+    that refused it (nothing was counted then); otherwise ``decisions`` hold each limit's standing with the try
+    counted, and ``row_ids`` the failures written for it, which :func:`release` deletes when the try succeeds."""
+
+    decisions: dict[tuple[str, str], Decision]
+    refused: tuple[str, str] | None = None
+    row_ids: tuple[int, ...] = ()
 
 
-@dataclass
-class Attempts:
-    """The failures one request noted; :func:`flush` writes them once its unit of work is over."""
+async def try_once(db: Database, holds: Sequence[tuple[Limit, str]], now: datetime, *,
+                   checks: Sequence[tuple[Limit, str]] = ()) -> Tried:
+    """Count a try as a failure under each ``(limit, subject)`` of ``holds`` before it is made, in a transaction
+    of its own that serializes the tries of each subject (advisory locks on PostgreSQL, taken in one order;
+    SQLite has one writer), unless a limit of ``checks`` (decided, not counted) or of ``holds`` already refuses
+    it. A subject of ``holds`` thus never has more than ``max_failures`` tries failed or in flight in its window,
+    however many requests arrive at once (so tries of one subject at once beyond that are refused too, right or
+    wrong); a try that succeeds is released."""
+    everything = [*checks, *holds]
+    async with db.transaction() as session:
+        await _serialize(session, [(limit.scope, subject) for limit, subject in holds])
+        query = select(FailedAttempt.scope, FailedAttempt.subject, FailedAttempt.at).where(or_(*(
+            and_(FailedAttempt.scope == limit.scope, FailedAttempt.subject == subject,
+                 FailedAttempt.at > now - limit.window) for limit, subject in everything)))
+        times: dict[tuple[str, str], list[datetime]] = {}
+        for scope, subject, at in (await session.execute(query)).all():
+            times.setdefault((scope, subject), []).append(at)
+        # A request that read the clock earlier may count after one that read it later: judge at the latest.
+        at = max([now, *(t for ts in times.values() for t in ts)])
+        decisions = {(limit.scope, subject): decide(limit, times.get((limit.scope, subject), ()), at)
+                     for limit, subject in everything}
+        refused = next((k for k, d in decisions.items() if not d.allowed), None)
+        if refused is not None or not holds:
+            return Tried(decisions, refused)
+        ids = (await session.execute(insert(FailedAttempt.__table__).returning(FailedAttempt.__table__.c.id),
+                                     [{"scope": limit.scope, "subject": subject, "at": now}
+                                      for limit, subject in holds])).scalars().all()
+    counted = {(limit.scope, subject) for limit, subject in holds}
+    return Tried({k: Decision(True, d.remaining - 1, failures=d.failures + 1) if k in counted else d
+                  for k, d in decisions.items()}, row_ids=tuple(ids))
 
-    pending: list[tuple[str, str, datetime]] = field(default_factory=list)
 
-    def fail(self, limit: Limit, subject: str, at: datetime) -> None:
-        self.pending.append((limit.scope, subject, at))
+async def _serialize(session: AsyncSession, subjects: Sequence[tuple[str, str]]) -> None:
+    """Wait for the other transactions counting failures of these ``(scope, subject)`` (PostgreSQL's advisory
+    locks to the transaction's end, taken in one order; SQLite's transactions write one at a time)."""
+    if dialect_of(session) == "postgresql":
+        for scope, subject in sorted(set(subjects)):
+            await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"{scope}:{subject}"))))
 
 
-async def flush(db: Database, attempts: Attempts) -> None:
-    """Write the noted failures in a transaction of their own (whatever became of the request's)."""
-    rows = [{"scope": scope, "subject": subject, "at": at} for scope, subject, at in attempts.pending]
-    attempts.pending.clear()
-    if rows:
+async def release(db: Database, tried: Tried) -> None:
+    """The try succeeded: it is no failure (deleted in a transaction of its own)."""
+    if tried.row_ids:
         async with db.transaction() as session:
-            await session.execute(insert(FailedAttempt.__table__), rows)
+            await session.execute(delete(FailedAttempt).where(FailedAttempt.id.in_(tried.row_ids)))
 
 
-_FAILED = FailedAttempt.__table__.c
 # A guard's check, on every request that names a code: built once, run without the ORM (``db.fetch``).
+_FAILED = FailedAttempt.__table__.c
 _FAILURE_TIMES = prebuilt(lambda _: select(_FAILED.at).where(
     _FAILED.scope == bindparam("p_scope"), _FAILED.subject == bindparam("p_subject"),
     _FAILED.at > bindparam("p_since")))
@@ -161,9 +183,7 @@ class Guard:
         """Count ``amount`` failures now, committed at once (they outlive the request's rollback); the decision
         with them counted. Failures of one subject are counted one request after another."""
         async with self.db.transaction() as session:
-            if dialect_of(session) == "postgresql":
-                await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(
-                    f"{self.limit.scope}:{self.subject}"))))
+            await _serialize(session, [(self.limit.scope, self.subject)])
             await session.execute(insert(FailedAttempt.__table__),
                                   [{"scope": self.limit.scope, "subject": self.subject, "at": now}] * amount)
             times = list((await session.execute(select(FailedAttempt.at).where(

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from service import idempotency, ratelimit
+from service import idempotency
 from service.auth.dependencies import authenticate
 from service.clock import Clock
 from service.db import MAX_ATTEMPTS, backoff, is_retryable
@@ -29,7 +29,6 @@ from service.text import PRINTABLE_OR_EMPTY
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
 _SESSION = "loyalty.session"
-_ATTEMPTS = "loyalty.attempts"
 
 
 def request_session(request: Request) -> AsyncSession:
@@ -60,18 +59,9 @@ async def get_clock(request: Request) -> Clock:
     return request.app.state.clock
 
 
-async def get_attempts(request: Request) -> ratelimit.Attempts:
-    """The request's failed attempts (wrong PINs, unknown codes), written after its unit of work ends."""
-    attempts = request.scope.get(_ATTEMPTS)
-    if attempts is None:
-        attempts = request.scope[_ATTEMPTS] = ratelimit.Attempts()
-    return attempts
-
-
 Session = Annotated[AsyncSession, Depends(get_session)]
 ReadSession = Annotated[AsyncSession, Depends(get_read_session)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
-AttemptsDep = Annotated[ratelimit.Attempts, Depends(get_attempts)]
 
 
 async def _close_session(request: Request, *, commit: bool) -> None:
@@ -131,10 +121,6 @@ class UnitOfWorkRoute(APIRoute):
             except BaseException:
                 await _close_session(request, commit=False)
                 raise
-            finally:  # failures count whatever became of the request (it usually answers with an error)
-                attempts = request.scope.get(_ATTEMPTS)
-                if attempts is not None and attempts.pending:
-                    await ratelimit.flush(request.app.state.db, attempts)
 
         async def run(request: Request) -> Response:
             if needs_key:
@@ -331,5 +317,5 @@ def numbered_cursor(page: PageParams) -> int | None:
     return int(page.after)
 
 
-__all__ = ["AttemptsDep", "ClockDep", "KeptAnswer", "Page", "ReadSession", "ServiceError", "Session", "UnitOfWorkRoute",
+__all__ = ["ClockDep", "KeptAnswer", "Page", "ReadSession", "ServiceError", "Session", "UnitOfWorkRoute",
            "idempotent", "next_cursor", "numbered_cursor", "timed_cursor", "timed_cursor_of"]

@@ -5,6 +5,7 @@ wallet), void and returns giving back to each card, wrong-PIN lockout and the pe
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -362,6 +363,26 @@ async def test_tills_spending_the_same_cards_at_once_never_overdraw_them(server,
         assert await balance(c, z) == 0
 
     assert await run_cli("verify") == 0
+
+
+async def test_a_burst_of_wrong_pins_gets_no_more_tries_than_the_limit(server, cli_env):
+    """Forty different wrong PINs for one card at once, across the server's processes: five are tried (422), every
+    other is refused as locked before its PIN is looked at. (Failures were written after each request, so every
+    request in flight passed the check: half of such a burst was tried.) Twenty cards checked at once with their
+    right PINs by one key all answer: a key's failures are counted when they happen, not its tries."""
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=server, headers=headers, timeout=60,
+                                 limits=httpx.Limits(max_connections=40)) as c:
+        r = await c.post("/v1/gift-cards", json={"amount": 100, "count": 21}, headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+        target, *others = r.json()
+        guesses = [f"{(int(target['pin']) + i) % 10**8:08d}" for i in range(1, 41)]
+        answers = await asyncio.gather(*(check(c, target["code"], pin) for pin in guesses))
+        seen = collections.Counter((a.status_code, a.json()["code"]) for a in answers)
+        assert seen == {(409, "gift_card_locked"): 35, (422, "gift_card_pin_invalid"): 5}, seen
+        f.assert_problem(await check(c, target["code"], target["pin"]), 409, "gift_card_locked")
+        answers = await asyncio.gather(*(check(c, card["code"], card["pin"]) for card in others))
+        assert [a.status_code for a in answers] == [200] * 20, [a.text for a in answers if a.status_code != 200]
 
 
 @pytest.mark.parametrize("seed", [1, 2])

@@ -52,6 +52,7 @@ from service.errors import ServiceError
 from service.events import service as events
 from service.giftcards import rules as giftcard_rules
 from service.giftcards import service as giftcards
+from service.giftcards.models import GiftCard
 from service.ids import new_id
 from service.ledger import service as ledger
 from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
@@ -140,15 +141,30 @@ def _reward_ids(body: CheckoutRequest) -> list[str]:
     return list(body.redeem.punch_rewards) if body.redeem else []
 
 
-async def _gift_card_tenders(session: AsyncSession, body: CheckoutRequest, guard: giftcards.PinGuard,
-                             principal: Principal, now: datetime,
-                             locked: ledger.LockedAccounts | None = None) -> tuple[giftcard_rules.Tender, ...]:
-    """The gift cards the request hands over, each code and PIN checked, with their balances: read for a quote,
-    read under their accounts' lock for a commit (``locked``: the member's accounts, locked first)."""
-    claims = [giftcards.Claim(c.code, c.pin, c.amount) for c in body.redeem.gift_cards] if body.redeem else []
+def _gift_card_claims(body: CheckoutRequest) -> list[giftcards.Claim]:
+    return [giftcards.Claim(c.code, c.pin, c.amount) for c in body.redeem.gift_cards] if body.redeem else []
+
+
+async def _checked_gift_cards(body: CheckoutRequest, guard: giftcards.PinGuard | None, principal: Principal,
+                              now: datetime) -> list[GiftCard]:
+    """The gift cards the request hands over, each code and PIN checked (``giftcards.redeemable``), before the
+    request's session runs its first statement."""
+    claims = _gift_card_claims(body)
     if not claims:
+        return []
+    if guard is None:
+        raise ValueError("gift cards handed over without a PIN guard")  # every route that takes them has one
+    return await giftcards.redeemable(claims, guard, principal, now)
+
+
+async def _gift_card_tenders(session: AsyncSession, body: CheckoutRequest, cards: list[GiftCard],
+                             now: datetime,
+                             locked: ledger.LockedAccounts | None = None) -> tuple[giftcard_rules.Tender, ...]:
+    """The checked gift cards with their balances: read for a quote, read under their accounts' lock for a
+    commit (``locked``: the member's accounts, locked first)."""
+    if not cards:
         return ()
-    cards = await giftcards.redeemable(session, claims, guard, principal, now)
+    claims = _gift_card_claims(body)
     ids = [card.id for card in cards]
     if locked is None:
         held = await giftcards.balances(session, ids)
@@ -218,6 +234,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                 region: str, guard: giftcards.PinGuard | None = None,
                 lookups: Guard | None = None) -> Quote:
     now = clock.now()
+    checked_cards = await _checked_gift_cards(body, guard, principal, now)
     codes = await _screened_codes(session, body, lookups, now, region)
     # A quote writes nothing: the member is a copy of its columns, and a review that fell due shows in the tier
     # below without being applied (the commit applies it under the tier lock).
@@ -240,7 +257,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     activity = await personalization.activity_for_commit(session, member.id)
     tier_code = _tier_code(program, member)
     segments = personalization.member_segments(member, activity, tier_code, now.date())
-    cards = await _gift_card_tenders(session, body, guard, principal, now)
+    cards = await _gift_card_tenders(session, body, checked_cards, now)
     facts = voucher_service.member_facts(member, program, segments)
     claimed = await voucher_service.claims(session, codes, now, lock=False)
     vouchers = rules.VoucherState(tuple(claimed), facts, now,
@@ -297,6 +314,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     now = clock.now()
     occurred_at = body.occurred_at or now
     rules.check_occurred_at(occurred_at, now, is_admin=principal.is_admin)
+    checked_cards = await _checked_gift_cards(body, guard, principal, now)
     codes = await _screened_codes(session, body, lookups, now, region)
     program, member, store = await _prepare(session, body, principal, region)
     # The receipt's row, filled in below: a plain copy of its columns (an ORM instance cost about 1.5 % of the
@@ -333,7 +351,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     vouchers = rules.VoucherState(tuple(claimed), facts, now,
                                   await voucher_service.held(session, member.id, claimed, lock=True))
     # Gift cards last: their accounts are locked after the member's (the one lock order, see the ledger).
-    cards = await _gift_card_tenders(session, body, guard, principal, now, locked=accounts)
+    cards = await _gift_card_tenders(session, body, checked_cards, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
                    punch, segments, cards, vouchers)
     priced = rules.price(_basket(body), ctx)

@@ -10,7 +10,7 @@ from service.auth.rules import Principal
 from service.errors import problem_responses
 from service.giftcards import rules, service
 from service.giftcards.schemas import GiftCardCode, GiftCardIssue, GiftCardIssued, GiftCardPublic, Pin
-from service.routing import AttemptsDep, ClockDep, KeptAnswer, Session, UnitOfWorkRoute, idempotent
+from service.routing import ClockDep, KeptAnswer, Session, UnitOfWorkRoute, idempotent
 
 router = APIRouter(tags=["gift-cards"], route_class=UnitOfWorkRoute, responses=problem_responses(400, 401, 403, 422))
 
@@ -21,8 +21,8 @@ def _pin_key(request: Request) -> str | None:
     return request.app.state.settings.gift_card_pin_key
 
 
-async def pin_guard(request: Request, attempts: AttemptsDep) -> service.PinGuard:
-    return service.PinGuard(_pin_key(request), attempts)
+async def pin_guard(request: Request) -> service.PinGuard:
+    return service.PinGuard(_pin_key(request), request.app.state.db)
 
 
 PinGuardDep = Annotated[service.PinGuard, Depends(pin_guard)]

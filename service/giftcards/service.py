@@ -15,6 +15,7 @@ from service import ratelimit
 from service.audit import record as audit
 from service.auth.rules import Principal
 from service.clock import Clock
+from service.db import Database
 from service.errors import RateLimited
 from service.giftcards import repository, rules
 from service.giftcards.errors import GiftCardLocked, GiftCardNotFound, GiftCardsNotConfigured, WrongGiftCardPin
@@ -30,11 +31,11 @@ CODE_ATTEMPTS = 3  # a code that collides with an existing one (odds ~2^-60) is 
 
 @dataclass(frozen=True, slots=True)
 class PinGuard:
-    """What checking a PIN needs besides the database: the secret key PINs are hashed with, and where the request
-    notes its failures (written after its unit of work, see :mod:`service.ratelimit`)."""
+    """What checking a PIN needs besides the request's session: the secret key PINs are hashed with, and the
+    database its tries are counted in (transactions of their own, see :mod:`service.ratelimit`)."""
 
     pin_key: str | None
-    attempts: ratelimit.Attempts
+    db: Database
 
     def key(self) -> str:
         return require_pin_key(self.pin_key)
@@ -93,51 +94,66 @@ async def issue(session: AsyncSession, body: GiftCardIssue, guard: PinGuard, pri
 
 async def get(session: AsyncSession, code: str, pin: str, guard: PinGuard, principal: Principal,
               clock: Clock) -> GiftCardPublic:
-    (card,) = await redeemable(session, [Claim(code, pin)], guard, principal, clock.now())
+    (card,) = await redeemable([Claim(code, pin)], guard, principal, clock.now())
     balance = (await repository.balances(session, [card.id])).get(card.id, 0)
     return GiftCardPublic(id=card.id, balance=balance, currency=card.currency, status=rules.status(balance))
 
 
-async def redeemable(session: AsyncSession, claims: Sequence[Claim], guard: PinGuard, principal: Principal,
+async def redeemable(claims: Sequence[Claim], guard: PinGuard, principal: Principal,
                      now: datetime) -> list[GiftCard]:
     """The cards of ``claims``, in their order, once each code is known and each PIN right, within the limits:
     429 ``rate_limited`` when the key got too many codes or PINs wrong lately, 409 ``gift_card_locked`` for a
     card with too many wrong PINs in the past hour (checked before its PIN, so a locked card tells nothing),
-    404 ``gift_card_not_found``, 422 ``gift_card_pin_invalid``. Every unknown code and wrong PIN is noted."""
+    404 ``gift_card_not_found``, 422 ``gift_card_pin_invalid``.
+
+    A PIN is counted as a failure of its card *before* it is tried (``ratelimit.try_once``), and released when
+    it proves right: a burst of guesses at once gets no more tries at a card than its limit allows (more tries
+    of one card at the same instant than that are refused, right or wrong). The key's failures are counted once
+    known, as voucher codes are (``ratelimit.Guard``): no more are answered than its limit, and an app backend
+    checking many cards at once is never refused for trying them together.
+
+    Every statement runs on a short session of its own, one after another: call it before the request's session
+    runs its first. A request that held a connection while it waited for another could exhaust the pool under a
+    burst (every request holding one, waiting for a second); and on SQLite a transaction that will write holds
+    the others off from its first statement."""
     key = guard.key()
-    cards = await repository.by_codes(session, [c.code for c in claims])
+    async with guard.db.statements(write=False) as reading:
+        cards = await repository.by_codes(reading, [c.code for c in claims])
     by_key = (rules.LOOKUP_PER_KEY, principal.key_id)
-    decisions = await ratelimit.check(
-        session, [by_key, *((rules.PIN_PER_CARD, card.id) for card in cards.values())], now)
-    per_key = decisions[(rules.LOOKUP_PER_KEY.scope, principal.key_id)]
-    if not per_key.allowed:
-        raise RateLimited(f"Too many wrong gift card codes or PINs from this key; try again in "
-                          f"{per_key.retry_after_seconds} seconds.",
-                          headers={"Retry-After": str(per_key.retry_after_seconds)},
-                          retry_after=per_key.retry_after_seconds)
+    key_failures = ratelimit.Guard(guard.db, rules.LOOKUP_PER_KEY, principal.key_id)
     found = []
     for claim in claims:
         card = cards.get(claim.code)
-        if card is None:
-            guard.attempts.fail(rules.LOOKUP_PER_KEY, principal.key_id, now)
-            raise GiftCardNotFound(f"There is no gift card {claim.code!r}; check the code.")
-        decision = decisions[(rules.PIN_PER_CARD.scope, card.id)]
-        if not decision.allowed:
-            seconds = decision.retry_after_seconds
+        per_card = [] if card is None else [(rules.PIN_PER_CARD, card.id)]
+        tried = await ratelimit.try_once(guard.db, per_card, now, checks=[by_key])
+        if tried.refused == (rules.LOOKUP_PER_KEY.scope, principal.key_id):
+            _key_limited(tried.decisions[tried.refused])
+        if tried.refused is not None:
+            seconds = tried.decisions[tried.refused].retry_after_seconds
             raise GiftCardLocked(
                 f"The gift card {rules.label(card.code)} is locked after {rules.PIN_PER_CARD.max_failures} wrong "
                 f"PINs; it can be used again in {-(-seconds // 60)} minutes.",
                 headers={"Retry-After": str(seconds)}, retry_after=seconds)
-        if not rules.pin_matches(key, card.id, claim.pin, card.pin_hash):
-            guard.attempts.fail(rules.PIN_PER_CARD, card.id, now)
-            guard.attempts.fail(rules.LOOKUP_PER_KEY, principal.key_id, now)
-            left = decision.remaining - 1
+        if card is None or not rules.pin_matches(key, card.id, claim.pin, card.pin_hash):
+            standing = await key_failures.fail(now)
+            if standing.failures > rules.LOOKUP_PER_KEY.max_failures:  # failed together past the limit
+                _key_limited(standing)
+            if card is None:
+                raise GiftCardNotFound(f"There is no gift card {claim.code!r}; check the code.")
+            left = tried.decisions[(rules.PIN_PER_CARD.scope, card.id)].remaining
             then = (f"{left} more wrong PIN{'s' if left != 1 else ''} lock it for up to an hour" if left else
                     "it is now locked for up to an hour")
             raise WrongGiftCardPin(f"Wrong PIN for the gift card {rules.label(card.code)}; {then}.",
                                    attempts_left=left)
+        await ratelimit.release(guard.db, tried)
         found.append(card)
     return found
+
+
+def _key_limited(decision: ratelimit.Decision) -> None:
+    seconds = decision.retry_after_seconds
+    raise RateLimited(f"Too many wrong gift card codes or PINs from this key; try again in {seconds} seconds.",
+                      headers={"Retry-After": str(seconds)}, retry_after=seconds)
 
 
 async def outstanding(session: AsyncSession) -> tuple[int, int]:
