@@ -112,7 +112,7 @@ async def try_once(db: Database, holds: Sequence[tuple[Limit, str]], now: dateti
     however many requests arrive at once (so tries of one subject at once beyond that are refused too, right or
     wrong); a try that succeeds is released."""
     everything = [*checks, *holds]
-    async with db.transaction() as session:
+    async with db.transaction(write=bool(holds)) as session:
         await _serialize(session, [(limit.scope, subject) for limit, subject in holds])
         query = select(FailedAttempt.scope, FailedAttempt.subject, FailedAttempt.at).where(or_(*(
             and_(FailedAttempt.scope == limit.scope, FailedAttempt.subject == subject,

@@ -5,15 +5,18 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 from datetime import timedelta
 
+import httpx
 import pytest
 from sqlalchemy import event, select
 
 from service.audit import AuditEntry
 from service.ids import CODE_ALPHABET
 from tests import factories as f
-from tests.conftest import IS_POSTGRES
+from tests.conftest import ADMIN_KEY, IS_POSTGRES
+from tests.server import running_server
 
 
 async def make_campaign(client, **changes) -> dict:
@@ -613,3 +616,24 @@ async def test_issues_are_announced_as_events_without_bearer_codes(client):
         {"campaign_id": campaign["id"], "count": 3, "member_id": None},
     ]
     assert all("code" not in data for data in issued)
+
+
+async def test_a_burst_of_unknown_codes_never_exhausts_the_connection_pool(app, database_url, client):
+    """A quote or commit naming an unknown code counts the failure in a transaction of its own. It held its own
+    session's connection meanwhile, so a burst of them at one worker held the whole pool, each waiting for a
+    second connection, until the pool's 30 s timeout answered 500. Here: one worker, a pool of 2 on PostgreSQL
+    (SQLite's is 5 + 10 whatever the settings), a burst larger than that."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    burst = 10 if IS_POSTGRES else 40
+    with running_server(database_url, workers=1,
+                        env={"LOYALTY_DB_POOL_SIZE": "2", "LOYALTY_DB_MAX_OVERFLOW": "0"}) as base:
+        async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=120,
+                                     limits=httpx.Limits(max_connections=burst)) as c:
+            for path, receipt in (("/v1/checkout/quote", {}), ("/v1/checkout/transactions", {"receipt_id": "B"})):
+                bodies = [{**f.basket(member, store, redeem={"vouchers": [f"NOPE{i:04d}"]}), **receipt}
+                          for i in range(burst)]
+                answers = await asyncio.gather(*(c.post(path, json=body, headers={"Idempotency-Key": f.new_key()})
+                                                 for body in bodies))
+                seen = collections.Counter((a.status_code, a.json()["code"]) for a in answers)
+                assert set(seen) <= {(422, "voucher_not_found"), (429, "rate_limited")}, (path, seen)

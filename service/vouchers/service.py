@@ -286,6 +286,11 @@ async def screen(guard: ratelimit.Guard, codes: Sequence[str], now: datetime, *,
             found = await _screened(session, guard, normalized, now)
     unknown = [code for code in normalized if code not in found]
     if unknown:
+        if reading is not None:
+            # The request answers an error: it gives its connection back before the count takes one of its own.
+            # Holding it, a burst of such requests would hold every connection of the pool, each waiting for a
+            # second one (found by a burst at a pool of 2).
+            await reading.rollback()
         standing = await guard.fail(now, amount=len(unknown))
         if standing.failures > guard.limit.max_failures:  # failures that passed the check together: none answered
             ratelimit.raise_limited(standing)
