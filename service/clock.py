@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
@@ -16,6 +17,18 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def day_of(at: datetime, timezone: str | None = None) -> date:
+    """The calendar day ``at`` falls on for the reader: in ``timezone`` (the store's, at a till), in UTC
+    without one (the app's, whose reader's zone is not known)."""
+    return (at.astimezone(ZoneInfo(timezone)) if timezone else utc(at)).date()
+
+
+def last_day(end: datetime, timezone: str | None = None) -> date:
+    """The last calendar day an end-exclusive time still covers (:func:`day_of`): what "valid until" says. An
+    end at midnight on 1 April leaves 31 March as the last day."""
+    return day_of(end - timedelta(microseconds=1), timezone)
 
 
 def in_utc(value: datetime) -> datetime:

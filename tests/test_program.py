@@ -67,6 +67,8 @@ async def test_put_round_trip(client, app, clock):
     assert after["point_value"] == 2 and after["max_burn_percent"] == 50
     assert [t["code"] for t in after["tiers"]][-1] == "platinum"
     assert after["earn"]["category_multipliers"] == {"coffee": 2}
+    event = after["earn"]["bonus_events"][0]  # stored and shown in UTC, as every time of the API
+    assert (event["starts_at"], event["ends_at"]) == ("2029-12-31T16:00:00Z", "2030-01-07T16:00:00Z")
     assert after["greetings"]["zh-CN"]["birthday"] == "生日快乐，{name}！"
     assert datetime.fromisoformat(after["updated_at"]) > datetime.fromisoformat(p["updated_at"])
     assert await get_program(client) == after

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -391,7 +392,8 @@ async def test_unknown_expired_and_not_yet_valid_vouchers(client, clock, shop):
     code = (await give(client, week["id"], member))["code"]
     clock.advance(timedelta(days=7, seconds=1))
     r = await f.commit(client, with_vouchers(member, store, lines, [code]))
-    assert "expired on" in f.assert_problem(r, 409, "voucher_expired")["detail"]
+    last = (clock.now() - timedelta(seconds=2)).astimezone(ZoneInfo("Europe/Berlin")).date()  # the store's calendar
+    assert f"its last day was {last}" in f.assert_problem(r, 409, "voucher_expired")["detail"]
     assert (await voucher(client, code))["status"] == "expired"
     later = await make_campaign(client, valid_from=(clock.now() + timedelta(days=2)).isoformat())
     code = (await give(client, later["id"], member))["code"]
@@ -637,3 +639,25 @@ async def test_a_burst_of_unknown_codes_never_exhausts_the_connection_pool(app, 
                                                  for body in bodies))
                 seen = collections.Counter((a.status_code, a.json()["code"]) for a in answers)
                 assert set(seen) <= {(422, "voucher_not_found"), (429, "rate_limited")}, (path, seen)
+
+
+async def test_voucher_dates_are_told_on_the_stores_calendar_and_an_end_as_its_last_day(client, clock):
+    """Pago Pago is 11 hours behind UTC: a voucher ending at midnight there on 1 April is valid until 31 March, as
+    the quote and the nudge say (its end is on 1 April in UTC). Berlin is ahead: a voucher starting at midnight
+    there on 1 March cannot be used before 1 March, as the refusal says at noon on 28 February (its start is on
+    28 February in UTC)."""
+    behind = (await f.create_store(client, tz="Pacific/Pago_Pago"))["id"]
+    ahead = (await f.create_store(client, tz="Europe/Berlin"))["id"]
+    member = (await f.enroll(client))["id"]
+    clock.freeze(datetime(2027, 2, 28, 11, 0, tzinfo=UTC))
+    ending = await make_campaign(client, name="Spring", valid_until="2027-04-01T00:00:00-11:00")
+    starting = await make_campaign(client, name="March", valid_from="2027-03-01T00:00:00+01:00")
+    kept, later = (await give(client, ending["id"], member))["code"], (await give(client, starting["id"], member))
+    r = await f.commit(client, with_vouchers(member, ahead, [f.line(unit_price=2000)], [later["code"]]))
+    assert "can be used from 2027-03-01" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    clock.freeze(datetime(2027, 3, 28, 8, 0, tzinfo=UTC))
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, behind, [f.line(unit_price=2000)]))).json()
+    offer = next(o for o in q["offers"] if o["kind"] == "voucher" and o["id"] == kept)
+    assert offer["description"].endswith("valid until 2027-03-31"), offer
+    nudge = next(n for n in q["nudges"] if n["kind"] == "voucher_expiry")
+    assert nudge["text"].endswith("expires on 2027-03-31"), nudge

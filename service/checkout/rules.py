@@ -126,6 +126,7 @@ class VoucherState:
     facts: voucher_rules.MemberFacts = field(default_factory=lambda: voucher_rules.MemberFacts(tier=None))
     now: datetime | None = None
     held: Mapping[str, int] = field(default_factory=dict)  # campaign id -> vouchers of it the member holds
+    timezone: str | None = None  # the store's: the calendar a refusal's dates are told in
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +236,8 @@ class VoucherDiscount:
             return Effect()
         result = voucher_rules.apply(claims, member_id=ctx.member.id, facts=ctx.vouchers.facts,
                                      items=voucher_items(basket), now=ctx.vouchers.now or ctx.occurred_at,
-                                     currency=ctx.program.currency, held=ctx.vouchers.held)
+                                     currency=ctx.program.currency, held=ctx.vouchers.held,
+                                     timezone=ctx.vouchers.timezone)
         if isinstance(result, voucher_rules.Refusal):
             raise VoucherNotApplicable(result.reason, voucher_code=result.voucher.code)
         discounts: dict[str, int] = defaultdict(int)

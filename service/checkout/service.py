@@ -259,9 +259,10 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     segments = personalization.member_segments(member, activity, tier_code, now.date())
     cards = await _gift_card_tenders(session, body, checked_cards, now)
     facts = voucher_service.member_facts(member, program, segments)
-    claimed = await voucher_service.claims(session, codes, now, lock=False)
+    claimed = await voucher_service.claims(session, codes, now, lock=False, timezone=store.timezone)
     vouchers = rules.VoucherState(tuple(claimed), facts, now,
-                                  await voucher_service.held(session, member.id, claimed, lock=False))
+                                  await voucher_service.held(session, member.id, claimed, lock=False),
+                                  timezone=store.timezone)
     ctx = _context(program, member, held, body, now, punch, segments, cards, vouchers)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
@@ -271,7 +272,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     ranked = await personal_offers.ranked(session, personal_offers.OfferContext(
         member=member, program=program, locale=greeting.locale, now=now, balances=held, segments=segments,
         basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
-        tier_spend=standing.spend, expiring_points=expiring))
+        tier_spend=standing.spend, expiring_points=expiring, timezone=store.timezone))
     return Quote(
         member=QuoteMember(id=member.id, name=member.name, tier=ctx.member.tier, card_number=member.card_number),
         greeting=greeting,
@@ -347,9 +348,10 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
                                                occurred_at.date())
     facts = voucher_service.member_facts(member, program, segments)
     # Vouchers are locked too: a second till redeeming the same code waits here, then finds it used.
-    claimed = await voucher_service.claims(session, codes, now, lock=True)
+    claimed = await voucher_service.claims(session, codes, now, lock=True, timezone=store.timezone)
     vouchers = rules.VoucherState(tuple(claimed), facts, now,
-                                  await voucher_service.held(session, member.id, claimed, lock=True))
+                                  await voucher_service.held(session, member.id, claimed, lock=True),
+                                  timezone=store.timezone)
     # Gift cards last: their accounts are locked after the member's (the one lock order, see the ledger).
     cards = await _gift_card_tenders(session, body, checked_cards, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,

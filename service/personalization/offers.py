@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout import rules as checkout_rules
+from service.clock import last_day
 from service.ledger.rules import POINTS
 from service.members.models import Member
 from service.money import currency_exponent, format_amount
@@ -65,6 +66,8 @@ class OfferContext:
     # ``(expires_at, points)`` of the member's next lots to expire after ``now``, soonest first (at least
     # EXPIRY_NUDGES of them), when the caller has read them (the quote has); read when needed otherwise.
     expiring_points: Sequence[tuple[datetime, int]] | None = None
+    # The store's timezone, whose calendar dates are told in (a till's); None: UTC (the app's reader's is unknown).
+    timezone: str | None = None
     _reads: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     async def once(self, name: str, load: Callable[[], Awaitable[T]]) -> T:
@@ -156,7 +159,8 @@ class Points:
         if expiring is None:
             expiring = [(e.expires_at, e.amount) for e in
                         await points_service.expiring(session, ctx.member.id, after=ctx.now, limit=EXPIRY_NUDGES)]
-        return [PointsExpiryNudge(text=ctx.text("nudge_points_expiry", points=points, date=at.date().isoformat()),
+        return [PointsExpiryNudge(text=ctx.text("nudge_points_expiry", points=points,
+                                                date=last_day(at, ctx.timezone).isoformat()),
                                   points=points, expires_at=at)
                 for at, points in expiring[:EXPIRY_NUDGES] if at <= horizon]
 
@@ -199,7 +203,7 @@ class Campaigns:
                 continue
             what = ", ".join(event.categories) if event.categories else ctx.text("campaign_everything")
             description = ctx.text("campaign_description", multiplier=f"{event.multiplier:g}", what=what,
-                                   until=event.ends_at.date().isoformat())
+                                   until=last_day(event.ends_at, ctx.timezone).isoformat())
             value, applicable = 0, True
             if ctx.basket is not None:
                 extra = _extra_points(ctx, event)
@@ -235,12 +239,13 @@ class Vouchers:
         usable = await self._usable(session, ctx)
         facts = voucher_service.member_facts(ctx.member, ctx.program, ctx.segments)
         return list(voucher_service.offers_for(usable, ctx.voucher_items, member_id=ctx.member.id, facts=facts,
-                                               now=ctx.now, currency=ctx.currency, locale=ctx.locale))
+                                               now=ctx.now, currency=ctx.currency, locale=ctx.locale,
+                                               timezone=ctx.timezone))
 
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
         usable = await self._usable(session, ctx)
         return [VoucherExpiryNudge(text=ctx.text("nudge_voucher_expiry", name=v.campaign.name, code=v.code,
-                                                 date=v.valid_until.date().isoformat()),
+                                                 date=last_day(v.valid_until, ctx.timezone).isoformat()),
                                    code=v.code, expires_at=v.valid_until)
                 for v in voucher_service.expiring_soon(usable, ctx.now)]
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from service.clock import utc
+
 WINDOW_DAYS = 365
 NEW_DAYS = 30
 AT_RISK_MIN_DAYS = 60
@@ -255,7 +257,7 @@ FAR_FUTURE = datetime.max.replace(tzinfo=None)
 
 
 def rank_key(kind: str, applicable: bool, expires_at: datetime | None, value: int) -> tuple:
-    expiry = expires_at.replace(tzinfo=None) if expires_at is not None else FAR_FUTURE
+    expiry = utc(expires_at).replace(tzinfo=None) if expires_at is not None else FAR_FUTURE
     return (kind == "campaign", not applicable, KIND_RANK.get(kind, len(KIND_RANK)), expiry, -value)
 
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
-from service.clock import written_as_text
+from service.clock import in_utc, written_as_text
 from service.money import MAX_AMOUNT, is_currency
 from service.program.rules import tier_ladder_problems
 from service.text import Name
@@ -16,7 +16,12 @@ Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
-Time = Annotated[datetime, BeforeValidator(written_as_text)]
+def _in_utc_when_aware(value: datetime) -> datetime:
+    """Stored and shown in UTC, as every time of the API (a naive time is refused by its model, with its name)."""
+    return in_utc(value) if value.tzinfo is not None else value
+
+
+Time = Annotated[datetime, BeforeValidator(written_as_text), AfterValidator(_in_utc_when_aware)]
 
 
 def _currency(code: str) -> str:

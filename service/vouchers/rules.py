@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
+from service.clock import day_of, last_day
 from service.money import allocate, format_amount, round_half_up
 from service.personalization.rules import DEFAULT_LOCALE, message
 
@@ -123,7 +124,7 @@ def can_issue(campaign: Campaign, now: datetime) -> str | None:
     if not campaign.active:
         return f"The campaign {campaign.name!r} is not active."
     if campaign.valid_until is not None and campaign.valid_until <= now:
-        return f"The campaign {campaign.name!r} ended on {campaign.valid_until.date().isoformat()}."
+        return f"The campaign {campaign.name!r} has ended: its last day was {last_day(campaign.valid_until)}."
     return None
 
 
@@ -197,15 +198,16 @@ def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
 
 
 def why_not(voucher: Voucher, *, member_id: str, facts: MemberFacts, items: Sequence[Item], basket_net: int,
-            now: datetime, currency: str) -> Text | None:
+            now: datetime, currency: str, timezone: str | None = None) -> Text | None:
     """Why this (valid, unused) voucher does not apply to this member's basket, in words a cashier can read out;
-    None when it does. ``basket_net``: the whole basket's net before any voucher (what ``min_spend`` needs)."""
+    None when it does. ``basket_net``: the whole basket's net before any voucher (what ``min_spend`` needs);
+    ``timezone``: the store's, whose calendar the dates are told in (UTC without one)."""
     campaign = voucher.campaign
     code, name = voucher.code, campaign.name
     if voucher.member_id is not None and voucher.member_id != member_id:
         return Text("voucher_reason_owner", {"code": code})
     if voucher.valid_from is not None and voucher.valid_from > now:
-        return Text("voucher_reason_not_yet", {"code": code, "date": voucher.valid_from.date().isoformat()})
+        return Text("voucher_reason_not_yet", {"code": code, "date": day_of(voucher.valid_from, timezone).isoformat()})
     if not audience_matches(campaign.audience, facts):
         return Text("voucher_reason_audience", {"code": code, "name": name})
     if basket_net < campaign.min_spend:
@@ -229,7 +231,7 @@ class Refusal:
 
 
 def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, items: Sequence[Item], now: datetime,
-          currency: str, held: Mapping[str, int] | None = None) -> list[Applied] | Refusal:
+          currency: str, held: Mapping[str, int] | None = None, timezone: str | None = None) -> list[Applied] | Refusal:
     """Apply the vouchers in request order, each to the basket as the earlier ones left it; at most one may be
     non-stackable. The first voucher that does not apply is refused (the whole request is).
 
@@ -254,7 +256,7 @@ def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, it
                                         "only one non-stackable voucher can be used per sale.")
             exclusive = voucher
         reason = why_not(voucher, member_id=member_id, facts=facts, items=current, basket_net=basket_net, now=now,
-                         currency=currency)
+                         currency=currency, timezone=timezone)
         if reason is not None:
             return Refusal(voucher, str(reason))
         result = discount(voucher.campaign, current)

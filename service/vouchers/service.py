@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import ratelimit
 from service.audit import record as audit
-from service.clock import Clock
+from service.clock import Clock, last_day
 from service.db import holds_writers_off
 from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
@@ -323,7 +323,8 @@ def _to_rules_voucher(row: Voucher, campaign: rules.Campaign) -> rules.Voucher:
                          valid_from=row.valid_from, valid_until=row.valid_until)
 
 
-async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, lock: bool) -> list[rules.Voucher]:
+async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, lock: bool,
+                 timezone: str | None = None) -> list[rules.Voucher]:
     """The vouchers a basket redeems (normalized codes, already screened), in request order; each must be unused
     and valid now (409 ``voucher_already_used`` / ``voucher_expired``). ``lock``: hold the rows until the
     transaction ends (commit): a concurrent till redeeming the same code waits, then sees it used."""
@@ -340,8 +341,8 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
         if status == "redeemed":
             raise VoucherAlreadyUsed(f"Voucher {code} was already used.", voucher_code=code)
         if status == "expired":
-            ended = row.valid_until.date().isoformat() if row.valid_until else "earlier"
-            raise VoucherExpired(f"Voucher {code} expired on {ended}.", voucher_code=code)
+            ended = f": its last day was {last_day(row.valid_until, timezone)}" if row.valid_until else ""
+            raise VoucherExpired(f"Voucher {code} has expired{ended}.", voucher_code=code)
         if status == "void":
             raise VoucherExpired(f"Voucher {code} was withdrawn (the sale that earned it was voided or returned).",
                                  voucher_code=code)
@@ -429,22 +430,25 @@ async def usable_public(session: AsyncSession, member_id: str, now: datetime) ->
 
 
 def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | None, *, member_id: str,
-               facts: rules.MemberFacts, now: datetime, currency: str, locale: str) -> list[VoucherOffer]:
+               facts: rules.MemberFacts, now: datetime, currency: str, locale: str,
+               timezone: str | None = None) -> list[VoucherOffer]:
     """Each usable voucher (soonest-expiring first) valued against the basket's ``items`` on its own; without a
-    basket (the app), every usable voucher, worth its amount when it is one. Words in the member's ``locale``."""
+    basket (the app), every usable voucher, worth its amount when it is one. Words in the member's ``locale``,
+    dates on the store's calendar (``timezone``; UTC without one)."""
     basket_net = sum(i.net for i in items or ())
     offers = []
     for voucher in vouchers:
         reason = None
         if items is not None:
             reason = rules.why_not(voucher, member_id=member_id, facts=facts, items=items, basket_net=basket_net,
-                                   now=now, currency=currency)
+                                   now=now, currency=currency, timezone=timezone)
             value = 0 if reason else rules.discount(voucher.campaign, items).total
         else:
             value = voucher.campaign.value or 0 if voucher.campaign.kind == "amount_off" else 0
         offer = _say(locale, voucher.campaign.describe(currency))
         if voucher.valid_until:
-            offer = message(locale, "voucher_valid_until", offer=offer, date=voucher.valid_until.date().isoformat())
+            offer = message(locale, "voucher_valid_until", offer=offer,
+                            date=last_day(voucher.valid_until, timezone).isoformat())
         offers.append(VoucherOffer(id=voucher.code, title=voucher.campaign.name, description=offer, value=value,
                                    applicable=reason is None, reason=None if reason is None else _say(locale, reason),
                                    expires_at=voucher.valid_until))

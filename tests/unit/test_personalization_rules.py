@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -117,6 +117,10 @@ def test_offer_ranking_and_audiences():
     assert ranked == [("voucher", True, soon, 100), ("voucher", True, late, 500), ("points", True, None, 100),
                       ("tier_discount", True, None, 50), ("punch_reward", False, None, 0),
                       ("campaign", True, None, 900)]
+    # Instants, whatever their offsets: 10:00 at +14:00 is 20:00 UTC the day before, before 05:00 UTC
+    east = datetime(2030, 1, 2, 10, 0, tzinfo=timezone(timedelta(hours=14)))
+    west = datetime(2030, 1, 2, 5, 0, tzinfo=UTC)
+    assert sorted([west, east], key=lambda at: rules.rank_key("voucher", True, at, 0)) == [east, west]
     assert rules.audience_matches(None, {"gold"})
     assert rules.audience_matches(["gold", "lapsed"], {"member", "lapsed"})
     assert not rules.audience_matches(["true_friend"], {"gold", "active", "stranger"})
