@@ -2,8 +2,9 @@
 
 Steps: enroll, wallet top-up, points adjustment, targeted voucher issue, gift card issue, quote, commit (redeeming
 vouchers, earning points, stamps and threshold vouchers, burning points, paying from the wallet and with a gift
-card), void, partial return, the clock moving a few days on, and the expiry sweep (``loyalty sweep --as-of`` a
-time past every lot's, reward's and voucher's end). After each step the member it touched must hold, in the
+card), void, partial return (with a slip number; sent again with it, it is refused and nothing moves), the clock
+moving a few days on, and the expiry sweep (``loyalty sweep --as-of`` a time past every lot's, reward's and
+voucher's end). After each step the member it touched must hold, in the
 service, what the model says (points, wallet cash and bonus, stamps and unused rewards, and each voucher's status),
 so must the gift card it touched (balance and status), every discount and refusal must be the one the model
 predicts, and after each run every ledger invariant (`loyalty verify`) holds.
@@ -393,6 +394,7 @@ class Sale:
     card: GiftCard | None = None
     card_paid: int = 0
     card_back: int = 0
+    slips: list[str] = field(default_factory=list)  # the return slip numbers its returns were given
 
     @property
     def net(self) -> int:
@@ -749,6 +751,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
         assert self._applied(txn) == [(v.id, amount) for v, amount in pricing.used], txn["applied"]
         assert txn["earned"]["points"] == sale.earned
         assert txn["balances_after"]["points"] == member.points.balance
+        self.sales_by_id[sale.id] = sale
         self.check(member)
         self.check_card(card)
         return sale
@@ -795,14 +798,28 @@ class LoyaltyMachine(RuleBasedStateMachine):
 
     @rule(sale=sales, units=st.integers(1, 3))
     def return_units(self, sale: Sale, units: int) -> None:
+        slip = f"slip-{next(_seq)}"
         r = self.call("POST", f"/v1/checkout/transactions/{sale.id}/returns",
-                      json={"lines": [{"line_id": "1", "quantity": units}]})
+                      json={"lines": [{"line_id": "1", "quantity": units}], "receipt_id": slip})
         try:
             clawed = sale.return_units(units)
         except Refused as refused:
             self.expect_refusal(r, refused)
         else:
             assert r.status_code == 201 and r.json()["reversed"]["points"] == clawed, r.text
+            sale.slips.append(slip)
+        self.check(sale.member)
+        self.check_card(sale.card)
+
+    @precondition(lambda self: any(sale.slips for sale in self.sales_by_id.values()))
+    @rule(data=st.data(), units=st.integers(1, 3))
+    def return_again(self, data, units: int) -> None:
+        """A till that lost a return's answer and its key sends it again with the slip number it gave: refused
+        whatever the sale's state, and nothing moves."""
+        sale = data.draw(st.sampled_from([s for s in self.sales_by_id.values() if s.slips]))
+        r = self.call("POST", f"/v1/checkout/transactions/{sale.id}/returns",
+                      json={"lines": [{"line_id": "1", "quantity": units}], "receipt_id": sale.slips[-1]})
+        self.expect_refusal(r, Refused(409, "duplicate_return"))
         self.check(sale.member)
         self.check_card(sale.card)
 
