@@ -590,9 +590,16 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     spend_left = row.qualifying_spend - before.qualifying_spend - plan.qualifying_spend
     program = await program_service.get(session)
     lapsed = await referrals.lapsed_by_return(session, row.id, spend_left, program)
+    # What the sale and its earlier returns moved on the program's side, read once for the points and the wallet.
+    takes_points = bool(row.ledger_transaction_id) and bool(plan.points_clawed_back or plan.fully_returned
+                                                            or lapsed is not None)
+    sale_net, returns_net = {}, {}
+    if takes_points or _wallet_paid(row):
+        sale_net = await ledger.program_net(session, [row.ledger_transaction_id])
+        returns_net = await ledger.program_net(session, [r.ledger_transaction_id for r in previous])
     clawed_back = 0
-    if row.ledger_transaction_id and (plan.points_clawed_back or plan.fully_returned or lapsed is not None):
-        points = await _sale_points(session, row, previous, before)
+    if takes_points:
+        points = await _sale_points(session, row, sale_net, returns_net, before)
         bonus_back = 0
         if plan.fully_returned or lapsed is not None:
             bonus_back = points.bonus_held if plan.fully_returned else min(lapsed.referee_points, points.bonus_held)
@@ -606,7 +613,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         movements.append(Movement(account=POINTS, asset=POINTS, amount=plan.points_refunded,
                                   contra="program:points_redeemed", kind="return", lots=LotPolicy.RESTORE,
                                   origin=row.ledger_transaction_id))
-    wallet_back = await _wallet_refund(session, row, previous, before, plan)
+    wallet_back = _wallet_refund(row, sale_net, returns_net, before, plan)
     for account, part, contra in ((WALLET_CASH, wallet_back.cash, wallet_rules.SPENT),
                                   (WALLET_BONUS, wallet_back.bonus, wallet_rules.BONUS_SPENT)):
         if part:
@@ -663,26 +670,23 @@ class _SalePoints:
     clawable: int  # what the sale issued that neither a return has taken back nor the sweep has expired
 
 
-async def _sale_points(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
-                       before: rules.ReturnTotals) -> _SalePoints:
+async def _sale_points(session: AsyncSession, row: CheckoutTransaction, sale_net: dict[str, int],
+                       returns_net: dict[str, int], before: rules.ReturnTotals) -> _SalePoints:
     """What of the sale's points a return can still take back, from the ledger: what the sale issued (its lines'
     points and any bonus: a birthday's, a referred member's), less what earlier returns took (beyond their lines'
     figures: the bonus), less what expired from the sale's own lots (lost once already, so never clawed back)."""
-    issued = -(await ledger.program_net(session, [row.ledger_transaction_id])).get(POINTS_ISSUED, 0)
-    taken = (await ledger.program_net(session, [r.ledger_transaction_id for r in previous])).get(POINTS_ISSUED, 0)
+    issued, taken = -sale_net.get(POINTS_ISSUED, 0), returns_net.get(POINTS_ISSUED, 0)
     expired = await ledger.points_expired_from(session, row.ledger_transaction_id)
     return _SalePoints(bonus_held=max(issued - row.points_earned - max(taken - before.points_clawed_back, 0), 0),
                        clawable=max(issued - taken - expired, 0))
 
 
-async def _wallet_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
-                         before: rules.ReturnTotals, plan: rules.ReturnPlan) -> wallet_rules.Split:
-    """The wallet-paid share of this return, per part: what the sale took from each part and what earlier returns
-    gave back are read from the ledger."""
+def _wallet_refund(row: CheckoutTransaction, paid: dict[str, int], back: dict[str, int], before: rules.ReturnTotals,
+                   plan: rules.ReturnPlan) -> wallet_rules.Split:
+    """The wallet-paid share of this return, per part, from what the sale took from each part and what earlier
+    returns gave back (the program's side of their ledger transactions: ``paid``, ``back``)."""
     if not _wallet_paid(row):
         return wallet_rules.Split(0, 0)
-    paid = await ledger.program_net(session, [row.ledger_transaction_id])
-    back = await ledger.program_net(session, [r.ledger_transaction_id for r in previous])
     return wallet_rules.refund_on_return(
         wallet_rules.Split(paid.get(wallet_rules.SPENT, 0), paid.get(wallet_rules.BONUS_SPENT, 0)),
         wallet_rules.Split(-back.get(wallet_rules.SPENT, 0), -back.get(wallet_rules.BONUS_SPENT, 0)),
