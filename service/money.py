@@ -101,13 +101,18 @@ def allocate(amount: int, weights: list[int] | tuple[int, ...]) -> list[int]:
 
 def refund_in_proportion(paid: Sequence[int], refunded_before: Sequence[int], *, net: int, returned_net: int,
                          fully: bool) -> list[int]:
-    """What a return gives back to each part that paid a sale (wallet cash and bonus, several gift cards): the
-    paid share of everything returned so far (``returned_net`` of the sale's ``net``, this return included),
-    rounded half up and split over the parts in the proportion they paid (:func:`allocate`), minus what earlier
-    returns gave back. Computed cumulatively, so that all returns together give back exactly ``paid``."""
+    """What a return gives back to each part that paid a sale (wallet cash and bonus, each gift card). Together
+    the parts give back the paid share of everything returned so far (``returned_net`` of the sale's ``net``,
+    this return included), rounded half up once for all of them, less what earlier returns gave back; that step
+    is spread over what each part has still to get back, in proportion (:func:`allocate`).
+
+    So a return never gives back more than the goods it takes were worth (the parts are rounded together, not
+    each on its own), no part's refunds ever shrink (each step is spread over what is outstanding, never over what
+    was paid again), and all returns together give back exactly ``paid``."""
     total_paid = sum(paid)
     if total_paid == 0 or net == 0:
         return [0 for _ in paid]
+    outstanding = [max(p - b, 0) for p, b in zip(paid, refunded_before, strict=True)]
     total = total_paid if fully else min(round_half_up(Decimal(total_paid) * returned_net / net), total_paid)
-    cumulative = allocate(total, list(paid))
-    return [max(now - before, 0) for now, before in zip(cumulative, refunded_before, strict=True)]
+    step = min(max(total - sum(refunded_before), 0), sum(outstanding))
+    return allocate(step, outstanding)

@@ -293,6 +293,27 @@ async def test_partial_and_repeated_returns(client, shop, app):
     await f.verify_ledger(app)
 
 
+async def test_burned_points_come_back_with_the_units_that_carry_them(client, shop, app):
+    """A point worth 1.00 burned on 2 units at 3.00, the rest from the wallet: the first unit back carries half a
+    point. Rounded up, it came back whole with that unit (3.50 of value for a unit that cost 3.00); it now comes
+    back with the last."""
+    from tests.test_wallet import top_up
+
+    store, member = shop
+    await f.set_program(client, point_value=100)
+    await f.adjust(client, member, 1)
+    assert (await top_up(client, member, 500)).status_code == 201
+    r = await f.commit(client, f.basket(member, store, [f.line("x", quantity=2, unit_price=300)],
+                                        redeem={"points": 1, "wallet_amount": 500}))
+    assert r.status_code == 201, r.text
+    assert (r.json()["totals"]["net"], r.json()["totals"]["payable"]) == (500, 0)
+    first = (await f.return_lines(client, r.json()["id"], {"x": 1})).json()["reversed"]
+    assert (first["wallet"], first["points_refunded"]) == (250, 0)
+    last = (await f.return_lines(client, r.json()["id"], {"x": 1})).json()["reversed"]
+    assert (last["wallet"], last["points_refunded"]) == (250, 1)
+    await f.verify_ledger(app)
+
+
 async def test_a_return_slip_number_is_taken_once_per_sale(client, shop, app):
     """A till that lost a return's answer and its idempotency key sends the return again with a new key: the slip
     number it gave stops it returning the goods twice, even when both arrive at once."""

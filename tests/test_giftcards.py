@@ -231,6 +231,43 @@ async def test_returning_everything_gives_every_card_back_in_full(client, app, s
     await f.verify_ledger(app)
 
 
+async def test_a_return_gives_back_no_more_stored_value_than_its_goods_were_worth(client, app, shop):
+    """The wallet and the cards are refunded as one: 2 units at 1 paid 1 from the wallet and 1 by card, then one
+    unit back. Each rounded on its own (half of 1 is 1), both gave back 1: the whole sale for half its goods."""
+    from tests.test_wallet import top_up
+
+    store, member = shop
+    assert (await top_up(client, member, 1)).status_code == 201
+    card = await issue_one(client, 1)
+    r = await f.commit(client, pay(member, store, [f.line("x", quantity=2, unit_price=1)], [tender(card, 1)],
+                                   wallet=1))
+    assert r.status_code == 201, r.text
+    txn = r.json()["id"]
+    back = (await f.return_lines(client, txn, {"x": 1})).json()["reversed"]
+    assert (back["qualifying_spend"], back["wallet"] + back["gift_cards"]) == (1, 1), back
+    last = (await f.return_lines(client, txn, {"x": 1})).json()["reversed"]
+    assert last["wallet"] + last["gift_cards"] == 1, last
+    assert await balance(client, card) == 1
+    await f.verify_ledger(app)
+
+
+async def test_returning_a_unit_at_a_time_gives_the_cards_back_a_unit_at_a_time(client, app, shop):
+    """Three cards of 1 pay 3 units at 1. The cards' cumulative split once fell as more came back ([1, 0, 0] after
+    one unit, [0, 1, 1] after two), and the fall was dropped: two units returned gave back all three cards."""
+    store, member = shop
+    cards = [await issue_one(client, 1) for _ in range(3)]
+    r = await f.commit(client, pay(member, store, [f.line("x", quantity=3, unit_price=1)],
+                                   [tender(c, 1) for c in cards]))
+    assert r.status_code == 201, r.text
+    txn = r.json()["id"]
+    for _ in range(3):
+        r = await f.return_lines(client, txn, {"x": 1})
+        assert r.status_code == 201, r.text
+        assert r.json()["reversed"]["gift_cards"] == 1, r.json()["reversed"]
+    assert [await balance(client, c) for c in cards] == [1, 1, 1]
+    await f.verify_ledger(app)
+
+
 async def test_five_wrong_pins_in_an_hour_lock_the_card_until_the_hour_is_over(client, app, clock, shop):
     store, member = shop
     clock.freeze(datetime(2026, 11, 23, 10, 0, tzinfo=UTC))

@@ -21,7 +21,7 @@ from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase,
 from service.giftcards import rules as giftcard_rules
 from service.ledger.errors import InsufficientFunds
 from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
-from service.money import allocate, round_half_up, to_decimal
+from service.money import allocate, refund_in_proportion, round_half_up, to_decimal
 from service.points import rules as points_rules
 from service.punchcards import rules as punch_rules
 from service.punchcards.errors import NoEligibleItem
@@ -439,12 +439,27 @@ class ReturnPlan:
     fully_returned: bool
 
 
+def stored_value_refund(paid: Mapping[str, int], refunded_before: Mapping[str, int], *, net: int,
+                        returned_net: int, fully: bool) -> dict[str, int]:
+    """What a return gives back to each part of stored value that paid the sale (``{part: amount}``; the wallet's
+    cash and bonus, each gift card; ties of rounding go to the parts named first): one refund for all of them,
+    the stored-value share of everything returned so far less what earlier returns gave back
+    (:func:`service.money.refund_in_proportion`). Rounded for each part on its own, a unit of 1 paid half from
+    the wallet and half by card would give back 1 to each."""
+    parts = list(paid)
+    back = refund_in_proportion([paid[p] for p in parts], [refunded_before.get(p, 0) for p in parts], net=net,
+                                returned_net=returned_net, fully=fully)
+    return {part: amount for part, amount in zip(parts, back, strict=True) if amount}
+
+
 def plan_return(sold: Sequence[SoldLine], returned: Mapping[str, int], requested: Mapping[str, int], *,
                 points_earned: int, points_burned: int, before: ReturnTotals) -> ReturnPlan:
     """Reverse the returned units proportionally. Each figure is computed for everything returned so far
     (earlier returns plus this one) and this return takes the difference, so that repeated partial returns add up
     to exactly the transaction's figures when everything has come back. Earned points clawed back round down
-    (in the member's favour), refunded burned points and spend round half up."""
+    (in the member's favour), and so do refunded burned points (rounded up, a point worth 1.00 burned on two
+    units of 3.00 would come back whole with the first: 1.00 more than the unit carried); spend rounds half up.
+    What rounding holds back comes back with the last unit."""
     by_id = {line.line_id: line for line in sold}
     for line_id, quantity in requested.items():
         line = by_id.get(line_id)
@@ -462,7 +477,7 @@ def plan_return(sold: Sequence[SoldLine], returned: Mapping[str, int], requested
     else:
         earned_cum = points_rules.floor_points(sum(
             (line.points_earned * after[line.line_id] / line.quantity for line in sold), Decimal(0)))
-        burned_cum = min(round_half_up(sum(
+        burned_cum = min(points_rules.floor_points(sum(
             (line.points_burned * after[line.line_id] / line.quantity for line in sold), Decimal(0))), points_burned)
         spend_cum = sum(round_half_up(Decimal(line.net) * after[line.line_id] / line.quantity) for line in sold)
     earned_cum = min(earned_cum, points_earned)

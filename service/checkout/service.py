@@ -613,12 +613,12 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         movements.append(Movement(account=POINTS, asset=POINTS, amount=plan.points_refunded,
                                   contra="program:points_redeemed", kind="return", lots=LotPolicy.RESTORE,
                                   origin=row.ledger_transaction_id))
-    wallet_back = _wallet_refund(row, sale_net, returns_net, before, plan)
+    wallet_back, cards_back = await _stored_value_refund(session, row, previous, sale_net, returns_net, before,
+                                                         plan)
     for account, part, contra in ((WALLET_CASH, wallet_back.cash, wallet_rules.SPENT),
                                   (WALLET_BONUS, wallet_back.bonus, wallet_rules.BONUS_SPENT)):
         if part:
             movements.append(Movement(account=account, asset=account, amount=part, contra=contra, kind="return"))
-    cards_back = await _gift_card_refund(session, row, previous, before, plan)
     movements.extend(Movement(account=gift_card_key(card_id), asset=GIFT_CARD, amount=amount,
                               contra=giftcard_rules.SPENT, kind="return") for card_id, amount in cards_back.items())
     ret = CheckoutReturn(
@@ -681,26 +681,26 @@ async def _sale_points(session: AsyncSession, row: CheckoutTransaction, sale_net
                        clawable=max(issued - taken - expired, 0))
 
 
-def _wallet_refund(row: CheckoutTransaction, paid: dict[str, int], back: dict[str, int], before: rules.ReturnTotals,
-                   plan: rules.ReturnPlan) -> wallet_rules.Split:
-    """The wallet-paid share of this return, per part, from what the sale took from each part and what earlier
-    returns gave back (the program's side of their ledger transactions: ``paid``, ``back``)."""
-    if not _wallet_paid(row):
-        return wallet_rules.Split(0, 0)
-    return wallet_rules.refund_on_return(
-        wallet_rules.Split(paid.get(wallet_rules.SPENT, 0), paid.get(wallet_rules.BONUS_SPENT, 0)),
-        wallet_rules.Split(-back.get(wallet_rules.SPENT, 0), -back.get(wallet_rules.BONUS_SPENT, 0)),
-        net=row.net, returned_net=before.qualifying_spend + plan.qualifying_spend, fully=plan.fully_returned)
-
-
-async def _gift_card_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
-                            before: rules.ReturnTotals, plan: rules.ReturnPlan) -> dict[str, int]:
-    """What this return gives back to each gift card the sale was paid with: what each paid is on the sale, what
-    earlier returns gave back is read from the ledger."""
-    paid = _gift_cards_paid(row)
-    if not paid:
-        return {}
-    back = await ledger.gift_card_net(session, [r.ledger_transaction_id for r in previous])
-    return giftcard_rules.refund_on_return(paid, back, net=row.net,
-                                           returned_net=before.qualifying_spend + plan.qualifying_spend,
-                                           fully=plan.fully_returned)
+async def _stored_value_refund(session: AsyncSession, row: CheckoutTransaction, previous: list[CheckoutReturn],
+                               paid: dict[str, int], back: dict[str, int], before: rules.ReturnTotals,
+                               plan: rules.ReturnPlan) -> tuple[wallet_rules.Split, dict[str, int]]:
+    """What this return gives back to the wallet (per part) and to each gift card the sale was paid with, as one
+    refund (``rules.stored_value_refund``). What the sale took from the wallet's parts and what earlier returns
+    gave back to them is the program's side of their ledger transactions (``paid``, ``back``); what it took from
+    each card is on the sale, what earlier returns gave back to the cards is read from the ledger."""
+    parts: dict[str, int] = {}
+    refunded: dict[str, int] = {}
+    if _wallet_paid(row):
+        for part, contra in ((WALLET_CASH, wallet_rules.SPENT), (WALLET_BONUS, wallet_rules.BONUS_SPENT)):
+            parts[part], refunded[part] = paid.get(contra, 0), -back.get(contra, 0)
+    by_card = _gift_cards_paid(row)
+    cards = {gift_card_key(card_id): card_id for card_id in sorted(by_card)}
+    if cards:
+        cards_back = await ledger.gift_card_net(session, [r.ledger_transaction_id for r in previous])
+        for key, card_id in cards.items():
+            parts[key], refunded[key] = by_card[card_id], cards_back.get(card_id, 0)
+    refund = rules.stored_value_refund(parts, refunded, net=row.net,
+                                       returned_net=before.qualifying_spend + plan.qualifying_spend,
+                                       fully=plan.fully_returned)
+    return (wallet_rules.Split(refund.get(WALLET_CASH, 0), refund.get(WALLET_BONUS, 0)),
+            {card_id: refund[key] for key, card_id in cards.items() if key in refund})

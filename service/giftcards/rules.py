@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 from service.giftcards.errors import GiftCardExceedsPayable
 from service.ledger.errors import InsufficientFunds
-from service.money import refund_in_proportion
 from service.ratelimit import Limit
 
 ISSUED = "program:gift_cards_issued"
@@ -96,14 +95,3 @@ def plan_payment(cards: Sequence[Tender], payable: int) -> list[tuple[str, int]]
         plan.append((card.gift_card_id, take))
         left -= take
     return plan
-
-
-def refund_on_return(paid: Mapping[str, int], refunded_before: Mapping[str, int], *, net: int, returned_net: int,
-                     fully: bool) -> dict[str, int]:
-    """What a return gives back to each card (``{gift card id: amount}``): the cards' share of everything returned
-    so far, split over the cards in the proportion they paid, minus what earlier returns gave back to each. All
-    returns of a sale together give back to every card exactly what it paid."""
-    ids = sorted(paid)
-    back = refund_in_proportion([paid[i] for i in ids], [refunded_before.get(i, 0) for i in ids], net=net,
-                                returned_net=returned_net, fully=fully)
-    return {i: amount for i, amount in zip(ids, back, strict=True) if amount}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.money import allocate, refund_in_proportion
+from service.money import allocate
 
 WALLET_CASH = "wallet_cash"
 WALLET_BONUS = "wallet_bonus"
@@ -52,12 +52,3 @@ def split_payment(amount: int, *, cash: int, bonus: int) -> Split:
     exactly (largest remainder). ``0 <= amount <= cash + bonus``."""
     cash_part, bonus_part = allocate(amount, [cash, bonus])
     return Split(cash_part, bonus_part)
-
-
-def refund_on_return(paid: Split, refunded_before: Split, *, net: int, returned_net: int, fully: bool) -> Split:
-    """What a return gives back to each part: the wallet-paid share of everything returned so far (``returned_net``
-    of the transaction's ``net``, this return included), split in the proportion the payment was, minus what
-    earlier returns gave back. Computed cumulatively, so that all returns together give back exactly ``paid``."""
-    cash, bonus = refund_in_proportion([paid.cash, paid.bonus], [refunded_before.cash, refunded_before.bonus],
-                                       net=net, returned_net=returned_net, fully=fully)
-    return Split(cash, bonus)

@@ -2,9 +2,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.checkout import rules
 from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase, UnknownLine
+from service.money import allocate
 from service.points.rules import EarnRules
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -72,3 +75,63 @@ def test_returns_never_exceed_what_was_bought():
         rules.plan_return(SOLD, {"a": 2}, {"a": 2}, points_earned=10, points_burned=0, before=rules.ReturnTotals())
     with pytest.raises(UnknownLine):
         rules.plan_return(SOLD, {}, {"z": 1}, points_earned=10, points_burned=0, before=rules.ReturnTotals())
+
+
+def test_returned_burned_points_never_come_back_ahead_of_their_units():
+    """2 units at 3.00, one point worth 1.00 burned: the first unit back carries half a point, which stays until
+    the last unit (rounded up, the point came back with 1.00 more than the unit carried)."""
+    sold = [rules.SoldLine("a", 2, 500, Decimal(0), Decimal(1))]
+    first = rules.plan_return(sold, {}, {"a": 1}, points_earned=0, points_burned=1, before=rules.ReturnTotals())
+    assert first.points_refunded == 0
+    last = rules.plan_return(sold, {"a": 1}, {"a": 1}, points_earned=0, points_burned=1,
+                             before=rules.ReturnTotals(qualifying_spend=first.qualifying_spend))
+    assert last.points_refunded == 1
+
+
+def test_stored_value_comes_back_in_the_proportion_it_paid():
+    paid = {"a": 200, "b": 133}
+    first = rules.stored_value_refund(paid, {}, net=400, returned_net=100, fully=False)
+    assert first == {"a": 50, "b": 33}  # 83.25 -> 83: 49.85 + 33.15
+    second = rules.stored_value_refund(paid, first, net=400, returned_net=200, fully=False)
+    assert second == {"a": 50, "b": 34}  # 166.5 -> 167 in all: 84 more over 150 and 100 outstanding
+    assert rules.stored_value_refund(paid, {"a": 100, "b": 67}, net=400, returned_net=400, fully=True) == {
+        "a": 100, "b": 66}
+    assert rules.stored_value_refund({}, {}, net=400, returned_net=100, fully=False) == {}
+
+
+def test_the_parts_of_stored_value_are_rounded_together():
+    """A unit of 1 of two, paid 1 from the wallet and 1 by card: half of each, rounded each on its own, gave back
+    1 to both, the whole sale for half the goods."""
+    first = rules.stored_value_refund({"wallet": 1, "card": 1}, {}, net=2, returned_net=1, fully=False)
+    assert sum(first.values()) == 1
+    assert rules.stored_value_refund({"wallet": 1, "card": 1}, first, net=2, returned_net=2, fully=True) == {
+        part: 1 - first.get(part, 0) for part in ("wallet", "card") if part not in first}
+    # three cards of 1, a unit at a time: the second unit's 2 in all no longer takes back the first card's 1
+    back: dict[str, int] = {}
+    for returned in (1, 2, 3):
+        step = rules.stored_value_refund({"a": 1, "b": 1, "c": 1}, back, net=3, returned_net=returned,
+                                         fully=returned == 3)
+        assert sum(step.values()) == 1, (returned, step)
+        back = {k: back.get(k, 0) + step.get(k, 0) for k in "abc"}
+    assert back == {"a": 1, "b": 1, "c": 1}
+
+
+@given(st.lists(st.integers(0, 10_000), min_size=1, max_size=6), st.lists(st.integers(1, 5), min_size=1, max_size=6),
+       st.integers(1, 300))
+def test_returns_give_stored_value_back_a_step_at_a_time(amounts, quantities, unit):
+    """Every return gives back no more than its goods were worth, no part's refunds ever shrink or pass what it
+    paid, and all returns together give back exactly what each part paid."""
+    net = sum(quantities) * unit
+    # stored value never pays more than the sale's net
+    paid = {f"p{i}": amount for i, amount in enumerate(allocate(min(sum(amounts), net), amounts))}
+    back: dict[str, int] = {}
+    returned = 0
+    for i, quantity in enumerate(quantities):
+        returned += quantity * unit
+        step = rules.stored_value_refund(paid, back, net=net, returned_net=returned, fully=i == len(quantities) - 1)
+        assert all(amount > 0 for amount in step.values())
+        assert sum(step.values()) <= quantity * unit
+        for part, amount in step.items():
+            back[part] = back.get(part, 0) + amount
+        assert all(back.get(part, 0) <= paid[part] for part in paid)
+    assert {part: back.get(part, 0) for part in paid} == paid
