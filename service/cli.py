@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from service.settings import Settings
@@ -71,6 +72,28 @@ def _parse_as_of(value: str):
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 time (e.g. 2026-12-31T00:00:00Z)") from exc
 
 
+class _Counter:
+    """``label... N`` redrawn on one line of a terminal, for a long job whose total is not known ahead (the
+    sweep's batches); nothing in a log file."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.enabled, self.drawn = label, sys.stderr.isatty(), False
+
+    def show(self, done: int) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r{self.label}... {done:,}")
+            sys.stderr.flush()
+            self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+
+
+# How far ahead of the clock `loyalty sweep --as-of` goes without --allow-future: the till's own allowance.
+FUTURE_AS_OF_SKEW = timedelta(minutes=5)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from service import idempotency, ratelimit
     from service.clock import Clock
@@ -85,13 +108,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     async def tier_reviews(db, as_of) -> tuple[int, int]:
         reviewed = changed = 0
         after = ""
+        shown = _Counter("sweep: reviewing tiers")
         while True:  # one database transaction per batch of members; the same rule a member read replays
             async def batch(session, after=after):
                 return await tiers_service.sweep_batch(session, await program_service.get(session), as_of,
                                                        after=after)
             result, last = await db.run(batch)
             reviewed, changed = reviewed + result.members, changed + result.changes
+            shown.show(reviewed)
             if last is None:
+                shown.close()
                 return reviewed, changed
             after = last
 
@@ -103,16 +129,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         found = await db.run(thresholds)
         done, after = 0, ""
+        shown = _Counter("sweep: segmenting members")
         while True:
             result = await db.run(lambda session, after=after: personalization.sweep_batch(
                 session, found, as_of, now, after=after))
             done += result.members
-            if sys.stderr.isatty():
-                sys.stderr.write(f"\rsweep: segmenting members... {done}")
-                sys.stderr.flush()
+            shown.show(done)
             if result.last is None:
-                if sys.stderr.isatty():
-                    sys.stderr.write("\n")
+                shown.close()
                 return done, found
             after = result.last
 
@@ -124,10 +148,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         members = lots = points = 0
         try:
             await _prepare(db, settings)
+            shown = _Counter("sweep: expiring points, members")
             while True:  # one database transaction per batch of members
                 result = await db.run(lambda session: points_service.sweep_batch(session, as_of, now))
                 members, lots, points = members + result.members, lots + result.lots, points + result.points
+                shown.show(members)
                 if result.members == 0:
+                    shown.close()
                     break
             rewards = await db.run(lambda session: punch_service.expire_rewards(session, as_of, now))
             vouchers_done.append(await db.run(lambda session: voucher_service.expire_vouchers(session, as_of, now)))
@@ -140,6 +167,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         finally:
             await db.dispose()
 
+
+    ahead = args.as_of - Clock().now() if args.as_of else timedelta()
+    if ahead > FUTURE_AS_OF_SKEW and not args.allow_future:
+        print(f"sweep: --as-of {args.as_of:%Y-%m-%d %H:%M} UTC is {ahead.days} days ahead; the sweep would expire "
+              "now, for good, what is still valid until then. Pass --allow-future to mean it.", file=sys.stderr)
+        return 2
     tiers_done: list[int] = []
     vouchers_done: list[int] = []
     segmented: list = []
@@ -247,14 +280,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from service import verification
     from service.db import Database
-    from service.ledger import service as ledger_service
 
     async def run():
         settings = Settings()
         db = Database(settings.database_url)
         try:
-            return await db.run(ledger_service.verify, write=False)
+            return await db.run(verification.verify, write=False)
         finally:
             await db.dispose()
 
@@ -349,10 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="a label for the key")
     create.set_defaults(func=_cmd_keys_create)
 
-    sweep = sub.add_parser("sweep", help="expire points and rewards, run due tier reviews, segment members "
-                           "(idempotent)")
+    sweep = sub.add_parser(
+        "sweep", help="expire points and rewards, run due tier reviews, segment members (idempotent)",
+        description="The periodic work, in order, each step a batch of members per database transaction:\n"
+        "  1. expire the points of lots past their end (their expiry entries go to the ledger);\n"
+        "  2. expire punch-card rewards and vouchers past their end;\n"
+        "  3. run tier reviews that have fallen due;\n"
+        "  4. segment every active member as of --as-of (the frequency and spend thresholds first);\n"
+        "  5. purge idempotency records past their retention and failed attempts older than a day.\n\n"
+        "Running it again with the same --as-of changes nothing, and a sweep that was stopped is finished by\n"
+        "running it again; two at once expire each lot once. Run it daily (cron or a scheduler). Exit status 0\n"
+        "when done, 2 when it could not run (the database unreachable, an --as-of refused).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sweep.add_argument("--as-of", type=_parse_as_of, default=None,
-                       help="act as of this time (ISO 8601; default: now)")
+                       help="act as of this time (ISO 8601; default: now). Later than now is refused without "
+                       "--allow-future: it would expire now, for good, points and rewards still valid until then")
+    sweep.add_argument("--allow-future", action="store_true",
+                       help="accept an --as-of later than now (tests and rehearsals on a copy of the data)")
     sweep.set_defaults(func=_cmd_sweep)
 
     deliver = sub.add_parser("deliver", help="deliver webhooks (for deployments that run LOYALTY_WEBHOOK_WORKER=false)")
@@ -387,7 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
         "year of purchases, keys for the tills and the app (once; running it again changes nothing)")
     demo_cmd.set_defaults(func=_cmd_demo)
 
-    verify = sub.add_parser("verify", help="check the ledger's invariants; exit 1 with a report if one fails")
+    verify = sub.add_parser(
+        "verify", help="check the ledger's invariants; exit 1 with a report if one fails",
+        description="Read the whole ledger and check, printing a FAILED line for each problem found (at most 50\n"
+        "of each kind):\n"
+        "  - every ledger transaction balances in each asset;\n"
+        "  - every account's balance is the sum of its entries; no stored value (wallet, gift card) is negative;\n"
+        "  - every member's points balance is what their open lots hold;\n"
+        "  - every lot's remaining points are its amount less what was drawn from it;\n"
+        "  - every entry and lot is filed under its account's member, and in its account's asset;\n"
+        "  - no entry is without its transaction;\n"
+        "  - every sale's points earned and burned are what its ledger transaction moved.\n\n"
+        "It only reads. Exit status 0 when every invariant holds, 1 when one fails, 2 when it could not run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     verify.set_defaults(func=_cmd_verify)
 
     api = sub.add_parser("openapi", help="write the OpenAPI document (or --check that it is current)")
@@ -397,9 +455,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cannot_run(error: Exception) -> str | None:
+    """What to tell an operator whose command could not run (no traceback): the database unreachable or not
+    migrated, a file that cannot be read, an unknown migration; None for an error that is a bug."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, DBAPIError):
+        reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
+        return (f"the database refused: {reason} (check LOYALTY_DATABASE_URL, and run `loyalty migrate` on a new "
+                "database)")
+    if isinstance(error, OSError):
+        return f"cannot reach the database or a file: {error} (check LOYALTY_DATABASE_URL)"
+    if isinstance(error, CommandError):
+        return str(error)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        message = _cannot_run(exc)
+        if message is None:
+            raise
+        print(f"loyalty {args.command}: {message}", file=sys.stderr)
+        if args.command == "import":
+            print("loyalty import: what was committed stays; run the file again to finish", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -111,10 +111,10 @@ async def set_program(client: httpx.AsyncClient, **changes) -> dict:
 
 async def verify_ledger(app) -> None:
     """Assert every ledger invariant of DESIGN §3 holds (what `loyalty verify` checks)."""
-    from service.ledger import service as ledger_service
+    from service import verification
 
     async with app.state.db.transaction(write=False) as session:
-        report = await ledger_service.verify(session)
+        report = await verification.verify(session)
     assert report.ok, report.problems
 
 

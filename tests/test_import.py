@@ -227,3 +227,42 @@ async def test_jobs_share_the_lines_and_report_as_one(client, clock, app, cli_en
     for e in emails[1:]:
         assert await f.balance(client, (await _member_by_email(client, e))["id"]) == 25
     await f.verify_ledger(app)
+
+
+async def test_a_line_that_is_not_utf8_fails_alone_and_names_its_byte(client, clock, app, cli_env, capsys, tmp_path):
+    """A CRM export saved as Latin-1 was read with its accented letters replaced, and a run of the file saved again
+    as UTF-8 found the member by ``external_ref`` and kept the broken name."""
+    store = (await f.create_store(client))["id"]
+    first, second = f.unique_email(), f.unique_email()
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps({"external_ref": f"crm-{first}", "name": "Jürgen Müller", "email": first},
+                                ensure_ascii=False).encode("latin-1") + b"\n"
+                     + json.dumps({"external_ref": f"crm-{second}", "name": "Ada", "email": second,
+                                   "purchases": [_purchase(store, "R-1", clock.now() - timedelta(days=1))]}).encode()
+                     + b"\n")
+    assert await run_cli("import", str(path)) == 1
+    err = capsys.readouterr().err
+    assert "line 1" in err and "not UTF-8: byte 0xfc at column" in err, err
+    assert (await client.get("/v1/members", params={"email": first})).json()["data"] == []
+    assert (await _member_by_email(client, second))["name"] == "Ada"  # the other lines go on
+    _write(path, {"external_ref": f"crm-{first}", "name": "Jürgen Müller", "email": first})
+    assert await run_cli("import", str(path)) == 0
+    assert (await _member_by_email(client, first))["name"] == "Jürgen Müller"
+
+
+async def test_a_file_with_a_byte_order_mark_loses_no_line(client, clock, app, cli_env, capsys, tmp_path):
+    """Excel and Windows tools put a byte order mark before UTF-8: the first line failed as invalid JSON."""
+    email = f.unique_email()
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"external_ref": f"crm-{email}", "name": "First",
+                                                    "email": email}).encode() + b"\n")
+    assert await run_cli("import", str(path)) == 0, capsys.readouterr().err
+    assert (await _member_by_email(client, email))["name"] == "First"
+
+
+async def test_an_import_that_cannot_reach_the_database_says_so_in_one_line(cli_env, capsys, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("LOYALTY_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    assert await run_cli("import", str(_write(tmp_path / "one.jsonl", {"external_ref": "crm-x", "name": "X"}))) == 2
+    err = capsys.readouterr().err
+    assert "loyalty import: " in err and "run the file again" in err and "Traceback" not in err

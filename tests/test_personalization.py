@@ -103,7 +103,7 @@ async def test_lifecycle_over_time_by_the_sweep(client, store, clock, cli_env):
              (NOW + timedelta(days=181), "lapsed", "lapsed")]
     before = {regular: None, idle: None}
     for i, (as_of, regular_stage, idle_stage) in enumerate(steps):
-        assert await run_cli("sweep", "--as-of", iso(as_of)) == 0
+        assert await run_cli("sweep", "--allow-future", "--as-of", iso(as_of)) == 0
         counts = await report(client)
         expected = {c: 0 for c in ("new", "active", "at_risk", "lapsed")}
         expected[regular_stage] += 1
@@ -124,7 +124,7 @@ async def test_lifecycle_over_time_by_the_sweep(client, store, clock, cli_env):
             assert [m["from"] for m in movement["quadrants"]] == [None] * len(movement["quadrants"])
             assert sum(m["members"] for m in movement["quadrants"]) == 2
     # The sweep is idempotent: the same as-of gives the same counts, and the same movement.
-    assert await run_cli("sweep", "--as-of", iso(NOW + timedelta(days=181))) == 0
+    assert await run_cli("sweep", "--allow-future", "--as-of", iso(NOW + timedelta(days=181))) == 0
     again = await report(client)
     assert again["lifecycles"]["lapsed"] == 2
     assert again["movement"] == movement
@@ -140,7 +140,7 @@ async def test_the_sweep_sets_thresholds_at_the_medians(client, store, cli_env):
     for i, member in enumerate(members):  # 1, 2, 3, 4 sales of 10.00 × (i + 1)
         for n in range(i + 1):
             await buy(client, member, store, 1_000 * (i + 1), NOW - timedelta(days=20 + n))
-    assert await run_cli("sweep", "--as-of", iso(NOW)) == 0
+    assert await run_cli("sweep", "--allow-future", "--as-of", iso(NOW)) == 0
     counts = await report(client)
     # (sales, spend): (1, 10.00), (2, 40.00), (3, 90.00), (4, 160.00); medians 2.5 and 65.00: frequent from 3
     # sales, high from 65.01

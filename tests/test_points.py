@@ -86,16 +86,16 @@ async def test_sweep_expires_lots_by_their_expiry(client, clock, app, cli_env, c
     assert await f.balance(client, member) == 50 + 30 - 20 + 19
 
     as_of = start + timedelta(days=370)  # the first lot has expired, the later ones not yet
-    assert await run_cli("sweep", "--as-of", as_of.isoformat()) == 0
+    assert await run_cli("sweep", "--allow-future", "--as-of", as_of.isoformat()) == 0
     assert "expired 30 points from 1 lots of 1 members" in capsys.readouterr().out
     assert await f.balance(client, member) == 49
-    assert await run_cli("sweep", "--as-of", as_of.isoformat()) == 0  # idempotent
+    assert await run_cli("sweep", "--allow-future", "--as-of", as_of.isoformat()) == 0  # idempotent
     assert "expired 0 points" in capsys.readouterr().out
     assert await f.balance(client, member) == 49
     entries = (await client.get(f"/v1/members/{member}/ledger")).json()["data"]
     assert entries[0]["kind"] == "expire" and entries[0]["amount"] == -30
 
-    assert await run_cli("sweep", "--as-of", (start + timedelta(days=800)).isoformat()) == 0
+    assert await run_cli("sweep", "--allow-future", "--as-of", (start + timedelta(days=800)).isoformat()) == 0
     assert await f.balance(client, member) == 0
     assert (await client.get(f"/v1/members/{member}/points")).json()["expiring"] == []
     assert await run_cli("verify") == 0

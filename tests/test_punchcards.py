@@ -236,7 +236,7 @@ async def test_loyalty_sweep_expires_rewards(client, app, shop, clock, database_
     await buy(client, member, store, [coffee()])
     as_of = (clock.now() + timedelta(days=8)).isoformat()
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "service.cli", "sweep", "--as-of", as_of],
+        subprocess.run, [sys.executable, "-m", "service.cli", "sweep", "--allow-future", "--as-of", as_of],
         env={**os.environ, "LOYALTY_DATABASE_URL": database_url}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "expired 1 punch-card rewards" in done.stdout

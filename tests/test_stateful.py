@@ -835,7 +835,7 @@ class LoyaltyMachine(RuleBasedStateMachine):
     @rule()
     def sweep(self) -> None:
         as_of = (self.live.clock.now() + timedelta(days=400)).isoformat()
-        assert cli.main(["sweep", "--as-of", as_of]) == 0
+        assert cli.main(["sweep", "--allow-future", "--as-of", as_of]) == 0
         for member in self.model.values():
             member.points.expire()
             member.stamps.expire()

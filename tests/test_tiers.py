@@ -176,10 +176,10 @@ async def test_several_overdue_reviews_replay_the_same_by_sweep_and_by_lazy_read
     now = add_months(T0, 40)
     clock.freeze(now)
     read = await tier(client, lazy)
-    assert await run_cli("sweep", "--as-of", iso(now)) == 0
+    assert await run_cli("sweep", "--allow-future", "--as-of", iso(now)) == 0
     out = capsys.readouterr().out
     assert "reviewed the tiers of 1 members, 2 tier changes" in out
-    assert await run_cli("sweep", "--as-of", iso(now)) == 0
+    assert await run_cli("sweep", "--allow-future", "--as-of", iso(now)) == 0
     assert "reviewed the tiers of 0 members, 0 tier changes" in capsys.readouterr().out
     swept_info = await tier(client, swept)
     assert swept_info == read

@@ -3,11 +3,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, insert, or_, select
+from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutReturn, CheckoutTransaction
 from service.db import defer, dialect_of, fetch, insert_values_unless_duplicate
+from service.ledger.models import LedgerAccount, LedgerEntry
+from service.ledger.rules import POINTS
 
 _TABLE = CheckoutTransaction.__table__
 _ADD = insert(_TABLE)  # the columns its values name
@@ -75,3 +77,20 @@ async def returns_of(session: AsyncSession, transaction_id: str) -> list[Checkou
 async def add_return(session: AsyncSession, row: CheckoutReturn) -> None:
     session.add(row)
     await session.flush()
+
+
+async def receipts_off_their_ledger(session: AsyncSession, limit: int) -> list[tuple[str, int, int, int, int]]:
+    """Sales whose points figures are not what their ledger transaction moved on the member's points account:
+    ``(sale, points_earned, earned in the ledger, points_burned, burned in the ledger)``. Returns and voids
+    reverse the sale's figures, so a receipt that disagrees with its ledger would have them take back the wrong
+    amount. Bonuses (a birthday's, a referral's) are entries of their own kinds, outside ``points_earned``."""
+    points = and_(LedgerAccount.kind == POINTS, LedgerAccount.member_id.is_not(None))
+    earned = func.coalesce(func.sum(case((and_(points, LedgerEntry.kind == "earn"), LedgerEntry.amount))), 0)
+    burned = func.coalesce(func.sum(case((and_(points, LedgerEntry.kind == "burn"), -LedgerEntry.amount))), 0)
+    sale = CheckoutTransaction
+    query = (select(sale.id, sale.points_earned, earned, sale.points_burned, burned)
+             .outerjoin(LedgerEntry, LedgerEntry.transaction_id == sale.ledger_transaction_id)
+             .outerjoin(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .group_by(sale.id, sale.points_earned, sale.points_burned)
+             .having(or_(sale.points_earned != earned, sale.points_burned != burned)).limit(limit))
+    return [(i, int(e), int(le), int(b), int(lb)) for i, e, le, b, lb in (await session.execute(query)).all()]

@@ -38,6 +38,13 @@ def describe(error: ValidationError) -> str:
                      for problem in error.errors(include_url=False))
 
 
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """A line that is not UTF-8, named by its first bad byte (a file saved as Latin-1 or Windows-1252 shows its
+    first accented letter here)."""
+    return (f"not UTF-8: byte 0x{error.object[error.start]:02x} at column {error.start + 1}; save the file as "
+            "UTF-8 and run it again")
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What importing one member did."""

@@ -16,6 +16,7 @@ member already has is skipped, so an interrupted import is finished by running i
 from __future__ import annotations
 
 import asyncio
+import codecs
 import itertools
 import json
 import multiprocessing
@@ -80,10 +81,13 @@ def _external_ref(text: str) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
-async def run(db: Database, lines: Iterable[tuple[int, str]], clock: Clock, *, region: str, concurrency: int,
-              on_line: Callable[[rules.Tally], None] = lambda tally: None) -> rules.Tally:
+async def run(db: Database, lines: Iterable[tuple[int, str | bytes]], clock: Clock, *, region: str,
+              concurrency: int, on_line: Callable[[rules.Tally], None] = lambda tally: None) -> rules.Tally:
     """Import numbered lines (blank ones are skipped), ``concurrency`` members at a time; ``on_line`` is told
-    after each line. A database error that stands for no client error stops the import (it is raised)."""
+    after each line. A line read as bytes must be UTF-8: one that is not fails with its byte and column, and
+    nothing of it is written (a name read with its letters replaced could not be mended by running the file
+    again: the member would be found by ``external_ref`` and kept). A database error that stands for no client
+    error stops the import (it is raised)."""
     tally = rules.Tally()
     currency = (await db.run(program_service.get, write=False)).currency
     queue = ((number, text) for number, text in lines if text.strip())
@@ -130,9 +134,12 @@ async def run(db: Database, lines: Iterable[tuple[int, str]], clock: Clock, *, r
             records = []
             for number, text in batch:
                 try:
+                    text = text if isinstance(text, str) else text.decode("utf-8")
                     records.append((number, ImportMember.model_validate_json(text)))
                 except ValidationError as exc:
                     tally.failures.append(rules.Failure(number, _external_ref(text), rules.describe(exc)))
+                except UnicodeDecodeError as exc:
+                    tally.failures.append(rules.Failure(number, None, rules.not_utf8(exc)))
             if len(records) < 2 or not await together(records):
                 for number, record in records:
                     await one(number, record)
@@ -161,13 +168,17 @@ def _refusal(error: Exception) -> str | None:
     return None
 
 
-def numbered_lines(path: Path, *, share: int = 0, shares: int = 1) -> Iterator[tuple[int, str]]:
-    """The file's lines, numbered from 1; with ``shares`` > 1 only every ``shares``-th, from line ``share + 1``.
-    Read one at a time, as the members are taken."""
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for number, text in enumerate(f, 1):
+def numbered_lines(path: Path, *, share: int = 0, shares: int = 1) -> Iterator[tuple[int, bytes]]:
+    """The file's lines as bytes, numbered from 1; with ``shares`` > 1 only every ``shares``-th, from line
+    ``share + 1``. Read one at a time, as the members are taken. The byte order mark that Excel and Windows tools
+    put before UTF-8 is dropped; :func:`run` decodes each line on its own, so one line in another encoding fails
+    alone."""
+    with path.open("rb") as f:
+        for number, line in enumerate(f, 1):
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
             if (number - 1) % shares == share:
-                yield number, text
+                yield number, line
 
 
 async def run_file(url: str, path: Path, *, region: str, concurrency: int, share: int = 0, shares: int = 1,

@@ -485,6 +485,30 @@ async def lot_mismatches(session: AsyncSession, limit: int) -> list[tuple[str, i
     return [(a, int(b), int(h)) for a, b, h in rows if int(h) != max(int(b), 0)][:limit]
 
 
+async def lots_off_their_draws(session: AsyncSession, limit: int) -> list[tuple[int, int, int, int]]:
+    """Lots whose ``remaining`` is not their ``amount`` less what was drawn from them (a burn, expiry or claw-back
+    draws; a void or return that gives burned points back draws a negative amount): what a debit that updated
+    the wrong lot would leave, with the account's total still right."""
+    drawn = (select(PointLotDraw.lot_id, func.sum(PointLotDraw.amount).label("drawn"))
+             .group_by(PointLotDraw.lot_id).subquery())
+    drawn_total = func.coalesce(drawn.c.drawn, literal(0))
+    query = (select(PointLot.id, PointLot.amount, PointLot.remaining, drawn_total)
+             .outerjoin(drawn, drawn.c.lot_id == PointLot.id)
+             .where(PointLot.remaining != PointLot.amount - drawn_total).limit(limit))
+    return [(int(i), int(a), int(r), int(d)) for i, a, r, d in (await session.execute(query)).all()]
+
+
+async def entries_of_another_member(session: AsyncSession, limit: int) -> list[tuple[str, int, str | None]]:
+    """Entries and lots filed under another member than their account's (a statement would show them to the
+    wrong member): ``("entry", id, member)`` or ``("lot", id, member)``."""
+    found = []
+    for what, table in (("entry", LedgerEntry), ("lot", PointLot)):
+        query = (select(table.id, table.member_id).join(LedgerAccount, LedgerAccount.id == table.account_id)
+                 .where(table.member_id.is_distinct_from(LedgerAccount.member_id)).limit(limit))
+        found.extend((what, int(i), m) for i, m in (await session.execute(query)).all())
+    return found[:limit]
+
+
 async def orphan_entries(session: AsyncSession, limit: int) -> list[int]:
     query = (select(LedgerEntry.id).outerjoin(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
              .where(LedgerTransaction.id.is_(None)).limit(limit))

@@ -366,6 +366,10 @@ async def verify(session: AsyncSession, *, limit: int = 50) -> VerifyReport:
         problems.append(f"stored-value account {account} is negative: {balance}")
     for account, balance, held in await repository.lot_mismatches(session, limit):
         problems.append(f"points account {account} has balance {balance} but its open lots hold {held}")
+    for lot, amount, remaining, drawn in await repository.lots_off_their_draws(session, limit):
+        problems.append(f"point lot {lot} of {amount} has {remaining} remaining but {drawn} was drawn from it")
+    for what, key, member in await repository.entries_of_another_member(session, limit):
+        problems.append(f"{what} {key} is filed under member {member}, not its account's member")
     for entry in await repository.orphan_entries(session, limit):
         problems.append(f"entry {entry} belongs to no ledger transaction")
     for entry in await repository.asset_mismatches(session, limit):
