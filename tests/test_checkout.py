@@ -293,6 +293,22 @@ async def test_partial_and_repeated_returns(client, shop, app):
     await f.verify_ledger(app)
 
 
+async def test_a_sale_earning_more_points_than_a_balance_holds_is_refused(client, shop, app):
+    """A base rate of 1000, a SKU's 1000 and a tier's 1000, each within its bounds, on a line of 10**12: 10**19
+    points, past a 64-bit balance. The commit answered 500; quote and commit now refuse it."""
+    store, member = shop
+    tiers = (await client.get("/v1/program")).json()["tiers"]
+    tiers[0]["earn_multiplier"] = 1000
+    await f.set_program(client, earn={"base_rate_per_major_unit": 1000, "sku_multipliers": {"BIG": 1000}},
+                        tiers=tiers)
+    body = f.basket(member, store, [f.line(sku="BIG", unit_price=10**12)])
+    for r in (await client.post("/v1/checkout/quote", json=body), await f.commit(client, body)):
+        problem = f.assert_problem(r, 422, "sale_earns_too_many_points")
+        assert problem["max_points"] == 10**12
+    assert await f.balance(client, member) == 0
+    await f.verify_ledger(app)
+
+
 async def test_burned_points_come_back_with_the_units_that_carry_them(client, shop, app):
     """A point worth 1.00 burned on 2 units at 3.00, the rest from the wallet: the first unit back carries half a
     point. Rounded up, it came back whole with that unit (3.50 of value for a unit that cost 3.00); it now comes

@@ -140,6 +140,23 @@ async def test_redeem_frees_the_cheapest_eligible_unit_which_earns_no_stamp(clie
     await f.verify_ledger(app)
 
 
+async def test_one_sale_issues_at_most_fifty_rewards_and_the_next_sales_the_rest(client, app, shop):
+    """A card of one stamp and a line of 5,000 coffees issued 5,000 rewards, a row and an event each, inside the
+    till's request (a million units, within every bound, would have held the till for minutes)."""
+    store, member = shop
+    program = await make_program(client, stamps_required=1)
+    r = await f.commit(client, f.basket(member, store, [coffee(quantity=5_000, unit_price=1)]))
+    assert r.status_code == 201, r.text
+    assert len(r.json()["earned"]["rewards_issued"]) == 50
+    assert (await card(client, member, program["id"]))["stamps"] == 4_950
+    r = await f.commit(client, f.basket(member, store, [f.line("t", "TEA", "tea", 1, 100)]))
+    assert r.status_code == 201, r.text  # a sale that stamps nothing turns no stamps into rewards
+    r = await f.commit(client, f.basket(member, store, [coffee(unit_price=1)]))
+    assert len(r.json()["earned"]["rewards_issued"]) == 50
+    assert (await card(client, member, program["id"]))["stamps"] == 4_901
+    await f.verify_ledger(app)
+
+
 async def test_a_unit_priced_at_nothing_earns_no_stamp_and_takes_no_reward(client, app, shop):
     store, member = shop
     program = await make_program(client, stamps_required=1)

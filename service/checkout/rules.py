@@ -369,6 +369,7 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
         [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in basket.lines],
         ctx.program.earn, tier_multiplier=ctx.member.tier_multiplier, occurred_at=ctx.occurred_at,
         segments=ctx.member.segments)
+    points_rules.check_sale_points(earned.points)
     if earned.points > 0:
         movements.append(Movement(
             account=POINTS, asset=POINTS, amount=earned.points, contra="program:points_issued", kind="earn",

@@ -1,7 +1,7 @@
 from service.errors import Unprocessable
 from service.ledger.errors import InsufficientPoints
 
-__all__ = ["InsufficientPoints", "PointsOverLimit", "ZeroAdjustment"]
+__all__ = ["InsufficientPoints", "PointsOverLimit", "SaleEarnsTooMuch", "ZeroAdjustment"]
 
 
 class PointsOverLimit(Unprocessable):
@@ -10,3 +10,7 @@ class PointsOverLimit(Unprocessable):
 
 class ZeroAdjustment(Unprocessable):
     code, title = "validation_error", "An adjustment must change the balance"
+
+
+class SaleEarnsTooMuch(Unprocessable):
+    code, title = "sale_earns_too_many_points", "More points than a sale may earn"

@@ -21,12 +21,19 @@ import calendar
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from service.money import floor, to_decimal
-from service.points.errors import InsufficientPoints, PointsOverLimit
+from service.points.errors import InsufficientPoints, PointsOverLimit, SaleEarnsTooMuch
 
 ONE = Decimal(1)
+# Points are floored from the exact product of a line's net and its rates: the default context keeps 28 digits,
+# and 999.9999999999998 x 1.0000000000000002 rounded there is 1000, a point the member did not earn. Enough
+# digits for every factor's (each at most a few dozen, as the program's schemas take them).
+EXACT = Context(prec=400)
+# The most points one sale may earn: far above any sale a program means, far below what a ledger balance holds
+# (2**63), so that rates and multipliers the schemas each accept, multiplied together, never overflow a balance.
+MAX_POINTS_PER_SALE = 10**12
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,17 +105,32 @@ def bonus_multiplier(line: EarnLine, rules: EarnRules, occurred_at: datetime,
 
 def line_points(line: EarnLine, rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
                 segments: frozenset[str] = frozenset()) -> Decimal:
-    major = Decimal(line.net) / (Decimal(10) ** rules.exponent)
-    return (major * rules.base_rate * item_multiplier(line, rules)
-            * bonus_multiplier(line, rules, occurred_at, segments) * tier_multiplier)
+    points = EXACT.divide(Decimal(line.net), Decimal(10) ** rules.exponent)  # the net in major units
+    for factor in (rules.base_rate, item_multiplier(line, rules), bonus_multiplier(line, rules, occurred_at, segments),
+                   tier_multiplier):
+        points = EXACT.multiply(points, factor)
+    return points
 
 
 def earn(lines: Sequence[EarnLine], rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
          segments: frozenset[str] = frozenset()) -> Earned:
+    """A basket's points: each line's, summed exactly and floored once."""
     per_line = {line.line_id: line_points(line, rules, tier_multiplier=tier_multiplier, occurred_at=occurred_at,
                                           segments=segments)
                 for line in lines}
-    return Earned(per_line, max(floor(sum(per_line.values(), Decimal(0))), 0))
+    total = Decimal(0)
+    for points in per_line.values():
+        total = EXACT.add(total, points)
+    return Earned(per_line, max(floor(total), 0))
+
+
+def check_sale_points(points: int) -> None:
+    """A sale may earn at most :data:`MAX_POINTS_PER_SALE` (422 ``sale_earns_too_many_points``): rates,
+    multipliers and a tier's, each within its bounds, can multiply past what a balance holds."""
+    if points > MAX_POINTS_PER_SALE:
+        raise SaleEarnsTooMuch(f"This sale would earn {points:,} points, more than the {MAX_POINTS_PER_SALE:,} a sale "
+                               "may earn: check the program's earn rate and multipliers.", points=points,
+                               max_points=MAX_POINTS_PER_SALE)
 
 
 def max_burnable_points(net: int, *, max_burn_percent: int, point_value: int) -> int:

@@ -120,10 +120,17 @@ def stamps_earned(lines: Sequence[Unit], free: Mapping[str, int],
     return earned
 
 
+# The most rewards of one programme a sale issues: a card of one stamp and a line of a million units would
+# otherwise issue a million rewards (a row and an event each) inside the till's request. The stamps beyond stay on
+# the card, and the member's next sales turn them into rewards.
+MAX_REWARDS_PER_SALE = 50
+
+
 def rewards_due(balance: int, earned: int, stamps_required: int) -> int:
-    """Rewards issued when ``earned`` stamps join ``balance`` (a deficit is filled first); the rest carries over."""
+    """Rewards issued when ``earned`` stamps join ``balance`` (a deficit is filled first), at most
+    :data:`MAX_REWARDS_PER_SALE`; the rest carries over."""
     total = balance + earned
-    return total // stamps_required if total >= stamps_required else 0
+    return min(total // stamps_required, MAX_REWARDS_PER_SALE) if total >= stamps_required else 0
 
 
 def stamps_to_remove(paid: int, returned_before: int, returned_now: int) -> int:

@@ -4,7 +4,7 @@ from decimal import Decimal
 import pytest
 
 from service.points import rules
-from service.points.errors import InsufficientPoints, PointsOverLimit
+from service.points.errors import InsufficientPoints, PointsOverLimit, SaleEarnsTooMuch
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -75,3 +75,20 @@ def test_lot_expiry_adds_calendar_months():
     assert rules.add_months(datetime(2027, 11, 30, tzinfo=UTC), 3) == datetime(2028, 2, 29, tzinfo=UTC)
     assert rules.lot_expiry(NOW, 12) == datetime(2027, 6, 15, 12, 0, tzinfo=UTC)
     assert rules.lot_expiry(NOW, None) is None
+
+
+def test_points_are_floored_from_the_exact_product():
+    """999.9999999999998 x 1.0000000000000002 is 999.99999999999999999999999999996: 999 points. In Decimal's
+    default 28 digits the product rounded to 1000 before the floor."""
+    earn = rules.EarnRules(base_rate=Decimal("999.9999999999998"), category_multipliers={},
+                           sku_multipliers={"A": Decimal("1.0000000000000002")}, bonus_events=())
+    earned = rules.earn([rules.EarnLine("1", "A", "c", 100)], earn, tier_multiplier=Decimal(1),
+                        occurred_at=datetime.now(UTC))
+    assert earned.points == 999
+
+
+def test_a_sale_earns_at_most_a_trillion_points():
+    rules.check_sale_points(rules.MAX_POINTS_PER_SALE)
+    with pytest.raises(SaleEarnsTooMuch) as too_many:
+        rules.check_sale_points(rules.MAX_POINTS_PER_SALE + 1)
+    assert too_many.value.extra["max_points"] == rules.MAX_POINTS_PER_SALE

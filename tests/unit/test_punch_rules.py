@@ -36,6 +36,11 @@ def test_a_unit_priced_at_nothing_earns_no_stamp_and_takes_no_reward():
     assert result.discounts == {"a": 450}  # the refill is not the cheapest unit to make free: it costs nothing
 
 
+def test_a_sale_issues_at_most_fifty_rewards_of_a_programme_and_the_stamps_beyond_stay():
+    assert rules.rewards_due(0, 10**6, 1) == rules.MAX_REWARDS_PER_SALE == 50
+    assert rules.rewards_due(0, 51 * 10, 10) == 50
+
+
 def test_rewards_due_carry_over_and_deficit():
     assert rules.rewards_due(0, 12, 10) == 1
     assert rules.rewards_due(8, 12, 10) == 2
