@@ -113,11 +113,35 @@ async def test_a_void_or_return_takes_back_the_upgrade_its_sale_made(client, sto
     info = await tier(client, member)
     assert info["code"] == "silver" and info["attained_at"] == iso(T0)
     assert info["review_at"] == iso(add_months(T0, 12)) and info["qualifying_spend"] == 60_000
-    # A sale whose upgrade a later sale has overtaken: its void leaves the later upgrade to the next review.
+    # A purchase split in two, silver by the first half and gold by the second: the first's void leaves the
+    # second's upgrade without its spend (120,000 is silver's). Until 2026-12-07 gold stayed for a year.
     member = (await f.enroll(client))["id"]
     first = await buy(client, member, store, 60_000)
     assert (await buy(client, member, store, 120_000))["tier_change"] == {"from": "silver", "to": "gold"}
     assert (await f.void(client, first["id"])).status_code == 200
+    info = await tier(client, member)
+    assert (info["code"], info["qualifying_spend"]) == ("silver", 120_000)
+    # A sale split so that its second half reaches gold alone: the first half's void takes nothing.
+    member = (await f.enroll(client))["id"]
+    first = await buy(client, member, store, 60_000)
+    assert (await buy(client, member, store, 160_000))["tier_change"] == {"from": "silver", "to": "gold"}
+    assert (await f.void(client, first["id"])).status_code == 200
+    assert (await tier(client, member))["code"] == "gold"
+    # Returned in two steps, the sale that lifted a member to gold takes back silver too once nothing is left.
+    member = (await f.enroll(client))["id"]
+    t = await buy(client, member, store, 100_000, 60_000)
+    assert (await f.return_lines(client, t["id"], {"1": 1})).status_code == 201
+    assert (await tier(client, member))["code"] == "silver"
+    assert (await f.return_lines(client, t["id"], {"2": 1})).status_code == 201
+    info = await tier(client, member)
+    assert (info["code"], info["qualifying_spend"], info["review_at"]) == ("member", 0, None)
+    # A sale that made gold, voided after a later sale reached gold alone: gold stays.
+    member = (await f.enroll(client))["id"]
+    lift = await buy(client, member, store, 160_000)
+    assert lift["tier_change"] == {"from": "member", "to": "gold"}
+    clock.freeze(T0 + timedelta(days=2))
+    await buy(client, member, store, 170_000)
+    assert (await f.void(client, lift["id"])).status_code == 200
     assert (await tier(client, member))["code"] == "gold"
 
 

@@ -233,6 +233,13 @@ async def attained_before(session: AsyncSession, member_id: str, code: str, hist
         .order_by(TierHistory.id.desc()).limit(1))
 
 
+async def latest_changes(session: AsyncSession, member_id: str, reason: str, *, limit: int) -> list[TierHistory]:
+    """The member's latest tier changes for ``reason``, the latest first."""
+    return list(await session.scalars(select(TierHistory).where(
+        TierHistory.member_id == member_id, TierHistory.reason == reason)
+        .order_by(TierHistory.id.desc()).limit(limit)))
+
+
 async def change_of_transaction(session: AsyncSession, transaction_id: str) -> TierHistory | None:
     return await session.scalar(select(TierHistory).where(TierHistory.transaction_id == transaction_id)
                                 .order_by(TierHistory.id).limit(1))

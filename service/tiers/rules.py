@@ -66,18 +66,21 @@ def upgrade(state: State, spend: int, thresholds: Sequence[int], occurred_at: da
 
 
 def reversed_upgrade(held: State, upgrade: Change, spend: int, thresholds: Sequence[int], window_months: int,
-                     now: datetime, *, attained_before: datetime | None) -> tuple[State, Change] | None:
-    """What a void or return of the sale that made ``upgrade`` does to the tier, while the member still holds
-    exactly what that sale gave (``held``): the member goes back to the tier the sale found, or to the highest
-    the window that ended with the sale still reaches with the sale's ``spend`` as it now stands. Back at the
-    tier the sale found, its attainment is what it was (``attained_before``) and its review the first after the
-    sale (a review fallen due since replays as any other); at a tier between, the sale attained it. None when
-    the upgrade stands, or when a review or a later upgrade has judged the member since (the next review judges
-    the spend as it now stands)."""
-    if (held.level != upgrade.to_level or held.attained_at != upgrade.at
-            or held.review_at != add_months(upgrade.at, window_months)):
+                     now: datetime, *, attained_before: datetime | None,
+                     spend_now: int = 0) -> tuple[State, Change] | None:
+    """What a void or return does to an upgrade that ``spend`` (the window that ended with the upgrading sale, as
+    it now stands) may no longer carry, while the member still holds what that sale gave (``held``: attained by
+    the upgrade and not reviewed since; at its tier, or at a tier between that an earlier return of it left).
+
+    The member goes back to the tier the sale found, or to the highest tier that window still reaches, or that
+    the window ending now (``spend_now``: later sales) reaches. Back at the tier the sale found, its attainment is
+    what it was (``attained_before``) and its review the first after the sale (a review fallen due since replays
+    as any other); at a tier between, the sale attained it. None when the upgrade stands, or when a review or a
+    later upgrade has judged the member since (the next review judges the spend as it now stands)."""
+    if (held.attained_at != upgrade.at or held.review_at != add_months(upgrade.at, window_months)
+            or not upgrade.from_level < held.level <= upgrade.to_level):
         return None
-    target = max(upgrade.from_level, qualified_level(spend, thresholds))
+    target = max(upgrade.from_level, qualified_level(spend, thresholds), qualified_level(spend_now, thresholds))
     if target >= held.level:
         return None
     if target == 0:

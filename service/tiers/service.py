@@ -212,29 +212,41 @@ async def record_commit(session: AsyncSession, member: Member, program: ProgramP
 
 async def take_back_upgrade(session: AsyncSession, member_id: str, transaction_id: str, program: ProgramPublic,
                             now: datetime) -> None:
-    """After a void or return of a sale has lowered its spend: the upgrade the sale made goes back as far as the
-    sale no longer carries it (``rules.reversed_upgrade``), under the tier lock. Called with the member's
-    ledger accounts locked, as a commit takes them, so the tier lock comes second here too."""
-    upgrade = await repository.change_of_transaction(session, transaction_id)
-    if upgrade is None or upgrade.reason != rules.UPGRADE:
-        return
+    """After a void or return has lowered a sale's spend (``transaction_id``'s): each upgrade the member still
+    holds goes back as far as the spend no longer carries it (``rules.reversed_upgrade``), the latest first, under
+    the tier lock. Not only the returned sale's own upgrade: a purchase split in two (silver by the first, gold
+    by a cent more) whose first half comes back leaves the second's upgrade without its spend, and then the tier
+    the first gave. Called with the member's ledger accounts locked, as a commit takes them, so the tier lock
+    comes second here too."""
     ladder = Ladder.of(program)
     await repository.lock_state(session, member_id, now)
-    locked = await repository.read_locked(session, member_id,
-                                          spend_since=rules.window_start(upgrade.at, ladder.window_months),
-                                          spend_before=upgrade.at + _INSTANT)
-    change = rules.Change(rules.level_of(upgrade.from_code, ladder.codes),
-                          rules.level_of(upgrade.to_code, ladder.codes), upgrade.at, rules.UPGRADE)
-    held = rules.State(rules.level_of(locked.tier_code, ladder.codes), locked.attained_at, locked.review_at)
-    before = None
-    if change.from_level > 0:
-        before = await repository.attained_before(session, member_id, upgrade.from_code, upgrade.id)
-    taken = rules.reversed_upgrade(held, change, locked.spend or 0, ladder.thresholds, ladder.window_months, now,
-                                   attained_before=before)
-    if taken is not None:
+    locked = await repository.read_locked(session, member_id)
+    if rules.level_of(locked.tier_code, ladder.codes) == 0:
+        return
+    spend_now = await qualifying_spend(session, member_id, now, ladder.window_months)
+    for upgrade in await repository.latest_changes(session, member_id, rules.UPGRADE,
+                                                              limit=len(ladder.codes)):
+        if locked.attained_at is not None and utc(upgrade.at) > utc(locked.attained_at):
+            continue  # taken back already: the member holds what came before it
+        window = await repository.read_locked(session, member_id,
+                                              spend_since=rules.window_start(upgrade.at, ladder.window_months),
+                                              spend_before=upgrade.at + _INSTANT)
+        change = rules.Change(rules.level_of(upgrade.from_code, ladder.codes),
+                              rules.level_of(upgrade.to_code, ladder.codes), upgrade.at, rules.UPGRADE)
+        held = rules.State(rules.level_of(locked.tier_code, ladder.codes), locked.attained_at, locked.review_at)
+        before = None
+        if change.from_level > 0:
+            before = await repository.attained_before(session, member_id, upgrade.from_code, upgrade.id)
+        taken = rules.reversed_upgrade(held, change, window.spend or 0, ladder.thresholds, ladder.window_months,
+                                       now, attained_before=before, spend_now=spend_now)
+        if taken is None:
+            return
         new, reversal = taken
         await _apply(session, SimpleNamespace(id=member_id, tier_code=locked.tier_code), new, [reversal], ladder,
                      now, transaction_id=transaction_id)
+        locked = await repository.read_locked(session, member_id)
+        if new.level == 0:
+            return
 
 
 async def record_return(session: AsyncSession, transaction_id: str, amount: int) -> None:

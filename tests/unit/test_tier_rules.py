@@ -140,3 +140,12 @@ def test_a_reversed_upgrade_goes_back_as_far_as_the_sale_no_longer_carries_it():
     assert new == rules.State(1, silver_since, datetime(2026, 6, 10, tzinfo=UTC))
     reviewed = rules.State(2, sale, add_months(sale, 24))  # judged again since: left to the next review
     assert rules.reversed_upgrade(reviewed, to_gold, 0, thresholds, 12, now, attained_before=None) is None
+    # a tier between, left by an earlier return of the same sale, goes further when the rest comes back
+    silver = rules.State(1, sale, add_months(sale, 12))
+    new, change = rules.reversed_upgrade(silver, to_gold, 0, thresholds, 12, now, attained_before=None)
+    assert new == rules.State(0, None, None) and change == rules.Change(1, 0, now, rules.REVERSAL)
+    # later sales that reach a tier alone keep it
+    assert rules.reversed_upgrade(gold, to_gold, 0, thresholds, 12, now, attained_before=None,
+                                  spend_now=150_000) is None
+    new, _ = rules.reversed_upgrade(gold, to_gold, 0, thresholds, 12, now, attained_before=None, spend_now=60_000)
+    assert new == rules.State(1, sale, add_months(sale, 12))
