@@ -63,26 +63,31 @@ def half_up(value: Fraction) -> int:
     return floor(value + Fraction(1, 2))
 
 
-def split(amount: int, cash: int, bonus: int) -> tuple[int, int]:
-    """The wallet's rule: ``amount`` from cash and bonus in proportion to their balances, each share rounded half
-    up, the off-by-one corrected on the share whose exact value was nearest to rounding the other way (ties:
-    cash)."""
-    total = cash + bonus
+def shares(amount: int, *weights: int) -> list[int]:
+    """``amount`` over parts in proportion to their ``weights``, each share rounded half up, the off-by-ones
+    corrected on the shares whose exact value was nearest to rounding the other way (ties: the earlier part)."""
+    total = sum(weights)
     if amount == 0 or total == 0:
-        return 0, 0
-    exact = [Fraction(amount * cash, total), Fraction(amount * bonus, total)]
-    shares = [min(half_up(exact[0]), cash), min(half_up(exact[1]), bonus)]
-    diff = amount - sum(shares)
-    weights = [cash, bonus]
+        return [0 for _ in weights]
+    exact = [Fraction(amount * w, total) for w in weights]
+    got = [min(half_up(x), w) for x, w in zip(exact, weights, strict=True)]
+    diff = amount - sum(got)
+    order = range(len(weights))
     if diff > 0:
-        for i in sorted((0, 1), key=lambda i: (shares[i] - exact[i], i)):
-            room = min(weights[i] - shares[i], diff)
-            shares[i], diff = shares[i] + room, diff - room
+        for i in sorted(order, key=lambda i: (got[i] - exact[i], i)):
+            room = min(weights[i] - got[i], diff)
+            got[i], diff = got[i] + room, diff - room
     elif diff < 0:
-        for i in sorted((0, 1), key=lambda i: (exact[i] - shares[i], i)):
-            room = min(shares[i], -diff)
-            shares[i], diff = shares[i] - room, diff + room
-    return shares[0], shares[1]
+        for i in sorted(order, key=lambda i: (exact[i] - got[i], i)):
+            room = min(got[i], -diff)
+            got[i], diff = got[i] - room, diff + room
+    return got
+
+
+def split(amount: int, cash: int, bonus: int) -> tuple[int, int]:
+    """The wallet's rule: ``amount`` from cash and bonus in proportion to their balances (ties: cash)."""
+    cash_part, bonus_part = shares(amount, cash, bonus)
+    return cash_part, bonus_part
 
 
 class Refused(Exception):
@@ -278,6 +283,7 @@ class Voucher:
     member: Member
     ends: int | None
     status: str = "active"
+    earned_by: Sale | None = field(default=None, repr=False, compare=False)  # the sale whose spend earned it
 
     def status_on(self, day: int) -> str:
         """What the API shows: an active voucher past its end is expired, swept or not."""
@@ -421,10 +427,19 @@ class Sale:
         if points:
             self.member.points.restore(points, self.id)
 
+    def spend_left(self) -> int:
+        """What the sale's spend is after its returns; nothing once voided."""
+        return 0 if self.status == "voided" else self.net - self.spend_back
+
+    def withdraws(self, voucher: Voucher) -> bool:
+        """Whether the sale's spend, as it now stands, takes back a voucher it earned."""
+        threshold, left = voucher.campaign.spend_threshold, self.spend_left()
+        return left <= 0 or (threshold is not None and left < threshold)
+
     def return_units(self, units: int) -> int:
-        """Cumulative figures for everything returned so far; this return takes the difference (earned points
-        round down, burned points and spend half up, the wallet share half up, split as the payment was).
-        Returns the points clawed back."""
+        """Cumulative figures for everything returned so far; this return takes the difference (earned and
+        burned points round down, spend half up; the stored value, wallet and card together, half up once, each
+        return's step spread over what each part still has to get back). Returns the points clawed back."""
         if self.status not in ("committed", "partially_returned"):
             raise Refused(409, "transaction_not_returnable")
         if units > self.quantity - self.returned:
@@ -433,18 +448,19 @@ class Sale:
         fully = after == self.quantity
         ratio = Fraction(after, self.quantity)
         earned = self.earned if fully else min(floor(Fraction(self.net, 100) * ratio), self.earned)
-        burned = self.burned if fully else min(half_up(self.burned * ratio), self.burned)
+        burned = self.burned if fully else min(floor(self.burned * ratio), self.burned)
         spend = self.net if fully else half_up(self.net * ratio)
-        paid_total = sum(self.paid)
-        wallet_total = paid_total if fully or not paid_total else min(half_up(Fraction(paid_total * spend, self.net)),
-                                                                      paid_total)
-        cum = split(wallet_total, *self.paid)
-        back = (max(cum[0] - self.wallet_back[0], 0), max(cum[1] - self.wallet_back[1], 0))
-        if self.card is not None:  # the card's share, computed the same way and on its own
-            card_total = self.card_paid if fully else min(half_up(Fraction(self.card_paid * spend, self.net)),
-                                                          self.card_paid)
-            self.card.balance += card_total - self.card_back
-            self.card_back = card_total
+        paid = [*self.paid, self.card_paid]
+        before = [*self.wallet_back, self.card_back]
+        paid_total = sum(paid)
+        total = paid_total if fully or not paid_total or not self.net else min(
+            half_up(Fraction(paid_total * spend, self.net)), paid_total)
+        outstanding = [max(p - b, 0) for p, b in zip(paid, before, strict=True)]
+        cash_back, bonus_back, card_back = shares(min(max(total - sum(before), 0), sum(outstanding)), *outstanding)
+        back = (cash_back, bonus_back)
+        if self.card is not None:
+            self.card.balance += card_back
+            self.card_back += card_back
         m = self.member
         clawed = self.claw_back(earned - self.clawed)
         if clawed < earned - self.clawed:
@@ -456,8 +472,7 @@ class Sale:
         self.wallet_back = (self.wallet_back[0] + back[0], self.wallet_back[1] + back[1])
         self.returned, self.status = after, "returned" if fully else "partially_returned"
         for voucher in self.earned_vouchers:  # the sale's spend no longer reaching a threshold withdraws its voucher
-            threshold = voucher.campaign.spend_threshold
-            if voucher.status == "active" and threshold is not None and self.net - spend < threshold:
+            if voucher.status == "active" and self.withdraws(voucher):
                 voucher.status = "void"  # as stored, as a void does
                 event("return withdrew an earned voucher")
         return clawed
@@ -478,6 +493,10 @@ class Sale:
             self.card.balance += self.card_paid - self.card_back
         m.stamps.remove(self.stamps - min(self.returned, self.stamps))
         for voucher in self.used:
+            if voucher.earned_by is not None and voucher.earned_by.withdraws(voucher):
+                voucher.status = "void"  # its earning sale was undone since: it does not come back
+                event("void withdrew a used voucher whose earning sale was undone")
+                continue
             voucher.status = "active" if voucher.ends is None or day < voucher.ends else "expired"
             event(f"void gave a voucher back as {voucher.status}")
         for voucher in self.earned_vouchers:
@@ -744,6 +763,8 @@ class LoyaltyMachine(RuleBasedStateMachine):
         issued = txn["earned"]["vouchers_issued"]
         assert [v["campaign_id"] for v in issued] == [CAMPAIGN_IDS[c.name] for c in due], issued
         sale.earned_vouchers = [self.add_voucher(member, c, v) for c, v in zip(due, issued, strict=True)]
+        for voucher in sale.earned_vouchers:
+            voucher.earned_by = sale
         event(f"commit issued {len(due)} threshold vouchers")
         assert txn["totals"]["discount"] == sale.discount + points and txn["totals"]["net"] == sale.net, txn
         assert txn["totals"]["gift_cards"] == card_pays, txn["totals"]

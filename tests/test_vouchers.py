@@ -487,6 +487,53 @@ async def test_a_return_below_the_threshold_withdraws_the_unused_voucher_the_sal
     assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == []
 
 
+@pytest.mark.parametrize("undo", ["void", "return"])
+async def test_a_voucher_whose_earning_sale_was_undone_does_not_come_back_when_its_use_is_voided(client, shop, undo):
+    """A "spend 100, get 5" voucher used by a second sale stays used when the sale that earned it is voided or
+    returned (accepted: it is not a balance). Voiding the second sale then gave it back, usable again, for spend
+    the customer had been refunded; it is withdrawn instead, its place given back."""
+    store, member = shop
+    thanks = await make_campaign(client, name="Spend 100 get 5", auto_issue={"spend_threshold": 10_000})
+    earning = (await f.commit(client, f.basket(member, store, [f.line("1", unit_price=10_000)]))).json()
+    [earned] = earning["earned"]["vouchers_issued"]
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2_000)], [earned["code"]]))
+    assert r.status_code == 201, r.text
+    using = r.json()
+    if undo == "void":
+        assert (await f.void(client, earning["id"])).status_code == 200
+    else:
+        assert (await f.return_lines(client, earning["id"], {"1": 1})).status_code == 201
+    assert (await voucher(client, earned["code"]))["status"] == "redeemed"
+    assert (await f.void(client, using["id"])).status_code == 200
+    assert (await voucher(client, earned["code"]))["status"] == "void"
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2_000)], [earned["code"]]))
+    f.assert_problem(r, 409, "voucher_expired")
+    assert (await client.get(f"/v1/voucher-campaigns/{thanks['id']}")).json()["issued_count"] == 0
+    # a voucher whose earning sale stands comes back as before
+    kept = (await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)]))).json()
+    [code] = [v["code"] for v in kept["earned"]["vouchers_issued"]]
+    used = (await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2_000)], [code]))).json()
+    assert (await f.void(client, used["id"])).status_code == 200
+    assert (await voucher(client, code))["status"] == "active"
+
+
+async def test_a_full_return_withdraws_what_the_sale_earned_after_its_campaign_stopped_issuing(client, shop):
+    """A campaign whose "spend 100, get 5" has been taken off (``auto_issue`` null) has no threshold left to
+    judge a return by: a return of everything withdrew nothing, while a void of the same sale did."""
+    store, member = shop
+    campaign = await make_campaign(client, name="Spend 100 get 5", auto_issue={"spend_threshold": 10_000})
+    sale = (await f.commit(client, f.basket(member, store, [f.line("1", unit_price=6_000),
+                                                            f.line("2", unit_price=4_000)]))).json()
+    [earned] = sale["earned"]["vouchers_issued"]
+    body = {k: v for k, v in campaign.items() if k not in ("id", "issued_count")} | {"auto_issue": None}
+    assert (await client.put(f"/v1/voucher-campaigns/{campaign['id']}", json=body)).status_code == 200
+    r = await f.return_lines(client, sale["id"], {"1": 1})  # a part: no threshold to fall below
+    assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == [], r.text
+    r = await f.return_lines(client, sale["id"], {"2": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == [earned["code"]], r.text
+    assert (await voucher(client, earned["code"]))["status"] == "void"
+
+
 # --- what the till and the app see --------------------------------------------------------------------------------
 
 async def test_quote_offers_own_vouchers_soonest_expiring_first_and_nudges_before_they_expire(client, shop):

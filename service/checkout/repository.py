@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +73,17 @@ async def returns_of(session: AsyncSession, transaction_id: str) -> list[Checkou
     query = select(CheckoutReturn).where(CheckoutReturn.transaction_id == transaction_id).order_by(
         CheckoutReturn.created_at, CheckoutReturn.id)
     return list((await session.execute(query)).scalars())
+
+
+async def spend_left(session: AsyncSession, transaction_ids: Sequence[str]) -> dict[str, int]:
+    """Each sale's qualifying spend after its returns; 0 for a voided one."""
+    returned = func.coalesce(func.sum(CheckoutReturn.qualifying_spend), 0)
+    query = (select(CheckoutTransaction.id, CheckoutTransaction.status, CheckoutTransaction.qualifying_spend, returned)
+             .outerjoin(CheckoutReturn, CheckoutReturn.transaction_id == CheckoutTransaction.id)
+             .where(CheckoutTransaction.id.in_(list(transaction_ids)))
+             .group_by(CheckoutTransaction.id, CheckoutTransaction.status, CheckoutTransaction.qualifying_spend))
+    return {i: 0 if status == "voided" else int(spend) - int(back)
+            for i, status, spend, back in (await session.execute(query)).all()}
 
 
 async def add_return(session: AsyncSession, row: CheckoutReturn) -> None:

@@ -530,7 +530,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
         session, row.member_id, row.id, _stamp_removals(row, returned, remaining),
         {kind: accounts.balance(kind) for kind in accounts.by_kind}, now, kind="void")
     await punch_service.restore_redeemed(session, row.id, now)
-    await voucher_service.undo_sale(session, row.id, now)
+    await voucher_service.undo_sale(session, row.id, now, lambda sales: repository.spend_left(session, sales))
     if movements:
         await ledger.post(session, ledger.Posting(
             kind="void", member_id=row.member_id, at=now, movements=movements, store_id=row.store_id,

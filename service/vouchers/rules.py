@@ -268,11 +268,14 @@ def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, it
 
 
 def withdrawn_by_return(earned: Sequence[tuple[str, Campaign]], spend_left: int) -> list[str]:
-    """Of the unused vouchers ``(id, campaign)`` a sale earned by its spend, those a return withdraws: each whose
-    campaign's threshold the sale's qualifying spend, after every return of it, no longer reaches (as a return
-    revokes an unused punch card reward the returned stamps had earned)."""
+    """Of the vouchers ``(id, campaign)`` a sale earned by its spend, those its returns (or its void: nothing
+    left) take back: each whose campaign's threshold the sale's qualifying spend, after every return of it, no
+    longer reaches (as a return revokes an unused punch card reward the returned stamps had earned), and every
+    one once nothing is left, even of a campaign that has stopped issuing since (its threshold removed), as a
+    void takes them."""
     return [voucher_id for voucher_id, campaign in earned
-            if campaign.auto_issue_spend_threshold is not None and spend_left < campaign.auto_issue_spend_threshold]
+            if spend_left <= 0 or (campaign.auto_issue_spend_threshold is not None
+                                   and spend_left < campaign.auto_issue_spend_threshold)]
 
 
 def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFacts, now: datetime) -> list[Campaign]:

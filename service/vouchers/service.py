@@ -6,7 +6,7 @@ request's rollback and is written through :class:`service.ratelimit.Guard`)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -378,15 +378,28 @@ async def redeem(session: AsyncSession, vouchers: Sequence[rules.Voucher], membe
     await repository.claim_bearer(session, [v.id for v in vouchers if v.member_id is None], member_id)
 
 
-async def undo_sale(session: AsyncSession, transaction_id: str, now: datetime) -> None:
+async def undo_sale(session: AsyncSession, transaction_id: str, now: datetime,
+                    spend_left: Callable[[Sequence[str]], Awaitable[Mapping[str, int]]]) -> None:
     """A void: the vouchers the sale used come back while still valid (past their end they become expired), and
-    the unused vouchers it earned are revoked (their places count no more against the campaigns' limits)."""
+    the unused vouchers it earned are revoked (their places count no more against the campaigns' limits).
+
+    A used voucher that a sale earned, and that sale's voids or returns have taken back since
+    (``rules.withdrawn_by_return`` on what ``spend_left`` says each earning sale has left), does not come back: it
+    is withdrawn as it would have been had it still been unused. Otherwise voiding the sale that used it gave it
+    back, usable again, for spend the customer had been refunded."""
     used = await repository.redeemed_by(session, transaction_id)
-    valid = [v.id for v in used if rules.status_at("active", v.valid_until, now) == "active"]
+    earning = sorted({v.issued_by for v in used if v.issued_by})
+    left = await spend_left(earning) if earning else {}
+    campaigns = await _campaign_rules(session, {v.campaign_id for v in used if v.issued_by in left})
+    forfeit = [v for v in used if v.issued_by in left and rules.withdrawn_by_return(
+        [(v.id, campaigns[v.campaign_id])], left[v.issued_by])]
+    back = [v for v in used if v not in forfeit]
+    valid = [v.id for v in back if rules.status_at("active", v.valid_until, now) == "active"]
     await repository.set_status(session, valid, from_status="redeemed", to_status="active", at=now,
                                 redeemed_by=None, redeemed_at=None)
-    await repository.set_status(session, [v.id for v in used if v.id not in set(valid)], from_status="redeemed",
+    await repository.set_status(session, [v.id for v in back if v.id not in set(valid)], from_status="redeemed",
                                 to_status="expired", at=now)
+    await _withdraw(session, forfeit, now, from_status="redeemed")
     await _withdraw(session, await _unused_earned(session, transaction_id), now)
 
 
@@ -395,9 +408,11 @@ async def _unused_earned(session: AsyncSession, transaction_id: str) -> list[Vou
     return [v for v in await repository.issued_by(session, transaction_id, lock=True) if v.status == "active"]
 
 
-async def _withdraw(session: AsyncSession, vouchers: Sequence[Voucher], now: datetime) -> None:
-    """Withdraw unused vouchers (status ``void``); their places count no more against the campaigns' limits."""
-    await repository.set_status(session, [v.id for v in vouchers], from_status="active", to_status="void", at=now)
+async def _withdraw(session: AsyncSession, vouchers: Sequence[Voucher], now: datetime, *,
+                    from_status: str = "active") -> None:
+    """Withdraw vouchers (status ``void``); their places count no more against the campaigns' limits."""
+    await repository.set_status(session, [v.id for v in vouchers], from_status=from_status, to_status="void",
+                                at=now)
     for campaign_id, count in sorted(Counter(v.campaign_id for v in vouchers).items()):
         await repository.give_back(session, campaign_id, count)
 
