@@ -29,6 +29,7 @@ from service.events.routes import router as events_router
 from service.events.routes import webhooks as webhooks_router
 from service.giftcards.routes import router as giftcards_router
 from service.ledger import service as ledger_service
+from service.limits import BodyLimitMiddleware
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
 from service.observability import Metrics, ObservabilityMiddleware, configure_logging
@@ -129,7 +130,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     for router in ROUTERS:
         app.include_router(router)
     _add_health_routes(app)
-    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)  # outermost: it sees the 413s too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

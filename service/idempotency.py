@@ -139,9 +139,13 @@ def validate_key(key: str | None, *, required: bool) -> str | None:
 
 
 def request_hash(method: str, path: str, body: bytes) -> str:
+    """The request as its key remembers it: the body's JSON with its keys sorted (so key order and spacing do not
+    make a retry a new request), or the bytes as sent when they are not JSON orjson can write again (not JSON at
+    all, or nested past orjson's 254 levels for writing, though it reads 1,023: such a body answered 500 before
+    the schema could refuse it)."""
     try:
         canonical = orjson.dumps(orjson.loads(body), option=orjson.OPT_SORT_KEYS) if body else b""
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         canonical = body
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 

@@ -7,6 +7,7 @@ IDs are opaque strings with a type prefix (``mem_…``, ``txn_…``). Codes that
 from __future__ import annotations
 
 import secrets
+import unicodedata
 
 # Crockford-like: digits and upper-case letters without 0/O, 1/I/L, U. 30 symbols, ~4.9 bits each.
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -36,5 +37,6 @@ def random_code(length: int = 13) -> str:
 
 
 def normalize_code(code: str) -> str:
-    """What a cashier typed, as stored: upper case, spaces and dashes dropped."""
-    return code.strip().upper().replace("-", "").replace(" ", "")
+    """What a cashier typed, as stored: compatibility forms folded (NFKC: the full-width letters and digits a CJK
+    input method types), upper case, spaces and dashes dropped."""
+    return unicodedata.normalize("NFKC", code).strip().upper().replace("-", "").replace(" ", "")

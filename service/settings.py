@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     # Failed code look-ups (unknown voucher codes, wrong gift-card PINs) allowed per API key and window.
     failed_lookup_limit: int = Field(default=10, ge=1, le=86_400)
     failed_lookup_window_seconds: int = Field(default=60, ge=1, le=86_400)
+    # The largest request body read (a basket of 500 lines is about 100 kB, a program with 5,000 SKU multipliers
+    # about 300 kB); a bigger one is refused with 413 before it is read whole.
+    max_body_bytes: int = Field(default=1_048_576, ge=65_536)
     # Connections each process keeps open. A request beyond them opens one for itself and closes it afterwards, and a
     # fresh connection costs a TLS attempt, authentication and an empty prepared-statement cache: keep this at
     # least at the concurrent requests one process serves (32 tills over 2 workers: 16 each).

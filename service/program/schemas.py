@@ -13,7 +13,7 @@ from service.text import Name
 
 StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
 MAX_VERSION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
 def _in_utc_when_aware(value: datetime) -> datetime:
@@ -85,18 +85,18 @@ class Tier(Strict):
 
 
 class TopUpBonus(Strict):
-    min_amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT)]
+    min_amount: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
     bonus: Amount
 
 
 class Referral(Strict):
-    referrer_points: Annotated[int, Field(ge=0, le=10**9)] = 0
-    referee_points: Annotated[int, Field(ge=0, le=10**9)] = 0
+    referrer_points: Annotated[int, Field(strict=True, ge=0, le=10**9)] = 0
+    referee_points: Annotated[int, Field(strict=True, ge=0, le=10**9)] = 0
     min_first_spend: Amount = 0
 
 
 class BirthdayBonus(Strict):
-    points: Annotated[int, Field(ge=0, le=10**9)] = Field(
+    points: Annotated[int, Field(strict=True, ge=0, le=10**9)] = Field(
         default=0, description="Points granted once a year at the member's first purchase in their birthday week "
         "(the birthday ± 3 days); 0: none.")
 
@@ -104,7 +104,7 @@ class BirthdayBonus(Strict):
 class SegmentSettings(Strict):
     """Fixed quadrant thresholds; null: the median the sweep computes."""
 
-    min_frequency: Annotated[int, Field(ge=1, le=10**6)] | None = Field(
+    min_frequency: Annotated[int, Field(strict=True, ge=1, le=10**6)] | None = Field(
         default=None, description="Purchases in the trailing 365 days from which a member is frequent.")
     min_monetary: Amount | None = Field(
         default=None, description="Net spend in the trailing 365 days from which a member spends high.")
@@ -118,15 +118,15 @@ class ProgramConfig(Strict):
     """The program's rules. Money in minor units of ``currency``."""
 
     currency: Currency
-    point_value: Annotated[int, Field(ge=1, le=10**6)] = Field(
+    point_value: Annotated[int, Field(strict=True, ge=1, le=10**6)] = Field(
         default=1, description="Minor units one point is worth when burned.")
-    max_burn_percent: Annotated[int, Field(ge=0, le=100)] = Field(
+    max_burn_percent: Annotated[int, Field(strict=True, ge=0, le=100)] = Field(
         default=100, description="The most of a basket's net that points may pay.")
     earn: EarnRules = Field(default_factory=EarnRules)
-    points_expiry_months: Annotated[int, Field(ge=1, le=120)] | None = Field(
+    points_expiry_months: Annotated[int, Field(strict=True, ge=1, le=120)] | None = Field(
         default=12, description="Months after earning that a lot of points expires; null: never.")
     tiers: list[Tier] = Field(min_length=1, max_length=20, description="Ascending; the first at 0.")
-    tier_window_months: Annotated[int, Field(ge=1, le=60)] = 12
+    tier_window_months: Annotated[int, Field(strict=True, ge=1, le=60)] = 12
     wallet_top_up_bonuses: list[TopUpBonus] = Field(default_factory=list, max_length=50)
     referral: Referral = Field(default_factory=Referral)
     birthday_bonus: BirthdayBonus = Field(default_factory=BirthdayBonus)
@@ -156,7 +156,7 @@ class ProgramUpdate(ProgramConfig):
     """The whole configuration, with the ``version`` it was read at (a stale version is a 409).
     ``updated_at`` as GET returns it is accepted and ignored."""
 
-    version: Annotated[int, Field(ge=1, le=MAX_VERSION)]
+    version: Annotated[int, Field(strict=True, ge=1, le=MAX_VERSION)]
     updated_at: datetime | None = None
 
 
