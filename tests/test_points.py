@@ -44,6 +44,59 @@ async def test_ledger_pages_newest_first(client):
         assert bad.status_code == 422, (after, bad.text)
 
 
+async def test_a_till_reads_only_its_own_stores_entries_of_the_ledger(client, make_client):
+    """DESIGN §7: a key never reaches another store's transactions. The purchase history hid store A's sale from
+    store B's till, but the ledger handed it every entry of it (when, the points earned, what the wallet paid).
+    Entries of no store (an admin's top-up or adjustment, expiry) are the member's dealings with the
+    program, not a till's: the app and admin read them."""
+    a, b = (await f.create_store(client))["id"], (await f.create_store(client))["id"]
+    till_a = make_client(await f.create_key(client, "pos", a))
+    till_b = make_client(await f.create_key(client, "pos", b))
+    app_backend = make_client(await f.create_key(client, "app"))
+    member = (await f.enroll(client))["id"]
+
+    async def top_up(c, amount: int) -> None:
+        r = await c.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": amount, "payment_ref": "p-1"},
+                         headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+
+    async def ledger(c, **params) -> dict:
+        r = await c.get(f"/v1/members/{member}/ledger", params=params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    await top_up(client, 5000)  # an admin's: no store
+    await f.adjust(client, member, 40, reason="goodwill")
+    at_a = await f.commit(client, f.basket(member, a, [f.line(unit_price=4321)], redeem={"wallet_amount": 1234}))
+    assert at_a.status_code == 201, at_a.text
+    await top_up(till_b, 700)
+    at_b = [await f.commit(client, f.basket(member, b, [f.line(unit_price=1000 + i)])) for i in range(3)]
+    assert all(r.status_code == 201 for r in at_b)
+
+    everything = (await ledger(client, limit=100))["data"]
+    assert (await ledger(app_backend, limit=100))["data"] == everything
+    in_order = list(dict.fromkeys(e["transaction_id"] for e in reversed(everything)))
+    admin_top_up, adjustment, sale_a, till_top_up, *sales_b = in_order
+    assert len(sales_b) == 3
+
+    seen_by_b = (await ledger(till_b, limit=100))["data"]
+    assert seen_by_b == [e for e in everything if e["transaction_id"] in {till_top_up, *sales_b}]
+    assert sorted(e["kind"] for e in seen_by_b) == ["earn"] * 3 + ["top_up"]
+    seen_by_a = (await ledger(till_a, limit=100))["data"]
+    assert seen_by_a == [e for e in everything if e["transaction_id"] == sale_a]
+    assert sorted((e["kind"], e["amount"]) for e in seen_by_a) == [("earn", 43), ("wallet_pay", -1234)]
+    assert not {e["transaction_id"] for e in seen_by_a + seen_by_b} & {admin_top_up, adjustment}  # no store's
+
+    pages, after = [], None  # a till's pages hold its own store's entries only, and the cursor walks past the rest
+    while True:
+        page = await ledger(till_b, limit=1, **({"after": after} if after else {}))
+        pages += page["data"]
+        after = page["next_cursor"]
+        if after is None:
+            break
+    assert pages == seen_by_b
+
+
 async def test_adjustments(client, make_client, app):
     member = (await f.enroll(client))["id"]
     t = await f.adjust(client, member, 100, reason="welcome gift")

@@ -387,14 +387,19 @@ async def expired_lots_of(session: AsyncSession, member_id: str, as_of: datetime
     return list((await session.execute(query)).all())
 
 
-async def member_entries_page(session: AsyncSession, member_id: str, *, before: int | None,
+async def member_entries_page(session: AsyncSession, member_id: str, *, store_id: str | None, before: int | None,
                               limit: int) -> list[tuple[LedgerEntry, str, str | None]]:
-    """The member's entries, newest first, with their account kind and the transaction's reason."""
+    """The member's entries, newest first, with their account kind and the transaction's reason; only those of
+    ``store_id``'s ledger transactions when given (entries of no store are then left out). Read by
+    ``ix_ledger_entries_member_id_id``: a store's filter is checked on the transaction each entry joins, so a
+    page costs the member's entries walked, never a scan of the table."""
     query = (select(LedgerEntry, LedgerAccount.kind, LedgerTransaction.reason)
              .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
              .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
              .where(LedgerEntry.member_id == member_id)
              .order_by(LedgerEntry.id.desc()).limit(limit))
+    if store_id is not None:
+        query = query.where(LedgerTransaction.store_id == store_id)
     if before is not None:
         query = query.where(LedgerEntry.id < before)
     return [(e, kind, reason) for e, kind, reason in (await session.execute(query)).all()]

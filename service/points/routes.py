@@ -27,8 +27,12 @@ async def get_member_points(member_id: MemberIdPath, session: Session,
 @router.get("/{member_id}/ledger", operation_id="list_member_ledger", response_model=LedgerPage,
             summary="The member's ledger entries, newest first")
 async def list_member_ledger(member_id: MemberIdPath, session: Session, page: Page,
-                             _: Principal = Depends(READERS)) -> LedgerPage:
-    entries = await service.ledger_entries(session, member_id, before=numbered_cursor(page), limit=page.limit)
+                             principal: Principal = Depends(READERS)) -> LedgerPage:
+    """Every entry on the member's accounts (points, stamps, wallet), newest first. A till's key sees only the
+    entries of its own store's transactions (its sales, returns, voids and top-ups): not another store's, nor
+    those of no store (admin adjustments and top-ups, expiry, cash-outs)."""
+    entries = await service.ledger_entries(session, member_id, principal, before=numbered_cursor(page),
+                                           limit=page.limit)
     return LedgerPage(data=entries, next_cursor=next_cursor(entries, page.limit, lambda entry: entry.id))
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.audit import record as audit
+from service.auth.rules import Principal, bound_store
 from service.clock import Clock
 from service.events import service as events
 from service.ledger import repository as ledger_repository
@@ -46,11 +47,17 @@ async def points(session: AsyncSession, member_id: str) -> PointsPublic:
     return PointsPublic(balance=await balance(session, member_id), expiring=await expiring(session, member_id))
 
 
-async def ledger_entries(session: AsyncSession, member_id: str, *, before: int | None,
+async def ledger_entries(session: AsyncSession, member_id: str, principal: Principal, *, before: int | None,
                          limit: int) -> list[LedgerEntryPublic]:
-    """One page of the member's ledger entries, newest first (the route pages them)."""
+    """One page of the member's ledger entries, newest first (the route pages them). A pos key sees only the
+    entries of its own store's ledger transactions (DESIGN §7: a key never reaches another store's transactions;
+    as :func:`service.checkout.service.member_sales`): another store's sales, returns and top-ups are that
+    store's, and entries of no store (an admin's adjustment or top-up, expiry, a cash-out) are the member's
+    dealings with the program, which a till does not need (it reads the balance and expiring lots from
+    ``/points``; the app and admin read the whole ledger)."""
     await members_service.get(session, member_id)
-    rows = await ledger_repository.member_entries_page(session, member_id, before=before, limit=limit)
+    rows = await ledger_repository.member_entries_page(session, member_id, store_id=bound_store(principal),
+                                                       before=before, limit=limit)
     return [LedgerEntryPublic(id=str(e.id), transaction_id=e.transaction_id, account=account, amount=e.amount,
                               kind=e.kind, created_at=e.created_at, reason=reason)
             for e, account, reason in rows]
