@@ -201,8 +201,11 @@ def _tell_listeners(connection: Connection, cursor, sql: str, args: list[Any]) -
         connection.dispatch.before_cursor_execute(connection, cursor, sql, args, None, False)
 
 
-def _driver_error(error: Exception, sql: str, args: list[Any], dialect) -> DBAPIError:
-    return DBAPIError.instance(sql, args, error, dialect.loaded_dbapi.Error, dialect=dialect)
+def _driver_error(error: Exception, sql: str, args: list[Any], connection: Connection) -> DBAPIError:
+    """The driver's error as SQLAlchemy would raise it, with the engine's ``hide_parameters`` (see
+    :func:`create_engine`): the statement's values stay out of its message."""
+    return DBAPIError.instance(sql, args, error, connection.dialect.loaded_dbapi.Error,
+                               hide_parameters=connection.engine.hide_parameters, dialect=connection.dialect)
 
 
 class _Link(NamedTuple):
@@ -237,7 +240,7 @@ async def _send(link: _Link, sql: str, args: list[Any]):
     try:
         await cursor._prepare_and_execute(sql, args)
     except link.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(error, sql, args, link.dialect) from error
+        raise _driver_error(error, sql, args, link.connection.sync_connection) from error
     return cursor
 
 
@@ -592,7 +595,7 @@ def _send_now(session: Session, sql: str, args: list[Any]):
     try:
         cursor.execute(sql, args)
     except connection.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(error, sql, args, connection.dialect) from error
+        raise _driver_error(error, sql, args, connection) from error
     return cursor
 
 
@@ -642,12 +645,16 @@ def is_sqlite(url: str) -> bool:
 
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+    """The engine for ``url``. ``hide_parameters``: SQLAlchemy's errors otherwise quote a failed statement's
+    values ("[parameters: ...]"), members' names, phones and emails among them, into every traceback that is
+    logged, where no erasure reaches them; the statement itself and the driver's message stay."""
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False, pool_recycle=1800
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False, pool_recycle=1800,
+        hide_parameters=True,
     )
 
 

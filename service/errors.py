@@ -139,8 +139,12 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 def unexpected_error(request: Request, exc: Exception) -> Response:
+    """A 500 for what no other handler knows, logged with its traceback. Starlette calls this after its
+    ``except`` block (a plain function, in a worker thread), where no exception is current: the log line names
+    ``exc`` itself, or it would carry ``NoneType: None``. (Statement values are kept out of database errors by
+    the engine: ``service.db.create_engine``.)"""
     request_id = getattr(request.state, "request_id", None)
-    log.exception("unhandled error", extra={"request_id": request_id, "path": request.url.path})
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id, "path": request.url.path})
     return problem_response(
         500, "internal_error", "Internal server error",
         "Something went wrong on our side; the request was not applied. Quote the request id to support.",

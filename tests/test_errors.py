@@ -8,15 +8,18 @@ per field or kind of input) so the sweep stays fast on both engines; a failing c
 from __future__ import annotations
 
 import json
+import logging
 import re
+import traceback
 from datetime import date, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from service.members.models import Member
+from service.observability import JsonFormatter
 from service.program.models import Store
 from tests import factories as f
 from tests.conftest import ADMIN_KEY, IS_POSTGRES
@@ -156,6 +159,55 @@ async def test_service_errors_are_problems(client):
 async def test_errors_carry_the_request_id(client):
     r = await client.get("/v1/members/mem_missing", headers={"X-Request-ID": "req-123"})
     assert r.status_code == 404 and r.headers["x-request-id"] == "req-123"
+
+
+@pytest.fixture
+async def failing_enrolment(app):
+    """Every insert into ``members`` fails in the database, as any unexpected failure would (disk full, a lost
+    connection, a constraint added by operations), until the test ends."""
+    async with app.state.db.transaction() as session:
+        if IS_POSTGRES:
+            await session.execute(text(
+                "CREATE OR REPLACE FUNCTION test_fail_insert() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$"))
+            await session.execute(text("CREATE TRIGGER test_fail_insert BEFORE INSERT ON members "
+                                       "FOR EACH ROW EXECUTE FUNCTION test_fail_insert()"))
+        else:
+            await session.execute(text("CREATE TRIGGER test_fail_insert BEFORE INSERT ON members "
+                                       "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    yield
+    async with app.state.db.transaction() as session:
+        await session.execute(text("DROP TRIGGER IF EXISTS test_fail_insert" + (" ON members" if IS_POSTGRES else "")))
+        if IS_POSTGRES:
+            await session.execute(text("DROP FUNCTION IF EXISTS test_fail_insert()"))
+
+
+async def test_a_database_failure_logs_its_traceback_without_the_statements_values(app, caplog, failing_enrolment):
+    """A 500 is logged with the traceback of what failed (the handler runs after the ``except``, where
+    ``log.exception`` found no exception and wrote ``NoneType: None``), and the server logs the exception the app
+    re-raises (Starlette's ServerErrorMiddleware, uvicorn's "Exception in ASGI application"). Neither may carry
+    the statement's values (SQLAlchemy's "[parameters: ...]"): the new member's name, phone, email and birthday
+    would rest in the logs, which no erasure reaches. The engine hides them (``hide_parameters``)."""
+    personal = {"name": "Ada Lovelace", "phone": "+14155550199", "email": "ada.lovelace@example.com",
+                "birthday": "1985-12-10"}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    raised = None
+    caplog.set_level(logging.ERROR, logger="service.errors")
+    async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                 headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as c:
+        try:
+            await c.post("/v1/members", json=personal)  # (its traceback ends in this line: no values in it)
+        except Exception as exc:  # what reaches the server
+            raised = exc
+    assert raised is not None, "expected the 500's exception to reach the server"
+    [record] = [r for r in caplog.records if r.name == "service.errors"]
+    assert record.exc_info and record.exc_info[1] is raised, record.exc_info
+    logged = JsonFormatter().format(record)
+    assert "Traceback" in logged and ("disk I/O error" in logged or "could not extend file" in logged), logged
+    for where in (logged, "".join(traceback.format_exception(raised))):
+        for value in personal.values():
+            assert value not in where, f"{value!r} is in a log: {where[-600:]}"
+        assert "hidden due to hide_parameters" in where
 
 
 # --- crafted bodies for POST /v1/members --------------------------------------------------------------------------

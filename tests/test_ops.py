@@ -22,6 +22,7 @@ from service.auth.models import ApiKey
 from service.cli import OPENAPI_PATH, main, render_openapi
 from service.clock import Clock
 from service.db import Database
+from service.observability import JsonFormatter
 from service.routing import UnitOfWorkRoute
 from tests.conftest import ADMIN_KEY, ROOT_DIR
 from tests.server import running_server
@@ -80,7 +81,9 @@ async def test_unexpected_error_is_a_logged_problem_500_with_the_request_id(app,
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
     assert body["code"] == "internal_error" and body["request_id"] == "req-42" and "kaboom" not in r.text
-    assert any(getattr(rec, "request_id", None) == "req-42" and rec.exc_info for rec in caplog.records)
+    [logged] = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "req-42"]
+    assert logged.exc_info and isinstance(logged.exc_info[1], RuntimeError), logged.exc_info  # not (None, None, None)
+    assert "kaboom" in JsonFormatter().format(logged)  # the line's "exc": the traceback of what failed
 
 
 def test_openapi_document_is_current():
