@@ -470,35 +470,43 @@ async def test_invalid_phone_is_422(client, app):
 
 # --- what each role sees ------------------------------------------------------------------------------------------
 
-async def test_pos_sees_masked_phone_and_email(client, make_client):
+async def test_pos_sees_masked_phone_and_email_and_no_external_ref(client, make_client):
+    """A till sees phone and email masked, and not the CRM's key for the person (it saw it in clear before)."""
     store = await create_store(client)
     pos = make_client(await create_key(client, "pos", store["id"]))
     app_client = make_client(await create_key(client, "app"))
-    m = await enroll(client, phone="+14155552671", email="jane.doe@example.com")
+    m = await enroll(client, phone="+14155552671", email="jane.doe@example.com", external_ref="crm-000123-jane")
 
     seen = (await pos.get(f"/v1/members/{m['id']}")).json()
     assert seen["phone"] != m["phone"] and seen["phone"].endswith("2671") and "*" in seen["phone"]
     assert "5552" not in seen["phone"]
     assert seen["email"] != m["email"] and seen["email"].endswith("@example.com") and "*" in seen["email"]
     assert "jane.doe" not in seen["email"]
+    assert seen["external_ref"] is None
     looked_up = (await lookup(pos, card_number=m["card_number"])).json()["data"][0]
-    assert looked_up["phone"] == seen["phone"] and looked_up["email"] == seen["email"]
+    assert looked_up == seen
     by_phone = (await lookup(pos, phone="+14155552671")).json()["data"]
-    assert [x["id"] for x in by_phone] == [m["id"]] and by_phone[0]["phone"] == seen["phone"]
+    assert [x["id"] for x in by_phone] == [m["id"]] and by_phone[0] == seen
+    summary = (await pos.get(f"/v1/members/{m['id']}/summary")).json()["member"]
+    assert summary == seen
+    edited = await pos.patch(f"/v1/members/{m['id']}", json={"locale": "zh-CN"})
+    assert edited.status_code == 200 and edited.json()["external_ref"] is None
 
     for c in (client, app_client):
         plain = (await c.get(f"/v1/members/{m['id']}")).json()
         assert plain["phone"] == "+14155552671" and plain["email"] == "jane.doe@example.com"
+        assert plain["external_ref"] == "crm-000123-jane"
 
 
 async def test_pos_enrolls_and_sees_its_enrollment_masked(client, make_client):
     store = await create_store(client)
     pos = make_client(await create_key(client, "pos", store["id"]))
-    r = await pos.post("/v1/members", json={"name": "Till", "phone": "+14155552671", "email": "till@example.com"})
+    r = await pos.post("/v1/members", json={"name": "Till", "phone": "+14155552671", "email": "till@example.com",
+                                            "external_ref": "crm-till-1"})
     assert r.status_code == 201, r.text
-    assert "*" in r.json()["phone"] and "*" in r.json()["email"]
+    assert "*" in r.json()["phone"] and "*" in r.json()["email"] and r.json()["external_ref"] is None
     plain = (await client.get(f"/v1/members/{r.json()['id']}")).json()
-    assert plain["phone"] == "+14155552671"
+    assert plain["phone"] == "+14155552671" and plain["external_ref"] == "crm-till-1"
     r = await pos.patch(f"/v1/members/{plain['id']}", json={"locale": "zh-CN"})
     assert r.status_code == 200 and "*" in r.json()["phone"]
     assert (await client.get(f"/v1/members/{plain['id']}")).json()["phone"] == "+14155552671"

@@ -77,7 +77,8 @@ class MemberPublic(BaseModel):
     birthday: date | None
     locale: str
     marketing_consent: bool | None
-    external_ref: str | None
+    external_ref: str | None = Field(description="The retailer's own id (its CRM's key for the person); always "
+                                                 "null for a till (`pos` key), which sees phone and email masked.")
     status: str = Field(description="`active` or `erased`")
     enrolled_at: datetime
     tier: str

@@ -248,7 +248,8 @@ async def find_for_checkout(session: AsyncSession, *, member_id: str | None = No
 
 def to_public(member: Member | Any, program: ProgramPublic, principal: Principal) -> MemberPublic:
     """The member (an ORM object or a row of its columns) as the caller may see it: a till (pos key) sees phone
-    and email masked."""
+    and email masked, enough to confirm them with the customer, and no ``external_ref`` (null): the person's key
+    in the retailer's CRM identifies them in other systems, and nothing a till does needs it."""
     masked = principal.role == "pos"
     profile = rules.Profile(member.name, member.phone, member.email, member.birthday, member.locale,
                             member.marketing_consent)
@@ -257,7 +258,8 @@ def to_public(member: Member | Any, program: ProgramPublic, principal: Principal
         phone=rules.mask_phone(member.phone) if masked else member.phone,
         email=rules.mask_email(member.email) if masked else member.email,
         birthday=member.birthday, locale=member.locale or DEFAULT_LOCALE,
-        marketing_consent=member.marketing_consent, external_ref=member.external_ref, status=member.status,
+        marketing_consent=member.marketing_consent, external_ref=None if masked else member.external_ref,
+        status=member.status,
         enrolled_at=member.enrolled_at, tier=member.tier_code or program.tiers[0].code,
         referral_code=member.referral_code, profile_completeness=rules.profile_completeness(profile),
     )
