@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from service.observability import loggable_path
+
 log = logging.getLogger("service.errors")
 
 PROBLEM_JSON = "application/problem+json"
@@ -144,7 +146,8 @@ def unexpected_error(request: Request, exc: Exception) -> Response:
     ``exc`` itself, or it would carry ``NoneType: None``. (Statement values are kept out of database errors by
     the engine: ``service.db.create_engine``.)"""
     request_id = getattr(request.state, "request_id", None)
-    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id, "path": request.url.path})
+    log.error("unhandled error", exc_info=exc, extra={"request_id": request_id,
+                                                      "path": loggable_path(request.scope)})
     return problem_response(
         500, "internal_error", "Internal server error",
         "Something went wrong on our side; the request was not applied. Quote the request id to support.",

@@ -42,6 +42,18 @@ def configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").disabled = True  # the middleware logs each request once
 
 
+def loggable_path(scope) -> str:
+    """The request's path as a log line may hold it: the matched route's template (``/v1/vouchers/{code}``),
+    never the path itself, whose parameters can be bearer secrets (a voucher's or a gift card's code: whoever
+    reads the logs could redeem them) or a member's id. A path no route matched (a 404 on routing) keeps its
+    first two segments (``/v1/vouchers/…``): enough to see what a client was after."""
+    template = getattr(scope.get("route"), "path", None)
+    if template:
+        return template
+    segments = scope.get("path", "").split("/")
+    return "/".join(segments[:3]) + ("/…" if len(segments) > 3 else "")
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -57,7 +69,8 @@ class Metrics:
 
 class ObservabilityMiddleware:
     """Gives every request an id (the caller's ``X-Request-ID`` if well-formed), returns it as a header,
-    records metrics by route template and status, and writes one JSON access-log line."""
+    records metrics by route template and status, and writes one JSON access-log line (its ``path`` as
+    :func:`loggable_path` gives it)."""
 
     def __init__(self, app, metrics: Metrics) -> None:
         self.app = app
@@ -92,5 +105,5 @@ class ObservabilityMiddleware:
             self.metrics.latency.labels(*labels).observe(elapsed)
             if self.log.isEnabledFor(logging.INFO):
                 self.log.info("request", extra={"request_id": request_id, "method": scope["method"],
-                                                "path": scope["path"], "route": template, "status": status,
+                                                "path": loggable_path(scope), "route": template, "status": status,
                                                 "ms": round(elapsed * 1000, 2)})

@@ -25,6 +25,7 @@ from service.db import Database
 from service.observability import JsonFormatter
 from service.routing import UnitOfWorkRoute
 from tests.conftest import ADMIN_KEY, ROOT_DIR
+from tests.factories import new_key
 from tests.server import running_server
 
 
@@ -65,18 +66,48 @@ async def test_request_id_is_echoed_or_made(client):
     assert (await client.get("/healthz")).headers["x-request-id"] != made
 
 
+async def test_the_access_log_names_the_route_never_a_code_in_the_path(client, caplog):
+    """A bearer voucher code or a gift card code sits in the path of GET /v1/vouchers/{code} and GET
+    /v1/gift-cards/{code}; the access log wrote the raw path, so whoever read the logs read redeemable codes. A
+    line holds the route's template, and a path no route matched only its first two segments."""
+    r = await client.post("/v1/voucher-campaigns", json={"name": "5 off", "kind": "amount_off", "value": 500,
+                                                         "min_spend": 0, "stackable": True})
+    assert r.status_code == 201, r.text
+    issued = await client.post(f"/v1/voucher-campaigns/{r.json()['id']}/vouchers", json={"count": 1},
+                               headers={"Idempotency-Key": new_key()})
+    assert issued.status_code == 201, issued.text
+    voucher = issued.json()[0]["code"]
+    cards = await client.post("/v1/gift-cards", json={"amount": 1000}, headers={"Idempotency-Key": new_key()})
+    assert cards.status_code == 201, cards.text
+    card = cards.json()[0]
+    caplog.set_level(logging.INFO, logger="service.access")
+    caplog.clear()
+    assert (await client.get(f"/v1/vouchers/{voucher}")).status_code == 200
+    assert (await client.get(f"/v1/gift-cards/{card['code']}", headers={"X-Gift-Card-Pin": card["pin"]})
+            ).status_code == 200
+    assert (await client.get("/v1/vouchers/NOSUCHCODE0000")).status_code == 404  # a route's 404: its template
+    assert (await client.get(f"/v1/vouchers/{voucher}/typo")).status_code == 404  # no route
+    lines = [rec for rec in caplog.records if rec.name == "service.access"]
+    assert [(rec.path, rec.route, rec.status) for rec in lines] == [
+        ("/v1/vouchers/{code}", "/v1/vouchers/{code}", 200), ("/v1/gift-cards/{code}", "/v1/gift-cards/{code}", 200),
+        ("/v1/vouchers/{code}", "/v1/vouchers/{code}", 404), ("/v1/vouchers/…", "unmatched", 404)]
+    written = "".join(JsonFormatter().format(rec) for rec in lines)
+    for secret in (voucher, card["code"], card["pin"], "NOSUCHCODE0000"):
+        assert secret not in written, (secret, written)
+
+
 async def test_unexpected_error_is_a_logged_problem_500_with_the_request_id(app, caplog):
     router = APIRouter(route_class=UnitOfWorkRoute)
 
-    @router.get("/boom")
-    async def boom() -> None:
+    @router.get("/boom/{code}")
+    async def boom(code: str) -> None:
         raise RuntimeError("kaboom")
 
     app.include_router(router)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         with caplog.at_level(logging.ERROR, logger="service.errors"):
-            r = await c.get("/boom", headers={"X-Request-ID": "req-42"})
+            r = await c.get("/boom/SECRETCODE42", headers={"X-Request-ID": "req-42"})
     assert r.status_code == 500
     assert r.headers["content-type"] == "application/problem+json"
     body = r.json()
@@ -84,6 +115,7 @@ async def test_unexpected_error_is_a_logged_problem_500_with_the_request_id(app,
     [logged] = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "req-42"]
     assert logged.exc_info and isinstance(logged.exc_info[1], RuntimeError), logged.exc_info  # not (None, None, None)
     assert "kaboom" in JsonFormatter().format(logged)  # the line's "exc": the traceback of what failed
+    assert logged.path == "/boom/{code}" and "SECRETCODE42" not in JsonFormatter().format(logged)
 
 
 def test_openapi_document_is_current():
