@@ -272,6 +272,37 @@ async def test_erasure_rewrites_the_enrolment_answer_kept_for_replays(client, ap
     assert kept and not any(b"Grace" in bytes(b) or b"grace@" in bytes(b) or b"1906" in bytes(b) for b in kept)
 
 
+async def test_erasing_an_erased_member_again_rewrites_the_enrolment_answer_kept_whole(client, app):
+    """An erasure before migration 0013 left the enrolment's kept answer whole, and a second DELETE returned early
+    (the member was erased already), so nothing could mend it. A second DELETE rewrites it, answers 204 as the
+    first, and adds no audit entry or event."""
+    body = {"name": "Grace Hopper", "phone": unique_phone(), "email": "grace@example.com", "birthday": "1906-12-09"}
+    key = {"Idempotency-Key": "enrol-grace-again"}
+    first = await client.post("/v1/members", json=body, headers=key)
+    assert first.status_code == 201, first.text
+    member = first.json()["id"]
+    assert (await client.delete(f"/v1/members/{member}")).status_code == 204
+    async with app.state.db.transaction() as session:  # as an erasure before 0013 left it
+        await session.execute(text("UPDATE idempotency_keys SET response_body = :body WHERE subject = :member"),
+                              {"body": first.content, "member": member})
+    assert (await client.post("/v1/members", json=body, headers=key)).json()["name"] == "Grace Hopper"
+    events = (await client.get("/v1/events", params={"limit": 500})).json()["data"]
+    audit = (await client.get("/v1/audit-log", params={"action": "member.erased", "target": member})).json()["data"]
+
+    assert (await client.delete(f"/v1/members/{member}")).status_code == 204
+    replay = await client.post("/v1/members", json=body, headers=key)
+    assert replay.status_code == 201 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == (await client.get(f"/v1/members/{member}")).json()
+    assert replay.json()["status"] == "erased" and replay.json()["name"] is None
+    async with app.state.db.session(write=False) as session:
+        kept = (await session.execute(text("SELECT response_body FROM idempotency_keys"))).scalars().all()
+    assert kept and not any(b"Grace" in bytes(b) or b"grace@" in bytes(b) or b"1906" in bytes(b) for b in kept)
+    assert (await client.get("/v1/events", params={"limit": 500})).json()["data"] == events
+    assert (await client.get("/v1/audit-log", params={"action": "member.erased", "target": member})
+            ).json()["data"] == audit and len(audit) == 1
+    assert (await client.delete(f"/v1/members/{member}")).status_code == 204  # and again: nothing left to do
+
+
 async def test_erased_member_cannot_be_changed(client):
     m = await enroll(client)
     assert (await client.delete(f"/v1/members/{m['id']}")).status_code == 204

@@ -75,6 +75,49 @@ def test_0013_names_the_member_of_enrolment_answers_kept_before_it(scratch_url):
     migrate.upgrade(scratch_url, "head")
 
 
+def test_0017_rewrites_the_kept_enrolment_of_a_member_erased_before_0013(scratch_url):
+    """Before 0013 an erasure left the enrolment's kept answer whole; 0013 named its member but did not rewrite it,
+    and erasing the member again changed nothing: the name, phone, email and birthday stayed in idempotency_keys
+    until the purge. 0017 rewrites it to the member as erased; an active member's answer and one rewritten
+    already stay as they are."""
+    migrate.upgrade(scratch_url, "0012")
+    member = {"id": "mem_grace", "card_number": "8000000000000018", "name": "Grace Hopper", "phone": "+14155550123",
+              "email": "grace@example.com", "birthday": "1906-12-09", "locale": "en-US", "marketing_consent": True,
+              "external_ref": "crm-grace", "status": "active", "enrolled_at": "2026-01-05T10:00:00Z",
+              "tier": "base", "referral_code": "GRACE123", "profile_completeness": 100}
+    active = {**member, "id": "mem_ada", "card_number": "8000000000000026", "name": "Ada", "referral_code": "ADA1"}
+    rewritten = {**member, "id": "mem_erased_later", "card_number": "8000000000000034", "referral_code": "LATER1",
+                 "name": None, "status": "erased"}
+    insert_member = ("INSERT INTO members (id, card_number, status, referral_code, tier_code, enrolled_at, updated_at, "
+                     "erased_at) VALUES (:id, :card, :status, :code, :tier, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, "
+                     "CURRENT_TIMESTAMP)")
+    insert_kept = ("INSERT INTO idempotency_keys (api_key_id, key, request_hash, status, response_status, "
+                   "response_body, response_type, locked_at, created_at) VALUES ('key_1', :key, 'h', 'completed', "
+                   "201, :body, 'application/json', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)")
+    asyncio.run(_run(scratch_url, [
+        (insert_member, {"id": "mem_grace", "card": member["card_number"], "status": "erased", "code": "GRACE123",
+                         "tier": "gold"}),
+        (insert_member, {"id": "mem_ada", "card": active["card_number"], "status": "active", "code": "ADA1",
+                         "tier": None}),
+        (insert_member, {"id": "mem_erased_later", "card": rewritten["card_number"], "status": "erased",
+                         "code": "LATER1", "tier": None}),
+        *((insert_kept, {"key": key, "body": json.dumps(body).encode()})
+          for key, body in (("grace", member), ("ada", active), ("later", rewritten))),
+    ]))
+    migrate.upgrade(scratch_url, "head")
+    rows = asyncio.run(_run(scratch_url, [("SELECT key, subject, response_body FROM idempotency_keys", {})]))
+    assert not any(b"Grace" in bytes(body) or b"grace@" in bytes(body) or b"1906" in bytes(body)
+                   for key, _, body in rows if key == "grace")
+    kept = {key: (subject, json.loads(bytes(body))) for key, subject, body in rows}
+    assert kept["grace"] == ("mem_grace", {
+        **member, "name": None, "phone": None, "email": None, "birthday": None, "locale": "en",
+        "marketing_consent": None, "external_ref": None, "status": "erased", "tier": "gold",
+        "profile_completeness": 0})
+    assert kept["ada"] == ("mem_ada", active) and kept["later"] == ("mem_erased_later", rewritten)
+    migrate.downgrade(scratch_url, "0016")
+    migrate.upgrade(scratch_url, "head")
+
+
 def _receipts(url: str, work) -> dict:
     """Run ``work(client)`` against the app on ``url`` (migrated to head); what it returns."""
     async def run():

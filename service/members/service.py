@@ -158,9 +158,13 @@ async def update(session: AsyncSession, member_id: str, body: MemberUpdate, cloc
 async def erase(session: AsyncSession, member_id: str, clock: Clock, *, principal: Principal) -> None:
     """Clear every personal field and keep the member's ledger (balances stay accounted for). The enrolment's
     answer kept for replays is rewritten to the member as they now are (``idempotency.scrub``). The member's row
-    is locked first and read as committed (see :func:`update`)."""
+    is locked first and read as committed (see :func:`update`).
+
+    Erasing an erased member changes nothing of the member (no audit entry, no event) but rewrites the kept
+    answers again: an erasure before migration 0013 left them whole, and asking again mends that."""
     member = await get(session, member_id, lock=True)
     if member.status == "erased":
+        await _scrub_kept_answers(session, member, principal)
         return
     now = clock.now()
     for field in ("name", "phone", "email", "email_normalized", "birthday", "locale", "marketing_consent",
@@ -170,10 +174,15 @@ async def erase(session: AsyncSession, member_id: str, clock: Clock, *, principa
     member.erased_at = now
     member.updated_at = now
     await session.flush()
-    erased = to_public(member, await program_service.get(session), principal)
-    await idempotency.scrub(session, member_id, erased.model_dump_json().encode())
+    await _scrub_kept_answers(session, member, principal)
     await audit(session, clock, actor=principal.key_id, action="member.erased", target=member_id)
     await events.emit(session, "member.erased", {"member_id": member_id}, at=now, member_id=member_id)
+
+
+async def _scrub_kept_answers(session: AsyncSession, member: Member, principal: Principal) -> None:
+    """Every answer kept for replays that holds the member (their enrolment's) becomes the erased member's."""
+    erased = to_public(member, await program_service.get(session), principal)
+    await idempotency.scrub(session, member.id, erased.model_dump_json().encode())
 
 
 def _lookup_key(card_number: str | None, phone: str | None, email: str | None, region: str) -> dict[str, str]:
