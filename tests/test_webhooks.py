@@ -10,8 +10,11 @@ import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import update
+
 from service.app import create_app
 from service.events import delivery
+from service.events.models import Webhook
 from tests import factories as f
 from tests.receiver import Receiver, receiving
 from tests.server import run_cli
@@ -166,11 +169,37 @@ async def test_webhook_validation_and_access(client, app, make_client):
                      422, "validation_error")
     f.assert_problem(await client.post("/v1/webhooks", json={"url": "https://example.com/h", "secret": "short"}),
                      422, "validation_error")
+    # A URL AnyHttpUrl takes (kept as http://xn--ls8h.la/h) but the HTTP client cannot build a request for.
+    r = await client.post("/v1/webhooks", json={"url": "http://\N{PILE OF POO}.la/h"})
+    f.assert_problem(r, 422, "validation_error")
+    assert "cannot be sent to" in r.text
     r = await client.post("/v1/webhooks", json={"url": "https://example.com/h"})
     assert r.status_code == 201 and r.json()["secret"].startswith("whsec_") and len(r.json()["secret"]) > 40
     f.assert_problem(await client.get("/v1/webhooks/whk_nope/deliveries"), 404, "webhook_not_found")
     f.assert_problem(await client.post(f"/v1/webhooks/{r.json()['id']}/deliveries/dlv_nope/redeliver"), 404,
                      "delivery_not_found")
+
+
+async def test_an_endpoint_the_client_cannot_send_to_fails_alone(client, app, clock):
+    """An endpoint stored before URLs were checked (``http://💩.la`` kept as ``xn--ls8h.la``: httpx raises
+    ``idna.InvalidCodepoint``, not an ``httpx.HTTPError``) fails its own deliveries; the pass still records every
+    outcome, so the other endpoints' deliveries are not sent again when the lease runs out."""
+    with receiving() as receiver:
+        good = await subscribe(client, receiver)
+        bad = await subscribe(client, receiver)
+        async with app.state.db.transaction() as session:
+            await session.execute(update(Webhook).where(Webhook.id == bad["id"]).values(url="http://xn--ls8h.la/h"))
+        await f.enroll(client)
+        async with delivery.http_client() as http:
+            for _ in range(3):
+                assert await delivery.deliver_once(app.state.db, clock, http) <= 2
+                clock.advance(delivery.LEASE)
+        assert len(receiver.requests) == 1
+        [sent] = await log_of(client, good["id"])
+        assert (sent["status"], sent["attempts"]) == ("delivered", 1)
+        [failed] = await log_of(client, bad["id"])
+        assert failed["status"] == "pending" and failed["attempts"] == 3 and failed["last_status_code"] is None
+        assert failed["last_error"].startswith("InvalidCodepoint: ")
 
 
 async def test_the_service_delivers_by_itself_when_its_worker_is_on(settings, clock, app):

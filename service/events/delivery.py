@@ -105,16 +105,23 @@ async def claim(session: AsyncSession, now: datetime, limit: int = CLAIM_BATCH) 
 
 
 async def send(http: httpx.AsyncClient, job: Job, clock: Clock) -> Outcome:
+    """POST one delivery; never raises (short of cancellation). Whatever goes wrong, including what is not an
+    ``httpx.HTTPError`` (``idna`` refusing a stored host, a bug), is this delivery's failed attempt, recorded
+    with the error's type and message: one bad endpoint must not stop the others' outcomes from being recorded."""
     timestamp = int(clock.now().timestamp())
     headers = {"Content-Type": "application/json", rules.SIGNATURE_HEADER: rules.signature(job.secret, timestamp,
                                                                                            job.body),
                "X-Loyalty-Event-Id": job.event_id, "X-Loyalty-Delivery-Id": job.delivery_id}
     try:
         response = await http.post(job.url, content=job.body, headers=headers)
-    except httpx.HTTPError as exc:
-        return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+    except Exception as exc:  # see the docstring
+        return _failed(exc)
     error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
     return Outcome(response.status_code, error)
+
+
+def _failed(exc: BaseException) -> Outcome:
+    return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
 
 
 async def record(session: AsyncSession, token: str, results: list[tuple[Job, Outcome]], now: datetime,
@@ -155,7 +162,9 @@ async def deliver_once(db: Database, clock: Clock, http: httpx.AsyncClient, *, l
     token, jobs = await db.run(lambda session: claim(session, clock.now(), limit))
     if not jobs:
         return 0
-    outcomes = await asyncio.gather(*(send(http, job, clock) for job in jobs))
+    # send() does not raise; return_exceptions is the second guard, so that a pass always records its claim.
+    sent = await asyncio.gather(*(send(http, job, clock) for job in jobs), return_exceptions=True)
+    outcomes = [_failed(o) if isinstance(o, BaseException) else o for o in sent]
     await db.run(lambda session: record(session, token, list(zip(jobs, outcomes, strict=True)), clock.now()))
     return len(jobs)
 
