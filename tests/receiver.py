@@ -1,8 +1,10 @@
-"""A tiny HTTP receiver for webhook tests: records every request and answers with the status the test sets."""
+"""Tiny HTTP receivers for webhook tests: one records every request and answers with the status the test sets;
+one sends its answer a byte at a time."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -62,3 +64,50 @@ def receiving() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def dribbling(answer: bytes, *, step: float, at_once: int = 0) -> Iterator[tuple[str, list[float]]]:
+    """A raw HTTP receiver that reads each request, then sends ``answer`` (status line, headers, body): its first
+    ``at_once`` bytes at once, the rest one byte every ``step`` seconds (httpx's timeouts bound each read, not
+    the whole answer). Yields its URL and the ``time.monotonic()`` of each request's arrival."""
+    arrivals: list[float] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(50)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            while len(rest) < length:
+                rest += conn.recv(65536)
+            arrivals.append(time.monotonic())
+            try:
+                conn.sendall(answer[:at_once])
+                for i in range(at_once, len(answer)):
+                    if stop.wait(step):
+                        return
+                    conn.sendall(answer[i:i + 1])
+            except OSError:
+                return
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hooks", arrivals
+    finally:
+        stop.set()
+        listener.close()

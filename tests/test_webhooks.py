@@ -10,13 +10,14 @@ import itertools
 import time
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from sqlalchemy import update
 
 from service.app import create_app
 from service.events import delivery
 from service.events.models import Webhook
 from tests import factories as f
-from tests.receiver import Receiver, receiving
+from tests.receiver import Receiver, dribbling, receiving
 from tests.server import run_cli
 
 SECRET = "whsec_test_0123456789abcdef"
@@ -200,6 +201,70 @@ async def test_an_endpoint_the_client_cannot_send_to_fails_alone(client, app, cl
         [failed] = await log_of(client, bad["id"])
         assert failed["status"] == "pending" and failed["attempts"] == 3 and failed["last_status_code"] is None
         assert failed["last_error"].startswith("InvalidCodepoint: ")
+
+
+def http_answer(status: str, body: bytes = b"") -> bytes:
+    return f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+
+
+async def timed_send(url: str, clock) -> tuple[delivery.Outcome, float]:
+    job = delivery.Job("dlv_x", "whk_x", url, SECRET, "evt_x", b"{}")
+    async with delivery.http_client() as http:
+        started = time.monotonic()
+        outcome = await delivery.send(http, job, clock)
+    return outcome, time.monotonic() - started
+
+
+async def test_a_send_is_bounded_in_all_and_reads_little_of_the_answer(clock, monkeypatch):
+    """README: "10 s in all". httpx's timeouts bound each read, so a receiver sending its answer a byte at a time
+    would hold a send for as long as it likes. Scaled down 20x: 0.5 s in all."""
+    monkeypatch.setattr(delivery, "TIMEOUT", httpx.Timeout(0.5, connect=0.25))
+    # The status line a byte every 0.1 s (about 4 s in all): cut off, a failure whatever status would come.
+    with dribbling(http_answer("200 OK"), step=0.1) as (url, _):
+        outcome, took = await timed_send(url, clock)
+    assert (outcome.status_code, outcome.error) == (None, "TimeoutError: no answer within 0.5 s") and took < 1.5
+
+    # A 200 at once and then a body that takes 4 s: the status is the answer; the body is not waited for.
+    slow_body = http_answer("200 OK", b"x" * 40)
+    with dribbling(slow_body, step=0.1, at_once=len(slow_body) - 40) as (url, _):
+        outcome, took = await timed_send(url, clock)
+    assert outcome.ok and took < 0.4, (outcome, took)
+
+    # A refusal with a megabyte of body, the first 8 KB at once, the rest slowly: its first bytes give the reason.
+    big = http_answer("503 Service Unavailable", b"down for maintenance " * 50_000)
+    with dribbling(big, step=0.1, at_once=big.index(b"\r\n\r\n") + 4 + 8192) as (url, _):
+        outcome, took = await timed_send(url, clock)
+    assert outcome.status_code == 503 and took < 0.4, (outcome, took)
+    assert outcome.error.startswith("HTTP 503: down for maintenance down for") and len(outcome.error) == 500
+
+
+async def test_no_send_outlives_its_lease(client, app, clock, monkeypatch):
+    """The lease keeps a second worker off a delivery while the first is sending it, so every send must end
+    before its lease does. Scaled down 40x (10 s in all becomes 0.25 s, the lease 3 s): a receiver dribbling its
+    answer over 6 s; worker A gives up at 0.25 s and records the failure, so when the lease has run out worker B
+    finds the delivery waiting for its retry, not sendable again while A still sends it."""
+    monkeypatch.setattr(delivery, "TIMEOUT", httpx.Timeout(0.25, connect=0.125))
+    monkeypatch.setattr(delivery, "LEASE", delivery.LEASE / 40)
+    answer = http_answer("200 OK")
+    with dribbling(answer, step=6 / len(answer)) as (url, arrivals):
+        r = await client.post("/v1/webhooks", json={"url": url, "secret": SECRET})
+        assert r.status_code == 201, r.text
+        await f.enroll(client)
+        db = app.state.db
+        async with delivery.http_client() as http_a, delivery.http_client() as http_b:
+            first = asyncio.create_task(delivery.deliver_once(db, clock, http_a))
+            await asyncio.sleep(0.5)
+            assert len(arrivals) == 1
+            clock.advance(delivery.LEASE)  # the lease has run out
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(delivery.deliver_once(db, clock, http_b))
+            await asyncio.sleep(0.5)
+            at_once = len(arrivals)
+            attempted = await asyncio.gather(first, second)
+        [entry] = await log_of(client, r.json()["id"])
+    assert at_once == 1, f"the one delivery was being sent {at_once} times at once; log: {entry}"
+    assert attempted == [1, 0]
+    assert (entry["attempts"], entry["last_error"]) == (1, "TimeoutError: no answer within 0.25 s")
 
 
 async def test_the_service_delivers_by_itself_when_its_worker_is_on(settings, clock, app):

@@ -10,7 +10,9 @@ One pass (:func:`deliver_once`), each step its own short transaction; the HTTP c
 3. claim due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's single writer serializes claims):
    each is stamped with this pass's claim and its next attempt moved a lease ahead, so no other worker takes it
    while it is being sent; a worker that dies mid-send leaves it to be retried when the lease runs out;
-4. POST each event, signed (``X-Loyalty-Signature``), with short timeouts;
+4. POST each event, signed (``X-Loyalty-Signature``), each send cut off 10 s after it starts whatever the
+   receiver does (a 2xx status within that time is a success; of a refusal's body only the first bytes are
+   read, for ``last_error``): every send of a claim ends long before its lease does;
 5. record the outcomes, only for deliveries still under this claim: 2xx is delivered; anything else is
    retried with exponential backoff and jitter for up to 3 days (:mod:`service.events.rules`), and an endpoint
    that has failed every attempt for a day is disabled.
@@ -39,8 +41,12 @@ log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
 CLAIM_BATCH = 50
-LEASE = timedelta(minutes=2)  # well above the HTTP timeout: a claim outlives its send
+# A claim's lease: no other worker takes its deliveries before it ends. Every send of a claim starts at once and
+# ends within TIMEOUT.read (send() enforces it), so the lease outlives the sends whatever the receivers do.
+LEASE = timedelta(minutes=2)
+# 5 s to connect; the 10 s bound each read and write, and send() holds the whole send to them too ("10 s in all").
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+BODY_PEEK = 2048  # bytes of a refusal's body read for last_error (the rest is never read)
 USER_AGENT = "loyalty-webhooks/1"
 
 
@@ -107,17 +113,35 @@ async def claim(session: AsyncSession, now: datetime, limit: int = CLAIM_BATCH) 
 async def send(http: httpx.AsyncClient, job: Job, clock: Clock) -> Outcome:
     """POST one delivery; never raises (short of cancellation). Whatever goes wrong, including what is not an
     ``httpx.HTTPError`` (``idna`` refusing a stored host, a bug), is this delivery's failed attempt, recorded
-    with the error's type and message: one bad endpoint must not stop the others' outcomes from being recorded."""
+    with the error's type and message: one bad endpoint must not stop the others' outcomes from being recorded.
+
+    The whole send is cut off after ``TIMEOUT.read`` seconds (httpx's timeouts bound each read, so a receiver
+    dribbling its answer would hold it for as long as it likes): a status that comes later is a failure, and no
+    send outlives its claim's lease. The answer is streamed: a 2xx is a success as soon as its status arrives
+    (its body is never read); of a refusal's body the first :data:`BODY_PEEK` bytes go into ``last_error``."""
     timestamp = int(clock.now().timestamp())
     headers = {"Content-Type": "application/json", rules.SIGNATURE_HEADER: rules.signature(job.secret, timestamp,
                                                                                            job.body),
-               "X-Loyalty-Event-Id": job.event_id, "X-Loyalty-Delivery-Id": job.delivery_id}
+               "X-Loyalty-Event-Id": job.event_id, "X-Loyalty-Delivery-Id": job.delivery_id,
+               "Accept-Encoding": "identity"}  # the bytes read for last_error are the body's own
+    status, peeked = None, b""
     try:
-        response = await http.post(job.url, content=job.body, headers=headers)
+        async with asyncio.timeout(TIMEOUT.read):
+            async with http.stream("POST", job.url, content=job.body, headers=headers) as response:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return Outcome(status, None)
+                async for chunk in response.aiter_raw():
+                    peeked += chunk
+                    if len(peeked) >= BODY_PEEK:
+                        break
+    except TimeoutError:
+        if status is None:
+            return Outcome(None, f"TimeoutError: no answer within {TIMEOUT.read:g} s")
     except Exception as exc:  # see the docstring
-        return _failed(exc)
-    error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
-    return Outcome(response.status_code, error)
+        if status is None:
+            return _failed(exc)
+    return Outcome(status, rules.refusal(status, peeked[:BODY_PEEK]))
 
 
 def _failed(exc: BaseException) -> Outcome:

@@ -59,6 +59,13 @@ def verify(secret: str, header: str, body: bytes, now: int, tolerance: int = 300
     return abs(now - timestamp) <= tolerance and hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+def refusal(status: int, body: bytes) -> str:
+    """A delivery's ``last_error`` for a non-2xx answer: the status, then the start of the receiver's body (its
+    reason, when it gives one) on one line, at most 500 characters in all."""
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return (f"HTTP {status}: {text}" if text else f"HTTP {status}")[:500]
+
+
 def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
     """The wait after the ``attempts``-th failed attempt: 30 s doubling up to 6 h, with "equal jitter" (between
     half and all of it), so that endpoints coming back from an outage are not hit by every retry at once."""

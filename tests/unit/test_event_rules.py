@@ -63,3 +63,9 @@ def test_requested_types_reads_repeated_and_comma_separated_values():
     assert rules.requested_types(["points.expired, member.enrolled", "member.enrolled"]) == [
         "member.enrolled", "points.expired"]
     assert rules.requested_types([""]) == [] and rules.requested_types([" , ", ","]) == []
+
+
+def test_a_refusal_is_its_status_and_the_start_of_its_body_on_one_line():
+    assert rules.refusal(503, b"") == "HTTP 503"
+    assert rules.refusal(400, b'{"error":\n  "bad \xff signature"}') == 'HTTP 400: {"error": "bad \ufffd signature"}'
+    assert rules.refusal(500, b"x" * 4096) == "HTTP 500: " + "x" * 490
