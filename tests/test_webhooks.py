@@ -267,6 +267,26 @@ async def test_no_send_outlives_its_lease(client, app, clock, monkeypatch):
     assert (entry["attempts"], entry["last_error"]) == (1, "TimeoutError: no answer within 0.25 s")
 
 
+async def test_a_backlog_is_sent_as_fast_as_the_pool_allows_and_none_fails_waiting(client, app, clock, monkeypatch):
+    """A claim of 50 through a pool of 20: were they all started at once, the last ones would wait for a
+    connection within their own time limit, and with a receiver that is slow but within it they would fail
+    (``PoolTimeout``) without ever being sent, counting toward disabling the endpoint. Scaled down (1.9 s in
+    all; the receiver answers in 1 s, so the third round would start at 2 s)."""
+    monkeypatch.setattr(delivery, "TIMEOUT", httpx.Timeout(1.9, connect=0.9))
+    with receiving() as receiver:
+        receiver.delay = 1.0
+        hook = await subscribe(client, receiver)
+        for _ in range(50):
+            await f.enroll(client)
+        async with delivery.http_client() as http:
+            assert await delivery.deliver_once(app.state.db, clock, http) == 50
+        log = await log_of(client, hook["id"])
+        state = (await client.get(f"/v1/webhooks/{hook['id']}")).json()
+    failed = sorted({d["last_error"] for d in log if d["status"] != "delivered"})
+    assert not failed and len(receiver.requests) == 50, (failed, len(receiver.requests))
+    assert state["failing_since"] is None
+
+
 async def test_the_service_delivers_by_itself_when_its_worker_is_on(settings, clock, app):
     with receiving() as receiver:
         worker_app = create_app(settings.model_copy(update={"webhook_worker": True, "webhook_poll_seconds": 0.05}),

@@ -10,9 +10,11 @@ One pass (:func:`deliver_once`), each step its own short transaction; the HTTP c
 3. claim due deliveries (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's single writer serializes claims):
    each is stamped with this pass's claim and its next attempt moved a lease ahead, so no other worker takes it
    while it is being sent; a worker that dies mid-send leaves it to be retried when the lease runs out;
-4. POST each event, signed (``X-Loyalty-Signature``), each send cut off 10 s after it starts whatever the
-   receiver does (a 2xx status within that time is a success; of a refusal's body only the first bytes are
-   read, for ``last_error``): every send of a claim ends long before its lease does;
+4. POST each event, signed (``X-Loyalty-Signature``), as many at once as the client has connections, each
+   send cut off 10 s after its turn came whatever the receiver does (a 2xx status within that time is a success;
+   of a refusal's body only the first bytes are read, for ``last_error``); a claim is never larger than what
+   can be sent so within half its lease (:func:`service.events.rules.claim_size`), so every send of a claim
+   ends before its lease does;
 5. record the outcomes, only for deliveries still under this claim: 2xx is delivered; anything else is
    retried with exponential backoff and jitter for up to 3 days (:mod:`service.events.rules`), and an endpoint
    that has failed every attempt for a day is disabled.
@@ -41,9 +43,11 @@ log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
 CLAIM_BATCH = 50
-# A claim's lease: no other worker takes its deliveries before it ends. Every send of a claim starts at once and
-# ends within TIMEOUT.read (send() enforces it), so the lease outlives the sends whatever the receivers do.
+# A claim's lease: no other worker takes its deliveries before it ends. A claim's sends go MAX_CONNECTIONS at a
+# time, each ends within TIMEOUT.read (send() enforces it), and a claim holds no more of them than that can send
+# within half the lease (rules.claim_size), so the lease outlives the sends whatever the receivers do.
 LEASE = timedelta(minutes=2)
+MAX_CONNECTIONS = 20  # the client's pool, and how many sends of one pass run at once
 # 5 s to connect; the 10 s bound each read and write, and send() holds the whole send to them too ("10 s in all").
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 BODY_PEEK = 2048  # bytes of a refusal's body read for last_error (the rest is never read)
@@ -52,7 +56,7 @@ USER_AGENT = "loyalty-webhooks/1"
 
 def http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, headers={"User-Agent": USER_AGENT},
-                             limits=httpx.Limits(max_connections=20))
+                             limits=httpx.Limits(max_connections=MAX_CONNECTIONS))
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,10 @@ async def send(http: httpx.AsyncClient, job: Job, clock: Clock) -> Outcome:
 
     The whole send is cut off after ``TIMEOUT.read`` seconds (httpx's timeouts bound each read, so a receiver
     dribbling its answer would hold it for as long as it likes): a status that comes later is a failure, and no
-    send outlives its claim's lease. The answer is streamed: a 2xx is a success as soon as its status arrives
-    (its body is never read); of a refusal's body the first :data:`BODY_PEEK` bytes go into ``last_error``."""
+    send outlives its claim's lease. The time counts from here: :func:`send_all` runs no more sends at once than
+    the client has connections, so none spends it waiting for one. The answer is streamed: a 2xx is a success
+    as soon as its status arrives (its body is never read); of a refusal's body the first :data:`BODY_PEEK`
+    bytes go into ``last_error``."""
     timestamp = int(clock.now().timestamp())
     headers = {"Content-Type": "application/json", rules.SIGNATURE_HEADER: rules.signature(job.secret, timestamp,
                                                                                            job.body),
@@ -146,6 +152,24 @@ async def send(http: httpx.AsyncClient, job: Job, clock: Clock) -> Outcome:
 
 def _failed(exc: BaseException) -> Outcome:
     return Outcome(None, f"{type(exc).__name__}: {exc}"[:500])
+
+
+async def send_all(http: httpx.AsyncClient, jobs: list[Job], clock: Clock) -> list[Outcome]:
+    """Send a claim's deliveries, at most :data:`MAX_CONNECTIONS` at a time. Starting them all at once would
+    have those beyond the pool wait for a connection inside their own time limit: with a slow but healthy
+    receiver they failed with ``PoolTimeout``, recorded as attempts never made (enough of them disable the
+    endpoint), and a slow endpoint's backlog held up every other endpoint's deliveries. A send waiting for its
+    turn here has not started: its 10 s start when it runs. One pass at a time per client (as
+    :func:`run_worker` and ``loyalty deliver`` do), or the passes would share the pool."""
+    slots = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    async def one(job: Job) -> Outcome:
+        async with slots:
+            return await send(http, job, clock)
+
+    # send() does not raise; return_exceptions is the second guard, so that a pass always records its claim.
+    sent = await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)
+    return [_failed(o) if isinstance(o, BaseException) else o for o in sent]
 
 
 async def record(session: AsyncSession, token: str, results: list[tuple[Job, Outcome]], now: datetime,
@@ -183,12 +207,11 @@ async def deliver_once(db: Database, clock: Clock, http: httpx.AsyncClient, *, l
     """One pass: number, fan out, claim, send, record. Returns how many deliveries were attempted."""
     await events.publish_committed(db)
     await db.run(lambda session: fan_out(session, clock.now()))
-    token, jobs = await db.run(lambda session: claim(session, clock.now(), limit))
+    size = rules.claim_size(limit, at_once=MAX_CONNECTIONS, send_seconds=TIMEOUT.read, lease=LEASE)
+    token, jobs = await db.run(lambda session: claim(session, clock.now(), size))
     if not jobs:
         return 0
-    # send() does not raise; return_exceptions is the second guard, so that a pass always records its claim.
-    sent = await asyncio.gather(*(send(http, job, clock) for job in jobs), return_exceptions=True)
-    outcomes = [_failed(o) if isinstance(o, BaseException) else o for o in sent]
+    outcomes = await send_all(http, jobs, clock)
     await db.run(lambda session: record(session, token, list(zip(jobs, outcomes, strict=True)), clock.now()))
     return len(jobs)
 

@@ -59,6 +59,17 @@ def verify(secret: str, header: str, body: bytes, now: int, tolerance: int = 300
     return abs(now - timestamp) <= tolerance and hmac.compare_digest(expected, parts.get("v1", ""))
 
 
+def claim_size(wanted: int, *, at_once: int, send_seconds: float, lease: timedelta) -> int:
+    """How many of ``wanted`` deliveries one pass may claim. Its sends go ``at_once`` at a time, each cut off
+    after ``send_seconds``, so a claim of n is sent within ceil(n / at_once) rounds; those rounds must end within
+    half the lease (the other half is margin: claiming, a busy machine), so that no second worker takes a
+    delivery while it is still being sent. A lease too short for even one round is a configuration error."""
+    rounds = int(lease.total_seconds() / 2 // send_seconds)
+    if rounds < 1:
+        raise ValueError(f"a lease of {lease} cannot cover a send of {send_seconds:g} s")
+    return max(0, min(wanted, rounds * at_once))
+
+
 def refusal(status: int, body: bytes) -> str:
     """A delivery's ``last_error`` for a non-2xx answer: the status, then the start of the receiver's body (its
     reason, when it gives one) on one line, at most 500 characters in all."""

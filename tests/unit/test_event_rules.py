@@ -7,6 +7,8 @@ import hmac
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from service.events import rules
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -69,3 +71,13 @@ def test_a_refusal_is_its_status_and_the_start_of_its_body_on_one_line():
     assert rules.refusal(503, b"") == "HTTP 503"
     assert rules.refusal(400, b'{"error":\n  "bad \xff signature"}') == 'HTTP 400: {"error": "bad \ufffd signature"}'
     assert rules.refusal(500, b"x" * 4096) == "HTTP 500: " + "x" * 490
+
+
+def test_a_claim_is_no_larger_than_its_sends_can_finish_in_half_the_lease():
+    lease = timedelta(minutes=2)
+    # 20 at a time, 10 s each: 6 rounds in 60 s, 120 sends.
+    assert rules.claim_size(50, at_once=20, send_seconds=10, lease=lease) == 50
+    assert rules.claim_size(500, at_once=20, send_seconds=10, lease=lease) == 120
+    assert rules.claim_size(500, at_once=20, send_seconds=59, lease=lease) == 20
+    with pytest.raises(ValueError, match="cannot cover"):
+        rules.claim_size(50, at_once=20, send_seconds=61, lease=lease)
