@@ -111,6 +111,35 @@ async def test_tier_changes_and_rewards_are_events_of_the_commit(client, app):
     assert got[1]["data"]["reward_id"] == sale.json()["earned"]["rewards_issued"][0]["id"]
 
 
+async def test_a_referrers_credit_and_its_reversal_are_events_naming_the_referrer(client, app):
+    """A referred member's first qualifying sale credits the referrer 500 points in a ledger transaction of the
+    referrer's, and a void (or a return below the first spend) takes them back: the referrer's balance moves
+    outside the sale's own events, so each move is an event of its own, in the sale's and the void's
+    transaction, naming the referrer, with the points, the ledger transaction and the balance after it."""
+    store = (await f.create_store(client))["id"]
+    referrer = (await f.enroll(client))
+    friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+    sale = await f.commit(client, f.basket(friend, store, [f.line(unit_price=2_000)]))
+    assert sale.status_code == 201, sale.text
+    await f.adjust(client, referrer["id"], 10)
+    r = await f.void(client, sale.json()["id"])
+    assert r.status_code == 200, r.text
+    assert await f.balance(client, referrer["id"]) == 10
+
+    got = [e for e in await all_events(client) if e["type"] != "member.enrolled"]
+    assert [e["type"] for e in got] == ["referral.rewarded", "transaction.committed", "points.adjusted",
+                                        "referral.reversed", "transaction.voided"]
+    r = await client.get(f"/v1/members/{referrer['id']}/ledger")
+    credit, reversal = [next(e["transaction_id"] for e in r.json()["data"] if e["kind"] == kind)
+                        for kind in ("referral_bonus", "void")]
+    txn = sale.json()["id"]
+    common = {"member_id": referrer["id"], "referred_member_id": friend, "points": 500, "transaction_id": txn}
+    assert got[0]["data"] == {**common, "ledger_transaction_id": credit, "balance": 500}
+    assert got[3]["data"] == {**common, "ledger_transaction_id": reversal, "reverses_ledger_transaction_id": credit,
+                              "balance": 10}
+    assert await feed(client, types="referral.rewarded,referral.reversed") == [got[0], got[3]]
+
+
 async def test_points_expiry_from_the_sweep_is_an_event(client, app, clock):
     member = (await f.enroll(client))["id"]
     await f.adjust(client, member, 250)

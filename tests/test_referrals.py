@@ -98,6 +98,9 @@ async def test_returning_everything_claws_back_both_sides_as_a_void_does(client,
     rest = await f.return_lines(client, first["id"], {"b": 1})  # the rest: the reward goes with it
     assert rest.status_code == 201 and rest.json()["reversed"]["points"] == 25 + 500
     assert await f.balance(client, friend) == 0 and await f.balance(client, referrer["id"]) == 0
+    reversed_ = (await client.get("/v1/events", params={"types": "referral.reversed"})).json()["data"]
+    assert [(e["data"]["member_id"], e["data"]["points"], e["data"]["balance"]) for e in reversed_] == [
+        (referrer["id"], 500, 0)]
     second = await buy(client, friend, store, 2_500)  # the next qualifying sale rewards again
     assert second["balances_after"]["points"] == 525 and await f.balance(client, referrer["id"]) == 500
     await f.verify_ledger(app)

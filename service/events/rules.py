@@ -17,6 +17,8 @@ EVENT_TYPES = (
     "transaction.returned",
     "tier.changed",
     "reward.issued",
+    "referral.rewarded",
+    "referral.reversed",
     "voucher.issued",
     "points.adjusted",
     "points.expired",

@@ -4,7 +4,9 @@ The commit asks :func:`due` (only for a referred member: nobody else pays a quer
 points with the sale and then calls :func:`record`, which credits the referrer in a ledger transaction of their
 own (``kind="referral"``, referencing the sale). :func:`reverse` undoes the referrer's side when that sale is
 voided, returned in full, or returned below the first spend (:func:`lapsed_by_return`); the referred member's
-side goes with the sale's entries, or with the return's claw-back.
+side goes with the sale's entries, or with the return's claw-back. The referrer's balance moves outside the
+sale's own events, so each side of theirs is an event of its own, in the same transaction: ``referral.rewarded``
+and ``referral.reversed`` (a receiver keeping balances from events would be off otherwise).
 The referred member's ledger lock (held by the commit or void) serializes these decisions; the referrer always
 enrolled before the referred member, so locking the referrer second can never close a cycle.
 """
@@ -16,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.events import service as events
 from service.ledger import service as ledger
 from service.ledger.rules import POINTS, LotPolicy, Movement
 from service.members import repository as members_repository
@@ -73,6 +76,10 @@ async def record(session: AsyncSession, member: Member, reward: Due, program: Pr
         ledger_id = await ledger.post(session, ledger.Posting(
             kind="referral", member_id=reward.referrer_id, at=now, movements=(_credit(referrer_points, now, program),),
             store_id=store_id, reference=transaction_id, reason=f"referred {member.id}"), accounts)
+        await events.emit(session, "referral.rewarded", {
+            "member_id": reward.referrer_id, "referred_member_id": member.id, "points": referrer_points,
+            "transaction_id": transaction_id, "ledger_transaction_id": ledger_id,
+            "balance": accounts.balance(POINTS)}, at=now, member_id=reward.referrer_id)
     row = reward.row or ReferralReward(referee_id=member.id, referrer_id=reward.referrer_id, status="rewarded",
                                        transaction_id=transaction_id, referee_points=0, referrer_points=0,
                                        updated_at=now)
@@ -103,8 +110,15 @@ async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, 
         accounts = await ledger.lock_accounts(session, row.referrer_id, [POINTS], now)
         movements = await ledger.reversal_movements(session, [row.referrer_ledger_transaction_id], kind="void",
                                                     origin=row.referrer_ledger_transaction_id)
-        await ledger.post(session, ledger.Posting(
+        ledger_id = await ledger.post(session, ledger.Posting(
             kind="void", member_id=row.referrer_id, at=now, movements=movements, store_id=store_id,
             reference=transaction_id, reverses_id=row.referrer_ledger_transaction_id,
             reason=f"referral of {row.referee_id} undone"), accounts)
+        taken = -sum(m.amount for m in movements if m.asset == POINTS)  # less what the sweep expired meanwhile
+        if taken:
+            await events.emit(session, "referral.reversed", {
+                "member_id": row.referrer_id, "referred_member_id": row.referee_id, "points": taken,
+                "transaction_id": transaction_id, "ledger_transaction_id": ledger_id,
+                "reverses_ledger_transaction_id": row.referrer_ledger_transaction_id,
+                "balance": accounts.balance(POINTS)}, at=now, member_id=row.referrer_id)
     row.status, row.updated_at = "reversed", now
