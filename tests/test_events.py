@@ -85,6 +85,27 @@ async def test_every_change_writes_its_event_and_the_feed_reads_them_in_order(cl
     assert [e["type"] for e in after_sale] == ["transaction.returned", "transaction.voided", "member.erased"]
 
 
+async def test_transaction_events_carry_the_transaction_as_get_shows_it_a_void_with_its_own_balances(client, app):
+    """README: transaction.committed / .voided data is the transaction as GET shows it, except a void's
+    balances_after: the member's balances after the void (as the void's answer has them), where GET keeps the
+    ones the sale left."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    await f.adjust(client, member, 500)
+    sale = await f.commit(client, f.basket(member, store, [f.line("1", quantity=2, unit_price=1500)], points=100))
+    assert sale.status_code == 201, sale.text
+    txn = sale.json()["id"]
+    shown = (await client.get(f"/v1/checkout/transactions/{txn}")).json()
+    [committed] = [e["data"] for e in await all_events(client, "transaction.committed")]
+    assert committed == shown
+    voided_answer = await f.void(client, txn)
+    assert voided_answer.status_code == 200, voided_answer.text
+    shown = (await client.get(f"/v1/checkout/transactions/{txn}")).json()
+    [voided] = [e["data"] for e in await all_events(client, "transaction.voided")]
+    assert voided == {**shown, "balances_after": voided_answer.json()["balances_after"]}
+    assert voided["balances_after"] == {"points": 500, "wallet": 0} != shown["balances_after"]
+
+
 def committed_id(got: list[dict]) -> str:
     return next(e["id"] for e in got if e["type"] == "transaction.committed")
 

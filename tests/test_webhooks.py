@@ -161,6 +161,30 @@ async def test_a_delivery_is_given_up_after_three_days(client, app, clock):
         assert (await client.get(f"/v1/webhooks/{hook['id']}")).json()["status"] == "active"
 
 
+async def test_a_disabled_endpoints_deliveries_stay_pending_with_no_next_attempt(client, app, clock):
+    """DeliveryPublic: a disabled endpoint's deliveries stay ``pending`` (enabling it resumes them), and while it
+    is disabled no next attempt is shown (the stored one, in the past, never comes)."""
+    clock.freeze(datetime(2026, 11, 2, 9, 0, tzinfo=UTC))
+    with receiving() as receiver:
+        receiver.status = 503
+        hook = await subscribe(client, receiver)
+        await f.enroll(client)
+        assert await deliver_all(app, clock) == 1
+        clock.advance(timedelta(days=1, minutes=1))
+        await f.enroll(client)
+        assert await deliver_all(app, clock) == 2
+        assert (await client.get(f"/v1/webhooks/{hook['id']}")).json()["status"] == "disabled"
+        clock.advance(timedelta(hours=1))
+        log = await log_of(client, hook["id"])
+        assert [(d["status"], d["next_attempt_at"]) for d in log] == [("pending", None)] * 2
+
+        receiver.status = 200
+        assert (await client.post(f"/v1/webhooks/{hook['id']}/enable")).status_code == 200
+        assert all(d["next_attempt_at"] is not None for d in await log_of(client, hook["id"]))
+        assert await deliver_all(app, clock) == 2
+        assert [d["status"] for d in await log_of(client, hook["id"])] == ["delivered"] * 2
+
+
 async def test_webhook_validation_and_access(client, app, make_client):
     store = (await f.create_store(client))["id"]
     pos = make_client(await f.create_key(client, "pos", store))

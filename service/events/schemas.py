@@ -85,9 +85,13 @@ class DeliveryPublic(BaseModel):
     event_id: str
     event_type: str
     status: Literal["pending", "delivered", "failed"] = Field(
-        description="`failed`: every attempt failed for 3 days (or the endpoint was disabled); redeliver to retry.")
+        description="`pending`: still to be sent, also while the endpoint is disabled (sent once it is enabled "
+                    "again); `delivered`: the receiver answered 2xx; `failed`: every attempt failed for 3 days "
+                    "(redeliver to retry).")
     attempts: int
-    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
+    next_attempt_at: datetime | None = Field(
+        description="When a pending delivery is tried next; null once it is delivered or failed, and while the "
+                    "endpoint is disabled (nothing is tried until it is enabled).")
     last_attempt_at: datetime | None
     last_status_code: int | None = Field(description="The receiver's HTTP status (none: no answer).")
     last_error: str | None

@@ -151,19 +151,21 @@ async def enable_webhook(session: AsyncSession, webhook_id: str, clock: Clock, *
     return webhook_public(row)
 
 
-def delivery_public(row: WebhookDelivery) -> DeliveryPublic:
+def delivery_public(row: WebhookDelivery, *, endpoint_active: bool = True) -> DeliveryPublic:
+    """A disabled endpoint's deliveries stay ``pending`` (enabling it resumes them) but no attempt is due: the
+    stored time, long past perhaps, is not shown as if it were coming."""
     return DeliveryPublic(
         id=row.id, event_id=row.event_id, event_type=row.event_type, status=row.status, attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" and endpoint_active else None,
         last_attempt_at=row.last_attempt_at, last_status_code=row.last_status_code, last_error=row.last_error,
         delivered_at=row.delivered_at, created_at=row.created_at)
 
 
 async def deliveries(session: AsyncSession, webhook_id: str, *, after: str | None,
                      limit: int) -> list[DeliveryPublic]:
-    await _webhook(session, webhook_id)
-    return [delivery_public(row) for row in await repository.deliveries(session, webhook_id, after=after,
-                                                                         limit=limit)]
+    hook = await _webhook(session, webhook_id)
+    return [delivery_public(row, endpoint_active=hook.status == "active")
+            for row in await repository.deliveries(session, webhook_id, after=after, limit=limit)]
 
 
 async def redeliver(session: AsyncSession, webhook_id: str, delivery_id: str, clock: Clock, *,
