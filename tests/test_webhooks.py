@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from service.app import create_app
 from service.events import delivery
+from service.events import service as events_service
 from service.events.models import Webhook
 from tests import factories as f
 from tests.receiver import Receiver, dribbling, receiving
@@ -183,6 +184,46 @@ async def test_a_disabled_endpoints_deliveries_stay_pending_with_no_next_attempt
         assert all(d["next_attempt_at"] is not None for d in await log_of(client, hook["id"]))
         assert await deliver_all(app, clock) == 2
         assert [d["status"] for d in await log_of(client, hook["id"])] == ["delivered"] * 2
+
+
+async def test_redeliver_waits_for_the_attempt_under_way(client, app, clock):
+    """README: "two workers never send one delivery at once". Redelivering a delivery a worker is sending would
+    clear its claim and let a second worker send it alongside: it is refused (409) until that attempt is
+    recorded, or its lease has run out (the worker died)."""
+    with receiving() as receiver:
+        receiver.delay = 1.0
+        hook = await subscribe(client, receiver)
+        await f.enroll(client)
+        db = app.state.db
+        async with delivery.http_client() as http_a, delivery.http_client() as http_b:
+            first = asyncio.create_task(delivery.deliver_once(db, clock, http_a))
+            for _ in range(100):
+                if receiver.requests:
+                    break
+                await asyncio.sleep(0.02)
+            [entry] = await log_of(client, hook["id"])
+            redeliver = f"/v1/webhooks/{hook['id']}/deliveries/{entry['id']}/redeliver"
+            f.assert_problem(await client.post(redeliver), 409, "delivery_in_flight")
+            second = asyncio.create_task(delivery.deliver_once(db, clock, http_b))
+            await asyncio.sleep(0.3)
+            at_once = len(receiver.requests)
+            assert await asyncio.gather(first, second) == [1, 0]
+        assert at_once == 1, f"the delivery was being sent {at_once} times at once"
+        r = await client.post(redeliver)  # the attempt is recorded: redelivery sends it again
+        assert r.status_code == 200 and r.json()["attempts"] == 0, r.text
+        receiver.delay = 0
+        assert await deliver_all(app, clock) == 1 and len(receiver.requests) == 2
+
+        # A worker that claimed it and died: refused while its lease lasts, taken over once it has run out.
+        await f.enroll(client)
+        await events_service.publish_committed(db)
+        await db.run(lambda session: delivery.fan_out(session, clock.now()))
+        _, [job] = await db.run(lambda session: delivery.claim(session, clock.now()))
+        redeliver = f"/v1/webhooks/{hook['id']}/deliveries/{job.delivery_id}/redeliver"
+        f.assert_problem(await client.post(redeliver), 409, "delivery_in_flight")
+        clock.advance(delivery.LEASE)
+        assert (await client.post(redeliver)).status_code == 200
+        assert await deliver_all(app, clock) == 1 and len(receiver.requests) == 3
 
 
 async def test_webhook_validation_and_access(client, app, make_client):

@@ -15,3 +15,7 @@ class DeliveryNotFound(NotFound):
 
 class WebhookDisabled(Conflict):
     code, title = "webhook_disabled", "The webhook is disabled"
+
+
+class DeliveryInFlight(Conflict):
+    code, title = "delivery_in_flight", "The delivery is being sent"

@@ -98,4 +98,7 @@ async def list_webhook_deliveries(webhook_id: WebhookIdPath, session: Session, p
                summary="Send the delivery's event again now (with a fresh retry window)")
 async def redeliver_webhook_delivery(webhook_id: WebhookIdPath, delivery_id: DeliveryIdPath, session: Session,
                                      clock: ClockDep, principal: Principal = Depends(ADMIN)) -> DeliveryPublic:
+    """Whatever its status, with its attempts counted afresh. 409 `webhook_disabled` while the endpoint is
+    disabled; 409 `delivery_in_flight` while a worker is sending it (ask again once that attempt is in the
+    log: one delivery is never sent twice at once)."""
     return await service.redeliver(session, webhook_id, delivery_id, clock, actor=principal.key_id)

@@ -95,6 +95,13 @@ def next_attempt(attempts: int, window_start: datetime, now: datetime,
     return at if at <= window_start + RETRY_WINDOW else None
 
 
+def in_flight(claim: str | None, next_attempt_at: datetime, now: datetime) -> bool:
+    """A delivery a worker has claimed and whose lease (its ``next_attempt_at`` while claimed) has not run out
+    is being sent now, or its outcome is about to be recorded. Past the lease, the worker is gone or done
+    sending (no send outlives its lease), and its outcome will not be recorded over a new claim."""
+    return claim is not None and next_attempt_at > now
+
+
 def should_disable(failing_since: datetime | None, now: datetime) -> bool:
     """An endpoint that has failed every attempt for :data:`DISABLE_AFTER` is disabled."""
     return failing_since is not None and now - failing_since >= DISABLE_AFTER

@@ -32,7 +32,13 @@ from service.clock import Clock
 from service.db import Database
 from service.errors import ValidationFailed
 from service.events import repository, rules
-from service.events.errors import DeliveryNotFound, InvalidCursor, WebhookDisabled, WebhookNotFound
+from service.events.errors import (
+    DeliveryInFlight,
+    DeliveryNotFound,
+    InvalidCursor,
+    WebhookDisabled,
+    WebhookNotFound,
+)
 from service.events.models import Event, Webhook, WebhookDelivery
 from service.events.schemas import (
     DeliveryPublic,
@@ -170,7 +176,13 @@ async def deliveries(session: AsyncSession, webhook_id: str, *, after: str | Non
 
 async def redeliver(session: AsyncSession, webhook_id: str, delivery_id: str, clock: Clock, *,
                     actor: str) -> DeliveryPublic:
-    """Send the delivery's event again, at once and with a fresh 3-day retry window (whatever its status)."""
+    """Send the delivery's event again, at once and with a fresh 3-day retry window (whatever its status).
+
+    Not while a worker is sending it (:func:`rules.in_flight`): clearing its claim would let a second worker
+    send it alongside the first ("two workers never send one delivery at once"). That is a 409; the attempt
+    under way is in the log within seconds, and the operator redelivers then if it is still wanted. (Keeping
+    the claim and marking the delivery due again after that attempt would need the request stored with the
+    delivery, or the attempt's success would swallow it.)"""
     hook = await _webhook(session, webhook_id, lock=True)
     if hook.status != "active":
         raise WebhookDisabled("This webhook is disabled; enable it first (POST /v1/webhooks/{id}/enable).")
@@ -178,6 +190,10 @@ async def redeliver(session: AsyncSession, webhook_id: str, delivery_id: str, cl
     if row is None:
         raise DeliveryNotFound(f"Webhook {webhook_id!r} has no delivery {delivery_id!r}.")
     now = clock.now()
+    if rules.in_flight(row.claim, row.next_attempt_at, now):
+        raise DeliveryInFlight(f"Delivery {delivery_id!r} is being sent now; its outcome is in the log once the "
+                               "attempt ends (at the latest when its lease does, at "
+                               f"{row.next_attempt_at.isoformat()}). Redeliver after that if it is still wanted.")
     row.status, row.attempts, row.window_start, row.next_attempt_at, row.claim = "pending", 0, now, now, None
     await session.flush()
     await audit(session, clock, actor=actor, action="webhook.redelivered", target=row.id)

@@ -81,3 +81,9 @@ def test_a_claim_is_no_larger_than_its_sends_can_finish_in_half_the_lease():
     assert rules.claim_size(500, at_once=20, send_seconds=59, lease=lease) == 20
     with pytest.raises(ValueError, match="cannot cover"):
         rules.claim_size(50, at_once=20, send_seconds=61, lease=lease)
+
+
+def test_a_delivery_is_in_flight_while_claimed_and_its_lease_lasts():
+    assert rules.in_flight("clm_1", NOW + timedelta(seconds=1), NOW)
+    assert not rules.in_flight("clm_1", NOW, NOW)  # the lease has run out: the worker is gone or done
+    assert not rules.in_flight(None, NOW + timedelta(hours=1), NOW)  # waiting for its retry, not claimed
