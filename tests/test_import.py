@@ -266,3 +266,29 @@ async def test_an_import_that_cannot_reach_the_database_says_so_in_one_line(cli_
     assert await run_cli("import", str(_write(tmp_path / "one.jsonl", {"external_ref": "crm-x", "name": "X"}))) == 2
     err = capsys.readouterr().err
     assert "loyalty import: " in err and "run the file again" in err and "Traceback" not in err
+
+
+async def test_an_erased_member_is_not_imported_again(client, clock, app, cli_env, capsys, tmp_path):
+    """An erasure clears ``external_ref``: the same file run again found no one and enrolled the person anew, with
+    every field the erasure had removed (and a line with purchases failed as a duplicate receipt)."""
+    store = (await f.create_store(client))["id"]
+    alone, buyer = f.unique_email(), f.unique_email()
+    path = _write(tmp_path / "members.jsonl",
+                  {"external_ref": f"crm-{alone}", "name": "Erin", "email": alone, "phone": f.unique_phone()},
+                  {"external_ref": f"crm-{buyer}", "name": "Ed", "email": buyer,
+                   "purchases": [_purchase(store, f"r-{buyer}", clock.now() - timedelta(days=3))]})
+    assert await run_cli("import", str(path)) == 0
+    for email in (alone, buyer):
+        assert (await client.delete(f"/v1/members/{(await _member_by_email(client, email))['id']}")).status_code == 204
+    capsys.readouterr()
+    assert await run_cli("import", str(path)) == 1
+    err = capsys.readouterr().err
+    assert err.count("was erased: they are not imported again") == 2, err
+    for email in (alone, buyer):
+        assert (await client.get("/v1/members", params={"email": email})).json()["data"] == []
+    # the same person enrolled again at a till, with the same reference, is theirs to import into
+    again = await f.enroll(client, email=alone, external_ref=f"crm-{alone}")
+    _write(path, {"external_ref": f"crm-{alone}", "name": "Erin",
+                  "purchases": [_purchase(store, f"r2-{alone}", clock.now() - timedelta(days=1))]})
+    assert await run_cli("import", str(path)) == 0
+    assert len((await client.get(f"/v1/members/{again['id']}/transactions")).json()["data"]) == 1

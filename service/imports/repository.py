@@ -3,24 +3,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, tuple_
+from sqlalchemy import bindparam, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout.models import CheckoutTransaction
 from service.db import dialect_of, fetch
+from service.members import rules as member_rules
 from service.members.models import Member
 
 _MEMBERS = Member.__table__
 _RECEIPTS = CheckoutTransaction.__table__
 _CHUNK = 1000
 
-_BY_EXTERNAL_REF = select(_MEMBERS.c.id, _MEMBERS.c.status).where(_MEMBERS.c.external_ref == bindparam("p_ref"))
+_BY_EXTERNAL_REF = select(_MEMBERS.c.id, _MEMBERS.c.status).where(or_(
+    _MEMBERS.c.external_ref == bindparam("p_ref"), _MEMBERS.c.erased_ref == bindparam("p_erased_ref")))
 
 
 async def member_by_external_ref(session: AsyncSession, external_ref: str) -> Any | None:
-    """The member's ``id`` and ``status`` (a row), or None."""
-    rows = await fetch(session, _BY_EXTERNAL_REF, {"p_ref": external_ref})
-    return rows[0] if rows else None
+    """The member's ``id`` and ``status`` (a row), or None: the active member with this ``external_ref``, else an
+    erased member who had it (``status`` erased)."""
+    rows = await fetch(session, _BY_EXTERNAL_REF, {"p_ref": external_ref,
+                                                   "p_erased_ref": member_rules.erased_ref(external_ref)})
+    return min(rows, key=lambda row: row.status != "active") if rows else None
 
 
 async def committed_receipts(session: AsyncSession, member_id: str,

@@ -49,8 +49,8 @@ async def import_member(session: AsyncSession, record: ImportMember, clock: Cloc
     """Enroll or find the member, then commit the purchases the member does not have yet, oldest first."""
     found = await repository.member_by_external_ref(session, record.external_ref)
     if found is not None and found.status != "active":
-        raise MemberErased(f"The member with external_ref {record.external_ref!r} was erased; their history "
-                           "cannot be imported.")
+        raise MemberErased(f"The member with external_ref {record.external_ref!r} was erased: they are not "
+                           "imported again (take the line out of the file).")
     member_id = found.id if found is not None else (
         await members_service.enroll(session, record, clock, region=region)).id
     purchases = rules.in_order(record.purchases)

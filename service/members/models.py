@@ -27,3 +27,6 @@ class Member(SQLModel, table=True):
     enrolled_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
     erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # An erased member's external_ref as a digest (members.rules.erased_ref): an import finds it and refuses the
+    # line, instead of enrolling the person again from the CRM's file.
+    erased_ref: str | None = Field(default=None, max_length=64, index=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import date
@@ -59,6 +60,13 @@ def normalize_phone(raw: str, default_region: str) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def erased_ref(external_ref: str) -> str:
+    """What an erasure keeps of the member's ``external_ref``: its SHA-256 digest, enough to recognize the CRM's
+    reference when an import brings it again, not to read it back (a CRM's own list of references tells which of
+    them were erased, which is what it is kept for)."""
+    return hashlib.sha256(b"erased external_ref\0" + external_ref.encode()).hexdigest()
 
 
 def normalize_email(email: str) -> str:

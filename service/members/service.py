@@ -167,6 +167,7 @@ async def erase(session: AsyncSession, member_id: str, clock: Clock, *, principa
         await _scrub_kept_answers(session, member, principal)
         return
     now = clock.now()
+    member.erased_ref = rules.erased_ref(member.external_ref) if member.external_ref else None
     for field in ("name", "phone", "email", "email_normalized", "birthday", "locale", "marketing_consent",
                   "external_ref"):
         setattr(member, field, None)
