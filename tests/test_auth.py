@@ -320,6 +320,49 @@ async def test_bootstrap_concurrent_starts(app, client):
     assert (await client.get("/v1/program")).json()["version"] == 1
 
 
+async def test_a_changed_bootstrap_key_retires_the_one_before(app, make_client):
+    """A rotated LOYALTY_BOOTSTRAP_ADMIN_KEY (a leak, or the Makefile's development key replaced) left the old
+    key an active admin key until someone found it."""
+    from service.app import prepare_database
+    from service.auth import service as auth_service
+
+    secret = "Adm1nKey-2026-q3"  # as short as the settings take
+    await prepare_database(app.state.db, app.state.settings.model_copy(update={"bootstrap_admin_key": secret}),
+                           app.state.clock)
+    auth_service.forget_cached_keys()
+    new = make_client(secret)
+    assert_problem(await make_client(ADMIN_KEY).get("/v1/api-keys"), 401, "unauthorized")
+    listed = await all_keys(new)
+    bootstrap = {k["prefix"]: k for k in listed.values() if k["name"] == "bootstrap"}
+    assert bootstrap[ADMIN_KEY[:4]]["revoked_at"] is not None and bootstrap[secret[:4]]["revoked_at"] is None
+    # a listing shows 4 of a chosen key's characters, and its id nothing of its hash
+    assert all(len(k["prefix"]) == 4 for k in bootstrap.values())
+    from service.auth import rules
+
+    assert rules.hash_key(secret)[:16] not in bootstrap[secret[:4]]["id"]
+    audit = (await new.get("/v1/audit-log", params={"action": "api_key.revoked"})).json()["data"]
+    assert [(e["actor"], e["target"]) for e in audit] == [("bootstrap", bootstrap[ADMIN_KEY[:4]]["id"])]
+
+
+async def test_a_revoked_key_is_refused_at_once_in_the_revoking_process(app, client, make_client, monkeypatch):
+    """A request authenticating while the revocation was being written read the key as active and cached it: the
+    key went on working for 5 s after the 204."""
+    from service.auth import service as auth_service
+
+    created = (await client.post("/v1/api-keys", json={"role": "app"})).json()
+    audit = auth_service.audit
+    seen = []
+
+    async def a_request_comes_in_meanwhile(*args, **kwargs):
+        await audit(*args, **kwargs)
+        seen.append(await auth_service.authenticate(app.state.db, created["key"]))
+
+    monkeypatch.setattr(auth_service, "audit", a_request_comes_in_meanwhile)
+    assert (await client.delete(f"/v1/api-keys/{created['id']}")).status_code == 204
+    assert seen == [None]
+    assert_problem(await make_client(created["key"]).get("/v1/program"), 401, "unauthorized")
+
+
 async def test_keys_are_stored_hashed(app, client):
     secrets = [ADMIN_KEY, (await client.post("/v1/api-keys", json={"role": "app"})).json()["key"]]
     async with app.state.db.session(write=False) as session:

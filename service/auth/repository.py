@@ -41,3 +41,11 @@ async def revoke(session: AsyncSession, key_id: str, at: datetime) -> None:
     await session.execute(
         update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=at)
     )
+
+
+async def revoke_bootstrap_keys_but(session: AsyncSession, key_hash: str, at: datetime) -> list[str]:
+    """Revoke every active bootstrap key but the one with ``key_hash``; their ids."""
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.id.startswith("key_bootstrap_"), ApiKey.key_hash != key_hash,
+                             ApiKey.revoked_at.is_(None)).values(revoked_at=at).returning(ApiKey.id))
+    return sorted(result.scalars())

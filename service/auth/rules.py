@@ -25,6 +25,16 @@ def new_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def bootstrap_key_id(key_hash: str) -> str:
+    """The bootstrap key's id, the same in every process that starts with it; from a digest of its hash rather
+    than its hash itself, which a listing would show a part of."""
+    return "key_bootstrap_" + hashlib.sha256(b"bootstrap key id\0" + key_hash.encode()).hexdigest()[:16]
+
+
+# What a listing shows of the bootstrap key: a person may choose it, short, so less of it than of a key made here.
+BOOTSTRAP_PREFIX_CHARS = 4
+
+
 def hash_key(key: str) -> str:
     """Keys are random with 256 bits of entropy, so a plain SHA-256 is a safe one-way hash for them
     (slow password hashes exist for low-entropy secrets chosen by people)."""

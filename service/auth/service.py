@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,6 +24,10 @@ from service.program.errors import StoreNotFound
 # the process that made it and within this many seconds by the others.
 CACHE_SECONDS = 5.0
 _cache: dict[str, tuple[float, Principal | None]] = {}
+# The hashes of the keys this process revoked, refused before the cache is asked: a request authenticating while
+# the revocation was being written read the key as active and cached it for CACHE_SECONDS after the 204.
+_revoked: set[str] = set()
+log = logging.getLogger("service.auth")
 
 
 async def create(
@@ -46,11 +51,17 @@ async def create(
 
 
 async def ensure_bootstrap(session: AsyncSession, secret: str, clock: Clock) -> None:
-    """Make sure the configured bootstrap admin key exists. Safe when several workers start at once."""
+    """Make sure the configured bootstrap admin key exists, and retire the bootstrap keys configured before it: a
+    changed ``LOYALTY_BOOTSTRAP_ADMIN_KEY`` (a leaked key rotated, the development key replaced) left the old
+    one an active admin key. Safe when several workers start at once."""
     key_hash = rules.hash_key(secret)
-    key = ApiKey(id="key_bootstrap_" + key_hash[:16], key_hash=key_hash, prefix=secret[:10], role="admin",
-                 name="bootstrap", created_at=clock.now())
+    now = clock.now()
+    key = ApiKey(id=rules.bootstrap_key_id(key_hash), key_hash=key_hash, prefix=secret[:rules.BOOTSTRAP_PREFIX_CHARS],
+                 role="admin", name="bootstrap", created_at=now)
     await repository.add_if_absent(session, key)
+    for retired in await repository.revoke_bootstrap_keys_but(session, key_hash, now):
+        log.warning("bootstrap admin key %s revoked: LOYALTY_BOOTSTRAP_ADMIN_KEY names another key now", retired)
+        await audit(session, clock, actor="bootstrap", action="api_key.revoked", target=retired)
 
 
 async def revoke(session: AsyncSession, key_id: str, clock: Clock, *, actor: str | None = None) -> None:
@@ -58,6 +69,7 @@ async def revoke(session: AsyncSession, key_id: str, clock: Clock, *, actor: str
     if key is None:
         raise NotFound(f"There is no API key {key_id!r}.")
     await repository.revoke(session, key_id, clock.now())
+    _revoked.add(key.key_hash)
     _cache.pop(key.key_hash, None)
     await audit(session, clock, actor=actor, action="api_key.revoked", target=key_id)
 
@@ -65,6 +77,8 @@ async def revoke(session: AsyncSession, key_id: str, clock: Clock, *, actor: str
 async def authenticate(db: Database, secret: str) -> Principal | None:
     """The key's principal, from this process's copy when it is recent (no session is opened then)."""
     key_hash = rules.hash_key(secret)
+    if key_hash in _revoked:
+        return None
     now = time.monotonic()
     cached = _cache.get(key_hash)
     if cached and cached[0] > now:
@@ -80,3 +94,4 @@ async def authenticate(db: Database, secret: str) -> Principal | None:
 
 def forget_cached_keys() -> None:
     _cache.clear()
+    _revoked.clear()
