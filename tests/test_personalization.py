@@ -335,3 +335,18 @@ async def test_birthday_bonus_once_a_year_in_the_birthday_week(client, app, stor
     assert r.status_code == 201 and r.json()["reversed"]["points"] == 210, r.text
     assert (await buy(client, member, store, 1_000))["balances_after"]["points"] == 440
     await f.verify_ledger(app)
+
+
+async def test_a_sale_entered_late_from_an_earlier_birthday_week_pays_no_bonus_twice(client, app, store):
+    """Only the last year paid is kept: a backdated sale from last year's birthday week paid 2025's bonus and
+    wrote 2025 over 2026, and the next sale this week paid 2026's a second time. A year before the last one paid
+    now pays nothing (an admin's adjustment can make good a bonus that a late sale would have paid)."""
+    await f.set_program(client, birthday_bonus={"points": 200})
+    birthday = date(1990, NOW.month, NOW.day) + timedelta(days=1)
+    member = (await f.enroll(client, birthday=birthday.isoformat()))["id"]
+    assert (await buy(client, member, store, 1_000))["balances_after"]["points"] == 210
+    assert (await buy(client, member, store, 1_000, at=NOW - timedelta(days=365)))["balances_after"]["points"] == 220
+    assert (await buy(client, member, store, 1_000))["balances_after"]["points"] == 230
+    ledger = (await client.get(f"/v1/members/{member}/ledger")).json()["data"]
+    assert [e["kind"] for e in ledger].count("birthday_bonus") == 1
+    await f.verify_ledger(app)

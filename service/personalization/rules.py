@@ -347,11 +347,14 @@ def message(locale: str, key: str, **values: object) -> str:
 
 def birthday_bonus_year(birthday: date | None, sale_day: date, points: int, last_year: int | None) -> int | None:
     """The year of the birthday whose week contains ``sale_day`` (in the store's time zone) when its bonus is
-    still due (once per year), else None."""
+    still due, else None: once per year, and never for a year before the last one paid. Only the last year paid
+    is kept: a sale entered late (an admin's backdated sale, an import's line re-sent) from an earlier birthday
+    week paid that year's bonus, and then the current year's again at the next sale, which found the year paid
+    overwritten by the older one."""
     if points <= 0:
         return None
     occurrence = birthday_occurrence(birthday, sale_day)
-    if occurrence is None or occurrence.year == last_year:
+    if occurrence is None or (last_year is not None and occurrence.year <= last_year):
         return None
     return occurrence.year
 

@@ -133,6 +133,7 @@ def test_birthday_bonus_once_a_year():
     assert rules.birthday_bonus_year(birthday, TODAY, 0, None) is None
     assert rules.birthday_bonus_year(birthday, TODAY - timedelta(days=2), 200, 2025) is None  # 4 days before
     assert rules.birthday_bonus_year(date(1990, 1, 1), date(2026, 12, 30), 200, 2026) == 2027
+    assert rules.birthday_bonus_year(birthday, TODAY - timedelta(days=365), 200, 2026) is None  # a year before
 
 
 def test_referral_rules():
