@@ -123,6 +123,25 @@ async def test_a_return_below_the_first_spend_takes_the_referral_back_once(clien
     await f.verify_ledger(app)
 
 
+async def test_returns_are_judged_against_the_first_spend_the_sale_qualified_under(client, app, store):
+    """The friend's 30.00 qualified under a first spend of 20.00; the retailer then raised it to 50.00 for new
+    referrals. A 1.00 return, leaving 29.00, took both rewards back (501 points from the friend)."""
+    referrer = await f.enroll(client)
+    friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+    lines = [f.line("a", unit_price=2_900), f.line("b", "SKU-2", unit_price=100)]
+    sale = (await f.commit(client, f.basket(friend, store, lines))).json()
+    assert sale["balances_after"]["points"] == 530 and await f.balance(client, referrer["id"]) == 500
+    program = (await client.get("/v1/program")).json()
+    await f.set_program(client, referral={**program["referral"], "min_first_spend": 5_000})
+    r = await f.return_lines(client, sale["id"], {"b": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["points"] == 1, r.text
+    assert await f.balance(client, referrer["id"]) == 500
+    r = await f.return_lines(client, sale["id"], {"a": 1})  # below the 20.00 it qualified under: taken back
+    assert r.status_code == 201 and r.json()["reversed"]["points"] == 29 + 500, r.text
+    assert await f.balance(client, referrer["id"]) == 0
+    await f.verify_ledger(app)
+
+
 async def test_refused_codes(client, store):
     referrer = await f.enroll(client)
     r = await client.post("/v1/members", json={"name": "Sam", "referral_code": "NOPE1234"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index
+from sqlalchemy import BigInteger, CheckConstraint, Index
 from sqlmodel import Field, SQLModel
 
 from service.db import UTCDateTime
@@ -30,4 +30,7 @@ class ReferralReward(SQLModel, table=True):
     referrer_points: int
     referrer_ledger_transaction_id: str | None = Field(default=None, max_length=32,
                                                        foreign_key="ledger_transactions.id")
+    # The program's min_first_spend the sale qualified under: its returns are judged against it, not the figure in
+    # force when they come (None for rewards before migration 0019: the program's current figure).
+    min_first_spend: int | None = Field(default=None, sa_type=BigInteger)
     updated_at: datetime = Field(sa_type=UTCDateTime)

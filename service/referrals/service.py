@@ -86,18 +86,22 @@ async def record(session: AsyncSession, member: Member, reward: Due, program: Pr
     row.status, row.transaction_id, row.updated_at = "rewarded", transaction_id, now
     row.referee_points, row.referrer_points, row.referrer_ledger_transaction_id = (
         reward.referee_points, referrer_points, ledger_id)
+    row.min_first_spend = program.referral.min_first_spend
     if reward.row is None:
         repository.add(session, row)
 
 
 async def lapsed_by_return(session: AsyncSession, transaction_id: str, net_left: int,
                            program: ProgramPublic) -> ReferralReward | None:
-    """The referral the sale rewarded, if its returns have left it short of the program's first spend (the
-    caller takes the referred member's points back and :func:`reverse` the referrer's); None otherwise."""
+    """The referral the sale rewarded, if its returns have left it short of the first spend it qualified under
+    (the program's at the time, kept on the reward: one raised since would have a 1.00 return take back a
+    referral the sale still earns), None otherwise. The caller takes the referred member's points back and
+    :func:`reverse` the referrer's."""
     row = await repository.rewarded_by(session, transaction_id)
-    if row is None or rules.reward_stands(net_left, program.referral.min_first_spend):
+    if row is None:
         return None
-    return row
+    threshold = program.referral.min_first_spend if row.min_first_spend is None else row.min_first_spend
+    return None if rules.reward_stands(net_left, threshold) else row
 
 
 async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, now: datetime) -> None:
