@@ -111,6 +111,30 @@ async def test_the_currency_stays_while_wallets_or_gift_cards_hold_money(client)
     assert r.status_code == 200 and r.json()["currency"] == "EUR"
 
 
+async def test_the_currency_stays_while_a_sale_could_give_stored_value_back(client):
+    """A card and a wallet spent to nothing on a sale, the currency changed to JPY, the sale voided: the card held
+    1000 (10.00 USD) as 1000 JPY, and both paid a JPY basket of 1500 in full."""
+    from tests.factories import commit, create_store
+    from tests.test_giftcards import issue_one, pay, tender
+
+    store = (await create_store(client))["id"]
+    member = (await enroll(client))["id"]
+    r = await client.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 500, "payment_ref": "t"},
+                          headers={"Idempotency-Key": new_key()})
+    assert r.status_code == 201, r.text
+    card = await issue_one(client, 1000)
+    sale = await commit(client, pay(member, store, [{"line_id": "1", "sku": "S", "category": "c", "quantity": 1,
+                                                      "unit_price": 1500}], [tender(card)], wallet=500))
+    assert sale.status_code == 201 and sale.json()["totals"]["payable"] == 0, sale.text
+    p = await get_program(client)
+    r = await client.put("/v1/program", json={**p, "currency": "JPY"})
+    assert "15.00 USD" in assert_problem(r, 409, "currency_in_use")["detail"]
+    r = await client.post(f"/v1/checkout/transactions/{sale.json()['id']}/returns",
+                          json={"lines": [{"line_id": "1", "quantity": 1}]}, headers={"Idempotency-Key": new_key()})
+    assert r.status_code == 201, r.text  # everything given back: held again, so still refused
+    assert_problem(await client.put("/v1/program", json={**p, "currency": "JPY"}), 409, "currency_in_use")
+
+
 async def test_put_fills_defaults_for_optional_sections(client):
     p = await get_program(client)
     minimal = {"version": p["version"], "currency": "JPY",

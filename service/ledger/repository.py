@@ -99,6 +99,16 @@ async def stored_value_held(session: AsyncSession) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
+async def stored_value_owed_back(session: AsyncSession) -> int:
+    """What sales took from wallets and gift cards less what their returns and voids gave back: what voids and
+    returns could still put back on them (a whole-ledger scan, for a currency change only)."""
+    query = (select(func.coalesce(func.sum(-LedgerEntry.amount), 0))  # payments negative, refunds positive
+             .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .where(LedgerAccount.kind.in_(sorted(STORED_VALUE_KINDS)),
+                    LedgerEntry.kind.in_(["wallet_pay", "gift_card_pay", "return", "void"])))
+    return max(int((await session.execute(query)).scalar_one()), 0)
+
+
 async def member_balances(session: AsyncSession, member_id: str) -> list[tuple[str, int | None]]:
     """``(kind, balance)`` of each of the member's accounts, read from the table (never from the session)."""
     return [(kind, balance) for kind, balance in

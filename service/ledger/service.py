@@ -157,6 +157,11 @@ async def stored_value_held(session: AsyncSession) -> int:
     return await repository.stored_value_held(session)
 
 
+async def stored_value_owed_back(session: AsyncSession) -> int:
+    """What voids and returns of sales could still give back to wallets and gift cards, in minor units."""
+    return await repository.stored_value_owed_back(session)
+
+
 async def holdings(session: AsyncSession, member_id: str, *, expiring_after: datetime,
                    expiring_limit: int) -> tuple[dict[str, int], list[tuple[datetime, int]]]:
     """:func:`balances` and :func:`expiring_points` (after ``expiring_after``) in one statement, for the quote."""

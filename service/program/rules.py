@@ -28,14 +28,20 @@ def tier_ladder_problems(tiers: Sequence[TierLike]) -> list[str]:
     return problems
 
 
-def currency_change_problem(current: str, new: str, stored_value_held: int) -> str | None:
+def currency_change_problem(current: str, new: str, stored_value_held: int, owed_back: int = 0) -> str | None:
     """Why the program's currency may not change now: wallets and gift cards hold amounts in minor units of the
-    current currency, and a change would restate every one of them in the new one. Points are not money: an
-    admin changes ``point_value`` with the currency. None when the change may go ahead."""
-    if new == current or stored_value_held <= 0:
+    current currency, and a change would restate every one of them in the new one; so would the void or return
+    of a sale they paid (``owed_back``: a card spent to nothing, the currency changed, the sale voided, and the
+    card held 1000 JPY for 10.00 USD). Points are not money: an admin changes ``point_value`` with the currency.
+    None when the change may go ahead."""
+    if new == current or (stored_value_held <= 0 and owed_back <= 0):
         return None
-    return (f"Wallets and gift cards hold {format_amount(stored_value_held, current)}: pay them out (cash-outs, "
-            f"gift cards spent) before changing the currency from {current} to {new}.")
+    if stored_value_held > 0:
+        return (f"Wallets and gift cards hold {format_amount(stored_value_held, current)}: pay them out (cash-outs, "
+                f"gift cards spent) before changing the currency from {current} to {new}.")
+    return (f"Sales paid {format_amount(owed_back, current)} from wallets and gift cards that their voids or "
+            f"returns would give back in {current}: the currency cannot change from {current} to {new} while "
+            "they can.")
 
 
 def default_config(currency: str) -> dict:

@@ -130,13 +130,14 @@ def _forget_versions(session: Session, transaction: SessionTransaction) -> None:
 
 async def update(session: AsyncSession, body: ProgramUpdate, clock: Clock, *, actor: str) -> ProgramPublic:
     """Replace the configuration, if ``body.version`` is the current one. The currency changes only while no
-    wallet or gift card holds money (409 ``currency_in_use``; checked as the change is made: stop the tills for
-    it)."""
+    wallet or gift card holds money, and no sale paid with them can give any back (409 ``currency_in_use``;
+    checked as the change is made: stop the tills for it)."""
     config = ProgramConfig.model_validate(body.model_dump(exclude={"version", "updated_at"}))
     current = await get(session)
     if config.currency != current.currency:
         problem = rules.currency_change_problem(current.currency, config.currency,
-                                                await ledger.stored_value_held(session))
+                                                await ledger.stored_value_held(session),
+                                                await ledger.stored_value_owed_back(session))
         if problem:
             raise CurrencyInUse(problem)
     values = {"version": body.version + 1, "config": config.model_dump(mode="json"), "updated_at": clock.now()}
