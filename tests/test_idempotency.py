@@ -16,7 +16,7 @@ from sqlalchemy import event, func, insert, select, text, update
 
 from service import idempotency
 from service.auth.dependencies import ANY_ROLE
-from service.auth.rules import Principal, hash_key
+from service.auth.rules import Principal, bootstrap_key_id, hash_key
 from service.errors import Conflict
 from service.idempotency import IdempotencyRecord
 from service.members.models import Member
@@ -25,7 +25,7 @@ from service.routing import Session, UnitOfWorkRoute, idempotent
 from tests.conftest import ADMIN_KEY, IS_POSTGRES
 from tests.factories import PROBLEM, assert_problem, create_key, create_store, enroll, unique_email, unique_phone
 
-BOOTSTRAP_KEY_ID = "key_bootstrap_" + hash_key(ADMIN_KEY)[:16]
+BOOTSTRAP_KEY_ID = bootstrap_key_id(hash_key(ADMIN_KEY))
 
 
 async def member_count(app) -> int:
