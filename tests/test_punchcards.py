@@ -225,6 +225,113 @@ async def test_return_revokes_an_unused_reward_or_leaves_a_deficit(client, app, 
     await f.verify_ledger(app)
 
 
+async def edit_program(client, program: dict, **changes) -> dict:
+    body = {k: v for k, v in program.items() if k != "id"} | changes
+    r = await client.put(f"/v1/punch-card-programs/{program['id']}", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_a_return_after_stamps_required_was_raised_gives_back_what_the_reward_cost(client, app, shop):
+    """A reward issued at 5 stamps, the programme raised to 10: returning the whole sale revoked the reward and
+    gave back 10 stamps (the programme's figure now), leaving the member 5 stamps from nothing."""
+    store, member = shop
+    program = await make_program(client, stamps_required=5)
+    sale = await buy(client, member, store, [coffee(quantity=5)])
+    assert len(sale["earned"]["rewards_issued"]) == 1
+    await edit_program(client, program, stamps_required=10)
+    r = await f.return_lines(client, sale["id"], {"c": 5})
+    assert r.status_code == 201, r.text
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], [rw["status"] for rw in c["rewards"]]) == (0, ["revoked"])
+    await f.verify_ledger(app)
+
+
+async def test_a_void_after_stamps_required_was_lowered_leaves_no_deficit(client, app, shop):
+    """A reward issued at 10 stamps, the programme lowered to 5: voiding the sale gave back 5 stamps for the
+    revoked reward, and the card ended at -5 although the whole sale was undone."""
+    store, member = shop
+    program = await make_program(client, stamps_required=10)
+    sale = await buy(client, member, store, [coffee(quantity=10)])
+    await edit_program(client, program, stamps_required=5)
+    assert (await f.void(client, sale["id"])).status_code == 200
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], [rw["status"] for rw in c["rewards"]]) == (0, ["revoked"])
+    await f.verify_ledger(app)
+
+
+async def test_a_full_return_after_stamps_required_was_raised_leaves_no_usable_reward(client, app, shop):
+    """Two rewards issued at 5 stamps each, the programme raised to 10: returning all ten coffees revoked one
+    reward "worth" 10 stamps and left the other usable, a free coffee for a sale entirely returned."""
+    store, member = shop
+    program = await make_program(client, stamps_required=5)
+    sale = await buy(client, member, store, [coffee(quantity=10)])
+    assert len(sale["earned"]["rewards_issued"]) == 2
+    await edit_program(client, program, stamps_required=10)
+    r = await f.return_lines(client, sale["id"], {"c": 10})
+    assert r.status_code == 201, r.text
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], [rw["status"] for rw in c["rewards"]]) == (0, ["revoked", "revoked"])
+    await f.verify_ledger(app)
+
+
+@pytest.mark.parametrize("order", ["earner_first", "user_first"])
+async def test_voiding_the_sale_that_earned_a_reward_and_the_sale_that_used_it_ends_alike_in_either_order(
+        client, app, shop, order):
+    """Voiding the earning sale first left a deficit of 5 (its reward was used), and voiding the using sale then
+    gave the reward back as available: a free coffee beside a deficit a member who never buys again never
+    repays. The other order revoked the reward. Both orders now end at 0 stamps with the reward revoked."""
+    store, member = shop
+    program = await make_program(client, stamps_required=5)
+    earner = await buy(client, member, store, [coffee(quantity=5)])
+    [reward] = earner["earned"]["rewards_issued"]
+    user = await buy(client, member, store, [coffee("d", unit_price=300)], rewards=[reward["id"]])
+    for sale in ((earner, user) if order == "earner_first" else (user, earner)):
+        r = await f.void(client, sale["id"])
+        assert r.status_code == 200, r.text
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], [rw["status"] for rw in c["rewards"]]) == (0, ["revoked"])
+    await f.verify_ledger(app)
+
+
+async def test_a_void_restores_a_used_reward_once_the_card_is_out_of_deficit(client, app, shop):
+    """Only a card in deficit takes the reward back as stamps: the earning sale's void leaves -5, later stamps
+    fill it, and the using sale's void then gives the reward back as available."""
+    store, member = shop
+    program = await make_program(client, stamps_required=5)
+    earner = await buy(client, member, store, [coffee(quantity=5)])
+    [reward] = earner["earned"]["rewards_issued"]
+    user = await buy(client, member, store, [coffee("d", unit_price=300)], rewards=[reward["id"]])
+    assert (await f.void(client, earner["id"])).status_code == 200
+    await buy(client, member, store, [coffee(quantity=6)])  # -5 + 6: the deficit is filled, one stamp over
+    assert (await f.void(client, user["id"])).status_code == 200
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], {rw["id"]: rw["status"] for rw in c["rewards"]}) == (1, {reward["id"]: "available"})
+    await f.verify_ledger(app)
+
+
+async def test_lowering_stamps_required_below_what_a_member_holds_leaves_the_reward_to_the_next_stamp(
+        client, app, shop):
+    """9 of 10 stamps, the programme lowered to 5: the edit issues nothing (a write to every member's card). The
+    card said 9 of 5 with no reward and no nudge; it now lists the reward waiting, the nudge asks for one more
+    stamp, a sale stamping nothing issues nothing, and the next stamping sale issues the reward."""
+    store, member = shop
+    program = await make_program(client, stamps_required=10)
+    await buy(client, member, store, [coffee(quantity=9)])
+    await edit_program(client, program, stamps_required=5)
+    await buy(client, member, store, [f.line("m", "MUFFIN", "bakery", 1, 300)])
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], c["stamps_required"], c["rewards_waiting"], c["rewards"]) == (9, 5, 1, [])
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line()]))).json()
+    assert {"kind": "punch_card", "text": "1 more stamp to a free item on the Coffee card",
+            "program_id": program["id"], "missing": 1} in q["nudges"]
+    t = await buy(client, member, store, [coffee()])
+    assert len(t["earned"]["rewards_issued"]) == 2  # 9 + 1 = 10 stamps: two rewards of 5
+    c = await card(client, member, program["id"])
+    assert (c["stamps"], c["rewards_waiting"], [rw["status"] for rw in c["rewards"]]) == (0, 0, ["available"] * 2)
+    await f.verify_ledger(app)
+
+
 async def test_rewards_expire_after_their_validity(client, app, shop, clock):
     from service.punchcards import service as punch_service
 

@@ -8,6 +8,7 @@ incentives produced through :mod:`service.ledger.service`, the only writer of ba
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -367,7 +368,8 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
             reference=row.id), accounts)
     await punch_service.redeem(session, [c.reward_id for c in claims], row.id, now)
     await voucher_service.redeem(session, vouchers.claims, member.id, row.id, now)
-    issued = await punch_service.issue(session, member.id, row.id, priced.rewards_due, now)
+    issued = await punch_service.issue(session, member.id, row.id, priced.rewards_due,
+                                       {p.id: p.stamps_required for p in stamping}, now)
     basket = priced.basket
     burned_by_line = priced.discounts_by_kind.get(rules.PointsBurn.kind, {})
     row.ledger_transaction_id = ledger_transaction_id
@@ -508,8 +510,12 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     if row.status == "returned":
         raise TransactionNotVoidable("Everything on this transaction was already returned; there is nothing to void.")
     now = clock.now()
+    # The cards of the rewards the sale used too: one in deficit takes its reward back as stamps (restore_redeemed).
+    used_cards = ([punch_rules.account_kind(p) for p in await punch_service.programs_redeemed_by(session, row.id)]
+                  if punch_service.used_a_reward(row.applied) else [])
     accounts = await ledger.lock_accounts(
-        session, row.member_id, [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ()), *_stamp_kinds(row)], now)
+        session, row.member_id,
+        [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ()), *_stamp_kinds(row), *used_cards], now)
     cards_paid = _gift_cards_paid(row)
     await ledger.lock_gift_card_accounts(session, list(cards_paid), now, into=accounts)
     returns = await repository.returns_of(session, row.id)
@@ -529,7 +535,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     movements += await punch_service.take_back(
         session, row.member_id, row.id, _stamp_removals(row, returned, remaining),
         {kind: accounts.balance(kind) for kind in accounts.by_kind}, now, kind="void")
-    await punch_service.restore_redeemed(session, row.id, now)
+    movements += await punch_service.restore_redeemed(session, row.id, _balances_after(accounts, movements), now)
     await voucher_service.undo_sale(session, row.id, now, lambda sales: repository.spend_left(session, sales))
     if movements:
         await ledger.post(session, ledger.Posting(
@@ -550,6 +556,15 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     await events.emit(session, "transaction.voided", public.model_dump(mode="json", by_alias=True), at=now,
                       member_id=row.member_id)
     return public
+
+
+def _balances_after(accounts: ledger.LockedAccounts, movements: Sequence[Movement]) -> dict[str, int]:
+    """The locked accounts' balances as these movements (not yet posted) will leave them."""
+    balances = {kind: accounts.balance(kind) for kind in accounts.by_kind}
+    for movement in movements:
+        if movement.account in balances:
+            balances[movement.account] += movement.amount
+    return balances
 
 
 def _returned_quantities(returns: list[CheckoutReturn]) -> dict[str, int]:

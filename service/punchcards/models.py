@@ -5,6 +5,7 @@ programs and the rewards the stamps turned into.
   reward makes free and for how long it can be used.
 - ``punch_rewards``: one free item for one member: ``available`` → ``redeemed`` (by a checkout commit; back to
   ``available`` on void), ``expired`` after its validity, ``revoked`` when a return takes back its stamps.
+  Each keeps the stamps it cost (``stamps_cost``): revoking it gives back those, whatever the programme asks now.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class PunchReward(SQLModel, table=True):
     __tablename__ = "punch_rewards"
     __table_args__ = (
         CheckConstraint("status IN ('available', 'redeemed', 'expired', 'revoked')", name="ck_punch_rewards_status"),
+        CheckConstraint("stamps_cost >= 1", name="ck_punch_rewards_stamps_cost"),
         Index("ix_punch_rewards_member_id_program_id", "member_id", "program_id"),
         Index("ix_punch_rewards_status_expires_at", "status", "expires_at"),
         Index("ix_punch_rewards_issued_by", "issued_by"),
@@ -61,3 +63,6 @@ class PunchReward(SQLModel, table=True):
     issued_by: str | None = Field(default=None, max_length=32)  # the checkout transaction that earned it
     redeemed_by: str | None = Field(default=None, max_length=32)  # the checkout transaction that used it
     changed_at: datetime = Field(sa_type=UTCDateTime)
+    # The stamps the reward was issued for (the programme's stamps_required then, as the ledger's ``reward`` entry
+    # took them): what revoking it gives back, though the programme may ask another number since.
+    stamps_cost: int

@@ -107,6 +107,13 @@ async def redeemed_by(session: AsyncSession, transaction_id: str) -> list[PunchR
     return list((await session.execute(query)).scalars())
 
 
+async def programs_redeemed_by(session: AsyncSession, transaction_id: str) -> list[str]:
+    query = (select(PunchReward.program_id).where(PunchReward.redeemed_by == transaction_id,
+                                                  PunchReward.status == "redeemed")
+             .distinct().order_by(PunchReward.program_id))
+    return list((await session.execute(query)).scalars())
+
+
 async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
     result = await session.execute(
         update(PunchReward)

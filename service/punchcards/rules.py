@@ -139,17 +139,34 @@ def stamps_to_remove(paid: int, returned_before: int, returned_now: int) -> int:
     return min(returned_before + returned_now, paid) - min(returned_before, paid)
 
 
-def rewards_to_revoke(balance_after: int, stamps_required: int, unused: int) -> int:
-    """How many unused rewards a removal of stamps takes back: enough to bring the balance back to zero or more,
-    as far as there are unused rewards. What is left below zero is a deficit."""
-    if balance_after >= 0 or unused <= 0:
-        return 0
-    needed = -(balance_after // stamps_required)  # ceil(-balance / required)
-    return min(needed, unused)
+def rewards_to_revoke(balance_after: int, costs: Sequence[int]) -> int:
+    """How many unused rewards a removal of stamps takes back: the first of ``costs`` (the stamps each unused
+    reward cost when it was issued, in the order they are taken back) until the balance is back at zero or more,
+    as far as there are unused rewards. What is left below zero is a deficit.
+
+    Each reward gives back its own cost, not the programme's ``stamps_required`` now: a programme edited since
+    would otherwise give back stamps nobody earned (raised) or leave a deficit after a sale undone whole
+    (lowered)."""
+    revoke = 0
+    for cost in costs:
+        if balance_after >= 0:
+            break
+        balance_after += cost
+        revoke += 1
+    return revoke
 
 
 def missing_stamps(balance: int, stamps_required: int) -> int:
-    return stamps_required - balance if balance < stamps_required else 0
+    """Stamps still to collect before the next reward. A card holding ``stamps_required`` or more (the programme
+    was lowered below what the member holds, or a sale reached :data:`MAX_REWARDS_PER_SALE`) has its reward issued
+    with the next sale that stamps it: one stamp is missing, not none."""
+    return stamps_required - balance if balance < stamps_required else 1
+
+
+def rewards_waiting(balance: int, stamps_required: int) -> int:
+    """Rewards the stamps already on a card make but no sale has issued yet (see :func:`missing_stamps`): the next
+    sale that stamps the card issues them, and any its own stamps make, up to :data:`MAX_REWARDS_PER_SALE`."""
+    return rewards_due(balance, 0, stamps_required)
 
 
 def stamp_movements(earned: Mapping[str, int], due: Mapping[str, int],

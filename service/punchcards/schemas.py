@@ -67,6 +67,10 @@ class PunchCardPublic(BaseModel):
     name: str
     stamps: int = Field(description="Below zero: a deficit from a return, filled by the next stamps.")
     stamps_required: int
+    rewards_waiting: int = Field(description=(
+        "Rewards the stamps on the card already make but no sale has issued: the next sale that stamps this card "
+        "issues them (the programme's `stamps_required` was lowered below what the member holds, or a sale reached "
+        "its 50 rewards). Rewards are issued by sales, never by editing a programme."))
     rewards: list[RewardPublic]
 
 

@@ -78,7 +78,9 @@ async def get_program(session: AsyncSession, program_id: str) -> PunchProgramPub
 
 async def update_program(session: AsyncSession, program_id: str, body: PunchProgramCreate, clock: Clock, *,
                          actor: str) -> PunchProgramPublic:
-    """Replace a program's configuration. Stamps and rewards already earned keep counting against it."""
+    """Replace a program's configuration. Stamps and rewards already earned keep counting against it; each reward
+    keeps the stamps it cost. Lowering ``stamps_required`` below what members hold issues nothing now (a write to
+    every member's card): their next stamping sale does, and their cards say so meanwhile (``rewards_waiting``)."""
     row = await _program(session, program_id)
     _apply(row, body)
     row.updated_at = clock.now()
@@ -114,6 +116,7 @@ async def member_cards(session: AsyncSession, member_id: str, now: datetime, *, 
     return [PunchCardPublic(
         program_id=p.id, name=p.name, stamps=balances.get(rules.account_kind(p.id), 0),
         stamps_required=p.stamps_required,
+        rewards_waiting=rules.rewards_waiting(balances.get(rules.account_kind(p.id), 0), p.stamps_required),
         rewards=[RewardPublic(id=r.id, status=effective_status(r, now), expires_at=r.expires_at)
                  for r in rewards if r.program_id == p.id],
     ) for p in sorted(programs.values(), key=lambda p: p.id) if after is None or p.id > after][:limit]
@@ -176,12 +179,14 @@ async def redeem(session: AsyncSession, reward_ids: Sequence[str], transaction_i
 
 
 async def issue(session: AsyncSession, member_id: str, transaction_id: str, due: Mapping[str, int],
-                now: datetime) -> list[PunchReward]:
-    """Create the rewards the stamps of a commit turned into."""
+                costs: Mapping[str, int], now: datetime) -> list[PunchReward]:
+    """Create the rewards the stamps of a commit turned into. ``costs``: the stamps each reward of a program took
+    (its ``stamps_required`` as the commit priced it, the figure its ledger entry took), kept on the reward so that
+    revoking it gives back those whatever the program asks by then."""
     programs = {p.id: p for p in await repository.programs_by_id(session, sorted(due))}
     rows = [PunchReward(id=new_id("rwd"), member_id=member_id, program_id=program_id, status="available",
                         issued_at=now, expires_at=now + timedelta(days=programs[program_id].reward_valid_days),
-                        issued_by=transaction_id, changed_at=now)
+                        issued_by=transaction_id, changed_at=now, stamps_cost=costs[program_id])
             for program_id, count in sorted(due.items()) for _ in range(count)]
     await repository.add_rewards(session, rows)
     for r in rows:
@@ -202,9 +207,8 @@ async def issued_by(session: AsyncSession, transaction_id: str) -> list[dict]:
 async def take_back(session: AsyncSession, member_id: str, transaction_id: str, removals: Mapping[str, int],
                     balances: Mapping[str, int], now: datetime, *, kind: str) -> tuple[Movement, ...]:
     """Remove stamps on a void or return. When that leaves the card below zero, unused rewards of the program
-    are revoked (those this transaction issued first, then the newest) and their stamps come back; what stays
-    below zero is a deficit that later stamps fill."""
-    programs = {p.id: p for p in await repository.programs_by_id(session, sorted(removals))}
+    are revoked (those this transaction issued first, then the newest) until it is back at zero or more, each
+    giving back the stamps it cost when issued; what stays below zero is a deficit that later stamps fill."""
     movements = []
     for program_id, count in sorted(removals.items()):
         if count <= 0:
@@ -212,23 +216,58 @@ async def take_back(session: AsyncSession, member_id: str, transaction_id: str, 
         account, contra = rules.account_kind(program_id), rules.contra_account(program_id)
         movements.append(Movement(account=account, asset=account, amount=-count, contra=contra, kind=kind,
                                   allow_negative=True))
-        required = programs[program_id].stamps_required
+        after = balances.get(account, 0) - count
+        if after >= 0:
+            continue
         unused = await repository.unused_rewards(session, member_id, program_id)
         unused.sort(key=lambda r: r.issued_by != transaction_id)  # stable: this transaction's, then newest
-        revoke = rules.rewards_to_revoke(balances.get(account, 0) - count, required, len(unused))
-        if revoke:
-            ids = [r.id for r in unused[:revoke]]
-            await repository.set_status(session, ids, from_status="available", to_status="revoked", at=now)
-            movements.append(Movement(account=account, asset=account, amount=revoke * required, contra=contra,
-                                      kind="revoke"))
+        movements.extend(await _revoke(session, unused, after, now, from_status="available"))
     return tuple(movements)
 
 
-async def restore_redeemed(session: AsyncSession, transaction_id: str, now: datetime) -> int:
-    """A void gives back the rewards its transaction used."""
+async def _revoke(session: AsyncSession, rewards: Sequence[PunchReward], balance: int, now: datetime, *,
+                  from_status: str) -> tuple[Movement, ...]:
+    """Revoke the first of ``rewards`` (all of one program, locked, in ``from_status``) until a card at
+    ``balance`` is back at zero or more; each gives back the stamps it cost (one ``revoke`` movement)."""
+    revoked = list(rewards[:rules.rewards_to_revoke(balance, [r.stamps_cost for r in rewards])])
+    if not revoked:
+        return ()
+    await repository.set_status(session, [r.id for r in revoked], from_status=from_status, to_status="revoked",
+                                at=now)
+    account = rules.account_kind(revoked[0].program_id)
+    return (Movement(account=account, asset=account, amount=sum(r.stamps_cost for r in revoked),
+                     contra=rules.contra_account(revoked[0].program_id), kind="revoke"),)
+
+
+def used_a_reward(applied: Sequence[Mapping]) -> bool:
+    """Whether a sale used punch-card rewards, from what its receipt lists as applied (no read for a sale that
+    used none)."""
+    return any(a.get("kind") == "punch_reward" for a in applied)
+
+
+async def programs_redeemed_by(session: AsyncSession, transaction_id: str) -> list[str]:
+    """The programs of the rewards a transaction used (a void locks their stamp accounts with the sale's own,
+    before the rewards themselves: the one lock order). Read without a lock: a reward never changes program."""
+    return await repository.programs_redeemed_by(session, transaction_id)
+
+
+async def restore_redeemed(session: AsyncSession, transaction_id: str, balances: Mapping[str, int],
+                           now: datetime) -> tuple[Movement, ...]:
+    """A void gives back the rewards its transaction used: available again, unless their program's card is in
+    deficit (``balances``: the cards as the void leaves them so far, their accounts locked). Those are revoked
+    instead, as a return revokes unused rewards (newest first, until the card is at zero or more), and their
+    stamps come back: voiding the sale that earned a reward then the sale that used it would otherwise leave the
+    reward usable beside the deficit its earning sale's void made, where the other order revokes it."""
     rows = await repository.redeemed_by(session, transaction_id)
-    return await repository.set_status(session, [r.id for r in rows], from_status="redeemed", to_status="available",
-                                       at=now)
+    movements: list[Movement] = []
+    for program_id in sorted({r.program_id for r in rows}):
+        rewards = sorted((r for r in rows if r.program_id == program_id), key=lambda r: (r.issued_at, r.id),
+                         reverse=True)  # newest first, as unused_rewards
+        movements.extend(await _revoke(session, rewards, balances.get(rules.account_kind(program_id), 0), now,
+                                       from_status="redeemed"))
+    await repository.set_status(session, [r.id for r in rows], from_status="redeemed", to_status="available",
+                                at=now)  # what _revoke took is revoked already, and stays so
+    return tuple(movements)
 
 
 async def expire_rewards(session: AsyncSession, as_of: datetime, now: datetime) -> int:

@@ -55,8 +55,28 @@ def test_returns_take_back_paid_units_first_and_never_more_than_earned():
 
 
 def test_revocation_only_below_zero_and_only_as_many_as_needed():
-    assert rules.rewards_to_revoke(0, 10, 2) == 0
-    assert rules.rewards_to_revoke(-1, 10, 2) == 1
-    assert rules.rewards_to_revoke(-11, 10, 5) == 2
-    assert rules.rewards_to_revoke(-11, 10, 1) == 1
-    assert rules.rewards_to_revoke(-1, 10, 0) == 0
+    assert rules.rewards_to_revoke(0, [10, 10]) == 0
+    assert rules.rewards_to_revoke(-1, [10, 10]) == 1
+    assert rules.rewards_to_revoke(-11, [10] * 5) == 2
+    assert rules.rewards_to_revoke(-11, [10]) == 1
+    assert rules.rewards_to_revoke(-1, []) == 0
+
+
+def test_each_revoked_reward_gives_back_what_it_cost_not_what_the_programme_asks_now():
+    """Rewards issued at 5 stamps, then at 10 (the programme was raised): a deficit of 10 is covered by the first
+    two of 5, one of 10, or one of 10 alone when it comes first."""
+    assert rules.rewards_to_revoke(-10, [5, 5, 10]) == 2
+    assert rules.rewards_to_revoke(-10, [10, 5, 5]) == 1
+    assert rules.rewards_to_revoke(-6, [5, 5]) == 2
+    assert rules.rewards_to_revoke(-11, [5, 5]) == 2  # what is left below zero is a deficit
+
+
+def test_a_card_at_or_past_its_stamps_waits_for_one_stamp():
+    """A programme lowered below what a member holds (or a sale past its 50 rewards) leaves a full card: the next
+    stamp issues the reward, so the nudge counts one missing stamp, and the card lists the rewards waiting."""
+    assert rules.missing_stamps(3, 5) == 2
+    assert rules.missing_stamps(-2, 5) == 7
+    assert rules.missing_stamps(5, 5) == rules.missing_stamps(9, 5) == 1
+    assert rules.rewards_waiting(4, 5) == 0 and rules.rewards_waiting(-3, 5) == 0
+    assert rules.rewards_waiting(9, 5) == 1 and rules.rewards_waiting(10, 5) == 2
+    assert rules.rewards_waiting(10**6, 1) == rules.MAX_REWARDS_PER_SALE
