@@ -443,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  - every lot's remaining points are its amount less what was drawn from it;\n"
         "  - every entry and lot is filed under its account's member, and in its account's asset;\n"
         "  - no entry is without its transaction;\n"
-        "  - every sale's points earned and burned are what its ledger transaction moved.\n\n"
+        "  - every sale's points earned and burned are what its ledger transaction moved;\n"
+        "  - every sale's punch-card rewards cost the stamps its ledger transaction turned into rewards.\n\n"
         "It only reads. Exit status 0 when every invariant holds, 1 when one fails, 2 when it could not run.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     verify.set_defaults(func=_cmd_verify)

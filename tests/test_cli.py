@@ -77,6 +77,26 @@ async def test_verify_finds_an_entry_filed_under_another_member(client, app, cli
     await _verify_fails(capsys, f"is filed under member {bob}, not its account's member")
 
 
+async def test_verify_finds_a_punch_reward_no_stamps_paid_for(client, app, cli_env, capsys):
+    """Ten coffees turn ten stamps into one reward: a second reward row for that conversion is a free coffee."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    r = await client.post("/v1/punch-card-programs", json={
+        "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 10,
+        "reward": {"categories": ["coffee"], "max_value": 600}, "reward_valid_days": 30})
+    assert r.status_code == 201, r.text
+    program = r.json()["id"]
+    sale = await f.commit(client, f.basket(member, store, [f.line("c", "LATTE", "coffee", 10, 400)]))
+    assert sale.status_code == 201 and len(sale.json()["earned"]["rewards_issued"]) == 1, sale.text
+    assert await run_cli("verify") == 0
+    await _sql(app, "INSERT INTO punch_rewards (id, member_id, program_id, status, issued_at, expires_at, issued_by, "
+                    "changed_at, stamps_cost) SELECT id || 'x', member_id, program_id, status, issued_at, expires_at, "
+                    "issued_by, changed_at, stamps_cost FROM punch_rewards WHERE member_id = :m", m=member)
+    capsys.readouterr()
+    await _verify_fails(capsys, f"sale {sale.json()['id']}'s rewards of stamps:{program} cost 20 stamps",
+                        "turned 10 into rewards")
+
+
 def test_sweep_and_verify_say_what_they_do(capsys):
     for command, words in (("sweep", ("expire the points", "Running it again", "Exit status")),
                            ("verify", ("balances in each asset", "drawn from it", "Exit status"))):

@@ -11,6 +11,8 @@ from service.checkout.models import CheckoutReturn, CheckoutTransaction
 from service.db import defer, dialect_of, fetch, insert_values_unless_duplicate
 from service.ledger.models import LedgerAccount, LedgerEntry
 from service.ledger.rules import POINTS
+from service.punchcards import rules as punch_rules
+from service.punchcards.models import PunchReward
 
 _TABLE = CheckoutTransaction.__table__
 _ADD = insert(_TABLE)  # the columns its values name
@@ -106,3 +108,23 @@ async def receipts_off_their_ledger(session: AsyncSession, limit: int) -> list[t
              .group_by(sale.id, sale.points_earned, sale.points_burned)
              .having(or_(sale.points_earned != earned, sale.points_burned != burned)).limit(limit))
     return [(i, int(e), int(le), int(b), int(lb)) for i, e, le, b, lb in (await session.execute(query)).all()]
+
+
+async def rewards_off_their_stamps(session: AsyncSession, limit: int) -> list[tuple[str, str, int, int]]:
+    """Sales whose punch-card rewards did not cost what their ledger transaction turned into rewards:
+    ``(sale, stamp account, the rewards' recorded cost, the stamps the sale's ``reward`` entries took)``. A
+    reward issued twice for one conversion, or one whose cost is not what it took, gives a reward (or stamps on
+    its revocation) nobody paid for."""
+    costs = (select(PunchReward.issued_by, PunchReward.program_id, func.sum(PunchReward.stamps_cost))
+             .where(PunchReward.issued_by.is_not(None)).group_by(PunchReward.issued_by, PunchReward.program_id))
+    taken = (select(CheckoutTransaction.id, LedgerAccount.kind, func.sum(-LedgerEntry.amount))
+             .join(LedgerEntry, LedgerEntry.transaction_id == CheckoutTransaction.ledger_transaction_id)
+             .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+             .where(LedgerEntry.kind == "reward", LedgerAccount.member_id.is_not(None))
+             .group_by(CheckoutTransaction.id, LedgerAccount.kind))
+    by_rewards = {(sale, punch_rules.account_kind(program)): int(n)
+                  for sale, program, n in (await session.execute(costs)).all()}
+    by_ledger = {(sale, account): int(n) for sale, account, n in (await session.execute(taken)).all()}
+    return [(sale, account, by_rewards.get((sale, account), 0), by_ledger.get((sale, account), 0))
+            for sale, account in sorted(by_rewards.keys() | by_ledger.keys())
+            if by_rewards.get((sale, account), 0) != by_ledger.get((sale, account), 0)][:limit]
