@@ -280,6 +280,26 @@ async def test_offers_are_ranked_and_campaigns_filtered_by_audience(client, stor
     assert [o["id"] for o in offers if o["kind"] == "campaign"] == ["Come back", "Tea time"]
 
 
+async def test_the_points_offer_is_what_the_commit_accepts_after_the_vouchers_redeemed(client, store):
+    """The points offer ("use up to N points") is capped as the commit caps a burn: on the net after the punch
+    rewards, the tier discount and the vouchers the request redeems (DESIGN §4 steps 1-3), so the till can read it
+    out and commit it. It was capped after the tier discount only: 1,000 points offered, 422 at the commit."""
+    member = (await f.enroll(client))["id"]
+    await f.adjust(client, member, 5_000)
+    five_off = (await client.post("/v1/voucher-campaigns", json={"name": "Five off", "kind": "amount_off",
+                                                                 "value": 500})).json()
+    r = await client.post(f"/v1/voucher-campaigns/{five_off['id']}/vouchers", json={"member_id": member},
+                          headers={"Idempotency-Key": f.new_key()})
+    code = r.json()[0]["code"]
+    lines = [f.line(unit_price=1_000)]
+    q = await quote(client, member, store, lines, redeem={"vouchers": [code]})
+    offer = next(o for o in q["offers"] if o["kind"] == "points")
+    assert (offer["points"], offer["value"], offer["applicable"]) == (500, 500, True), offer
+    r = await f.commit(client, f.basket(member, store, lines, redeem={"vouchers": [code], "points": offer["points"]}))
+    assert r.status_code == 201, (offer, r.text)
+    assert r.json()["totals"]["net"] == 0
+
+
 async def test_nudges_stamps_tier_and_expiring_points(client, store, clock):
     await client.post("/v1/punch-card-programs", json={
         "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 3,

@@ -348,6 +348,13 @@ class Priced:
     def line_points_burned(self, line_id: str, point_value: int) -> Decimal:
         return Decimal(self.discounts_by_kind.get(PointsBurn.kind, {}).get(line_id, 0)) / point_value
 
+    @property
+    def burnable_net(self) -> int:
+        """The net as steps 1-3 left it (punch rewards, tier discount, vouchers, as the request redeems them):
+        what ``max_burn_percent`` caps the points on (step 4). The burn's own discount is added back; the tenders
+        after it change no line."""
+        return self.basket.net + sum(self.discounts_by_kind.get(PointsBurn.kind, {}).values())
+
 
 def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENTIVES) -> Priced:
     applied: list[Applied] = []

@@ -61,6 +61,9 @@ class OfferContext:
     basket: checkout_rules.Basket | None = None
     # What vouchers are priced against: the basket's items after the steps before vouchers (None: no basket).
     voucher_items: Sequence[voucher_rules.Item] | None = None
+    # What points are capped on: the basket's net after DESIGN §4 steps 1-3 with the punch rewards and vouchers
+    # the request redeems, as the commit caps them (None: no basket).
+    burnable_net: int | None = None
     # The tier window's qualifying spend, when the caller has read it (the quote has); read when needed otherwise.
     tier_spend: int | None = None
     # ``(expires_at, points)`` of the member's next lots to expire after ``now``, soonest first (at least
@@ -125,20 +128,19 @@ class PunchCards:
 
 
 class Points:
-    """Redeemable points with their value (for the basket: what ``max_burn_percent`` lets it take after the tier
-    discount); nudges for lots expiring within 30 days."""
+    """Redeemable points with their value (for the basket: what ``max_burn_percent`` lets it take of the net the
+    punch rewards, the tier discount and the vouchers leave, as the commit counts it: the till may read the offer
+    out and commit it); nudges for lots expiring within 30 days."""
 
     async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
         balance = ctx.balances.get(POINTS, 0)
         if balance == 0:
             return []
         program = ctx.program
-        if ctx.basket is None:
+        if ctx.burnable_net is None:
             usable = max(balance, 0)
         else:
-            _, _, percent = checkout_rules.tier_figures(program.tiers, ctx.member.tier_code)
-            after_tier = ctx.basket.discounted(checkout_rules.tier_discounts(ctx.basket, percent))
-            limit = points_rules.max_burnable_points(after_tier.net, max_burn_percent=program.max_burn_percent,
+            limit = points_rules.max_burnable_points(ctx.burnable_net, max_burn_percent=program.max_burn_percent,
                                                      point_value=program.point_value)
             usable = max(min(balance, limit), 0)
         value = usable * program.point_value
