@@ -559,6 +559,39 @@ async def test_quote_offers_own_vouchers_soonest_expiring_first_and_nudges_befor
     f.assert_problem(await client.get("/v1/members/mem_nope/vouchers"), 404, "member_not_found")
 
 
+async def test_the_apps_offers_call_a_voucher_applicable_only_when_the_member_can_use_it_now(client, clock, shop):
+    """The app's offers have no basket: a voucher is applicable there when the member can use it at all now. One
+    valid only from next week, or one for `new` members held by a member who is no longer new, the till refuses
+    (with the reason) and the app listed as applicable; the app now says the same reason. A basket's spend and
+    items are not judged without a basket."""
+    store, _ = shop
+    member = (await f.enroll(client))["id"]
+    later = (await give(client, (await make_campaign(client, name="Later", valid_from=(
+        clock.now() + timedelta(days=7)).isoformat()))["id"], member))["code"]
+    welcome = (await give(client, (await make_campaign(client, name="Welcome", audience={"lifecycles": ["new"]},
+                                                       valid_days=90))["id"], member))["code"]
+    big = (await give(client, (await make_campaign(client, name="Big", min_spend=100_000))["id"], member))["code"]
+
+    async def offers() -> tuple[dict, dict]:
+        q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2_000)]))).json()
+        app = (await client.get(f"/v1/members/{member}/offers")).json()
+        return ({o["id"]: o for o in q["offers"] if o["kind"] == "voucher"},
+                {o["id"]: o for o in app["offers"] if o["kind"] == "voucher"})
+
+    till, app = await offers()
+    assert "can be used from" in till[later]["reason"] and till[later]["reason"] == app[later]["reason"]
+    assert (app[later]["applicable"], app[later]["value"]) == (False, 0)
+    assert (app[welcome]["applicable"], app[welcome]["value"]) == (True, 500)  # enrolled today: new
+    assert app[big]["applicable"] is True and till[big]["applicable"] is False  # the spend is the basket's
+    clock.advance(timedelta(days=31))  # never bought, enrolled 31 days ago: active, no longer new
+    till, app = await offers()
+    assert "not offered to this member" in till[welcome]["reason"] and till[welcome]["reason"] == app[welcome]["reason"]
+    assert (app[welcome]["applicable"], app[welcome]["value"]) == (False, 0)
+    assert app[later]["applicable"] is True  # its week has come
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2_000)], [welcome]))
+    assert "not offered to this member" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+
+
 async def test_a_voucher_offer_speaks_the_members_language(client, shop):
     store, _ = shop
     member = (await f.enroll(client, locale="zh-CN"))["id"]

@@ -197,19 +197,32 @@ def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
     return Discount({i.line_id: s for i, s in zip(eligible, shares, strict=True) if s > 0})
 
 
-def why_not(voucher: Voucher, *, member_id: str, facts: MemberFacts, items: Sequence[Item], basket_net: int,
-            now: datetime, currency: str, timezone: str | None = None) -> Text | None:
-    """Why this (valid, unused) voucher does not apply to this member's basket, in words a cashier can read out;
-    None when it does. ``basket_net``: the whole basket's net before any voucher (what ``min_spend`` needs);
-    ``timezone``: the store's, whose calendar the dates are told in (UTC without one)."""
+def why_not_usable(voucher: Voucher, *, member_id: str, facts: MemberFacts, now: datetime,
+                   timezone: str | None = None) -> Text | None:
+    """Why this member cannot use this (unexpired, unused) voucher now whatever the basket: another member's, not
+    valid yet, outside its campaign's audience; None when some basket could take it. What the app's offers check
+    (they have no basket); :func:`why_not` checks it first, so the till and the app refuse alike."""
     campaign = voucher.campaign
-    code, name = voucher.code, campaign.name
+    code = voucher.code
     if voucher.member_id is not None and voucher.member_id != member_id:
         return Text("voucher_reason_owner", {"code": code})
     if voucher.valid_from is not None and voucher.valid_from > now:
         return Text("voucher_reason_not_yet", {"code": code, "date": day_of(voucher.valid_from, timezone).isoformat()})
     if not audience_matches(campaign.audience, facts):
-        return Text("voucher_reason_audience", {"code": code, "name": name})
+        return Text("voucher_reason_audience", {"code": code, "name": campaign.name})
+    return None
+
+
+def why_not(voucher: Voucher, *, member_id: str, facts: MemberFacts, items: Sequence[Item], basket_net: int,
+            now: datetime, currency: str, timezone: str | None = None) -> Text | None:
+    """Why this (valid, unused) voucher does not apply to this member's basket, in words a cashier can read out;
+    None when it does. ``basket_net``: the whole basket's net before any voucher (what ``min_spend`` needs);
+    ``timezone``: the store's, whose calendar the dates are told in (UTC without one)."""
+    reason = why_not_usable(voucher, member_id=member_id, facts=facts, now=now, timezone=timezone)
+    if reason is not None:
+        return reason
+    campaign = voucher.campaign
+    code, name = voucher.code, campaign.name
     if basket_net < campaign.min_spend:
         return Text("voucher_reason_min_spend", {"code": code, "min_spend": format_amount(campaign.min_spend, currency),
                                                  "net": format_amount(basket_net, currency)})

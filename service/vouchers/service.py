@@ -448,18 +448,21 @@ def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | 
                facts: rules.MemberFacts, now: datetime, currency: str, locale: str,
                timezone: str | None = None) -> list[VoucherOffer]:
     """Each usable voucher (soonest-expiring first) valued against the basket's ``items`` on its own; without a
-    basket (the app), every usable voucher, worth its amount when it is one. Words in the member's ``locale``,
+    basket (the app), applicable when the member can use it at all now (``rules.why_not_usable``: theirs, valid
+    already, in its audience; a basket's spend and items are not known) and then worth its amount when it is
+    one. A voucher that does not apply is worth 0 either way, with the reason. Words in the member's ``locale``,
     dates on the store's calendar (``timezone``; UTC without one)."""
     basket_net = sum(i.net for i in items or ())
     offers = []
     for voucher in vouchers:
-        reason = None
         if items is not None:
             reason = rules.why_not(voucher, member_id=member_id, facts=facts, items=items, basket_net=basket_net,
                                    now=now, currency=currency, timezone=timezone)
             value = 0 if reason else rules.discount(voucher.campaign, items).total
         else:
-            value = voucher.campaign.value or 0 if voucher.campaign.kind == "amount_off" else 0
+            reason = rules.why_not_usable(voucher, member_id=member_id, facts=facts, now=now, timezone=timezone)
+            amount_off = voucher.campaign.kind == rules.AMOUNT_OFF
+            value = voucher.campaign.value or 0 if amount_off and reason is None else 0
         offer = _say(locale, voucher.campaign.describe(currency))
         if voucher.valid_until:
             offer = message(locale, "voucher_valid_until", offer=offer,

@@ -111,6 +111,23 @@ def test_why_a_voucher_does_not_apply():
     assert why(voucher(gold), facts=rules.MemberFacts(tier="gold")) is None
 
 
+def test_whether_a_voucher_is_usable_at_all_without_a_basket():
+    """The app's offers have no basket: the owner, the start and the audience are checked, the spend and the
+    items are not (they are the basket's)."""
+    def why(v, facts=FACTS):
+        reason = rules.why_not_usable(v, member_id="mem_1", facts=facts, now=NOW)
+        return None if reason is None else str(reason)
+
+    assert why(voucher(campaign(min_spend=1_000_000, skus=frozenset({"LATTE"})))) is None
+    assert why(voucher(campaign(), member_id=None)) is None
+    assert "another member" in why(voucher(campaign(), member_id="mem_2"))
+    assert "can be used from 2026-11-24" in why(voucher(campaign(), valid_from=NOW + timedelta(days=1)))
+    assert why(voucher(campaign(), valid_from=NOW)) is None
+    new_members = campaign(audience=rules.Audience(lifecycles=frozenset({"new"})))
+    assert "not offered" in why(voucher(new_members), facts=rules.MemberFacts(tier="member", lifecycle="active"))
+    assert why(voucher(new_members), facts=rules.MemberFacts(tier="member", lifecycle="new")) is None
+
+
 def test_a_reason_and_a_description_in_the_members_language():
     reason = rules.why_not(voucher(campaign(min_spend=2000)), member_id="mem_1", facts=FACTS,
                            items=[item("x", 1500)], basket_net=1500, now=NOW, currency="USD")
