@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from tests import factories as f
 
 
@@ -35,3 +37,27 @@ async def test_summary_shows_points_tier_perks_punch_cards_and_wallet(client, ma
     seen = (await till.get(f"/v1/members/{member}/summary")).json()["member"]
     assert "*" in seen["phone"] and "***@" in seen["email"]
     assert (await client.get("/v1/members/mem_nobody/summary")).json()["code"] == "member_not_found"
+
+
+async def test_summary_vouchers_are_the_ones_usable_now(client, clock):
+    """`vouchers`: the member's vouchers usable now. One valid only from next week is not (it was listed); the
+    offers still tell the member of it, not applicable, with the day it starts."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    codes = {}
+    for name, starts in (("Now", None), ("Next week", clock.now() + timedelta(days=7))):
+        body = {"name": name, "kind": "amount_off", "value": 500,
+                **({"valid_from": starts.isoformat()} if starts else {})}
+        campaign = (await client.post("/v1/voucher-campaigns", json=body)).json()
+        r = await client.post(f"/v1/voucher-campaigns/{campaign['id']}/vouchers", json={"member_id": member},
+                              headers={"Idempotency-Key": f.new_key()})
+        codes[name] = r.json()[0]["code"]
+    summary = (await client.get(f"/v1/members/{member}/summary")).json()
+    assert [v["code"] for v in summary["vouchers"]] == [codes["Now"]]
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2_000)]))).json()
+    offered = {o["id"]: o for o in q["offers"] if o["kind"] == "voucher"}
+    assert offered[codes["Now"]]["applicable"] and not offered[codes["Next week"]]["applicable"]
+    assert "can be used from" in offered[codes["Next week"]]["reason"]
+    clock.advance(timedelta(days=7))
+    summary = (await client.get(f"/v1/members/{member}/summary")).json()
+    assert sorted(v["code"] for v in summary["vouchers"]) == sorted(codes.values())

@@ -234,26 +234,27 @@ def _extra_points(ctx: OfferContext, event) -> int:
 
 
 class Vouchers:
-    """The member's own usable vouchers (ranked soonest-expiring first), each valued against this basket;
-    nudges for those that end within a week."""
+    """The member's own unexpired vouchers (ranked soonest-expiring first), each valued against this basket (one
+    not valid yet, or outside its audience, is listed as not applicable with the reason); nudges for those that
+    end within a week."""
 
     async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
-        usable = await self._usable(session, ctx)
+        held = await self._held(session, ctx)
         facts = voucher_service.member_facts(ctx.member, ctx.program, ctx.segments)
-        return list(voucher_service.offers_for(usable, ctx.voucher_items, member_id=ctx.member.id, facts=facts,
+        return list(voucher_service.offers_for(held, ctx.voucher_items, member_id=ctx.member.id, facts=facts,
                                                now=ctx.now, currency=ctx.currency, locale=ctx.locale,
                                                timezone=ctx.timezone))
 
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
-        usable = await self._usable(session, ctx)
+        held = await self._held(session, ctx)
         return [VoucherExpiryNudge(text=ctx.text("nudge_voucher_expiry", name=v.campaign.name, code=v.code,
                                                  date=last_day(v.valid_until, ctx.timezone).isoformat()),
                                    code=v.code, expires_at=v.valid_until)
-                for v in voucher_service.expiring_soon(usable, ctx.now)]
+                for v in voucher_service.expiring_soon(held, ctx.now)]
 
     @staticmethod
-    async def _usable(session: AsyncSession, ctx: OfferContext) -> list[voucher_rules.Voucher]:
-        return await ctx.once("vouchers.usable", lambda: voucher_service.usable(session, ctx.member.id, ctx.now))
+    async def _held(session: AsyncSession, ctx: OfferContext) -> list[voucher_rules.Voucher]:
+        return await ctx.once("vouchers.offered", lambda: voucher_service.offered(session, ctx.member.id, ctx.now))
 
 
 # Nudges in this order: stamps, tier, expiring points, expiring vouchers (offers are ranked afterwards).

@@ -94,8 +94,13 @@ _BY_CODES = prebuilt(lambda insert: select(*_VOUCHER).where(one_of(insert, _VOUC
 _BY_CODES_LOCKED = prebuilt(lambda insert: select(*_VOUCHER).where(one_of(insert, _VOUCHER.code, "p_codes"))
                             .order_by(_VOUCHER.id).with_for_update())
 _EXISTING_CODES = prebuilt(lambda insert: select(_VOUCHER.code).where(one_of(insert, _VOUCHER.code, "p_codes")))
+# The offers list a voucher not valid yet (with the day it starts); "usable" (the summary) means valid now.
+_UNEXPIRED = prebuilt(lambda _: select(*_VOUCHER).where(
+    _VOUCHER.member_id == bindparam("p_member_id"), _VOUCHER.status == "active",
+    (_VOUCHER.valid_until.is_(None)) | (_VOUCHER.valid_until > bindparam("p_now"))))
 _USABLE = prebuilt(lambda _: select(*_VOUCHER).where(
     _VOUCHER.member_id == bindparam("p_member_id"), _VOUCHER.status == "active",
+    (_VOUCHER.valid_from.is_(None)) | (_VOUCHER.valid_from <= bindparam("p_now")),
     (_VOUCHER.valid_until.is_(None)) | (_VOUCHER.valid_until > bindparam("p_now"))))
 
 
@@ -127,14 +132,19 @@ async def member_vouchers(session: AsyncSession, member_id: str, *, after: str |
     return list((await session.execute(query)).scalars())
 
 
+async def unexpired(session: AsyncSession, member_id: str, now: datetime) -> list[Row]:
+    """The member's active vouchers not yet past their end, those not valid yet included (every column)."""
+    return await fetch(session, _UNEXPIRED(session), {"p_member_id": member_id, "p_now": now})
+
+
+def prefetch_unexpired(session: AsyncSession, member_id: str, now: datetime) -> None:
+    """Announce :func:`unexpired`'s read (``db.prefetch``)."""
+    prefetch(session, _UNEXPIRED(session), {"p_member_id": member_id, "p_now": now})
+
+
 async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[Row]:
-    """The member's active vouchers not yet past their end (every column)."""
+    """The member's active vouchers valid now: started (``valid_from``) and not past their end (every column)."""
     return await fetch(session, _USABLE(session), {"p_member_id": member_id, "p_now": now})
-
-
-def prefetch_usable(session: AsyncSession, member_id: str, now: datetime) -> None:
-    """Announce :func:`usable`'s read (``db.prefetch``)."""
-    prefetch(session, _USABLE(session), {"p_member_id": member_id, "p_now": now})
 
 
 async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str, at: datetime,

@@ -352,10 +352,10 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
 
 def prefetch_quote(session: AsyncSession, member_id: str, codes: Sequence[str], now: datetime) -> None:
     """Announce a quote's voucher reads (``db.prefetch``): the named codes' (:func:`claims` without the lock) and
-    the member's usable vouchers (:func:`usable`)."""
+    the member's vouchers the offers list (:func:`offered`)."""
     if codes:
         repository.prefetch_by_codes(session, codes)
-    repository.prefetch_usable(session, member_id, now)
+    repository.prefetch_unexpired(session, member_id, now)
 
 
 async def held(session: AsyncSession, member_id: str, vouchers: Sequence[rules.Voucher], *,
@@ -430,15 +430,19 @@ async def withdraw_for_return(session: AsyncSession, transaction_id: str, spend_
     return [v.code for v in gone]
 
 
-async def usable(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Voucher]:
-    """The member's own vouchers that can be used now, soonest-expiring first."""
-    rows = await repository.usable(session, member_id, now)
+async def offered(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Voucher]:
+    """The member's own vouchers the offers list, soonest-expiring first: active and not past their end, those
+    not valid yet included (:func:`offers_for` tells them not applicable, with the day they start: a member is
+    told of a voucher they hold, as ``GET /v1/members/{id}/vouchers`` lists it)."""
+    rows = await repository.unexpired(session, member_id, now)
     campaigns = await _campaign_rules(session, {row.campaign_id for row in rows})
     return rules.soonest_expiring_first([_to_rules_voucher(row, campaigns[row.campaign_id]) for row in rows])
 
 
 async def usable_public(session: AsyncSession, member_id: str, now: datetime) -> list[VoucherPublic]:
-    """The member's usable vouchers as the API shows them, soonest-expiring first (for the member summary)."""
+    """The member's vouchers usable now (started and not past their end) as the API shows them, soonest-expiring
+    first (for the member summary). A voucher not valid yet is left out here; the offers list it, not
+    applicable, with the day it starts."""
     rows = sorted(await repository.usable(session, member_id, now),
                   key=lambda v: rules.expiry_order(v.valid_until, v.code))
     return [voucher_public(v, now) for v in rows]
@@ -447,7 +451,7 @@ async def usable_public(session: AsyncSession, member_id: str, now: datetime) ->
 def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | None, *, member_id: str,
                facts: rules.MemberFacts, now: datetime, currency: str, locale: str,
                timezone: str | None = None) -> list[VoucherOffer]:
-    """Each usable voucher (soonest-expiring first) valued against the basket's ``items`` on its own; without a
+    """Each held voucher (soonest-expiring first) valued against the basket's ``items`` on its own; without a
     basket (the app), applicable when the member can use it at all now (``rules.why_not_usable``: theirs, valid
     already, in its audience; a basket's spend and items are not known) and then worth its amount when it is
     one. A voucher that does not apply is worth 0 either way, with the reason. Words in the member's ``locale``,
@@ -478,7 +482,7 @@ def _say(locale: str, text: rules.Text) -> str:
 
 
 def expiring_soon(vouchers: Sequence[rules.Voucher], now: datetime) -> list[rules.Voucher]:
-    """The usable vouchers that end within a week (for nudges)."""
+    """The held vouchers that end within a week (for nudges)."""
     return [v for v in rules.expiring_soon(vouchers, now) if v.valid_until]
 
 
