@@ -228,6 +228,21 @@ async def test_the_programs_own_templates(client, store):
     assert q["greeting"] == {"text": "Hi Udo (Member), Guten Tag! {unknown}", "locale": "de", "occasion": "regular"}
 
 
+async def test_a_program_template_under_a_lower_case_locale_overrides_the_built_in_one(client, store):
+    """Locales are case-insensitive: the program's `zh-cn` template is the built-in `zh-CN`'s override, kept as
+    `zh-CN`. It was a locale of its own, filled from English, and Chinese members were matched to it: greeted
+    ("Good afternoon") and offered in English. Two spellings of one locale in one program are refused."""
+    program = await f.set_program(client, greetings={"zh-cn": {"birthday": "{name}，生日快乐！"}})
+    assert program["greetings"] == {"zh-CN": {"birthday": "{name}，生日快乐！"}}
+    member = (await f.enroll(client, name="王芳", locale="zh-CN"))["id"]
+    q = await quote(client, member, store)
+    assert q["greeting"] == {"text": "王芳，下午好！欢迎您，感谢加入。", "locale": "zh-CN", "occasion": "welcome"}
+    assert q["nudges"][0]["text"].startswith("再消费")
+    program["greetings"] = {"zh-CN": {"regular": "{name}"}, "ZH-cn": {"regular": "{name}!"}}
+    r = await client.put("/v1/program", json=program)
+    assert "ZH-cn and zh-CN are one locale" in f.assert_problem(r, 422, "validation_error")["detail"], r.text
+
+
 # -- offers and nudges ---------------------------------------------------------------------------------------------
 
 

@@ -220,6 +220,42 @@ def resolve_locale(locale: str | None, available: Iterable[str]) -> str:
     return same[0] if same else DEFAULT_LOCALE
 
 
+def canonical_locale(locale: str) -> str:
+    """A locale tag in its conventional case (BCP 47, RFC 5646 §2.1.1): the language in lower case, a four-letter
+    script in title case, a two-letter region in upper case, anything else in lower case (``zh-cn`` → ``zh-CN``,
+    ``ZH-hans-cn`` → ``zh-Hans-CN``): the built-ins' own spelling. Tags are case-insensitive, but the program's
+    templates are keyed by them, so each locale needs one spelling."""
+    language, *subtags = locale.split("-")
+    spelled = [language.lower()]
+    for subtag in subtags:
+        if len(subtag) == 4 and subtag.isalpha():
+            spelled.append(subtag.title())
+        elif len(subtag) == 2 and subtag.isalpha():
+            spelled.append(subtag.upper())
+        else:
+            spelled.append(subtag.lower())
+    return "-".join(spelled)
+
+
+def locale_clashes(locales: Iterable[str]) -> list[list[str]]:
+    """The spellings that name one locale more than once (``["zh-CN", "zh-cn"]``), each group sorted."""
+    groups: dict[str, list[str]] = {}
+    for locale in locales:
+        groups.setdefault(canonical_locale(locale), []).append(locale)
+    return [sorted(group) for group in groups.values() if len(group) > 1]
+
+
+def canonical_greetings(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+    """The program's ``greetings`` keyed by :func:`canonical_locale`: an override written ``zh-cn`` overrides the
+    built-in ``zh-CN`` (it was a locale of its own, filled from English, which Chinese members were then greeted
+    from). Two spellings of one locale (refused when the program is written, possible in one stored before) are
+    merged, the canonical spelling's templates laid last, over the others'."""
+    merged: dict[str, dict[str, str]] = {}
+    for locale in sorted(overrides, key=lambda key: (key == canonical_locale(key), key)):
+        merged.setdefault(canonical_locale(locale), {}).update(overrides[locale])
+    return merged
+
+
 def templates(overrides: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
     """The built-in templates with the program's ``greetings`` laid over them (a locale only the program has
     falls back to the program's English for what it leaves out)."""

@@ -4,10 +4,20 @@ from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from service.clock import in_utc, written_as_text
 from service.money import MAX_AMOUNT, is_currency
+from service.personalization.rules import canonical_greetings, locale_clashes
 from service.program.rules import tier_ladder_problems
 from service.text import Name
 
@@ -132,7 +142,14 @@ class ProgramConfig(Strict):
     birthday_bonus: BirthdayBonus = Field(default_factory=BirthdayBonus)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     greetings: dict[Locale, dict[Annotated[str, StringConstraints(pattern=r"^[a-z_]{1,32}$")], Template]] = Field(
-        default_factory=dict, max_length=50)
+        default_factory=dict, max_length=50, description="Templates per locale and occasion over the built-in `en` "
+        "and `zh-CN`. Locales are case-insensitive and kept in their conventional case (`zh-cn` is `zh-CN`).")
+
+    @field_validator("greetings")
+    @classmethod
+    def _canonical_locales(cls, greetings: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """Each locale under its one spelling, the built-ins' (a program read as stored is normalised too)."""
+        return canonical_greetings(greetings)
 
     @model_validator(mode="after")
     def _ladder(self) -> ProgramConfig:
@@ -158,6 +175,18 @@ class ProgramUpdate(ProgramConfig):
 
     version: Annotated[int, Field(strict=True, ge=1, le=MAX_VERSION)]
     updated_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling_per_locale(cls, data: object) -> object:
+        """Two spellings of one locale in ``greetings`` (``zh-CN`` and ``zh-cn``) are refused: which templates
+        were meant is not for the service to guess."""
+        if isinstance(data, dict) and isinstance(data.get("greetings"), dict):
+            clashes = locale_clashes(key for key in data["greetings"] if isinstance(key, str))
+            if clashes:
+                raise ValueError("greetings: " + "; ".join(" and ".join(group) for group in clashes)
+                                 + " are one locale (locales are case-insensitive): give its templates once")
+        return data
 
 
 class StoreCreate(Strict):

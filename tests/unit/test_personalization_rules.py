@@ -98,6 +98,20 @@ def test_locales_fall_back_by_language_then_to_english():
     assert rules.resolve_locale(None, available) == "en"
 
 
+def test_program_locales_are_kept_in_the_built_ins_spelling():
+    assert [rules.canonical_locale(t) for t in ("zh-cn", "ZH-CN", "EN", "zh-hans-cn", "de-at", "es-419")] == [
+        "zh-CN", "zh-CN", "en", "zh-Hans-CN", "de-AT", "es-419"]
+    # an override written `zh-cn` is the built-in Chinese one, not a locale of its own filled from English
+    table = rules.templates(rules.canonical_greetings({"zh-cn": {"birthday": "{name}，生日快乐！"}}))
+    assert set(table) == {"en", "zh-CN"} and table["zh-CN"]["welcome"] == rules.TEMPLATES["zh-CN"]["welcome"]
+    assert table["zh-CN"]["birthday"] == "{name}，生日快乐！"
+    # two spellings (refused at write, possible in a program stored before): the canonical one's win
+    assert rules.canonical_greetings({"zh-CN": {"regular": "A", "evening": "E"}, "zh-cn": {"regular": "B"}}) == {
+        "zh-CN": {"regular": "A", "evening": "E"}}
+    assert rules.locale_clashes(["en", "zh-CN", "zh-cn", "ZH-CN", "de"]) == [["ZH-CN", "zh-CN", "zh-cn"]]
+    assert rules.locale_clashes(["en", "zh-CN"]) == []
+
+
 def test_templates_are_filled_never_evaluated():
     assert rules.render("{name.__class__} {name} {0} {}", {"name": "Ann"}) == "{name.__class__} Ann {0} {}"
     table = rules.templates({"en": {"regular": "Yo {name}"}, "it": {"welcome": "Ciao {name}"}})
