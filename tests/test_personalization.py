@@ -268,8 +268,10 @@ async def test_offers_are_ranked_and_campaigns_filtered_by_audience(client, stor
     assert reward["applicable"] and reward["value"] == 400 and reward["id"].startswith("rwd_")
     assert points["applicable"] and points["points"] == 950 and points["value"] == 950  # 10.00 less 5% gold
     assert tier["value"] == 50 and tier["description"] == "5% off as a Gold member"
-    # the extra points the event adds to this basket (before discounts; gold earns 1.5×): 15 + 15, 6 + 18 - 15
-    assert gold_week["value"] == 15 and tea["value"] == 9
+    # the extra points the event adds to this basket (before discounts; gold earns 1.5×): 15 + 15 for the Gold
+    # week; Tea time doubles only the tea, which the Gold week, listed first, already doubles (events do not stack)
+    assert gold_week["value"] == 15 and (tea["value"], tea["applicable"]) == (0, False)
+    assert tea["reason"] == "A larger bonus applies to this basket: Tea time adds nothing to it."
     assert gold_week["ends_at"].startswith((NOW + timedelta(days=6)).date().isoformat())
     # a basket with nothing for a campaign or a reward: those offers rank after the ones that apply
     q = await quote(client, member, store, [f.line("x", "BREAD", "bakery", 1, 300)])
@@ -313,6 +315,23 @@ async def test_the_points_offer_is_what_the_commit_accepts_after_the_vouchers_re
     r = await f.commit(client, f.basket(member, store, lines, redeem={"vouchers": [code], "points": offer["points"]}))
     assert r.status_code == 201, (offer, r.text)
     assert r.json()["totals"]["net"] == 0
+
+
+async def test_a_bonus_event_outdone_by_a_larger_one_is_offered_as_adding_nothing(client, store):
+    """Of several bonus events on a line the largest applies (README, Earning), and a campaign offer is valued
+    as the points it adds to this basket. With a 3× and a 2× event running on everything the 2× one adds nothing
+    to a 10.00 basket: it was offered as worth 10 points, and applicable."""
+    window = {"starts_at": iso(NOW - timedelta(days=1)), "ends_at": iso(NOW + timedelta(days=1))}
+    await f.set_program(client, earn={"bonus_events": [{"name": "Double", "multiplier": 2, **window},
+                                                       {"name": "Triple", "multiplier": 3, **window}]})
+    member = (await f.enroll(client))["id"]
+    q = await quote(client, member, store, [f.line(unit_price=1_000)])
+    assert q["earn"]["points"] == 30
+    offers = {o["id"]: o for o in q["offers"] if o["kind"] == "campaign"}
+    assert (offers["Triple"]["value"], offers["Triple"]["applicable"]) == (20, True)
+    assert (offers["Double"]["value"], offers["Double"]["applicable"]) == (0, False), offers["Double"]
+    assert offers["Double"]["reason"] == "A larger bonus applies to this basket: Double adds nothing to it."
+    assert [o["id"] for o in q["offers"] if o["kind"] == "campaign"] == ["Triple", "Double"]
 
 
 async def test_nudges_stamps_tier_and_expiring_points(client, store, clock):

@@ -9,7 +9,7 @@ providers' order. A new incentive (vouchers) is one more provider in :data:`PROV
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -195,42 +195,44 @@ class Tiers:
 
 class Campaigns:
     """Bonus-point events running now whose audience (``segments``: tier codes, quadrants, lifecycles) matches
-    the member; for a basket, valued as the extra points its lines would earn."""
+    the member; for a basket, valued as the extra points its lines would earn by this event. Of several events
+    on a line only the largest counts, so one outdone there adds nothing (``points_rules.bonus_shares``)."""
 
     async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
         offers: list[Offer] = []
-        for event in ctx.program.earn.bonus_events:
+        shares = _bonus_shares(ctx) if ctx.basket is not None else None
+        for index, event in enumerate(ctx.program.earn.bonus_events):
             if not event.starts_at <= ctx.now < event.ends_at or not rules.audience_matches(event.segments,
                                                                                             ctx.segments):
                 continue
             what = ", ".join(event.categories) if event.categories else ctx.text("campaign_everything")
             description = ctx.text("campaign_description", multiplier=f"{event.multiplier:g}", what=what,
                                    until=last_day(event.ends_at, ctx.timezone).isoformat())
-            value, applicable = 0, True
-            if ctx.basket is not None:
-                extra = _extra_points(ctx, event)
-                applicable = extra > 0
-                value = extra * ctx.program.point_value
+            value, applicable, reason = 0, True, None
+            if shares is not None:
+                share = shares[index]
+                applicable = share.points > 0
+                value = share.points * ctx.program.point_value
+                if not applicable:
+                    reason = ctx.text("campaign_reason_outdone" if share.outdone else "campaign_reason",
+                                      name=event.name)
             offers.append(CampaignOffer(id=event.name, title=ctx.text("campaign_title", name=event.name),
                                         description=description, value=value, applicable=applicable,
-                                        ends_at=event.ends_at,
-                                        reason=None if applicable else ctx.text("campaign_reason", name=event.name)))
+                                        ends_at=event.ends_at, reason=reason))
         return offers
 
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
         return []
 
 
-def _extra_points(ctx: OfferContext, event) -> int:
-    """The points this event adds to what the basket earns (before any redemption)."""
+def _bonus_shares(ctx: OfferContext) -> tuple[points_rules.BonusShare, ...]:
+    """What each of the program's bonus events adds to what the basket earns (its lines before any discount), in
+    the program's order."""
     earn = points_rules.EarnRules.from_config(ctx.program.earn, currency_exponent(ctx.currency))
     lines = [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in ctx.basket.lines]
     _, multiplier, _ = checkout_rules.tier_figures(ctx.program.tiers, ctx.member.tier_code)
-    base = replace(earn, bonus_events=())
-    with_event = replace(earn, bonus_events=tuple(e for e in earn.bonus_events if e.name == event.name))
-    points = [points_rules.earn(lines, r, tier_multiplier=multiplier, occurred_at=ctx.now, segments=ctx.segments)
-              .points for r in (with_event, base)]
-    return max(points[0] - points[1], 0)
+    return points_rules.bonus_shares(lines, earn, tier_multiplier=multiplier, occurred_at=ctx.now,
+                                     segments=ctx.segments)
 
 
 class Vouchers:

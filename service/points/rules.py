@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Context, Decimal
 
@@ -122,6 +122,40 @@ def earn(lines: Sequence[EarnLine], rules: EarnRules, *, tier_multiplier: Decima
     for points in per_line.values():
         total = EXACT.add(total, points)
     return Earned(per_line, max(floor(total), 0))
+
+
+@dataclass(frozen=True, slots=True)
+class BonusShare:
+    """What one bonus event adds to a basket's points."""
+
+    points: int  # floored, as a sale's points are
+    outdone: bool  # it applies to a line where another event's multiplier counts instead
+
+
+def bonus_shares(lines: Sequence[EarnLine], rules: EarnRules, *, tier_multiplier: Decimal, occurred_at: datetime,
+                 segments: frozenset[str] = frozenset()) -> tuple[BonusShare, ...]:
+    """What each of ``rules.bonus_events`` adds to the basket, in their order. Events do not stack: on each line
+    the one whose multiplier counts (the largest; of equal ones, the first in the program's order) adds what the
+    line earns over its points without any event, and the others add nothing there. So an event outdone by a
+    larger one is worth nothing, two equal ones are not both counted, and the shares add up to the sale's bonus
+    (each floored, so to at most that)."""
+    events = rules.bonus_events
+    without = replace(rules, bonus_events=())
+    extra = [Decimal(0)] * len(events)
+    outdone = [False] * len(events)
+    for line in lines:
+        applying = [i for i, event in enumerate(events) if event.applies(line.category, occurred_at, segments)]
+        if not applying:
+            continue
+        counted = max(applying, key=lambda i: (events[i].multiplier, -i))
+        gained = EXACT.subtract(
+            line_points(line, rules, tier_multiplier=tier_multiplier, occurred_at=occurred_at, segments=segments),
+            line_points(line, without, tier_multiplier=tier_multiplier, occurred_at=occurred_at, segments=segments))
+        extra[counted] = EXACT.add(extra[counted], gained)
+        for i in applying:
+            outdone[i] = outdone[i] or i != counted
+    return tuple(BonusShare(max(floor(points), 0), was_outdone) for points, was_outdone in zip(extra, outdone,
+                                                                                                strict=True))
 
 
 def check_sale_points(points: int) -> None:

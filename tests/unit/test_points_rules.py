@@ -57,6 +57,29 @@ def test_bonus_events_by_window_category_and_segment():
     assert rules.bonus_multiplier(line(100), r, NOW - timedelta(hours=1), none) == 2  # starts_at inclusive
 
 
+def test_each_bonus_event_is_credited_only_where_its_multiplier_counts():
+    window = {"starts_at": NOW - timedelta(hours=1), "ends_at": NOW + timedelta(hours=1)}
+    double = rules.BonusEvent("double", multiplier=Decimal(2), **window)
+    triple = rules.BonusEvent("triple", multiplier=Decimal(3), **window)
+    tea = rules.BonusEvent("tea", multiplier=Decimal(2), categories=frozenset({"tea"}), **window)
+    over = rules.BonusEvent("over", NOW - timedelta(days=2), NOW - timedelta(days=1), Decimal(5))
+
+    def shares(events, lines):
+        found = rules.bonus_shares(lines, earn_rules(bonus_events=tuple(events)), tier_multiplier=Decimal("1.5"),
+                                   occurred_at=NOW)
+        return [(s.points, s.outdone) for s in found]
+
+    # 10.00 at 1.5x: 15 points; the triple adds 30, the double outdone adds nothing (it added 15)
+    assert shares([double, triple, over], [line(1000)]) == [(0, True), (30, False), (0, False)]
+    # two equal events on the tea line: the first in the program's order is counted, once
+    coffee, tea_line = line(400, category="coffee", line_id="c"), line(600, category="tea", line_id="t")
+    assert shares([double, tea], [coffee, tea_line]) == [(15, False), (0, True)]
+    assert shares([tea, double], [coffee, tea_line]) == [(9, False), (6, True)]  # outdone on the tea line only
+    assert shares([tea], [coffee]) == [(0, False)]  # nothing in the basket for it
+    # floored per event, as a sale's points are: 1.5 + 1.5 over two lines is 3, not 1 + 1
+    assert shares([double], [line(100, line_id="a"), line(100, line_id="b")]) == [(3, False)]
+
+
 def test_burn_value_and_its_limits():
     assert rules.burn_value(100, balance=100, net=1000, max_burn_percent=100, point_value=2) == 200
     assert rules.burn_value(0, balance=-5, net=1000, max_burn_percent=100, point_value=1) == 0
