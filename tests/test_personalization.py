@@ -334,6 +334,22 @@ async def test_a_bonus_event_outdone_by_a_larger_one_is_offered_as_adding_nothin
     assert [o["id"] for o in q["offers"] if o["kind"] == "campaign"] == ["Triple", "Double"]
 
 
+async def test_the_apps_points_offer_is_not_applicable_when_points_may_pay_for_nothing(client, store):
+    """With max_burn_percent 0 every burn is refused (422 points_over_limit); the app's points offer said "use up
+    to 800 points, worth 8.00", applicable. It now offers none, with the till's reason."""
+    await f.set_program(client, max_burn_percent=0)
+    member = (await f.enroll(client))["id"]
+    await f.adjust(client, member, 800)
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5_000)], points=1))
+    assert f.assert_problem(r, 422, "points_over_limit")["max_points"] == 0
+    app = (await client.get(f"/v1/members/{member}/offers")).json()["offers"]
+    till = (await quote(client, member, store, [f.line(unit_price=5_000)]))["offers"]
+    for offers in (app, till):
+        offer = next(o for o in offers if o["kind"] == "points")
+        assert (offer["points"], offer["value"], offer["applicable"]) == (0, 0, False), offer
+        assert offer["reason"] == "Points cannot pay for this basket."
+
+
 async def test_nudges_stamps_tier_and_expiring_points(client, store, clock):
     await client.post("/v1/punch-card-programs", json={
         "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 3,

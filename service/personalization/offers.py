@@ -137,12 +137,9 @@ class Points:
         if balance == 0:
             return []
         program = ctx.program
-        if ctx.burnable_net is None:
-            usable = max(balance, 0)
-        else:
-            limit = points_rules.max_burnable_points(ctx.burnable_net, max_burn_percent=program.max_burn_percent,
-                                                     point_value=program.point_value)
-            usable = max(min(balance, limit), 0)
+        limit = None if ctx.burnable_net is None else points_rules.max_burnable_points(
+            ctx.burnable_net, max_burn_percent=program.max_burn_percent, point_value=program.point_value)
+        usable = rules.usable_points(balance, max_burn_percent=program.max_burn_percent, basket_limit=limit)
         value = usable * program.point_value
         reason = None
         if balance < 0:

@@ -302,6 +302,15 @@ def audience_matches(audience_segments: Sequence[str] | None, member_segments: I
     return audience_segments is None or bool(set(audience_segments) & set(member_segments))
 
 
+def usable_points(balance: int, *, max_burn_percent: int, basket_limit: int | None) -> int:
+    """The points the points offer says the member may use: none with a debt, none when points may pay for no
+    basket (``max_burn_percent`` 0: every burn is refused), else the balance, on a basket at most what it may
+    take (``basket_limit``; None: no basket, the app)."""
+    if balance <= 0 or max_burn_percent <= 0:
+        return 0
+    return balance if basket_limit is None else min(balance, basket_limit)
+
+
 def missing_stamps_worth_a_nudge(missing: int) -> bool:
     return missing in (1, 2)
 

@@ -140,6 +140,15 @@ def test_offer_ranking_and_audiences():
     assert not rules.audience_matches(["true_friend"], {"gold", "active", "stranger"})
 
 
+def test_points_an_offer_says_the_member_may_use():
+    assert rules.usable_points(800, max_burn_percent=100, basket_limit=None) == 800  # the app: no basket
+    assert rules.usable_points(800, max_burn_percent=50, basket_limit=250) == 250
+    assert rules.usable_points(100, max_burn_percent=50, basket_limit=250) == 100
+    assert rules.usable_points(800, max_burn_percent=0, basket_limit=None) == 0  # points may pay for nothing
+    assert rules.usable_points(800, max_burn_percent=0, basket_limit=0) == 0
+    assert rules.usable_points(-30, max_burn_percent=100, basket_limit=None) == 0  # a debt
+
+
 def test_birthday_bonus_once_a_year():
     birthday = date(1990, 6, 17)
     assert rules.birthday_bonus_year(birthday, TODAY, 200, None) == 2026
