@@ -32,7 +32,7 @@ async def test_quote_answers_the_contract_and_writes_nothing(client, app, shop):
     assert q["lines"] == [{"line_id": "1", "discount": 200, "net": 1800}]
     assert q["totals"] == {"subtotal": 2000, "discount": 200, "net": 1800, "wallet": 0, "gift_cards": 0,
                            "payable": 1800}
-    assert q["earn"] == {"points": 18, "stamps": [], "qualifying_spend": 1800}
+    assert q["earn"] == {"points": 18, "bonus_points": 0, "stamps": [], "qualifying_spend": 1800}
     assert q["balances"] == {"points": 500, "wallet": 0}
     points_offer = next(o for o in q["offers"] if o["kind"] == "points")
     assert points_offer["applicable"] and points_offer["value"] == 500

@@ -420,3 +420,25 @@ async def test_a_sale_entered_late_from_an_earlier_birthday_week_pays_no_bonus_t
     ledger = (await client.get(f"/v1/members/{member}/ledger")).json()["data"]
     assert [e["kind"] for e in ledger].count("birthday_bonus") == 1
     await f.verify_ledger(app)
+
+
+async def test_the_quote_and_the_receipt_tell_the_birthday_bonus_beside_the_lines_points(client, store):
+    """The cashier reads out what the sale credits: the quote's `earn.points` and the receipt's `earned.points`
+    are the lines' points (returns count from them), and said 10 in the birthday week while the balance moved by
+    210. `bonus_points` tells the 200 beside them, on the quote, the receipt, and the receipt read again."""
+    await f.set_program(client, birthday_bonus={"points": 200})
+    member = (await f.enroll(client, birthday=date(1990, NOW.month, NOW.day).isoformat()))["id"]
+    q = await quote(client, member, store, [f.line(unit_price=1_000)])
+    assert q["greeting"]["occasion"] == "birthday"
+    assert (q["earn"]["points"], q["earn"]["bonus_points"]) == (10, 200)
+    sale = await buy(client, member, store, 1_000)
+    earned = sale["earned"]
+    assert (earned["points"], earned["bonus_points"], sale["balances_after"]["points"]) == (10, 200, 210)
+    assert (await client.get(f"/v1/checkout/transactions/{sale['id']}")).json() == sale
+    # paid once a year: the next quote and sale in the week tell none
+    assert (await quote(client, member, store, [f.line(unit_price=1_000)]))["earn"]["bonus_points"] == 0
+    assert (await buy(client, member, store, 1_000))["earned"]["bonus_points"] == 0
+    # a void's answer is the receipt as committed (the bonus it carried), with the balances the void left
+    r = await client.post(f"/v1/checkout/transactions/{sale['id']}/void", headers={"Idempotency-Key": f.new_key()})
+    assert r.json()["earned"]["bonus_points"] == 200 and r.json()["balances_after"]["points"] == 10
+    assert (await quote(client, member, store, [f.line(unit_price=1_000)]))["earn"]["bonus_points"] == 200

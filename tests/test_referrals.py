@@ -37,8 +37,12 @@ async def test_both_sides_are_credited_once_at_the_first_qualifying_sale(client,
     small = await buy(client, friend, store, 1_999)  # below min_first_spend: nothing yet
     assert small["balances_after"]["points"] == 19 and await f.balance(client, referrer["id"]) == 0
     key = f.new_key()
+    q = await client.post("/v1/checkout/quote", json=f.basket(friend, store, [f.line(unit_price=2_000)]))
+    assert q.json()["earn"]["bonus_points"] == 0  # a referral is decided at the commit, under its lock
     first = await buy(client, friend, store, 2_000, key=key, receipt_id="first-qualifying")
     assert first["balances_after"]["points"] == 19 + 20 + 500
+    assert (first["earned"]["points"], first["earned"]["bonus_points"], small["earned"]["bonus_points"]) == (20, 500, 0)
+    assert (await client.get(f"/v1/checkout/transactions/{first['id']}")).json() == first
     assert await f.balance(client, referrer["id"]) == 500
     # the till retries (same key, same body): the first answer, no second reward
     again = await buy(client, friend, store, 2_000, key=key, receipt_id="first-qualifying")

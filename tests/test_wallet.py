@@ -78,7 +78,7 @@ async def test_paying_splits_cash_and_bonus_in_proportion_with_exact_rounding(cl
     q = await client.post("/v1/checkout/quote", json=pay(member, store, [f.line(unit_price=500)], 396))
     assert q.status_code == 200, q.text
     assert q.json()["totals"]["payable"] == 104 and q.json()["balances"]["wallet"] == 396
-    assert q.json()["earn"] == {"points": 5, "stamps": [], "qualifying_spend": 500}
+    assert q.json()["earn"] == {"points": 5, "bonus_points": 0, "stamps": [], "qualifying_spend": 500}
     r = await f.commit(client, pay(member, store, [f.line(unit_price=500)], 396))  # everything
     assert r.status_code == 201, r.text
     assert r.json()["earned"]["points"] == 5 and r.json()["totals"]["payable"] == 104

@@ -257,7 +257,11 @@ class StampsEarned(BaseModel):
 
 
 class Earn(BaseModel):
-    points: int
+    points: int = Field(description="What the basket's lines earn (the figure a return of them takes back from).")
+    bonus_points: int = Field(description=(
+        "Points the sale would credit beyond its lines': the birthday bonus, when this sale would be the member's "
+        "first in their birthday week this year. Not a referred member's first-purchase points, which the commit "
+        "decides (the receipt's `earned.bonus_points` has them). The sale credits `points + bonus_points`."))
     stamps: list[StampsEarned]
     qualifying_spend: int
 
@@ -280,7 +284,11 @@ class Quote(BaseModel):
 
 
 class Earned(BaseModel):
-    points: int
+    points: int = Field(description="What the sale's lines earned (the figure returns of them take back from).")
+    bonus_points: int = Field(description=(
+        "Points the sale credited beyond its lines': a birthday bonus, a referred member's first-purchase "
+        "points. The sale credited `points + bonus_points`; a void, or the return of its last unit, takes them "
+        "back."))
     stamps: list[StampsEarned]
     vouchers_issued: list[dict]
     rewards_issued: list[dict]

@@ -267,6 +267,9 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     ctx = _context(program, member, held, body, now, punch, segments, cards, vouchers)
     priced = rules.price(_basket(body), ctx)
     basket = priced.basket
+    # The birthday bonus the sale would carry, from the running figures read above. A referral's points are not
+    # told here: whether one is due takes a read the quote does not make (the commit decides under its lock).
+    _, birthday = personalization.birthday_bonus(member, activity, program, now, store)
     tier_name = next(t.name for t in program.tiers if t.code == tier_code)
     greeting = personalization.greeting(member, activity, program, store, now,
                                         upgraded_at=standing.upgraded_at, tier_name=tier_name)
@@ -284,7 +287,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
         lines=_lines(basket),
         totals=_totals(basket.subtotal, basket.discount, basket.net, priced.tenders.get(rules.WalletTender.kind, 0),
                        priced.tenders.get(rules.GiftCardTender.kind, 0)),
-        earn=Earn(points=priced.points_earned, stamps=_stamps_public(priced.stamps_by_program()),
+        earn=Earn(points=priced.points_earned, bonus_points=_points_in(birthday),
+                  stamps=_stamps_public(priced.stamps_by_program()),
                   qualifying_spend=priced.qualifying_spend),
         balances=Balances(points=balance, wallet=_wallet_total(held)),
     )
@@ -361,7 +365,8 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     priced = rules.price(_basket(body), ctx)
     birthday_year, bonus = personalization.birthday_bonus(member, activity, program, occurred_at, store)
     referral = await referrals.due(session, member, program, priced.basket.net)
-    movements = priced.movements + bonus + (referral.movements(occurred_at, program) if referral else ())
+    bonus += referral.movements(occurred_at, program) if referral else ()
+    movements = priced.movements + bonus
     ledger_transaction_id = None
     if movements:
         ledger_transaction_id = await ledger.post(session, ledger.Posting(
@@ -407,8 +412,8 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     earned_vouchers = await voucher_service.issue_for_sale(
         session, member.id, voucher_service.member_facts(member, program, segments), row.id, priced.qualifying_spend,
         now)
-    public = to_public(row, rewards_issued=punch_service.issued_public(issued), tier_change=change,
-                       vouchers_issued=voucher_service.issued_public(earned_vouchers))
+    public = to_public(row, bonus_points=_points_in(bonus), rewards_issued=punch_service.issued_public(issued),
+                       tier_change=change, vouchers_issued=voucher_service.issued_public(earned_vouchers))
     await events.emit(session, "transaction.committed", public.model_dump(mode="json", by_alias=True), at=now,
                       member_id=member.id)
     return public
@@ -440,17 +445,32 @@ def _stamp_kinds(row: CheckoutTransaction) -> list[str]:
     return [punch_rules.account_kind(program_id) for program_id in sorted(_line_stamps(row))]
 
 
-def to_public(row: CheckoutTransaction, *, points_balance: int | None = None, wallet_balance: int | None = None,
-              rewards_issued: list[dict] | None = None, tier_change: tuple[str | None, str] | None = None,
+def _points_in(movements: tuple[Movement, ...]) -> int:
+    return sum(m.amount for m in movements if m.asset == POINTS)
+
+
+async def _bonus_points(session: AsyncSession, row: CheckoutTransaction) -> int:
+    """What the sale credited beyond its lines' points (a birthday bonus, a referred member's points), read back
+    from its own ledger transaction (insert-only: later voids and returns are transactions of their own): the
+    points it issued less its lines'. The receipt keeps no column for it; the commit's answer had it in hand."""
+    if not row.ledger_transaction_id:
+        return 0
+    issued = -(await ledger.program_net(session, [row.ledger_transaction_id])).get(POINTS_ISSUED, 0)
+    return max(issued - row.points_earned, 0)
+
+
+def to_public(row: CheckoutTransaction, *, bonus_points: int, points_balance: int | None = None,
+              wallet_balance: int | None = None, rewards_issued: list[dict] | None = None,
+              tier_change: tuple[str | None, str] | None = None,
               vouchers_issued: list[dict] | None = None) -> TransactionPublic:
     """The receipt. ``balances_after`` is what the sale left (kept with it), unless the caller gives the balances
-    its own change left (a void)."""
+    its own change left (a void). ``bonus_points``: what the sale credited beyond its lines' points."""
     return TransactionPublic(
         id=row.id, receipt_id=row.receipt_id, store_id=row.store_id, member_id=row.member_id, status=row.status,
         occurred_at=row.occurred_at, applied=[APPLIED.validate_python(a) for a in row.applied],
         lines=[LineResult(line_id=ln["line_id"], discount=ln["discount"], net=ln["net"]) for ln in row.lines],
         totals=_totals(row.subtotal, row.discount, row.net, _wallet_paid(row), sum(_gift_cards_paid(row).values())),
-        earned=Earned(points=row.points_earned, stamps=_stamps_public(_line_stamps(row)),
+        earned=Earned(points=row.points_earned, bonus_points=bonus_points, stamps=_stamps_public(_line_stamps(row)),
                       vouchers_issued=vouchers_issued or [], rewards_issued=rewards_issued or []),
         balances_after=Balances(points=row.points_balance_after if points_balance is None else points_balance,
                                 wallet=row.wallet_balance_after if wallet_balance is None else wallet_balance),
@@ -487,7 +507,8 @@ async def by_receipt(session: AsyncSession, store_id: str, receipt_id: str, prin
 
 
 async def _as_committed(session: AsyncSession, row: CheckoutTransaction, clock: Clock) -> TransactionPublic:
-    return to_public(row, rewards_issued=await punch_service.issued_by(session, row.id),
+    return to_public(row, bonus_points=await _bonus_points(session, row),
+                     rewards_issued=await punch_service.issued_by(session, row.id),
                      tier_change=await tiers.change_of(session, row.id),
                      vouchers_issued=await voucher_service.issued_by(session, row.id, clock.now()))
 
@@ -550,7 +571,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     row.status = "voided"
     row.voided_at = now
     await session.flush()
-    public = to_public(row, points_balance=accounts.balance(POINTS),
+    public = to_public(row, bonus_points=await _bonus_points(session, row), points_balance=accounts.balance(POINTS),
                        wallet_balance=await _wallet_balance(session, row.member_id),
                        rewards_issued=await punch_service.issued_by(session, row.id),
                        vouchers_issued=await voucher_service.issued_by(session, row.id, now))
