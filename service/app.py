@@ -52,13 +52,15 @@ ROUTERS = (api_keys_router, program_router, members_router, points_router, punch
            summary_router, personalization_router, reports_router, events_router, webhooks_router, audit_router)
 
 
-async def prepare_database(db: Database, settings: Settings, clock: Clock) -> None:
-    """What every process ensures at start: the default program and the bootstrap admin key."""
+async def prepare_database(db: Database, settings: Settings, clock: Clock, *, serving: bool = False) -> None:
+    """What every process ensures at start: the default program and the bootstrap admin key. A serving process
+    also retires the bootstrap keys configured before (``auth.service.ensure_bootstrap``); a command does not, so
+    that one run from a shell with a stale or other key in its environment never revokes the servers'."""
     async with db.transaction() as session:
         await program_service.ensure_default(session, settings.currency, clock)
         await ledger_service.ensure_program_accounts(session, clock.now())
         if settings.bootstrap_admin_key:
-            await auth_service.ensure_bootstrap(session, settings.bootstrap_admin_key, clock)
+            await auth_service.ensure_bootstrap(session, settings.bootstrap_admin_key, clock, retire_others=serving)
 
 
 # One tag per domain: generated clients group their methods by it (``client.api.checkout.create_quote``).
@@ -101,7 +103,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
         db = Database(settings.database_url, pool_size=settings.db_pool_size,
                       max_overflow=settings.db_max_overflow)
         app.state.db = db
-        await prepare_database(db, settings, clock)
+        await prepare_database(db, settings, clock, serving=True)
         stop = asyncio.Event()
         worker = (asyncio.create_task(delivery.run_worker(db, clock, interval=settings.webhook_poll_seconds,
                                                           stop=stop), name="webhook-delivery")

@@ -327,8 +327,10 @@ async def test_a_changed_bootstrap_key_retires_the_one_before(app, make_client):
     from service.auth import service as auth_service
 
     secret = "Adm1nKey-2026-q3"  # as short as the settings take
-    await prepare_database(app.state.db, app.state.settings.model_copy(update={"bootstrap_admin_key": secret}),
-                           app.state.clock)
+    other = app.state.settings.model_copy(update={"bootstrap_admin_key": secret})
+    await prepare_database(app.state.db, other, app.state.clock)  # a command's: retires nothing
+    assert (await make_client(ADMIN_KEY).get("/v1/api-keys")).status_code == 200
+    await prepare_database(app.state.db, other, app.state.clock, serving=True)  # the next start of the servers
     auth_service.forget_cached_keys()
     new = make_client(secret)
     assert_problem(await make_client(ADMIN_KEY).get("/v1/api-keys"), 401, "unauthorized")

@@ -50,15 +50,17 @@ async def create(
     return key, secret
 
 
-async def ensure_bootstrap(session: AsyncSession, secret: str, clock: Clock) -> None:
-    """Make sure the configured bootstrap admin key exists, and retire the bootstrap keys configured before it: a
-    changed ``LOYALTY_BOOTSTRAP_ADMIN_KEY`` (a leaked key rotated, the development key replaced) left the old
-    one an active admin key. Safe when several workers start at once."""
+async def ensure_bootstrap(session: AsyncSession, secret: str, clock: Clock, *, retire_others: bool = False) -> None:
+    """Make sure the configured bootstrap admin key exists; with ``retire_others`` (a server's start), retire the
+    bootstrap keys configured before it: a changed ``LOYALTY_BOOTSTRAP_ADMIN_KEY`` (a leaked key rotated, the
+    development key replaced) left the old one an active admin key. Safe when several workers start at once."""
     key_hash = rules.hash_key(secret)
     now = clock.now()
     key = ApiKey(id=rules.bootstrap_key_id(key_hash), key_hash=key_hash, prefix=secret[:rules.BOOTSTRAP_PREFIX_CHARS],
                  role="admin", name="bootstrap", created_at=now)
     await repository.add_if_absent(session, key)
+    if not retire_others:
+        return
     for retired in await repository.revoke_bootstrap_keys_but(session, key_hash, now):
         log.warning("bootstrap admin key %s revoked: LOYALTY_BOOTSTRAP_ADMIN_KEY names another key now", retired)
         await audit(session, clock, actor="bootstrap", action="api_key.revoked", target=retired)
