@@ -43,7 +43,7 @@ async def shop(client):
 
 async def test_program_crud_and_validation(client, make_client):
     program = await make_program(client)
-    assert program["id"].startswith("ppg_") and program["active"] is True
+    assert program["id"].startswith("pcp_") and program["active"] is True  # API.md: programmes are `pcp_…`
     assert program["qualifying"] == {"skus": [], "categories": ["coffee"]}
     assert program["reward"] == {"skus": [], "categories": ["coffee"], "max_value": 600}
     assert (await client.get(f"/v1/punch-card-programs/{program['id']}")).json() == program
@@ -52,7 +52,7 @@ async def test_program_crud_and_validation(client, make_client):
     body = {k: v for k, v in program.items() if k != "id"} | {"active": False, "stamps_required": 8}
     r = await client.put(f"/v1/punch-card-programs/{program['id']}", json=body)
     assert r.status_code == 200 and r.json()["active"] is False and r.json()["stamps_required"] == 8
-    r = await client.get("/v1/punch-card-programs/ppg_nope")
+    r = await client.get("/v1/punch-card-programs/pcp_nope")
     assert r.status_code == 404 and r.json()["code"] == "punch_program_not_found"
     for bad in ({"qualifying": {}}, {"stamps_required": 0}, {"reward_valid_days": 0},
                 {"reward": {"max_value": -1}}, {"active": "T"}, {"active": 1}):  # a boolean, not a word or number

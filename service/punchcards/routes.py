@@ -15,7 +15,8 @@ router = APIRouter(prefix="/v1", tags=["punch cards"], route_class=UnitOfWorkRou
                    responses=problem_responses(401, 403, 422))
 
 READERS = require("admin", "pos", "app")
-ProgramIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`ppg_…`")]
+ProgramIdPath = Annotated[str, Path(min_length=1, max_length=64,
+                                    description="`pcp_…` (made before 2026-12-07: `ppg_…`)")]
 MemberIdPath = Annotated[str, Path(min_length=1, max_length=64, description="`mem_…`")]
 
 

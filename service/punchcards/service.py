@@ -52,7 +52,7 @@ def _apply(row: PunchProgram, body: PunchProgramCreate) -> None:
 async def create_program(session: AsyncSession, body: PunchProgramCreate, clock: Clock, *,
                          actor: str) -> PunchProgramPublic:
     now = clock.now()
-    row = PunchProgram(id=new_id("ppg"), created_at=now, updated_at=now, qualifying_skus=[], qualifying_categories=[],
+    row = PunchProgram(id=new_id("pcp"), created_at=now, updated_at=now, qualifying_skus=[], qualifying_categories=[],
                        reward_skus=[], reward_categories=[], name="", stamps_required=1, reward_valid_days=1,
                        active=True)
     _apply(row, body)
