@@ -95,7 +95,10 @@ def problem_response(
 
 
 def _service_error(_: Request, exc: ServiceError) -> Response:
-    return problem_response(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers, **exc.extra)
+    extra = exc.extra
+    if exc.code == "validation_error" and "errors" not in extra:  # API.md: validation errors add errors: [{loc, msg}]
+        extra = {**extra, "errors": [{"loc": [], "msg": exc.detail}]}
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, headers=exc.headers, **extra)
 
 
 def _loc(loc: tuple[Any, ...] | list[Any]) -> list[str | int]:

@@ -22,6 +22,8 @@ def assert_problem(r, status: int, code: str) -> dict:
     body = r.json()
     assert body["status"] == status and body["code"] == code, body
     assert body["title"] and body["detail"] and body["type"]
+    if code == "validation_error":  # API.md: "Validation errors add `errors: [{loc, msg}]`"
+        assert body.get("errors") and all({"loc", "msg"} <= set(e) for e in body["errors"]), body
     return body
 
 

@@ -40,8 +40,8 @@ def problem_of(r: httpx.Response) -> dict:
     assert body.get("status") == r.status_code, body
     assert isinstance(body.get("detail"), str) and body["detail"], body
     assert isinstance(body.get("code"), str) and re.fullmatch(r"[a-z_]+", body["code"]), body
-    if body["code"] == "validation_error" and "errors" in body:
-        assert body["errors"], body
+    if body["code"] == "validation_error":  # API.md: validation errors add `errors: [{loc, msg}]`, always
+        assert body.get("errors"), body
         for err in body["errors"]:
             assert isinstance(err["loc"], list) and isinstance(err["msg"], str), err
     return body

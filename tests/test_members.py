@@ -438,6 +438,14 @@ async def test_lookup_needs_exactly_one_key(client):
         assert_problem(r, 422, "validation_error")
 
 
+async def test_a_lookup_without_one_key_names_the_parameters_in_errors(client):
+    """API.md: validation errors add `errors: [{loc, msg}]` (this one answered without them)."""
+    body = assert_problem(await lookup(client, phone="+14155552671", email="a@example.com"), 422, "validation_error")
+    assert [e["loc"] for e in body["errors"]] == [["query", "phone"], ["query", "email"]], body
+    body = assert_problem(await client.get("/v1/members"), 422, "validation_error")
+    assert [e["loc"] for e in body["errors"]] == [["query", n] for n in ("card_number", "phone", "email")], body
+
+
 async def test_lookup_by_invalid_phone_is_422(client):
     for phone in ("12", "not a phone", "+1 000 000 0000", "+999 1234567", "555"):
         r = await lookup(client, phone=phone)

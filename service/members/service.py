@@ -190,7 +190,9 @@ def _lookup_key(card_number: str | None, phone: str | None, email: str | None, r
     """The one column a look-up names and its value, normalized as stored."""
     given = [k for k, v in {"card_number": card_number, "phone": phone, "email": email}.items() if v]
     if len(given) != 1:
-        raise LookupNeedsOneKey("Give exactly one of card_number, phone or email.")
+        raise LookupNeedsOneKey("Give exactly one of card_number, phone or email.", errors=[
+            {"loc": ["query", name], "msg": "give exactly one of card_number, phone or email"}
+            for name in given or ("card_number", "phone", "email")])
     if card_number:
         number = rules.normalize_card_number(card_number)
         if not rules.luhn_valid(number):
