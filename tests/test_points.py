@@ -44,6 +44,24 @@ async def test_ledger_pages_newest_first(client):
         assert bad.status_code == 422, (after, bad.text)
 
 
+async def test_ledger_kinds_are_api_md_s(client):
+    """API.md: `kind` says why (`earn`, `burn`, `expire`, `adjust`, `top_up`, `pay`, `refund`, `void`, `return`, …).
+    The wallet paying at the till answered `wallet_pay`."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    r = await client.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 5000, "payment_ref": "p-1"},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    sale = await f.commit(client, f.basket(member, store, [f.line(unit_price=2000)], redeem={"wallet_amount": 1500}))
+    assert sale.status_code == 201, sale.text
+    assert (await f.void(client, sale.json()["id"])).status_code == 200
+    entries = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 100})).json()["data"]
+    wallet = [(e["kind"], e["amount"]) for e in reversed(entries) if e["account"] == "wallet_cash"]
+    assert wallet == [("top_up", 5000), ("pay", -1500), ("void", 1500)], entries
+    points = [(e["kind"], e["amount"]) for e in reversed(entries) if e["account"] == "points"]
+    assert points == [("earn", 20), ("void", -20)], entries
+
+
 async def test_a_till_reads_only_its_own_stores_entries_of_the_ledger(client, make_client):
     """DESIGN §7: a key never reaches another store's transactions. The purchase history hid store A's sale from
     store B's till, but the ledger handed it every entry of it (when, the points earned, what the wallet paid).
@@ -84,7 +102,7 @@ async def test_a_till_reads_only_its_own_stores_entries_of_the_ledger(client, ma
     assert sorted(e["kind"] for e in seen_by_b) == ["earn"] * 3 + ["top_up"]
     seen_by_a = (await ledger(till_a, limit=100))["data"]
     assert seen_by_a == [e for e in everything if e["transaction_id"] == sale_a]
-    assert sorted((e["kind"], e["amount"]) for e in seen_by_a) == [("earn", 43), ("wallet_pay", -1234)]
+    assert sorted((e["kind"], e["amount"]) for e in seen_by_a) == [("earn", 43), ("pay", -1234)]
     assert not {e["transaction_id"] for e in seen_by_a + seen_by_b} & {admin_top_up, adjustment}  # no store's
 
     pages, after = [], None  # a till's pages hold its own store's entries only, and the cursor walks past the rest

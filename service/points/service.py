@@ -59,8 +59,13 @@ async def ledger_entries(session: AsyncSession, member_id: str, principal: Princ
     rows = await ledger_repository.member_entries_page(session, member_id, store_id=bound_store(principal),
                                                        before=before, limit=limit)
     return [LedgerEntryPublic(id=str(e.id), transaction_id=e.transaction_id, account=account, amount=e.amount,
-                              kind=e.kind, created_at=e.created_at, reason=reason)
+                              kind=PUBLISHED_KINDS.get(e.kind, e.kind), created_at=e.created_at, reason=reason)
             for e, account, reason in rows]
+
+
+# An entry's kind as API.md names it, where the ledger writes another name: the wallet paying at the till is `pay`
+# (written `wallet_pay` beside the cards' `gift_card_pay`, which no member's ledger shows).
+PUBLISHED_KINDS = {"wallet_pay": "pay"}
 
 
 async def adjust(session: AsyncSession, member_id: str, body: AdjustmentCreate, clock: Clock, *,
