@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from service import migrate
@@ -170,8 +171,26 @@ def _openapi(app: FastAPI) -> dict:
                         response["description"] = COMMON_PROBLEMS.get(status, "Problem")
     for unused in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(unused, None)
+    _restore_examples(schema.get("components", {}).get("schemas", {}))
     app.openapi_schema = schema
     return schema
+
+
+def _models(cls: type[BaseModel] = BaseModel) -> Iterator[type[BaseModel]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _models(sub)
+
+
+def _restore_examples(schemas: dict) -> None:
+    """The models' examples as written. FastAPI writes the document without its ``null`` values, the examples'
+    included, and an example without its nulls lacks fields its schema requires (`"from": null` of a segment move
+    seen for the first time; `"valid_until": null` of a campaign)."""
+    written = {model.__name__: extra["examples"] for model in _models() if model.__module__.startswith("service.")
+               and isinstance(extra := model.model_config.get("json_schema_extra"), dict) and "examples" in extra}
+    for name, schema in schemas.items():
+        if "examples" in schema and name in written:
+            schema["examples"] = written[name]
 
 
 def _add_health_routes(app: FastAPI) -> None:

@@ -16,7 +16,8 @@ class Role(StrEnum):
 
 
 class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"role": "pos", "store_id": "berlin-01", "name": "till 1"}]})
 
     role: Role
     store_id: StoreId | None = Field(default=None, description="Required for a `pos` key: the store it serves.")

@@ -104,7 +104,7 @@ class Redeem(Strict):
 
 class CheckoutRequest(Strict):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "member": {"card_number": "8000000000000001"}, "store_id": "berlin-01", "currency": "USD",
+        "member": {"card_number": "8000000000000003"}, "store_id": "berlin-01", "currency": "USD",
         "lines": [{"line_id": "1", "sku": "COFFEE-250", "category": "coffee", "quantity": 2, "unit_price": 450}],
         "redeem": {"points": 100}}]})
 
@@ -126,7 +126,7 @@ class CheckoutRequest(Strict):
 
 class CommitRequest(CheckoutRequest):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "member": {"card_number": "8000000000000001"}, "store_id": "berlin-01", "currency": "USD",
+        "member": {"card_number": "8000000000000003"}, "store_id": "berlin-01", "currency": "USD",
         "lines": [{"line_id": "1", "sku": "COFFEE-250", "category": "coffee", "quantity": 2, "unit_price": 450},
                   {"line_id": "2", "sku": "MUG-01", "category": "homeware", "quantity": 1, "unit_price": 1200}],
         "redeem": {"points": 100, "wallet_amount": 500}, "receipt_id": "R-2026-000123",

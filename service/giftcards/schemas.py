@@ -19,6 +19,8 @@ class Strict(BaseModel):
 
 
 class GiftCardIssue(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount": 5000, "count": 10}]})
+
     amount: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="Minor units loaded on each card.")]
     count: Annotated[int, Field(strict=True, ge=1, le=MAX_ISSUE, description="How many cards (default 1).")] = 1
 

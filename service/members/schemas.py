@@ -57,7 +57,8 @@ class MemberCreate(BaseModel):
 class MemberUpdate(BaseModel):
     """Only the fields sent change; ``null`` clears an optional field."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"email": "jane.doe@example.com", "marketing_consent": False}]})
 
     name: Name | None = None
     phone: Phone | None = None

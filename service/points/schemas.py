@@ -34,7 +34,8 @@ class LedgerPage(BaseModel):
 
 
 class AdjustmentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": 250, "reason": "Goodwill: the coffee machine was out of order"}]})
 
     amount: Annotated[int, Field(strict=True, ge=-MAX_ADJUSTMENT, le=MAX_ADJUSTMENT)] = Field(
         description="Points to add (positive) or remove (negative); not zero.")

@@ -161,9 +161,28 @@ class ProgramConfig(Strict):
             raise ValueError("wallet_top_up_bonuses must have distinct min_amount values")
         return self
 
+# One program, as an admin would set it up (the example of `PUT /v1/program`; `GET` answers it with `updated_at`).
+PROGRAM_EXAMPLE = {
+    "currency": "USD", "point_value": 1, "max_burn_percent": 50,
+    "earn": {"base_rate_per_major_unit": 1, "category_multipliers": {"coffee": 2}, "sku_multipliers": {},
+             "bonus_events": [{"name": "Double points weekend", "starts_at": "2026-12-12T00:00:00Z",
+                               "ends_at": "2026-12-14T00:00:00Z", "multiplier": 2, "categories": None,
+                               "segments": None}]},
+    "points_expiry_months": 12,
+    "tiers": [{"code": "member", "name": "Member", "min_qualifying_spend": 0, "earn_multiplier": 1,
+               "discount_percent": 0, "perks": []},
+              {"code": "gold", "name": "Gold", "min_qualifying_spend": 50000, "earn_multiplier": 1.5,
+               "discount_percent": 5, "perks": ["Free delivery"]}],
+    "tier_window_months": 12, "wallet_top_up_bonuses": [{"min_amount": 5000, "bonus": 500}],
+    "referral": {"referrer_points": 200, "referee_points": 100, "min_first_spend": 2000},
+    "birthday_bonus": {"points": 100}, "segments": {"min_frequency": None, "min_monetary": None},
+    "greetings": {"en": {"birthday": "Happy birthday, {name}!"}}, "version": 3,
+}
+
 
 class ProgramPublic(ProgramConfig):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": []})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        PROGRAM_EXAMPLE | {"version": 4, "updated_at": "2026-12-01T09:30:00Z"}]})
 
     version: int
     updated_at: datetime
@@ -172,6 +191,8 @@ class ProgramPublic(ProgramConfig):
 class ProgramUpdate(ProgramConfig):
     """The whole configuration, with the ``version`` it was read at (a stale version is a 409).
     ``updated_at`` as GET returns it is accepted and ignored."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [PROGRAM_EXAMPLE]})
 
     version: Annotated[int, Field(strict=True, ge=1, le=MAX_VERSION)]
     updated_at: datetime | None = None
@@ -190,6 +211,9 @@ class ProgramUpdate(ProgramConfig):
 
 
 class StoreCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"id": "berlin-01", "name": "Berlin Mitte", "timezone": "Europe/Berlin"}]})
+
     id: StoreId | None = Field(default=None, description="The retailer's own store code; generated if left out.")
     name: Name
     timezone: TimeZone = "UTC"

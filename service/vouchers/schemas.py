@@ -72,7 +72,11 @@ class CampaignCreate(Strict):
 
 
 class CampaignPublic(CampaignCreate):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
+        "id": "cmp_7hq2x9m4k8r1t5v3w6y0", "name": "Spend 100, get 5", "kind": "amount_off", "value": 500,
+        "min_spend": 2000, "skus": [], "categories": [], "valid_from": None, "valid_until": None, "valid_days": 30,
+        "per_member_limit": 3, "total_limit": None, "stackable": False, "audience": None,
+        "auto_issue": {"spend_threshold": 10000}, "active": True, "issued_count": 412}]})
 
     id: str
     issued_count: int = Field(description="Vouchers issued so far (revoked ones are given back).")

@@ -19,6 +19,9 @@ class WalletPublic(BaseModel):
 
 
 class TopUpCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"amount": 5000, "payment_ref": "terminal-7/auth-0815"}]})
+
     amount: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT, description="Minor units paid in.")]
     payment_ref: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
         description="The payment's reference at the till or the payment provider.")
