@@ -70,8 +70,11 @@ TAGS = [{"name": name, "description": description} for name, description in (
     ("points", "Points balance, expiring lots, the member's ledger, adjustments."),
     ("punch cards", "Buy N, get one free: programs, cards and rewards."),
     ("tiers", "The member's tier, qualifying spend and history."),
+    ("vouchers", "Voucher campaigns, issuing vouchers, a member's vouchers and a code's status."),
     ("wallet", "Stored value: the member wallet, top-ups, cash-out, liability."),
+    ("gift-cards", "Gift cards: issue them with their PINs, read a card's balance."),
     ("checkout", "Quote, commit, void and return sales at the till."),
+    ("personalization", "Segments, the ranked offers and nudges without a basket, the segment report."),
     ("reports", "How much of what the program gave out was used: points, vouchers, punch card rewards."),
     ("events", "Business events in commit order (the transactional outbox)."),
     ("webhooks", "Signed deliveries of events to your endpoints."),
@@ -147,6 +150,9 @@ COMMON_PROBLEMS = {"400": "Malformed request (e.g. the body is not JSON)", "401"
                    "500": "Unexpected error (the request was not applied)"}
 IDEMPOTENCY_CONFLICT = ("The Idempotency-Key was used with another request (`idempotency_key_reused`) or its first "
                         "request is still running (`request_in_progress`)")
+REPLAYED_HEADER = {"description": "`true` when this is the first answer to this Idempotency-Key, replayed (same status "
+                                  "and body); absent on the first answer.",
+                   "schema": {"type": "string", "enum": ["true"]}}
 
 
 def _openapi(app: FastAPI) -> dict:
@@ -164,6 +170,9 @@ def _openapi(app: FastAPI) -> dict:
                     responses.setdefault(status, {"description": description})
             if operation.get(IDEMPOTENCY_EXTRA):
                 responses.setdefault("409", {"description": IDEMPOTENCY_CONFLICT})
+                for status, response in responses.items():
+                    if status.startswith("2"):
+                        response.setdefault("headers", {})["Idempotent-Replayed"] = REPLAYED_HEADER
             for status, response in responses.items():
                 if status[0] in "45":
                     response["content"] = problem
