@@ -168,10 +168,17 @@ class QuoteMember(BaseModel):
     card_number: str
 
 
+# What the service answers has every field, null where it does not apply: required in the OpenAPI document (so that
+# generated clients read `tier_change: null` as the null it is, not as a field that may be missing).
+ANSWER = ConfigDict(json_schema_serialization_defaults_required=True)
+
+
 # Every kind answers the same keys (`kind, id, line_id, amount, points`, null where they do not apply), as before
 # the union: each variant only says which of them its kind fills.
 class AppliedPunchReward(BaseModel):
     """A punch-card reward made a unit of a line free."""
+
+    model_config = ANSWER
 
     kind: Literal["punch_reward"]
     id: str = Field(description="The reward (`rwd_…`).")
@@ -183,6 +190,8 @@ class AppliedPunchReward(BaseModel):
 class AppliedTierDiscount(BaseModel):
     """The member's tier discount on one line."""
 
+    model_config = ANSWER
+
     kind: Literal["tier_discount"]
     id: str = Field(description="The tier's code.")
     line_id: str
@@ -192,6 +201,8 @@ class AppliedTierDiscount(BaseModel):
 
 class AppliedVoucher(BaseModel):
     """A voucher's discount on one line (a voucher spread over several lines appears once per line)."""
+
+    model_config = ANSWER
 
     kind: Literal["voucher"]
     id: str = Field(description="The voucher (`vch_…`).")
@@ -203,6 +214,8 @@ class AppliedVoucher(BaseModel):
 class AppliedPoints(BaseModel):
     """Points burned as a discount on the basket."""
 
+    model_config = ANSWER
+
     kind: Literal["points"]
     id: None = None
     line_id: None = None
@@ -213,6 +226,8 @@ class AppliedPoints(BaseModel):
 class AppliedWallet(BaseModel):
     """The member's wallet as a tender: lowers `payable`, not the price."""
 
+    model_config = ANSWER
+
     kind: Literal["wallet"]
     id: None = None
     line_id: None = None
@@ -222,6 +237,8 @@ class AppliedWallet(BaseModel):
 
 class AppliedGiftCard(BaseModel):
     """A gift card as a tender (after the wallet): lowers `payable`, not the price."""
+
+    model_config = ANSWER
 
     kind: Literal["gift_card"]
     id: str = Field(description="The card (`gft_…`), never its code.")
@@ -300,6 +317,8 @@ class TierChange(BaseModel):
 
 
 class TransactionPublic(BaseModel):
+    model_config = ANSWER
+
     id: str
     receipt_id: str
     store_id: str
@@ -342,6 +361,8 @@ class TransactionSummaryPage(BaseModel):
 
 
 class Reversed(BaseModel):
+    model_config = ANSWER
+
     points: int = Field(description="Earned points clawed back.")
     points_refunded: int = Field(description="Burned points given back to the member.")
     stamps: list[StampsEarned]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -80,7 +80,7 @@ class MemberPublic(BaseModel):
     marketing_consent: bool | None
     external_ref: str | None = Field(description="The retailer's own id (its CRM's key for the person); always "
                                                  "null for a till (`pos` key), which sees phone and email masked.")
-    status: str = Field(description="`active` or `erased`")
+    status: Literal["active", "erased"]
     enrolled_at: datetime
     tier: str
     referral_code: str

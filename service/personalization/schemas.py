@@ -109,6 +109,8 @@ class MemberOffers(BaseModel):
 
 
 class SegmentPublic(BaseModel):
+    model_config = ANSWER
+
     quadrant: Literal["true_friend", "butterfly", "barnacle", "stranger"]
     lifecycle: Literal["new", "active", "at_risk", "lapsed"]
     recency_days: int | None = Field(description="Days since the last purchase (null: never bought).")

@@ -19,6 +19,8 @@ class PointsPublic(BaseModel):
 
 
 class LedgerEntryPublic(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # `reason` is there, null or not
+
     id: str
     transaction_id: str
     account: str

@@ -181,8 +181,8 @@ PROGRAM_EXAMPLE = {
 
 
 class ProgramPublic(ProgramConfig):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        PROGRAM_EXAMPLE | {"version": 4, "updated_at": "2026-12-01T09:30:00Z"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=True, json_schema_extra={
+        "examples": [PROGRAM_EXAMPLE | {"version": 4, "updated_at": "2026-12-01T09:30:00Z"}]})
 
     version: int
     updated_at: datetime

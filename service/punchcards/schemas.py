@@ -46,8 +46,8 @@ class PunchProgramCreate(Strict):
 
 
 class PunchProgramPublic(PunchProgramCreate):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "id": "pcp_4k9x2m7q8r1t5v3w6y0z", "name": "Coffee card",
+    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True, json_schema_extra={
+        "examples": [{"id": "pcp_4k9x2m7q8r1t5v3w6y0z", "name": "Coffee card",
         "qualifying": {"skus": [], "categories": ["coffee"]}, "stamps_required": 10,
         "reward": {"skus": [], "categories": ["coffee"], "max_value": 500}, "reward_valid_days": 90, "active": True}]})
 

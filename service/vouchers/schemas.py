@@ -72,8 +72,8 @@ class CampaignCreate(Strict):
 
 
 class CampaignPublic(CampaignCreate):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "id": "cmp_7hq2x9m4k8r1t5v3w6y0", "name": "Spend 100, get 5", "kind": "amount_off", "value": 500,
+    model_config = ConfigDict(extra="ignore", json_schema_serialization_defaults_required=True, json_schema_extra={
+        "examples": [{"id": "cmp_7hq2x9m4k8r1t5v3w6y0", "name": "Spend 100, get 5", "kind": "amount_off", "value": 500,
         "min_spend": 2000, "skus": [], "categories": [], "valid_from": None, "valid_until": None, "valid_days": 30,
         "per_member_limit": 3, "total_limit": None, "stackable": False, "audience": None,
         "auto_issue": {"spend_threshold": 10000}, "active": True, "issued_count": 412}]})
@@ -103,6 +103,8 @@ class IssueRequest(Strict):
 
 
 class VoucherPublic(BaseModel):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)  # every field in every answer
+
     id: str
     code: str
     campaign_id: str
