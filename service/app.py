@@ -150,6 +150,7 @@ COMMON_PROBLEMS = {"400": "Malformed request (e.g. the body is not JSON)", "401"
                    "500": "Unexpected error (the request was not applied)"}
 IDEMPOTENCY_CONFLICT = ("The Idempotency-Key was used with another request (`idempotency_key_reused`) or its first "
                         "request is still running (`request_in_progress`)")
+TOO_LARGE = "The body is larger than the service reads (`payload_too_large`; `LOYALTY_MAX_BODY_BYTES`, 1 MiB default)"
 REPLAYED_HEADER = {"description": "`true` when this is the first answer to this Idempotency-Key, replayed (same status "
                                   "and body); absent on the first answer.",
                    "schema": {"type": "string", "enum": ["true"]}}
@@ -168,6 +169,8 @@ def _openapi(app: FastAPI) -> dict:
             if path.startswith("/v1/"):
                 for status, description in COMMON_PROBLEMS.items():
                     responses.setdefault(status, {"description": description})
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": TOO_LARGE})
             if operation.get(IDEMPOTENCY_EXTRA):
                 responses.setdefault("409", {"description": IDEMPOTENCY_CONFLICT})
                 for status, response in responses.items():
