@@ -147,3 +147,11 @@ async def test_a_body_too_large_is_declared_where_a_body_is_taken(client):
     r = await client.post("/v1/members", content=b'{"name": "' + b"x" * (1 << 20) + b'"}',
                           headers={"Content-Type": "application/json"})
     f.assert_problem(r, 413, "payload_too_large")
+
+
+async def test_a_receipt_types_what_the_sale_issued(client):
+    """`earned.vouchers_issued` and `earned.rewards_issued` were arrays of anonymous objects (a generated client got
+    untyped `EarnedVouchersIssuedItem` dictionaries): they are the vouchers and rewards the rest of the API names."""
+    earned = (await document(client))["components"]["schemas"]["Earned"]["properties"]
+    assert earned["vouchers_issued"]["items"] == {"$ref": "#/components/schemas/VoucherPublic"}
+    assert earned["rewards_issued"]["items"] == {"$ref": "#/components/schemas/RewardIssued"}

@@ -22,6 +22,7 @@ from service.money import MAX_AMOUNT, MAX_QUANTITY
 from service.personalization.schemas import Greeting, Nudge, Offer
 from service.program.schemas import StoreId
 from service.text import Text64
+from service.vouchers.schemas import VoucherPublic
 
 Quantity = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
 Price = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
@@ -300,6 +301,12 @@ class Quote(BaseModel):
     balances: Balances
 
 
+class RewardIssued(BaseModel):
+    id: str = Field(description="The reward (`rwd_…`), to name in `redeem.punch_rewards` of a later sale.")
+    program_id: str
+    expires_at: datetime
+
+
 class Earned(BaseModel):
     points: int = Field(description="What the sale's lines earned (the figure returns of them take back from).")
     bonus_points: int = Field(description=(
@@ -307,8 +314,9 @@ class Earned(BaseModel):
         "points. The sale credited `points + bonus_points`; a void, or the return of its last unit, takes them "
         "back."))
     stamps: list[StampsEarned]
-    vouchers_issued: list[dict]
-    rewards_issued: list[dict]
+    vouchers_issued: list[VoucherPublic] = Field(description=(
+        "Vouchers the sale earned by its spend (\"spend 100, get 5\"), as `GET /v1/members/{id}/vouchers` lists them."))
+    rewards_issued: list[RewardIssued] = Field(description="Punch card rewards the sale's stamps completed.")
 
 
 class TierChange(BaseModel):
