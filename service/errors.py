@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -67,6 +67,13 @@ class RateLimited(ServiceError):
     status, code, title = 429, "rate_limited", "Too many requests"
 
 
+class ProblemItem(BaseModel):
+    """One thing wrong with a request (a ``validation_error``'s ``errors``)."""
+
+    loc: list[str | int] = Field(description="Where: `body`, `query`, `path` or `header`, then the field's path.")
+    msg: str
+
+
 class Problem(BaseModel):
     """The error body every endpoint answers with (RFC 9457)."""
 
@@ -77,7 +84,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
-    errors: list[dict[str, Any]] | None = None
+    errors: list[ProblemItem] | None = Field(default=None, description="With `validation_error`: every problem found.")
 
 
 def problem_response(

@@ -155,3 +155,8 @@ async def test_a_receipt_types_what_the_sale_issued(client):
     earned = (await document(client))["components"]["schemas"]["Earned"]["properties"]
     assert earned["vouchers_issued"]["items"] == {"$ref": "#/components/schemas/VoucherPublic"}
     assert earned["rewards_issued"]["items"] == {"$ref": "#/components/schemas/RewardIssued"}
+
+
+async def test_a_problem_types_its_errors(client):
+    problem = (await document(client))["components"]["schemas"]["Problem"]["properties"]
+    assert problem["errors"]["anyOf"][0]["items"] == {"$ref": "#/components/schemas/ProblemItem"}
