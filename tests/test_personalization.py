@@ -422,6 +422,25 @@ async def test_a_sale_entered_late_from_an_earlier_birthday_week_pays_no_bonus_t
     await f.verify_ledger(app)
 
 
+async def test_the_birthday_week_starts_and_ends_at_midnight_on_the_stores_calendar(client, app, store, clock):
+    """Birthday 20 June: the week is 17 to 23 June at the store. At 01:30 on 17 June in Shanghai it is still 16 June
+    in Berlin (and in UTC), and at 00:30 on 24 June in Shanghai still 23 June in Berlin: the same instant pays the
+    bonus at one store and not at the other."""
+    await f.set_program(client, birthday_bonus={"points": 200})
+    shanghai = (await f.create_store(client, tz="Asia/Shanghai"))["id"]
+    birthday = date(1990, 6, 20).isoformat()
+    early, late = [(await f.enroll(client, birthday=birthday))["id"] for _ in range(2)]
+    clock.freeze(datetime(2026, 6, 16, 17, 30, tzinfo=UTC))
+    assert (await quote(client, early, store))["earn"]["bonus_points"] == 0
+    assert (await buy(client, early, store))["earned"]["bonus_points"] == 0  # 19:30 on 16 June in Berlin
+    assert (await quote(client, early, shanghai))["greeting"]["occasion"] == "birthday"
+    assert (await buy(client, early, shanghai))["earned"]["bonus_points"] == 200  # 01:30 on 17 June
+    clock.freeze(datetime(2026, 6, 23, 16, 30, tzinfo=UTC))
+    assert (await buy(client, late, shanghai))["earned"]["bonus_points"] == 0  # 00:30 on 24 June
+    assert (await buy(client, late, store))["earned"]["bonus_points"] == 200  # 18:30 on 23 June in Berlin
+    await f.verify_ledger(app)
+
+
 async def test_the_quote_and_the_receipt_tell_the_birthday_bonus_beside_the_lines_points(client, store):
     """The cashier reads out what the sale credits: the quote's `earn.points` and the receipt's `earned.points`
     are the lines' points (returns count from them), and said 10 in the birthday week while the balance moved by
