@@ -441,6 +441,25 @@ async def test_the_birthday_week_starts_and_ends_at_midnight_on_the_stores_calen
     await f.verify_ledger(app)
 
 
+async def test_voiding_this_years_birthday_bonus_does_not_reopen_last_years(client, app, store):
+    """2025's bonus paid, then 2026's: voiding the 2026 sale makes 2026's due again, and only 2026's. The void
+    forgot every year paid, so a sale entered late from the 2025 birthday week paid 2025's bonus a second time."""
+    await f.set_program(client, birthday_bonus={"points": 200})
+    birthday = date(1990, NOW.month, NOW.day) + timedelta(days=1)
+    member = (await f.enroll(client, birthday=birthday.isoformat()))["id"]
+    assert (await buy(client, member, store, 1_000, at=NOW - timedelta(days=365)))["balances_after"]["points"] == 210
+    this_year = await buy(client, member, store, 1_000)
+    assert this_year["balances_after"]["points"] == 420
+    assert (await f.void(client, this_year["id"])).json()["balances_after"]["points"] == 210
+    late = await buy(client, member, store, 1_000, at=NOW - timedelta(days=364))  # the 2025 week, entered late
+    assert (late["earned"]["bonus_points"], late["balances_after"]["points"]) == (0, 220)
+    again = await buy(client, member, store, 1_000)  # 2026's is due again
+    assert (again["earned"]["bonus_points"], again["balances_after"]["points"]) == (200, 430)
+    ledger = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 500})).json()["data"]
+    assert sum(e["amount"] for e in ledger if e["kind"] == "birthday_bonus") == 200 * 3  # 2025, 2026, 2026 again
+    await f.verify_ledger(app)
+
+
 async def test_the_quote_and_the_receipt_tell_the_birthday_bonus_beside_the_lines_points(client, store):
     """The cashier reads out what the sale credits: the quote's `earn.points` and the receipt's `earned.points`
     are the lines' points (returns count from them), and said 10 in the birthday week while the balance moved by

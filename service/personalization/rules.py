@@ -406,6 +406,15 @@ def birthday_bonus_year(birthday: date | None, sale_day: date, points: int, last
     return occurrence.year
 
 
+def birthday_bonus_year_taken_back(year: int) -> int:
+    """The year to keep as the last one paid once the bonus of ``year`` is taken back (its sale voided, or returned
+    whole): ``year`` is due again at the next sale in its week, and every year before it stays closed, as it was
+    while ``year`` stood. Only the last year paid is kept, so whether the year before was paid is not known;
+    forgetting every year (as the void did until 2026-12-07) let a sale entered late from last year's birthday week
+    pay last year's bonus a second time."""
+    return year - 1
+
+
 def ordered_moves(moves: Iterable[tuple[str | None, str, int]],
                   order: Sequence[str]) -> list[tuple[str | None, str, int]]:
     """Segment moves ``(from, to, members)`` in the segments' own order (``QUADRANTS`` or ``LIFECYCLES``), the

@@ -234,7 +234,9 @@ async def record_full_return(session: AsyncSession, member_id: str, transaction_
 def _forget_birthday_bonus(activity: MemberActivity, transaction_id: str) -> bool:
     if activity.birthday_bonus_transaction_id != transaction_id:
         return False
-    activity.birthday_bonus_year = activity.birthday_bonus_transaction_id = None
+    if activity.birthday_bonus_year is not None:
+        activity.birthday_bonus_year = rules.birthday_bonus_year_taken_back(activity.birthday_bonus_year)
+    activity.birthday_bonus_transaction_id = None
     return True
 
 

@@ -157,6 +157,10 @@ def test_birthday_bonus_once_a_year():
     assert rules.birthday_bonus_year(birthday, TODAY - timedelta(days=2), 200, 2025) is None  # 4 days before
     assert rules.birthday_bonus_year(date(1990, 1, 1), date(2026, 12, 30), 200, 2026) == 2027
     assert rules.birthday_bonus_year(birthday, TODAY - timedelta(days=365), 200, 2026) is None  # a year before
+    # 2026's taken back (its sale voided): 2026 is due again, 2025 stays closed
+    assert rules.birthday_bonus_year(birthday, TODAY, 200, rules.birthday_bonus_year_taken_back(2026)) == 2026
+    assert rules.birthday_bonus_year(birthday, TODAY - timedelta(days=365), 200,
+                                     rules.birthday_bonus_year_taken_back(2026)) is None
 
 
 def test_referral_rules():
