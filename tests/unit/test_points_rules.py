@@ -115,3 +115,20 @@ def test_a_sale_earns_at_most_a_trillion_points():
     with pytest.raises(SaleEarnsTooMuch) as too_many:
         rules.check_sale_points(rules.MAX_POINTS_PER_SALE + 1)
     assert too_many.value.extra["max_points"] == rules.MAX_POINTS_PER_SALE
+
+
+def test_month_arithmetic_at_month_ends_and_leap_days():
+    """Lots expire and tier windows start by calendar months: the day is clamped to the month's end, the time of
+    day kept, and a 29 February comes back only in a leap year."""
+    leap = datetime(2028, 2, 29, 18, 30, 5, 123456, tzinfo=UTC)
+    assert rules.lot_expiry(leap, 12) == datetime(2029, 2, 28, 18, 30, 5, 123456, tzinfo=UTC)
+    assert rules.lot_expiry(leap, 48) == datetime(2032, 2, 29, 18, 30, 5, 123456, tzinfo=UTC)
+    assert rules.lot_expiry(leap, 0) == leap
+    assert rules.add_months(datetime(2026, 3, 31, tzinfo=UTC), -1) == datetime(2026, 2, 28, tzinfo=UTC)
+    assert rules.add_months(datetime(2028, 3, 31, tzinfo=UTC), -1) == datetime(2028, 2, 29, tzinfo=UTC)
+    assert rules.add_months(datetime(2026, 1, 15, tzinfo=UTC), -13) == datetime(2024, 12, 15, tzinfo=UTC)
+    assert rules.add_months(datetime(2026, 12, 31, 23, 59, tzinfo=UTC), 1) == datetime(2027, 1, 31, 23, 59, tzinfo=UTC)
+    assert rules.add_months(datetime(2026, 8, 31, tzinfo=UTC), 30) == datetime(2029, 2, 28, tzinfo=UTC)
+    # counted from the earning each time, never month by month (which would drift to the 28th for good)
+    jan31 = datetime(2027, 1, 31, tzinfo=UTC)
+    assert [rules.add_months(jan31, k).day for k in (1, 2, 3, 4)] == [28, 31, 30, 31]
