@@ -292,3 +292,32 @@ async def test_an_erased_member_is_not_imported_again(client, clock, app, cli_en
                   "purchases": [_purchase(store, f"r2-{alone}", clock.now() - timedelta(days=1))]})
     assert await run_cli("import", str(path)) == 0
     assert len((await client.get(f"/v1/members/{again['id']}/transactions")).json()["data"]) == 1
+
+
+async def test_an_imported_purchase_older_than_the_expiry_is_expired_by_the_next_sweep(client, clock, app, cli_env,
+                                                                                       capsys, tmp_path):
+    """A purchase imported from 14 months ago earns its points in a lot that ended two months ago (a lot expires
+    12 months after its sale's ``occurred_at``, not after the import): the points are the member's until the next
+    sweep, which expires them; the lot of a purchase a month old runs on. Returning the old purchase afterwards
+    takes nothing back: its points expired once already."""
+    store = (await f.create_store(client))["id"]
+    now = clock.now()
+    email = f.unique_email()
+    record = {"external_ref": f"crm-{email}", "name": "Old Olga", "email": email, "purchases": [
+        _purchase(store, f"old-{email}", now - timedelta(days=425), f.line(unit_price=2500)),
+        _purchase(store, f"new-{email}", now - timedelta(days=30), f.line(unit_price=4000))]}
+    assert await run_cli("import", str(_write(tmp_path / "members.jsonl", record))) == 0
+    member = (await _member_by_email(client, email))["id"]
+    assert await f.balance(client, member) == 25 + 40
+    capsys.readouterr()
+    assert await run_cli("sweep") == 0
+    assert "expired 25 points from 1 lots of 1 members" in capsys.readouterr().out
+    points = (await client.get(f"/v1/members/{member}/points")).json()
+    assert points["balance"] == 40 and [e["amount"] for e in points["expiring"]] == [40]
+    sales = (await client.get(f"/v1/members/{member}/transactions")).json()["data"]
+    old = next(s for s in sales if s["receipt_id"] == f"old-{email}")
+    r = await f.return_lines(client, old["id"], {"1": 1})
+    assert r.status_code == 201 and r.json()["reversed"]["points"] == 0, r.text
+    assert await f.balance(client, member) == 40
+    assert await run_cli("verify") == 0
+    await f.verify_ledger(app)
