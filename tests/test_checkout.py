@@ -493,6 +493,36 @@ async def test_occurred_at_rules(client, shop, make_client):
     assert (await at(pos, now + timedelta(minutes=4))).status_code == 201
 
 
+async def test_a_sale_sent_late_earns_as_at_its_time_and_redeems_as_at_the_commit(client, shop, clock, make_client):
+    """A till back online sends a sale of 30 hours ago. What the sale earns is judged at its ``occurred_at``: a
+    bonus event that has ended since still doubles it, and its lot ends 12 months after the sale. What it redeems
+    is checked at the commit, where single use is decided: a voucher that ended 10 hours ago is refused (409
+    ``voucher_expired``, nothing written), and the till sends the sale again without it."""
+    store, member = shop
+    pos = make_client(await f.create_key(client, "pos", store))
+    now = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
+    ended = now - timedelta(hours=10)
+    clock.freeze(now - timedelta(days=5))
+    r = await client.post("/v1/voucher-campaigns", json={"name": "Five off", "kind": "amount_off", "value": 500,
+                                                         "valid_until": ended.isoformat()})
+    assert r.status_code == 201, r.text
+    r = await client.post(f"/v1/voucher-campaigns/{r.json()['id']}/vouchers", json={"member_id": member},
+                          headers={"Idempotency-Key": f.new_key()})
+    code = r.json()[0]["code"]
+    await f.set_program(client, earn={"bonus_events": [{"name": "Weekend", "starts_at": (now - timedelta(days=3))
+                                                        .isoformat(), "ends_at": ended.isoformat(), "multiplier": 2}]})
+    clock.freeze(now)
+    sold_at = now - timedelta(hours=30)
+    body = f.basket(member, store, [f.line(unit_price=2000)], occurred_at=sold_at.isoformat())
+    r = await f.commit(pos, {**body, "redeem": {"vouchers": [code]}}, receipt_id="offline-1")
+    f.assert_problem(r, 409, "voucher_expired")
+    assert await f.balance(client, member) == 0
+    r = await f.commit(pos, body, receipt_id="offline-1")
+    assert r.status_code == 201 and r.json()["earned"]["points"] == 40, r.text  # 20.00 at the event's 2x
+    [lot] = (await client.get(f"/v1/members/{member}/points")).json()["expiring"]
+    assert datetime.fromisoformat(lot["expires_at"]) == datetime(2027, 12, 9, 6, 0, tzinfo=UTC)  # sold_at + 12 months
+
+
 async def test_pos_key_is_bound_to_its_store(client, shop, make_client):
     store, member = shop
     other = (await f.create_store(client))["id"]
