@@ -403,6 +403,23 @@ async def test_unknown_expired_and_not_yet_valid_vouchers(client, clock, shop):
     assert (await f.commit(client, with_vouchers(member, store, lines, [code]))).status_code == 201
 
 
+async def test_a_voucher_issued_before_its_campaign_starts_gets_its_days_from_the_start(client, clock, shop):
+    """A campaign of next month, each voucher good for 7 days, issued to a member today: the voucher is usable
+    for 7 days from the campaign's start. Its days were counted from the issue, so it ended 3 weeks before it
+    began: a voucher no one could ever use, issued without a word."""
+    store, member = shop
+    start = clock.now() + timedelta(days=30)
+    campaign = await make_campaign(client, valid_from=start.isoformat(), valid_days=7)
+    issued = await give(client, campaign["id"], member)
+    assert datetime.fromisoformat(issued["valid_until"]) == start + timedelta(days=7)
+    lines = [f.line(unit_price=2000)]
+    r = await f.commit(client, with_vouchers(member, store, lines, [issued["code"]]))
+    assert "can be used from" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+    clock.advance(timedelta(days=36))
+    assert (await f.commit(client, with_vouchers(member, store, lines, [issued["code"]]))).status_code == 201
+    assert (await voucher(client, issued["code"]))["status"] == "redeemed"
+
+
 async def test_void_restores_a_voucher_while_it_is_still_valid(client, clock, shop):
     store, member = shop
     campaign = await make_campaign(client, valid_days=10)

@@ -111,10 +111,12 @@ class Voucher:
 
 def validity(campaign: Campaign, issued_at: datetime) -> tuple[datetime | None, datetime | None]:
     """``(valid_from, valid_until)`` of a voucher issued at ``issued_at``: the campaign's dates, and at most
-    ``valid_days`` from issue."""
+    ``valid_days`` from issue, or from the campaign's start for a voucher issued before it (counted from the
+    issue, a voucher handed out ahead of its campaign ended before it began)."""
     until = campaign.valid_until
     if campaign.valid_days is not None:
-        by_days = issued_at + timedelta(days=campaign.valid_days)
+        start = issued_at if campaign.valid_from is None else max(issued_at, campaign.valid_from)
+        by_days = start + timedelta(days=campaign.valid_days)
         until = by_days if until is None else min(until, by_days)
     return campaign.valid_from, until
 

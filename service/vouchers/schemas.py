@@ -51,8 +51,8 @@ class CampaignCreate(Strict):
     valid_from: Time | None = None
     valid_until: Time | None = None
     valid_days: Annotated[int, Field(strict=True, ge=1, le=3650)] | None = Field(
-        default=None, description="Each voucher is valid this many days from its issue (and never past "
-                                  "`valid_until`).")
+        default=None, description="Each voucher is valid this many days from its issue, or from `valid_from` "
+                                  "when issued before it (and never past `valid_until`).")
     per_member_limit: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] | None = None
     total_limit: Annotated[int, Field(strict=True, ge=1, le=10**12)] | None = None
     stackable: StrictBool = False

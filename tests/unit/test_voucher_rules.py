@@ -162,6 +162,17 @@ def test_validity_status_and_issue_windows():
     assert rules.over_limit(3, 2, 1) is False and rules.over_limit(3, 3, 1) is True and not rules.over_limit(None, 9, 9)
 
 
+def test_valid_days_of_a_voucher_issued_before_its_campaign_starts_count_from_the_start():
+    """Handed out ahead of its campaign, a voucher gets its days in full from the start: counted from the issue it
+    ended before it began, and no one could ever use it."""
+    start = NOW + timedelta(days=30)
+    assert rules.validity(campaign(valid_from=start, valid_days=7), NOW) == (start, start + timedelta(days=7))
+    assert rules.validity(campaign(valid_from=start, valid_days=7, valid_until=start + timedelta(days=3)), NOW) == (
+        start, start + timedelta(days=3))  # never past the campaign's end
+    began = NOW - timedelta(days=30)
+    assert rules.validity(campaign(valid_from=began, valid_days=7), NOW) == (began, NOW + timedelta(days=7))
+
+
 def test_threshold_issue_one_voucher_per_campaign_the_sale_reaches():
     spend_100 = campaign(auto_issue_spend_threshold=10_000)
     spend_50 = rules.Campaign(id="cmp_2", name="50", kind=rules.AMOUNT_OFF, value=200, auto_issue_spend_threshold=5_000)
