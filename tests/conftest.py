@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -32,6 +33,11 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="loyalty-tests-"))
 DATABASE_URL = os.environ.get("LOYALTY_TEST_DATABASE_URL") or f"sqlite+aiosqlite:///{_TMP / 'test.db'}"
 IS_POSTGRES = DATABASE_URL.startswith("postgresql")
+
+# Property tests judge answers, never speed: a loaded CI machine (both passes, helpers' servers) once took a pure
+# rule's example past Hypothesis' 200 ms deadline. Tests that set their own settings keep them.
+hypothesis_settings.register_profile("loyalty", deadline=None)
+hypothesis_settings.load_profile("loyalty")
 
 
 class TravelClock(Clock):
