@@ -634,6 +634,21 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     if takes_points or _wallet_paid(row):
         sale_net = await ledger.program_net(session, [row.ledger_transaction_id])
         returns_net = await ledger.program_net(session, [r.ledger_transaction_id for r in previous])
+    wallet_back, cards_back = await _stored_value_refund(session, row, previous, sale_net, returns_net, before,
+                                                         plan)
+    removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
+    undo_referral = plan.fully_returned or lapsed is not None
+    accounts = None
+    if (takes_points or plan.points_refunded or wallet_back.total or cards_back or removals
+            or undo_referral):  # the member's lock before a referrer's (referrals.reverse)
+        # Before the sale's points are weighed: the expiry sweep takes points from the sale's lots under this lock,
+        # and what it took is not clawed back again. Read before it, a return that waited here for the sweep
+        # clawed back the points the sweep had just expired, and the member lost them twice.
+        accounts = await ledger.lock_accounts(
+            session, row.member_id,
+            [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
+            now)
+        await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
     clawed_back = 0
     if takes_points:
         points = await _sale_points(session, row, sale_net, returns_net, before)
@@ -650,8 +665,6 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         movements.append(Movement(account=POINTS, asset=POINTS, amount=plan.points_refunded,
                                   contra="program:points_redeemed", kind="return", lots=LotPolicy.RESTORE,
                                   origin=row.ledger_transaction_id))
-    wallet_back, cards_back = await _stored_value_refund(session, row, previous, sale_net, returns_net, before,
-                                                         plan)
     for account, part, contra in ((WALLET_CASH, wallet_back.cash, wallet_rules.SPENT),
                                   (WALLET_BONUS, wallet_back.bonus, wallet_rules.BONUS_SPENT)):
         if part:
@@ -664,14 +677,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         points_clawed_back=plan.points_clawed_back, points_refunded=plan.points_refunded,
         qualifying_spend=plan.qualifying_spend, created_at=now,
     )
-    removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
-    undo_referral = plan.fully_returned or lapsed is not None
-    if movements or removals or undo_referral:  # the member's lock before a referrer's (referrals.reverse)
-        accounts = await ledger.lock_accounts(
-            session, row.member_id,
-            [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
-            now)
-        await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
+    if accounts is not None:
         movements.extend(await punch_service.take_back(
             session, row.member_id, row.id, removals, {kind: accounts.balance(kind) for kind in accounts.by_kind},
             now, kind="return"))
