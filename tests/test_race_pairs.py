@@ -1,19 +1,31 @@
 """Different operations on one member's balances at the same moment, on PostgreSQL: a return and the expiry sweep
-(held in a chosen order: a lock taken here, as the other's transaction would hold it). Whatever order the database
-takes them in, every balance ends where one of the orders leaves it and the ledger's invariants hold."""
+(held in a chosen order: a lock taken here, as the other's transaction would hold it), and, racing freely through
+two server processes, a void and returns of one sale, an adjustment and a sale burning the same points, a top-up and
+a wallet payment, a gift card's refund and its next spend, an erasure and a sale, a punch-card reward used while the
+sale that earned it is voided. Whatever order the database takes them in, every balance ends where one of the
+orders leaves it, no request answers a 500, and ``loyalty verify`` stays green."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from service.points import service as points_service
 from tests import factories as f
+from tests.conftest import ADMIN_KEY
+from tests.server import run_cli
+from tests.test_giftcards import tender
 
 pytestmark = pytest.mark.postgres_only
+
+
+def admin(base: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60,
+                             limits=httpx.Limits(max_connections=40))
 
 
 async def waiting_on_locks(app, n: int) -> None:
@@ -26,6 +38,27 @@ async def waiting_on_locks(app, n: int) -> None:
                 if (await probe.execute(query)).scalar_one() >= n:
                     return
             await asyncio.sleep(0.02)
+
+
+async def wallet(c: httpx.AsyncClient, member: str) -> int:
+    r = await c.get(f"/v1/members/{member}/wallet")
+    assert r.status_code == 200, r.text
+    return r.json()["total"]
+
+
+async def card_balance(c: httpx.AsyncClient, card: dict) -> int:
+    r = await c.get(f"/v1/gift-cards/{card['code']}", headers={"X-Gift-Card-Pin": card["pin"]})
+    assert r.status_code == 200, r.text
+    return r.json()["balance"]
+
+
+async def top_up(c: httpx.AsyncClient, member: str, amount: int) -> httpx.Response:
+    return await c.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": amount, "payment_ref": "race"},
+                        headers={"Idempotency-Key": f.new_key()})
+
+
+def codes(answers: list[httpx.Response]) -> list[str]:
+    return [a.json().get("code", "") if a.status_code >= 400 else str(a.status_code) for a in answers]
 
 
 async def test_a_return_waiting_on_the_expiry_sweep_claws_back_nothing_the_sweep_took(client, app):
@@ -48,3 +81,180 @@ async def test_a_return_waiting_on_the_expiry_sweep_claws_back_nothing_the_sweep
     assert r.json()["reversed"]["points"] == 0
     assert await f.balance(client, member) == 0
     await f.verify_ledger(app)
+
+
+async def test_a_void_and_two_returns_of_one_sale_at_once_end_where_a_void_does(app, server, cli_env):
+    """Six sales, each paid with points, the wallet and a gift card; each voided and returned half by half, all
+    at once. Whichever comes first, each sale ends voided or returned whole, and every balance where it began."""
+    async with admin(server) as c:
+        store = (await f.create_store(c))["id"]
+        member = (await f.enroll(c))["id"]
+        await f.adjust(c, member, 600)
+        assert (await top_up(c, member, 6000)).status_code == 201
+        r = await c.post("/v1/gift-cards", json={"amount": 3000}, headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+        [card] = r.json()
+        sales = []
+        for _ in range(6):
+            body = f.basket(member, store, [f.line(quantity=4, unit_price=2500)])
+            body["redeem"] = {"points": 100, "wallet_amount": 1000, "gift_cards": [tender(card, 500)]}
+            r = await f.commit(c, body)
+            assert r.status_code == 201, r.text
+            sales.append(r.json())
+        assert await f.balance(c, member) == 600 - 6 * 100 + 6 * 99
+
+        async def race(sale: dict) -> list[httpx.Response]:
+            return list(await asyncio.gather(f.void(c, sale["id"]), f.return_lines(c, sale["id"], {"1": 2}),
+                                             f.return_lines(c, sale["id"], {"1": 2})))
+
+        answers = await asyncio.gather(*(race(sale) for sale in sales))
+        for sale, (void, *returns) in zip(sales, answers, strict=True):
+            outcome = codes([void, *returns])
+            assert outcome in (["200", "transaction_not_returnable", "transaction_not_returnable"],
+                               ["200", "201", "transaction_not_returnable"],
+                               ["200", "transaction_not_returnable", "201"],
+                               ["200", "201", "201"],
+                               ["transaction_not_voidable", "201", "201"]), outcome
+            status = (await c.get(f"/v1/checkout/transactions/{sale['id']}")).json()["status"]
+            assert status == ("voided" if void.status_code == 200 else "returned")
+        assert await f.balance(c, member) == 600
+        assert await wallet(c, member) == 6000
+        assert await card_balance(c, card) == 3000
+    assert await run_cli("verify") == 0
+
+
+async def test_an_adjustment_and_a_sale_taking_the_same_points_at_once_never_both_succeed(app, server, cli_env):
+    """An admin writes off a member's 1,000 points while a till burns them: exactly one of the two succeeds."""
+    async with admin(server) as c:
+        store = (await f.create_store(c))["id"]
+        members = [(await f.enroll(c))["id"] for _ in range(6)]
+        for member in members:
+            await f.adjust(c, member, 1000)
+
+        async def race(member: str) -> list[httpx.Response]:
+            write_off = c.post(f"/v1/members/{member}/points/adjustments", json={"amount": -1000, "reason": "race"},
+                               headers={"Idempotency-Key": f.new_key()})
+            burn = f.commit(c, f.basket(member, store, [f.line(unit_price=20_000)], points=1000))
+            return list(await asyncio.gather(write_off, burn))
+
+        for member, answers in zip(members, await asyncio.gather(*(race(m) for m in members)), strict=True):
+            outcome = codes(answers)
+            assert outcome in (["201", "insufficient_points"], ["insufficient_points", "201"]), outcome
+            # the sale earns 190 on its 190.00 net; the write-off leaves nothing
+            assert await f.balance(c, member) == (190 if answers[1].status_code == 201 else 0)
+    assert await run_cli("verify") == 0
+
+
+async def test_a_top_up_and_a_wallet_payment_at_once(app, server, cli_env):
+    """The payment needs the top-up: it succeeds only if the top-up came first, and the wallet shows exactly the
+    movements that happened."""
+    async with admin(server) as c:
+        store = (await f.create_store(c))["id"]
+        members = [(await f.enroll(c))["id"] for _ in range(6)]
+        for member in members:
+            assert (await top_up(c, member, 1000)).status_code == 201
+
+        async def race(member: str) -> list[httpx.Response]:
+            body = f.basket(member, store, [f.line(unit_price=2000)])
+            body["redeem"] = {"wallet_amount": 1200}
+            return list(await asyncio.gather(top_up(c, member, 500), f.commit(c, body)))
+
+        for member, answers in zip(members, await asyncio.gather(*(race(m) for m in members)), strict=True):
+            outcome = codes(answers)
+            assert outcome in (["201", "201"], ["201", "insufficient_funds"]), outcome
+            assert await wallet(c, member) == 1500 - (1200 if answers[1].status_code == 201 else 0)
+    assert await run_cli("verify") == 0
+
+
+async def test_a_gift_card_refunded_by_a_void_while_another_till_spends_it(app, server, cli_env):
+    """A card of 1,000 paid 600 of a sale; that sale is voided (or returned whole) while another member's till
+    asks the whole 1,000 of the card: that spend succeeds only after the refund, and the card never goes below
+    zero."""
+    async with admin(server) as c:
+        store = (await f.create_store(c))["id"]
+        r = await c.post("/v1/gift-cards", json={"amount": 1000, "count": 4}, headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+        cards = r.json()
+        buyers = [(await f.enroll(c))["id"] for _ in cards]
+        others = [(await f.enroll(c))["id"] for _ in cards]
+        sales = []
+        for card, buyer in zip(cards, buyers, strict=True):
+            body = f.basket(buyer, store, [f.line(quantity=2, unit_price=500)])
+            body["redeem"] = {"gift_cards": [tender(card, 600)]}
+            r = await f.commit(c, body)
+            assert r.status_code == 201, r.text
+            sales.append(r.json())
+
+        async def race(i: int) -> list[httpx.Response]:
+            body = f.basket(others[i], store, [f.line(unit_price=1500)])
+            body["redeem"] = {"gift_cards": [tender(cards[i], 1000)]}
+            refund = f.void(c, sales[i]["id"]) if i % 2 else f.return_lines(c, sales[i]["id"], {"1": 2})
+            return list(await asyncio.gather(refund, f.commit(c, body)))
+
+        answers = await asyncio.gather(*(race(i) for i in range(len(cards))))
+        for card, (refund, spend) in zip(cards, answers, strict=True):
+            assert refund.status_code in (200, 201), refund.text
+            assert spend.status_code == 201 or codes([spend]) == ["insufficient_funds"], spend.text
+            assert await card_balance(c, card) == (0 if spend.status_code == 201 else 1000)
+    assert await run_cli("verify") == 0
+
+
+async def test_an_erasure_and_a_sale_at_once(app, server, cli_env):
+    """README: a sale already under way when the member is erased completes as if it came first; one that starts
+    after is a 404. Never a 500, and the ledger stays whole."""
+    async with admin(server) as c:
+        store = (await f.create_store(c))["id"]
+        members = [(await f.enroll(c))["id"] for _ in range(8)]
+
+        async def race(member: str) -> list[httpx.Response]:
+            return list(await asyncio.gather(
+                c.delete(f"/v1/members/{member}"),
+                f.commit(c, f.basket(member, store, [f.line(unit_price=3000)])),
+                top_up(c, member, 500)))
+
+        for member, answers in zip(members, await asyncio.gather(*(race(m) for m in members)), strict=True):
+            erase, sale, topped = answers
+            assert erase.status_code == 204, erase.text
+            assert sale.status_code == 201 or codes([sale]) == ["member_not_found"], sale.text
+            assert topped.status_code == 201 or codes([topped]) == ["member_erased"], topped.text
+            assert await f.balance(c, member) == (30 if sale.status_code == 201 else 0)
+            assert await wallet(c, member) == (500 if topped.status_code == 201 else 0)
+    assert await run_cli("verify") == 0
+
+
+async def test_a_reward_used_while_the_sale_that_earned_it_is_voided(app, server, cli_env):
+    """The void revokes the reward if it comes first (the till then hears reward_not_available); if the till
+    comes first, the reward is used and the void leaves the card one stamp in deficit. Either way the card's
+    stamps match its ledger and no reward is both used and revoked."""
+    async with admin(server) as c:
+        store = (await f.create_store(c))["id"]
+        r = await c.post("/v1/punch-card-programs", json={
+            "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 1,
+            "reward": {"categories": ["pastry"]}, "reward_valid_days": 30})
+        assert r.status_code == 201, r.text
+        program = r.json()["id"]
+        members = [(await f.enroll(c))["id"] for _ in range(6)]
+        earned = []
+        for member in members:
+            r = await f.commit(c, f.basket(member, store, [f.line("1", "LATTE", "coffee", 1, 400)]))
+            assert r.status_code == 201, r.text
+            earned.append(r.json())
+
+        async def race(member: str, sale: dict) -> list[httpx.Response]:
+            [reward] = sale["earned"]["rewards_issued"]
+            body = f.basket(member, store, [f.line("1", "CROISSANT", "pastry", 1, 300)])
+            body["redeem"] = {"punch_rewards": [reward["id"]]}
+            return list(await asyncio.gather(f.void(c, sale["id"]), f.commit(c, body)))
+
+        answers = await asyncio.gather(*(race(m, s) for m, s in zip(members, earned, strict=True)))
+        for member, (void, use) in zip(members, answers, strict=True):
+            assert void.status_code == 200, void.text
+            assert use.status_code == 201 or codes([use]) == ["reward_not_available"], use.text
+            cards = (await c.get(f"/v1/members/{member}/punch-cards")).json()["data"]
+            [card] = [card for card in cards if card["program_id"] == program]
+            [reward] = card["rewards"]
+            if use.status_code == 201:
+                assert (reward["status"], card["stamps"]) == ("redeemed", -1)
+            else:
+                assert (reward["status"], card["stamps"]) == ("revoked", 0)
+    assert await run_cli("verify") == 0
