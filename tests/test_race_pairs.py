@@ -1,9 +1,10 @@
-"""Different operations on one member's balances at the same moment, on PostgreSQL: a return and the expiry sweep
-(held in a chosen order: a lock taken here, as the other's transaction would hold it), and, racing freely through
-two server processes, a void and returns of one sale, an adjustment and a sale burning the same points, a top-up and
-a wallet payment, a gift card's refund and its next spend, an erasure and a sale, a punch-card reward used while the
-sale that earned it is voided. Whatever order the database takes them in, every balance ends where one of the
-orders leaves it, no request answers a 500, and ``loyalty verify`` stays green."""
+"""Different operations on one member's balances at the same moment, on PostgreSQL: a return and the expiry sweep,
+a return and a sale using the voucher it withdraws (held in a chosen order: a lock taken here, as the other's
+transaction would hold it), and, racing freely through two server processes, a void and returns of one sale, an
+adjustment and a sale burning the same points, a top-up and a wallet payment, a gift card's refund and its next
+spend, an erasure and a sale, a punch-card reward used while the sale that earned it is voided. Whatever order the
+database takes them in, every balance ends where one of the orders leaves it, no request answers a 500, and
+``loyalty verify`` stays green."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ async def waiting_on_locks(app, n: int) -> None:
                 if (await probe.execute(query)).scalar_one() >= n:
                     return
             await asyncio.sleep(0.02)
+
+
+async def mutual_waits(app) -> set[frozenset[int]]:
+    """Pairs of statements of the test database each waiting on a lock the other holds: a deadlock, caught in the
+    second before PostgreSQL breaks it (``deadlock_timeout``)."""
+    query = text("SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                 "AND wait_event_type = 'Lock'")
+    async with app.state.db.engine.connect() as probe:
+        blocked = {pid: set(by) for pid, by in (await probe.execute(query)).all()}
+    return {frozenset((a, b)) for a, by in blocked.items() for b in by if a in blocked.get(b, ())}
 
 
 async def wallet(c: httpx.AsyncClient, member: str) -> int:
@@ -80,6 +91,42 @@ async def test_a_return_waiting_on_the_expiry_sweep_claws_back_nothing_the_sweep
     assert r.status_code == 201, r.text
     assert r.json()["reversed"]["points"] == 0
     assert await f.balance(client, member) == 0
+    await f.verify_ledger(app)
+
+
+async def test_a_return_withdrawing_a_voucher_and_a_sale_redeeming_it_do_not_deadlock(client, app):
+    """A sale earned a threshold voucher; a partial return leaves its spend below the threshold and withdraws the
+    voucher while the member's next sale redeems it. A return that moves no balance (this program earns no
+    points) took no lock on the member's accounts: it locked the voucher, then the member's tier, while the sale,
+    holding the member's accounts and tier, waited for the voucher. PostgreSQL broke that cycle after a second
+    (``deadlock_timeout``) and one of them ran again."""
+    await f.set_program(client, earn={"base_rate_per_major_unit": 0})
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    r = await client.post("/v1/voucher-campaigns", json={
+        "name": "Spend 10, get 1", "kind": "amount_off", "value": 100, "stackable": True,
+        "auto_issue": {"spend_threshold": 1000}})
+    assert r.status_code == 201, r.text
+    lines = [f.line("1", unit_price=1000), f.line("2", unit_price=500)]
+    sale = (await f.commit(client, f.basket(member, store, lines))).json()
+    [voucher] = sale["earned"]["vouchers_issued"]
+    body = f.basket(member, store, [f.line(unit_price=2000)], redeem={"vouchers": [voucher["code"]]})
+    async with f.row_held(app, "SELECT id FROM vouchers WHERE id = :v FOR UPDATE",
+                          v=voucher["id"]) as (release, waiting):
+        returning = asyncio.create_task(f.return_lines(client, sale["id"], {"1": 1}))
+        await waiting(1)
+        using = asyncio.create_task(f.commit(client, body))
+        await waiting(2)
+        await release()
+        cycles: set[frozenset[int]] = set()
+        while not (returning.done() and using.done()):
+            cycles |= await mutual_waits(app)
+            await asyncio.sleep(0.02)
+    assert not cycles, "the return and the sale waited on each other"
+    r = await returning
+    assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == [voucher["code"]], r.text
+    assert codes([await using]) == ["voucher_expired"]
+    assert (await client.get(f"/v1/vouchers/{voucher['code']}")).json()["status"] == "void"
     await f.verify_ledger(app)
 
 

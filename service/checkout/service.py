@@ -638,17 +638,18 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
                                                          plan)
     removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
     undo_referral = plan.fully_returned or lapsed is not None
-    accounts = None
-    if (takes_points or plan.points_refunded or wallet_back.total or cards_back or removals
-            or undo_referral):  # the member's lock before a referrer's (referrals.reverse)
-        # Before the sale's points are weighed: the expiry sweep takes points from the sale's lots under this lock,
-        # and what it took is not clawed back again. Read before it, a return that waited here for the sweep
-        # clawed back the points the sweep had just expired, and the member lost them twice.
-        accounts = await ledger.lock_accounts(
-            session, row.member_id,
-            [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
-            now)
-        await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
+    # The member's accounts, locked by every return, before a referrer's (referrals.reverse) and before the sale's
+    # vouchers and the member's tier, in the order a commit and a void take them: a return that moved no balance
+    # took no lock here, then locked a voucher the sale had earned and the tier after it, while the member's next
+    # sale, holding the tier, waited for that voucher (a deadlock). And before the sale's points are weighed: the
+    # expiry sweep takes points from the sale's lots under this lock, and what it took is not clawed back again.
+    # Read before it, a return that waited here for the sweep clawed back the points the sweep had just expired,
+    # and the member lost them twice.
+    accounts = await ledger.lock_accounts(
+        session, row.member_id,
+        [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
+        now)
+    await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
     clawed_back = 0
     if takes_points:
         points = await _sale_points(session, row, sale_net, returns_net, before)
@@ -677,14 +678,13 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         points_clawed_back=plan.points_clawed_back, points_refunded=plan.points_refunded,
         qualifying_spend=plan.qualifying_spend, created_at=now,
     )
-    if accounts is not None:
-        movements.extend(await punch_service.take_back(
-            session, row.member_id, row.id, removals, {kind: accounts.balance(kind) for kind in accounts.by_kind},
-            now, kind="return"))
-        if movements:
-            ret.ledger_transaction_id = await ledger.post(session, ledger.Posting(
-                kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
-                reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
+    movements.extend(await punch_service.take_back(
+        session, row.member_id, row.id, removals, {kind: accounts.balance(kind) for kind in accounts.by_kind},
+        now, kind="return"))
+    if movements:
+        ret.ledger_transaction_id = await ledger.post(session, ledger.Posting(
+            kind="return", member_id=row.member_id, at=now, movements=tuple(movements), store_id=row.store_id,
+            reference=ret.id, reverses_id=row.ledger_transaction_id), accounts)
     await repository.add_return(session, ret)
     if plan.fully_returned:
         await personalization.record_full_return(session, row.member_id, row.id, now)
