@@ -41,6 +41,23 @@ async def shop(client):
     return store["id"], member["id"]
 
 
+async def test_a_receipt_reads_back_with_its_rewards_in_the_order_the_commit_listed_them(client, shop):
+    """A sale that issues several rewards (and threshold vouchers) lists them in one order, by id, when committed
+    and when read again: the receipt is the same document either way."""
+    store, member = shop
+    program = await make_program(client, stamps_required=1)
+    for name in ("Spend 10", "Spend 20"):
+        r = await client.post("/v1/voucher-campaigns", json={"name": name, "kind": "amount_off", "value": 100,
+                                                             "auto_issue": {"spend_threshold": 1000}})
+        assert r.status_code == 201, r.text
+    sale = await buy(client, member, store, [coffee(quantity=6)])
+    assert len(sale["earned"]["rewards_issued"]) == 6 and len(sale["earned"]["vouchers_issued"]) == 2
+    assert {r["program_id"] for r in sale["earned"]["rewards_issued"]} == {program["id"]}
+    ids = [r["id"] for r in sale["earned"]["rewards_issued"]]
+    assert ids == sorted(ids)
+    assert (await client.get(f"/v1/checkout/transactions/{sale['id']}")).json() == sale
+
+
 async def test_program_crud_and_validation(client, make_client):
     program = await make_program(client)
     assert program["id"].startswith("pcp_") and program["active"] is True  # API.md: programmes are `pcp_…`

@@ -197,7 +197,10 @@ async def issue(session: AsyncSession, member_id: str, transaction_id: str, due:
 
 
 def issued_public(rows: Sequence[PunchReward]) -> list[dict]:
-    return [{"id": r.id, "program_id": r.program_id, "expires_at": r.expires_at.isoformat()} for r in rows]
+    """The rewards as a receipt lists them: by id, the order they read back in (``issued_by``), so that a sale's
+    receipt says the same when committed and when read again."""
+    return [{"id": r.id, "program_id": r.program_id, "expires_at": r.expires_at.isoformat()}
+            for r in sorted(rows, key=lambda r: r.id)]
 
 
 async def issued_by(session: AsyncSession, transaction_id: str) -> list[dict]:

@@ -256,7 +256,9 @@ async def _load_auto_issue(session: AsyncSession) -> tuple[rules.Campaign, ...]:
 
 
 def issued_public(vouchers: Sequence[VoucherPublic]) -> list[dict]:
-    return [v.model_dump(mode="json") for v in vouchers]
+    """The vouchers as a receipt lists them: by id, the order they read back in (``issued_by``), so that a sale's
+    receipt says the same when committed and when read again."""
+    return [v.model_dump(mode="json") for v in sorted(vouchers, key=lambda v: v.id)]
 
 
 async def issued_by(session: AsyncSession, transaction_id: str, now: datetime) -> list[dict]:
