@@ -81,6 +81,30 @@ async def test_multiplier_discount_and_nudge_at_the_till(client, store):
     assert any(o["kind"] == "tier_discount" and o["value"] == 50 for o in q["offers"])
 
 
+async def test_the_tier_offer_is_worth_what_the_tier_discount_takes_after_a_punch_reward(client, store):
+    """The tier discount comes after the punch rewards (DESIGN §4 steps 1-2): the quote's tier offer is worth what
+    the quote and its commit take off, on the lines as the reward left them."""
+    program = (await client.get("/v1/program")).json()
+    program["tiers"][0]["discount_percent"] = 10
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    r = await client.post("/v1/punch-card-programs", json={
+        "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 1,
+        "reward_valid_days": 30, "active": True})
+    assert r.status_code == 201, r.text
+    member = (await f.enroll(client))["id"]
+    r = await f.commit(client, f.basket(member, store, [f.line("1", "LATTE", "coffee", 1, 500)]))
+    assert r.status_code == 201, r.text
+    [reward] = r.json()["earned"]["rewards_issued"]
+    body = f.basket(member, store, [f.line("1", "LATTE", "coffee", 2, 500)], redeem={"punch_rewards": [reward["id"]]})
+    q = (await client.post("/v1/checkout/quote", json=body)).json()
+    assert [(a["kind"], a["amount"]) for a in q["applied"]] == [("punch_reward", 500), ("tier_discount", 50)]
+    [offer] = [o for o in q["offers"] if o["kind"] == "tier_discount"]
+    assert offer["value"] == 50 and offer["applicable"]  # 10 % of the 5.00 left, not of the 10.00 before
+    r = await f.commit(client, body)
+    assert r.status_code == 201, r.text
+    assert r.json()["applied"] == q["applied"]
+
+
 async def test_a_void_or_return_takes_back_the_upgrade_its_sale_made(client, store, clock):
     clock.freeze(T0)
     # A return that leaves the sale short of the tier it reached: back to the tier the sale found.

@@ -349,6 +349,11 @@ class Priced:
         return Decimal(self.discounts_by_kind.get(PointsBurn.kind, {}).get(line_id, 0)) / point_value
 
     @property
+    def tier_discount(self) -> int:
+        """What step 2, the tier discount, took off the basket (on the lines as the punch rewards left them)."""
+        return sum(self.discounts_by_kind.get(TierDiscount.kind, {}).values())
+
+    @property
     def burnable_net(self) -> int:
         """The net as steps 1-3 left it (punch rewards, tier discount, vouchers, as the request redeems them):
         what ``max_burn_percent`` caps the points on (step 4). The burn's own discount is added back; the tenders

@@ -64,6 +64,9 @@ class OfferContext:
     # What points are capped on: the basket's net after DESIGN §4 steps 1-3 with the punch rewards and vouchers
     # the request redeems, as the commit caps them (None: no basket).
     burnable_net: int | None = None
+    # What the tier discount takes off the basket as the quote prices it: DESIGN §4 step 2, on the lines as the
+    # punch rewards the request redeems leave them, as the commit takes it (None: no basket).
+    tier_discount: int | None = None
     # The tier window's qualifying spend, when the caller has read it (the quote has); read when needed otherwise.
     tier_spend: int | None = None
     # ``(expires_at, points)`` of the member's next lots to expire after ``now``, soonest first (at least
@@ -165,14 +168,15 @@ class Points:
 
 
 class Tiers:
-    """The tier discount as an offer; the spend still needed for the next tier as a nudge."""
+    """The tier discount as an offer (for the basket: worth what the quote and its commit take off, after the punch
+    rewards the request redeems); the spend still needed for the next tier as a nudge."""
 
     async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
         code, _, percent = checkout_rules.tier_figures(ctx.program.tiers, ctx.member.tier_code)
         if percent <= 0:
             return []
         name = next(t.name for t in ctx.program.tiers if t.code == code)
-        value = sum(checkout_rules.tier_discounts(ctx.basket, percent).values()) if ctx.basket is not None else 0
+        value = (ctx.tier_discount or 0) if ctx.basket is not None else 0
         return [TierDiscountOffer(id=code, title=ctx.text("tier_title", tier=name),
                                   description=ctx.text("tier_description", percent=f"{percent.normalize():f}",
                                                        tier=name),
