@@ -46,6 +46,7 @@ class Line:
     unit_price: int
     discount: int = 0
     free_units: int = 0  # units an earlier step made free (they earn no stamp and cannot be made free again)
+    free_rest: int = 0  # what those units were still to cost, at the unit price (a capped reward leaves a part)
 
     @property
     def subtotal(self) -> int:
@@ -72,10 +73,12 @@ class Basket:
     def net(self) -> int:
         return sum(line.net for line in self.lines)
 
-    def discounted(self, discounts: Mapping[str, int], free_units: Mapping[str, int] | None = None) -> Basket:
-        free_units = free_units or {}
+    def discounted(self, discounts: Mapping[str, int], free_units: Mapping[str, int] | None = None,
+                   free_rest: Mapping[str, int] | None = None) -> Basket:
+        free_units, free_rest = free_units or {}, free_rest or {}
         return Basket(tuple(replace(line, discount=line.discount + discounts.get(line.line_id, 0),
-                                    free_units=line.free_units + free_units.get(line.line_id, 0))
+                                    free_units=line.free_units + free_units.get(line.line_id, 0),
+                                    free_rest=line.free_rest + free_rest.get(line.line_id, 0))
                             for line in self.lines))
 
 
@@ -153,14 +156,15 @@ class Applied:
 @dataclass(frozen=True, slots=True)
 class Effect:
     """What one incentive does to the basket: discounts per line (minor units), the entries it lists as
-    applied, the ledger movements a commit posts for it, the units it made free (they earn no stamp) and,
-    for a tender, how much of ``payable`` it pays."""
+    applied, the ledger movements a commit posts for it, the units it made free (they earn no stamp) with what
+    a cap left them to cost (at the unit price) and, for a tender, how much of ``payable`` it pays."""
 
     discounts: Mapping[str, int] = field(default_factory=dict)
     applied: tuple[Applied, ...] = ()
     movements: tuple[Movement, ...] = ()
     tender: int = 0
     free_units: Mapping[str, int] = field(default_factory=dict)
+    free_rest: Mapping[str, int] = field(default_factory=dict)
 
 
 class Incentive(Protocol):
@@ -194,7 +198,13 @@ class PunchRewards:
             raise NoEligibleItem(f"Nothing in the basket can be made free by the {claim.program.name} reward "
                                  f"{claim.reward_id!r}.", reward_id=claim.reward_id)
         applied = tuple(Applied(self.kind, f.amount, line_id=f.line_id, id=f.reward_id) for f in result.freed)
-        return Effect(discounts=result.discounts, applied=applied, free_units=result.units)
+        # A reward capped below its unit's price leaves the rest of the unit to pay: not a paid unit's to give away.
+        prices = {line.line_id: line.unit_price for line in basket.lines}
+        rest: dict[str, int] = defaultdict(int)
+        for f in result.freed:
+            rest[f.line_id] += prices[f.line_id] - f.amount
+        return Effect(discounts=result.discounts, applied=applied, free_units=result.units,
+                      free_rest={line_id: n for line_id, n in rest.items() if n > 0})
 
 
 class TierDiscount:
@@ -220,7 +230,7 @@ def tier_discounts(basket: Basket, percent: Decimal) -> dict[str, int]:
 
 def voucher_items(basket: Basket) -> list[voucher_rules.Item]:
     return [voucher_rules.Item(line.line_id, line.sku, line.category, line.unit_price,
-                               line.quantity - line.free_units, line.net) for line in basket.lines]
+                               line.quantity - line.free_units, line.net, line.free_rest) for line in basket.lines]
 
 
 class VoucherDiscount:
@@ -242,6 +252,7 @@ class VoucherDiscount:
             raise VoucherNotApplicable(result.reason, voucher_code=result.voucher.code)
         discounts: dict[str, int] = defaultdict(int)
         free: dict[str, int] = defaultdict(int)
+        rest: dict[str, int] = defaultdict(int)
         applied = []
         for used in result:
             for line_id, amount in used.discount.per_line.items():
@@ -249,7 +260,9 @@ class VoucherDiscount:
                 applied.append(Applied(self.kind, amount, line_id=line_id, id=used.voucher.id))
             for line_id, units in used.discount.free_units.items():
                 free[line_id] += units
-        return Effect(discounts=dict(discounts), applied=tuple(applied), free_units=dict(free))
+            for line_id, n in used.discount.free_rest.items():
+                rest[line_id] += n
+        return Effect(discounts=dict(discounts), applied=tuple(applied), free_units=dict(free), free_rest=dict(rest))
 
 
 class PointsBurn:
@@ -371,7 +384,7 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
         effect = incentive.price(basket, replace(ctx, tendered=sum(tenders.values())))
         if effect.tender:
             tenders[incentive.kind] = effect.tender
-        basket = basket.discounted(effect.discounts, effect.free_units)
+        basket = basket.discounted(effect.discounts, effect.free_units, effect.free_rest)
         applied.extend(effect.applied)
         movements.extend(effect.movements)
         by_kind[incentive.kind] = effect.discounts
@@ -404,7 +417,7 @@ def before_vouchers(basket: Basket, ctx: Context) -> Basket:
     """The basket as the steps before the vouchers leave it (what a voucher offer is valued against)."""
     for incentive in INCENTIVES[:VOUCHER_STEP]:
         effect = incentive.price(basket, ctx)
-        basket = basket.discounted(effect.discounts, effect.free_units)
+        basket = basket.discounted(effect.discounts, effect.free_units, effect.free_rest)
     return basket
 
 

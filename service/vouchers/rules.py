@@ -151,12 +151,16 @@ class Item:
     unit_price: int
     paid_units: int
     net: int
+    # What the line's free units were still to cost, at the unit price: a punch-card reward or a free-item voucher
+    # with a cap leaves part of its unit to pay, and that part of the net is not the paid units'.
+    free_rest: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Discount:
     per_line: Mapping[str, int] = field(default_factory=dict)
     free_units: Mapping[str, int] = field(default_factory=dict)
+    free_rest: Mapping[str, int] = field(default_factory=dict)  # what a capped free unit leaves, at the unit price
 
     @property
     def total(self) -> int:
@@ -168,10 +172,22 @@ def _eligible(campaign: Campaign, items: Sequence[Item]) -> list[Item]:
 
 
 def unit_value(item: Item) -> int:
-    """What one paid unit of the line still costs: its net shared evenly over the paid units, rounded half up."""
-    if item.paid_units <= 0:
+    """What one paid unit of the line still costs, rounded half up: its share of the net, which the paid units
+    share with what the free units were left to cost (``free_rest``), each weighed at the unit price. Without such
+    a rest, the net shared evenly over the paid units. A unit never takes what a capped reward left to pay on
+    another (a unit of 5.00 beside one that a reward capped at 2.50 left 2.50 of is worth 5.00, not 7.50)."""
+    weight = item.unit_price * item.paid_units + item.free_rest
+    if item.paid_units <= 0 or weight <= 0:
         return 0
-    return min(round_half_up(Decimal(item.net) / item.paid_units), item.net)
+    return min(round_half_up(Decimal(item.net) * item.unit_price / weight), item.net)
+
+
+def free_rest(unit_price: int, value: int, amount: int) -> int:
+    """What a unit worth ``value`` (minor units, after the earlier discounts) is left to cost, at the unit price,
+    once ``amount`` of it is made free (half up): the weight its rest keeps in :func:`unit_value`."""
+    if value <= 0 or amount >= value:
+        return 0
+    return round_half_up(Decimal(unit_price) * (value - amount) / value)
 
 
 def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
@@ -188,8 +204,12 @@ def discount(campaign: Campaign, items: Sequence[Item]) -> Discount:
         if not candidates:
             return Discount()
         item = min(candidates, key=lambda i: (unit_value(i), i.line_id))
-        amount = unit_value(item) if campaign.value is None else min(unit_value(item), campaign.value)
-        return Discount({item.line_id: amount}, {item.line_id: 1}) if amount > 0 else Discount()
+        value = unit_value(item)
+        amount = value if campaign.value is None else min(value, campaign.value)
+        if amount <= 0:
+            return Discount()
+        rest = free_rest(item.unit_price, value, amount)
+        return Discount({item.line_id: amount}, {item.line_id: 1}, {item.line_id: rest} if rest else {})
     if campaign.kind == AMOUNT_OFF:
         nets = [i.net for i in eligible]
         shares = allocate(min(campaign.value or 0, sum(nets)), nets)
@@ -277,7 +297,8 @@ def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, it
         result = discount(voucher.campaign, current)
         applied.append(Applied(voucher, result))
         current = [Item(i.line_id, i.sku, i.category, i.unit_price,
-                        i.paid_units - result.free_units.get(i.line_id, 0), i.net - result.per_line.get(i.line_id, 0))
+                        i.paid_units - result.free_units.get(i.line_id, 0), i.net - result.per_line.get(i.line_id, 0),
+                        i.free_rest + result.free_rest.get(i.line_id, 0))
                    for i in current]
     return applied
 

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -9,6 +10,8 @@ from service.checkout import rules
 from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase, UnknownLine
 from service.money import allocate
 from service.points.rules import EarnRules
+from service.punchcards import rules as punch_rules
+from service.vouchers import rules as voucher_rules
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 
@@ -36,6 +39,44 @@ def test_pipeline_applies_tier_discount_then_points_then_earns_on_the_rest():
 def test_no_line_goes_below_zero():
     priced = rules.price(basket(1, 0, 999), ctx(points=1000))
     assert [line.net for line in priced.basket.lines] == [0, 0, 0]
+
+
+def _free_coffee(*caps: int | None, reward_cap: int | None = 250, discount: str = "0") -> rules.Context:
+    """A coffee card's reward (capped at ``reward_cap``) and a free-item voucher per cap in ``caps``."""
+    card = punch_rules.Program("pcp_1", "Coffee card", frozenset(), frozenset({"coffee"}), 3, max_value=reward_cap)
+    vouchers = tuple(voucher_rules.Voucher(f"vch_{i}", f"CODE{i}", voucher_rules.Campaign(
+        f"cmp_{i}", "Free coffee", voucher_rules.FREE_ITEM, cap, stackable=True), "mem_1", "active")
+        for i, cap in enumerate(caps))
+    return replace(ctx(discount=discount), punch=rules.PunchState((card,), {}, (punch_rules.Claim("rwd_1", card),)),
+                   vouchers=rules.VoucherState(vouchers, voucher_rules.MemberFacts("member"), NOW))
+
+
+def test_a_free_item_voucher_frees_one_unit_not_what_a_capped_reward_left_to_pay():
+    """A reward capped at 2.50 leaves 2.50 of its 5.00 unit to pay. A free-item voucher then frees the other unit,
+    5.00, not the line's whole 7.50 (which would make the capped unit free as well)."""
+    lines = (rules.Line("1", "LATTE", "coffee", 2, 500),)
+    priced = rules.price(rules.Basket(lines), _free_coffee(None))
+    assert [(a.kind, a.amount) for a in priced.applied] == [("punch_reward", 250), ("voucher", 500)]
+    assert priced.basket.net == 250
+    # A reward capped at nothing frees nothing of its unit: the voucher takes the other one, 5.00.
+    priced = rules.price(rules.Basket(lines), _free_coffee(None, reward_cap=0))
+    assert [(a.kind, a.amount) for a in priced.applied] == [("punch_reward", 0), ("voucher", 500)]
+    assert priced.basket.net == 500
+    # With a 10 % tier discount the paid unit costs 4.50 and the capped one 2.25 of the 6.75 left.
+    priced = rules.price(rules.Basket(lines), _free_coffee(None, discount="10"))
+    assert [(a.kind, a.amount) for a in priced.applied] == [("punch_reward", 250), ("tier_discount", 75),
+                                                           ("voucher", 450)]
+    assert priced.basket.net == 225
+    # A free-item voucher capped at 1.50 leaves 3.50 of its unit; the next voucher frees a whole unit, 5.00.
+    priced = rules.price(rules.Basket((rules.Line("1", "LATTE", "coffee", 3, 500),)), _free_coffee(150, None))
+    assert [(a.kind, a.amount) for a in priced.applied] == [("punch_reward", 250), ("voucher", 150),
+                                                           ("voucher", 500)]
+    assert priced.basket.net == 1500 - 250 - 150 - 500
+    # Without a cap anywhere, units cost the line's net over its paid units, as before.
+    priced = rules.price(rules.Basket((rules.Line("1", "LATTE", "coffee", 3, 401),)),
+                         _free_coffee(None, None, reward_cap=None))
+    assert [(a.kind, a.amount) for a in priced.applied] == [("punch_reward", 401), ("voucher", 401),
+                                                           ("voucher", 401)]
 
 
 def test_occurred_at_window():
