@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 from tests.factories import entry_count, verify_ledger
 from tests.live import LiveApp, live_app
+from tests.reference import half_up, shares
 
 EXAMPLES = int(os.environ.get("LOYALTY_QUOTE_EXAMPLES", "40"))
 STORE = "quote-commit-store"
@@ -50,30 +51,6 @@ def seen(what: str) -> None:
 
 MULTIPLIERS = st.sampled_from([0.5, 1, 1.25, 1.5, 2, 3.3])
 PRICES = st.sampled_from([0, 1, 5, 99, 150, 333, 450, 999, 1000, 1999, 2500, 4999])
-
-
-def half_up(value: Fraction) -> int:
-    return floor(value + Fraction(1, 2))
-
-
-def shares(amount: int, weights: list[int]) -> list[int]:
-    """``amount`` over ``weights`` in proportion, half up, off-by-ones to the largest remainders (ties: first)."""
-    total = sum(weights)
-    if amount == 0 or total == 0:
-        return [0 for _ in weights]
-    exact = [Fraction(amount * w, total) for w in weights]
-    got = [min(half_up(x), w) for x, w in zip(exact, weights, strict=True)]
-    diff = amount - sum(got)
-    order = range(len(weights))
-    if diff > 0:
-        for i in sorted(order, key=lambda i: (got[i] - exact[i], i)):
-            room = min(weights[i] - got[i], diff)
-            got[i], diff = got[i] + room, diff - room
-    elif diff < 0:
-        for i in sorted(order, key=lambda i: (exact[i] - got[i], i)):
-            room = min(got[i], -diff)
-            got[i], diff = got[i] - room, diff + room
-    return got
 
 
 class Shop:
@@ -457,7 +434,7 @@ def check_example(shop: Shop, draw, n: int, now: datetime) -> None:
     burned = sum(a["points"] for a in q["applied"] if a["kind"] == "points")
     points_after = before["points"] - burned + q["earn"]["points"] + q["earn"]["bonus_points"]
     wallet_paid = q["totals"]["wallet"]
-    cash_part, bonus_part = shares(wallet_paid, [before["cash"], before["bonus"]])
+    cash_part, bonus_part = shares(wallet_paid, before["cash"], before["bonus"])
     assert c["balances_after"] == {"points": points_after, "wallet": before["cash"] + before["bonus"] - wallet_paid}
     after = shop.state(member_id, cards, punch_ids)
     assert after["points"] == points_after

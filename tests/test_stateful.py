@@ -48,6 +48,7 @@ from hypothesis.stateful import (
 from service import cli
 from tests.factories import held, points_outstanding, verify_ledger
 from tests.live import LiveApp, live_app
+from tests.reference import half_up, shares
 
 STORE = "stateful-store"
 STAMPS_REQUIRED = 3
@@ -57,31 +58,6 @@ EXAMPLES = int(os.environ.get("LOYALTY_STATEFUL_EXAMPLES", "12"))
 STEPS = int(os.environ.get("LOYALTY_STATEFUL_STEPS", "30"))
 _seq = itertools.count(1)
 
-
-def half_up(value: Fraction) -> int:
-    """Round half up (every figure rounded here is at least zero)."""
-    return floor(value + Fraction(1, 2))
-
-
-def shares(amount: int, *weights: int) -> list[int]:
-    """``amount`` over parts in proportion to their ``weights``, each share rounded half up, the off-by-ones
-    corrected on the shares whose exact value was nearest to rounding the other way (ties: the earlier part)."""
-    total = sum(weights)
-    if amount == 0 or total == 0:
-        return [0 for _ in weights]
-    exact = [Fraction(amount * w, total) for w in weights]
-    got = [min(half_up(x), w) for x, w in zip(exact, weights, strict=True)]
-    diff = amount - sum(got)
-    order = range(len(weights))
-    if diff > 0:
-        for i in sorted(order, key=lambda i: (got[i] - exact[i], i)):
-            room = min(weights[i] - got[i], diff)
-            got[i], diff = got[i] + room, diff - room
-    elif diff < 0:
-        for i in sorted(order, key=lambda i: (exact[i] - got[i], i)):
-            room = min(got[i], -diff)
-            got[i], diff = got[i] - room, diff + room
-    return got
 
 
 def split(amount: int, cash: int, bonus: int) -> tuple[int, int]:
