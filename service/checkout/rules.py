@@ -199,10 +199,11 @@ class PunchRewards:
                                  f"{claim.reward_id!r}.", reward_id=claim.reward_id)
         applied = tuple(Applied(self.kind, f.amount, line_id=f.line_id, id=f.reward_id) for f in result.freed)
         # A reward capped below its unit's price leaves the rest of the unit to pay: not a paid unit's to give away.
+        # Step 1 prices units at their unit price, so the value a reward takes from is that price.
         prices = {line.line_id: line.unit_price for line in basket.lines}
         rest: dict[str, int] = defaultdict(int)
         for f in result.freed:
-            rest[f.line_id] += prices[f.line_id] - f.amount
+            rest[f.line_id] += voucher_rules.free_rest(prices[f.line_id], prices[f.line_id], f.amount)
         return Effect(discounts=result.discounts, applied=applied, free_units=result.units,
                       free_rest={line_id: n for line_id, n in rest.items() if n > 0})
 
