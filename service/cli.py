@@ -14,6 +14,15 @@ from service.settings import Settings
 OPENAPI_PATH = Path("openapi/openapi.json")
 
 
+SERVED_APP = "service.app:serve_app"
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    """How each worker of ``loyalty serve`` runs :data:`SERVED_APP` (the tests' forked servers run the same)."""
+    return {"factory": True, "log_config": None, "access_log": False, "proxy_headers": True,
+            "timeout_keep_alive": settings.keep_alive_seconds}
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -22,8 +31,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from service import migrate
 
         migrate.upgrade(settings.database_url)
-    uvicorn.run("service.app:serve_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_config=None, access_log=False, proxy_headers=True, timeout_keep_alive=settings.keep_alive_seconds)
+    uvicorn.run(SERVED_APP, host=args.host, port=args.port, workers=args.workers, **uvicorn_options(settings))
     return 0
 
 

@@ -26,7 +26,7 @@ from service.observability import JsonFormatter
 from service.routing import UnitOfWorkRoute
 from tests.conftest import ADMIN_KEY, ROOT_DIR
 from tests.factories import new_key
-from tests.server import running_server
+from tests.server import running_server, served_command
 
 
 async def test_healthz_needs_no_key(app):
@@ -165,7 +165,7 @@ async def test_several_processes_starting_at_once_ensure_one_bootstrap_key(app, 
 
 
 def test_a_real_server_with_two_workers_serves_the_api(database_url, app):
-    with running_server(database_url, workers=2) as base:
+    with served_command(database_url, workers=2) as base:
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         with httpx.Client(base_url=base, headers=headers, timeout=10) as c:
             assert c.get("/healthz").status_code == 200
