@@ -29,12 +29,12 @@ def admin(base: str) -> httpx.AsyncClient:
                              limits=httpx.Limits(max_connections=40))
 
 
-async def waiting_on_locks(app, n: int) -> None:
-    """Returns once ``n`` statements of the test database wait on a lock."""
+async def waiting_on_locks(app, n: int, *, unless: asyncio.Task | None = None) -> None:
+    """Returns once ``n`` statements of the test database wait on a lock (or ``unless`` is done)."""
     query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                  "AND wait_event_type = 'Lock'")
     async with asyncio.timeout(10):
-        while True:
+        while unless is None or not unless.done():
             async with app.state.db.engine.connect() as probe:
                 if (await probe.execute(query)).scalar_one() >= n:
                     return
@@ -91,6 +91,70 @@ async def test_a_return_waiting_on_the_expiry_sweep_claws_back_nothing_the_sweep
     assert r.status_code == 201, r.text
     assert r.json()["reversed"]["points"] == 0
     assert await f.balance(client, member) == 0
+    await f.verify_ledger(app)
+
+
+async def test_the_expiry_sweep_and_a_referred_members_first_sale_do_not_deadlock(client, app):
+    """The sweep expires many members' points in one transaction, locking each member's accounts in id order and
+    holding them; a referred member's first sale locks the member's accounts, then the referrer's. With the
+    referrer first in the sweep's order, the sweep held the referrer's and waited for the member's while the
+    sale, holding the member's, waited for the referrer's: PostgreSQL broke that cycle after a second
+    (``deadlock_timeout``). The sweep now leaves a member whose accounts are held to its next batch."""
+    store = (await f.create_store(client))["id"]
+    referrer = await f.enroll(client)
+    assert (await f.commit(client, f.basket(referrer["id"], store, [f.line(unit_price=1000)]))).status_code == 201
+    async with app.state.db.engine.connect() as conn:
+        while True:  # a friend after the referrer in the sweep's order (the database's, by member id)
+            friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+            if (await conn.execute(text("SELECT :a < :b"), {"a": referrer["id"], "b": friend})).scalar_one():
+                break
+    small = await f.commit(client, f.basket(friend, store, [f.line(unit_price=1000)]))  # below the first spend
+    assert small.status_code == 201 and small.json()["earned"]["bonus_points"] == 0, small.text
+    now = datetime.now(UTC)
+
+    async def sweep():
+        async with app.state.db.transaction() as session:  # `loyalty sweep` a year and more later
+            return await points_service.sweep_batch(session, now + timedelta(days=400), now)
+
+    # The sale is held between its two locks: after the friend's accounts, at the friend's tier.
+    async with f.row_held(app, "SELECT member_id FROM tier_states WHERE member_id = :m FOR UPDATE",
+                          m=friend) as (release, waiting):
+        sale = asyncio.create_task(f.commit(client, f.basket(friend, store, [f.line(unit_price=2000)])))
+        await waiting(1)
+        sweeping = asyncio.create_task(sweep())
+        await waiting_on_locks(app, 2, unless=sweeping)  # the sweep is done, or waits for the friend's accounts
+        await release()
+        cycles: set[frozenset[int]] = set()
+        while not (sale.done() and sweeping.done()):
+            cycles |= await mutual_waits(app)
+            await asyncio.sleep(0.02)
+    assert not cycles, "the sweep and the sale waited on each other"
+    r = await sale
+    assert r.status_code == 201 and r.json()["earned"]["bonus_points"] == 500, r.text
+    swept = await sweeping
+    assert (swept.members, swept.points, swept.busy) == (1, 10, 1)  # the referrer's 10; the friend left for later
+    assert await f.balance(client, referrer["id"]) == 500  # the referral's 500 expire in a year, not yet
+    later = await sweep()
+    assert (later.members, later.busy) == (2, 0)  # the friend's three lots, the referrer's referral lot
+    assert await f.balance(client, friend) == 0 and await f.balance(client, referrer["id"]) == 0
+    await f.verify_ledger(app)
+
+
+async def test_loyalty_sweep_comes_back_for_a_member_a_till_held(client, app, cli_env, capsys):
+    """A member whose accounts a sale holds is left out of the sweep's batch; the sweep comes back for them."""
+    store = (await f.create_store(client))["id"]
+    held, other = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    for member in (held, other):
+        assert (await f.commit(client, f.basket(member, store, [f.line(unit_price=1000)]))).status_code == 201
+    as_of = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    async with f.row_held(app, "SELECT id FROM ledger_accounts WHERE member_id = :m FOR UPDATE", m=held) as (
+            release, _):
+        sweeping = asyncio.create_task(run_cli("sweep", "--allow-future", "--as-of", as_of))
+        await asyncio.sleep(1)
+        await release()
+    assert await sweeping == 0
+    assert "expired 20 points from 2 lots of 2 members" in capsys.readouterr().out
+    assert await f.balance(client, held) == 0 and await f.balance(client, other) == 0
     await f.verify_ledger(app)
 
 

@@ -54,24 +54,27 @@ async def open_accounts(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
                 {f"p_{column}_{n}": value for n, row in enumerate(rows) for column, value in row.items()})
 
 
-def _lock_member_accounts(insert, *, nowait: bool):
+def _lock_member_accounts(insert, *, nowait: bool = False, skip_locked: bool = False):
     return (select(*_ACCOUNT_COLUMNS)
             .where(_ACCOUNTS.c.member_id == bindparam("p_member_id"), one_of(insert, _ACCOUNTS.c.kind, "p_kinds"))
             .order_by(_ACCOUNTS.c.id)
-            .with_for_update(nowait=nowait))
+            .with_for_update(nowait=nowait, skip_locked=skip_locked))
 
 
-_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda insert: _lock_member_accounts(insert, nowait=False))
+_LOCK_MEMBER_ACCOUNTS = prebuilt(lambda insert: _lock_member_accounts(insert))
 _LOCK_MEMBER_ACCOUNTS_NOWAIT = prebuilt(lambda insert: _lock_member_accounts(insert, nowait=True))
+_LOCK_MEMBER_ACCOUNTS_SKIP_LOCKED = prebuilt(lambda insert: _lock_member_accounts(insert, skip_locked=True))
 
 
 async def lock_member_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], *,
-                               nowait: bool = False) -> list[Row]:
+                               nowait: bool = False, skip_locked: bool = False) -> list[Row]:
     """The member's accounts of these kinds (``_ACCOUNT_COLUMNS``), locked until the transaction ends (``FOR
     UPDATE`` on PostgreSQL; on SQLite the write transaction already holds the database lock). Always locked in
     id order, so two transactions locking several accounts cannot deadlock. ``nowait``: fail at once (SQLSTATE
-    55P03, which reruns the request) instead of waiting for an account another transaction holds."""
-    statement = _LOCK_MEMBER_ACCOUNTS_NOWAIT if nowait else _LOCK_MEMBER_ACCOUNTS
+    55P03, which reruns the request) instead of waiting for an account another transaction holds;
+    ``skip_locked``: leave out, without waiting, the accounts another transaction holds."""
+    statement = (_LOCK_MEMBER_ACCOUNTS_NOWAIT if nowait else _LOCK_MEMBER_ACCOUNTS_SKIP_LOCKED if skip_locked
+                 else _LOCK_MEMBER_ACCOUNTS)
     return await fetch(session, statement(session), {"p_member_id": member_id, "p_kinds": list(kinds)})
 
 

@@ -114,6 +114,19 @@ async def lock_accounts(session: AsyncSession, member_id: str, kinds: Sequence[s
     return LockedAccounts(member_id, {a.kind: Account(*a) for a in accounts})
 
 
+async def lock_accounts_if_free(session: AsyncSession, member_id: str, kinds: Sequence[str]) -> LockedAccounts | None:
+    """The member's accounts of these kinds, locked, if they exist and no other transaction holds one of them
+    (``FOR UPDATE SKIP LOCKED``); None otherwise, without waiting. For work over many members in one
+    transaction (the expiry sweep): it holds the members it has done while it goes on, and a sale holding the
+    next one's accounts may be waiting for one of those (a referred member's first sale locks the referrer's),
+    so waiting for it could close a cycle."""
+    kinds = sorted(set(kinds))
+    accounts = await repository.lock_member_accounts(session, member_id, kinds, skip_locked=True)
+    if len(accounts) < len(kinds):
+        return None
+    return LockedAccounts(member_id, {a.kind: Account(*a) for a in accounts})
+
+
 async def open_accounts(session: AsyncSession, member_id: str, kinds: Sequence[str], now: datetime) -> None:
     """Create a new member's accounts of these kinds with the member, in the enrolment's own round trips (the
     insert joins the session's next statement): the member's first sale then finds and locks them in one

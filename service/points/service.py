@@ -106,16 +106,21 @@ class SweepResult:
     members: int = 0
     lots: int = 0
     points: int = 0
+    busy: int = 0  # members left for the next batch: a sale or return of theirs held their accounts
 
 
 async def sweep_batch(session: AsyncSession, as_of: datetime, now: datetime, *, limit: int = 200) -> SweepResult:
     """Expire what remains in lots past ``expires_at`` for up to ``limit`` members: one ledger transaction per
     member (``expire`` entries against ``program:points_expired``). A lot once expired holds nothing, so running
-    again changes nothing."""
+    again changes nothing. A member whose accounts another transaction holds is left for the next batch
+    (``busy``), not waited for (:func:`service.ledger.service.lock_accounts_if_free`)."""
     await ledger.ensure_program_accounts(session, now)
-    members = lots = total = 0
+    members = lots = total = busy = 0
     for member_id in await ledger_repository.members_with_expired_lots(session, as_of, limit=limit):
-        accounts = await ledger.lock_accounts(session, member_id, [POINTS], now)
+        accounts = await ledger.lock_accounts_if_free(session, member_id, [POINTS])
+        if accounts is None:
+            busy += 1
+            continue
         expired = await ledger_repository.expired_lots_of(session, member_id, as_of)  # read again under the lock
         amount = sum(lot.remaining for lot in expired)
         if amount <= 0:
@@ -129,4 +134,4 @@ async def sweep_batch(session: AsyncSession, as_of: datetime, now: datetime, *, 
             "member_id": member_id, "points": amount, "as_of": as_of, "ledger_transaction_id": transaction_id,
             "balance": accounts.balance(POINTS)}, at=now, member_id=member_id)
         members, lots, total = members + 1, lots + len(expired), total + amount
-    return SweepResult(members, lots, total)
+    return SweepResult(members, lots, total, busy)
