@@ -33,7 +33,7 @@ from benchmarks import cdnow, growth  # noqa: E402
 from benchmarks.growth import HEADERS, STORE  # noqa: E402
 from service.imports.rules import MEMBERS_PER_TRANSACTION  # noqa: E402
 from tests.conftest import ADMIN_KEY  # noqa: E402
-from tests.server import running_server  # noqa: E402
+from tests.server import served_command  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -151,19 +151,25 @@ def seed_program(base: str) -> None:
             "reward": {"categories": ["coffee"], "max_value": 500}, "reward_valid_days": 90}).raise_for_status()
 
 
-def worker_rss_mb(server_pid_hint: str) -> float:
-    """The largest resident set of the server's worker processes, in MB."""
-    out = subprocess.run(["pgrep", "-f", server_pid_hint], capture_output=True, text=True).stdout.split()
-    sizes = []
-    for pid in out:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        match = re.search(r"VmRSS:\s+(\d+) kB", status)
-        if match:
-            sizes.append(int(match.group(1)) / 1024)
+def worker_rss_mb(base: str) -> float:
+    """The largest resident set of the worker processes of the ``loyalty serve`` listening at ``base``, in MB:
+    uvicorn's spawned workers, children of the command's process (with one worker, that process serves itself).
+    Until 2026-12-07 this matched the command's own process only, uvicorn's supervisor (38 MB), not a worker."""
+    port = base.rsplit(":", 1)[1]
+    [command] = subprocess.run(["pgrep", "-f", f"service.cli serve --no-migrate --port {port} "],
+                               capture_output=True, text=True).stdout.split()
+    children = subprocess.run(["pgrep", "-P", command], capture_output=True, text=True).stdout.split()
+    workers = [pid for pid in children if "spawn_main" in _read(f"/proc/{pid}/cmdline")] or [command]
+    sizes = [int(match.group(1)) / 1024 for pid in workers
+             if (match := re.search(r"VmRSS:\s+(\d+) kB", _read(f"/proc/{pid}/status")))]
     return max(sizes, default=0.0)
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
 def report(title: str, figures: list[Figure], ceilings: dict[str, float], notes: list[str]) -> str:
@@ -207,14 +213,14 @@ def bench_postgres(args: argparse.Namespace, wrk: str) -> str:
     migrate(url)
     notes: list[str] = []
     growth_rows: list[str] = []
-    with running_server(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
+    with served_command(url, workers=args.workers) as base, tempfile.TemporaryDirectory() as tmp:
         if args.cdnow:
             replay_cdnow(base, url, args.cdnow_limit, args.cdnow_via, notes)
         seeded = seed(base, args.members, notes)
         settle(args.database)
         run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
         figures = load_figures(wrk, base, tmp, seeded, run)
-        notes.append(f"Largest worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
+        notes.append(f"Largest worker RSS after load: {worker_rss_mb(base):.0f} MB.")
         if args.growth:
             growth_rows = grow(args, wrk, base, tmp, seeded, run)
     pgbench = pgbench_ceiling(args.database, connections=args.connections, duration=args.duration)
@@ -254,11 +260,11 @@ def bench_sqlite(args: argparse.Namespace, wrk: str) -> str:
         url = f"sqlite+aiosqlite:///{tmp}/bench.db"
         migrate(url)
         notes: list[str] = []
-        with running_server(url, workers=1) as base:
+        with served_command(url, workers=1) as base:
             seeded = seed(base, min(args.members, 1000), notes)
             run = dict(connections=args.connections, duration=args.duration, warmup=args.warmup)
             figures = load_figures(wrk, base, tmp, seeded, run)
-            notes.append(f"Worker RSS after load: {worker_rss_mb('service.cli serve'):.0f} MB.")
+            notes.append(f"Worker RSS after load: {worker_rss_mb(base):.0f} MB.")
     return report("SQLite (the embedded default), 1 worker", figures, {"healthz": figures[0].rps}, notes)
 
 
