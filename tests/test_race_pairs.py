@@ -140,6 +140,44 @@ async def test_the_expiry_sweep_and_a_referred_members_first_sale_do_not_deadloc
     await f.verify_ledger(app)
 
 
+async def test_voiding_a_referred_members_first_sale_and_the_referrers_sale_do_not_deadlock(client, app):
+    """Both sales earned a voucher of one spend-threshold campaign. The void withdraws the friend's (giving its
+    place back locks the campaign), then takes the referral back from the referrer; the referrer's own sale locks
+    the referrer's accounts, then the campaign to issue from it. With the void first to the campaign, each
+    waited for the other. The void now locks the referrer's accounts right after the friend's."""
+    r = await client.post("/v1/voucher-campaigns", json={
+        "name": "Spend 10, get 1", "kind": "amount_off", "value": 100, "stackable": True,
+        "auto_issue": {"spend_threshold": 1000}})
+    assert r.status_code == 201, r.text
+    store = (await f.create_store(client))["id"]
+    referrer = await f.enroll(client)
+    assert (await f.commit(client, f.basket(referrer["id"], store, [f.line(unit_price=500)]))).status_code == 201
+    friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+    first = (await f.commit(client, f.basket(friend, store, [f.line(unit_price=2500)]))).json()
+    assert first["earned"]["bonus_points"] == 500 and len(first["earned"]["vouchers_issued"]) == 1, first
+    assert await f.balance(client, referrer["id"]) == 5 + 500
+
+    # The referrer's sale is held between its two locks: after the referrer's accounts, at the referrer's tier.
+    async with f.row_held(app, "SELECT member_id FROM tier_states WHERE member_id = :m FOR UPDATE",
+                          m=referrer["id"]) as (release, waiting):
+        sale = asyncio.create_task(f.commit(client, f.basket(referrer["id"], store, [f.line(unit_price=1500)])))
+        await waiting(1)
+        voiding = asyncio.create_task(f.void(client, first["id"]))
+        await waiting(2)  # the void waits for the referrer's accounts
+        await release()
+        cycles: set[frozenset[int]] = set()
+        while not (sale.done() and voiding.done()):
+            cycles |= await mutual_waits(app)
+            await asyncio.sleep(0.02)
+    assert not cycles, "the void and the referrer's sale waited on each other"
+    r = await sale
+    assert r.status_code == 201 and len(r.json()["earned"]["vouchers_issued"]) == 1, r.text
+    r = await voiding
+    assert r.status_code == 200, r.text
+    assert await f.balance(client, referrer["id"]) == 5 + 15 and await f.balance(client, friend) == 0
+    await f.verify_ledger(app)
+
+
 async def test_loyalty_sweep_comes_back_for_a_member_a_till_held(client, app, cli_env, capsys):
     """A member whose accounts a sale holds is left out of the sweep's batch; the sweep comes back for them."""
     store = (await f.create_store(client))["id"]

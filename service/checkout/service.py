@@ -538,6 +538,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     accounts = await ledger.lock_accounts(
         session, row.member_id,
         [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ()), *_stamp_kinds(row), *used_cards], now)
+    await referrals.lock_referrer(session, row.id, now)
     cards_paid = _gift_cards_paid(row)
     await ledger.lock_gift_card_accounts(session, list(cards_paid), now, into=accounts)
     returns = await repository.returns_of(session, row.id)
@@ -638,7 +639,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
                                                          plan)
     removals = _stamp_removals(row, returned, {ln.line_id: ln.quantity for ln in body.lines})
     undo_referral = plan.fully_returned or lapsed is not None
-    # The member's accounts, locked by every return, before a referrer's (referrals.reverse) and before the sale's
+    # The member's accounts, locked by every return, before a referrer's (referrals.lock_referrer) and the sale's
     # vouchers and the member's tier, in the order a commit and a void take them: a return that moved no balance
     # took no lock here, then locked a voucher the sale had earned and the tier after it, while the member's next
     # sale, holding the tier, waited for that voucher (a deadlock). And before the sale's points are weighed: the
@@ -649,6 +650,8 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         session, row.member_id,
         [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
         now)
+    if undo_referral:
+        await referrals.lock_referrer(session, row.id, now)
     await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
     clawed_back = 0
     if takes_points:

@@ -8,7 +8,8 @@ side goes with the sale's entries, or with the return's claw-back. The referrer'
 sale's own events, so each side of theirs is an event of its own, in the same transaction: ``referral.rewarded``
 and ``referral.reversed`` (a receiver keeping balances from events would be off otherwise).
 The referred member's ledger lock (held by the commit or void) serializes these decisions; the referrer always
-enrolled before the referred member, so locking the referrer second can never close a cycle.
+enrolled before the referred member, so locking the referrer second, and before anything else the referrer's own
+sale locks (:func:`lock_referrer`), can never close a cycle.
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ async def lapsed_by_return(session: AsyncSession, transaction_id: str, net_left:
         return None
     threshold = program.referral.min_first_spend if row.min_first_spend is None else row.min_first_spend
     return None if rules.reward_stands(net_left, threshold) else row
+
+
+async def lock_referrer(session: AsyncSession, transaction_id: str, now: datetime) -> None:
+    """Lock the referrer's points account if this sale rewarded a referral: a void or return that will
+    :func:`reverse` it takes the lock right after the referred member's accounts, before the gift cards, vouchers
+    and campaigns it changes. The referrer's own sale locks those after the referrer's accounts; taken in the
+    other order, each waited for the other (a deadlock PostgreSQL breaks after a second)."""
+    row = await repository.rewarded_by(session, transaction_id)
+    if row is not None and row.referrer_ledger_transaction_id:
+        await ledger.lock_accounts(session, row.referrer_id, [POINTS], now)
 
 
 async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, now: datetime) -> None:
