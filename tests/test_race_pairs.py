@@ -51,6 +51,15 @@ async def mutual_waits(app) -> set[frozenset[int]]:
     return {frozenset((a, b)) for a, by in blocked.items() for b in by if a in blocked.get(b, ())}
 
 
+async def cycles_until_done(app, *tasks: asyncio.Task) -> set[frozenset[int]]:
+    """Every deadlock (:func:`mutual_waits`) seen while ``tasks`` run, until they are all done."""
+    cycles: set[frozenset[int]] = set()
+    while not all(task.done() for task in tasks):
+        cycles |= await mutual_waits(app)
+        await asyncio.sleep(0.02)
+    return cycles
+
+
 async def wallet(c: httpx.AsyncClient, member: str) -> int:
     r = await c.get(f"/v1/members/{member}/wallet")
     assert r.status_code == 200, r.text
@@ -124,10 +133,7 @@ async def test_the_expiry_sweep_and_a_referred_members_first_sale_do_not_deadloc
         sweeping = asyncio.create_task(sweep())
         await waiting_on_locks(app, 2, unless=sweeping)  # the sweep is done, or waits for the friend's accounts
         await release()
-        cycles: set[frozenset[int]] = set()
-        while not (sale.done() and sweeping.done()):
-            cycles |= await mutual_waits(app)
-            await asyncio.sleep(0.02)
+        cycles = await cycles_until_done(app, sale, sweeping)
     assert not cycles, "the sweep and the sale waited on each other"
     r = await sale
     assert r.status_code == 201 and r.json()["earned"]["bonus_points"] == 500, r.text
@@ -165,10 +171,7 @@ async def test_voiding_a_referred_members_first_sale_and_the_referrers_sale_do_n
         voiding = asyncio.create_task(f.void(client, first["id"]))
         await waiting(2)  # the void waits for the referrer's accounts
         await release()
-        cycles: set[frozenset[int]] = set()
-        while not (sale.done() and voiding.done()):
-            cycles |= await mutual_waits(app)
-            await asyncio.sleep(0.02)
+        cycles = await cycles_until_done(app, sale, voiding)
     assert not cycles, "the void and the referrer's sale waited on each other"
     r = await sale
     assert r.status_code == 201 and len(r.json()["earned"]["vouchers_issued"]) == 1, r.text
@@ -220,10 +223,7 @@ async def test_a_return_withdrawing_a_voucher_and_a_sale_redeeming_it_do_not_dea
         using = asyncio.create_task(f.commit(client, body))
         await waiting(2)
         await release()
-        cycles: set[frozenset[int]] = set()
-        while not (returning.done() and using.done()):
-            cycles |= await mutual_waits(app)
-            await asyncio.sleep(0.02)
+        cycles = await cycles_until_done(app, returning, using)
     assert not cycles, "the return and the sale waited on each other"
     r = await returning
     assert r.status_code == 201 and r.json()["reversed"]["vouchers"] == [voucher["code"]], r.text
