@@ -538,7 +538,7 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     accounts = await ledger.lock_accounts(
         session, row.member_id,
         [POINTS, *(WALLET_KINDS if _wallet_paid(row) else ()), *_stamp_kinds(row), *used_cards], now)
-    await referrals.lock_referrer(session, row.id, now)
+    referral = await referrals.lock_referrer(session, row.id, now)
     cards_paid = _gift_cards_paid(row)
     await ledger.lock_gift_card_accounts(session, list(cards_paid), now, into=accounts)
     returns = await repository.returns_of(session, row.id)
@@ -568,7 +568,8 @@ async def void(session: AsyncSession, transaction_id: str, principal: Principal,
     await tiers.take_back_upgrade(session, row.member_id, row.id, await program_service.get(session), now)
     await personalization.record_void(session, row.member_id, row.id, row.occurred_at,
                                       row.qualifying_spend - sum(r.qualifying_spend for r in returns), now)
-    await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
+    if referral is not None:
+        await referrals.reverse(session, referral, store_id=row.store_id, now=now)
     row.status = "voided"
     row.voided_at = now
     await session.flush()
@@ -650,8 +651,7 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         session, row.member_id,
         [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
         now)
-    if undo_referral:
-        await referrals.lock_referrer(session, row.id, now)
+    referral = await referrals.lock_referrer(session, row.id, now) if undo_referral else None
     await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
     clawed_back = 0
     if takes_points:
@@ -691,8 +691,8 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await repository.add_return(session, ret)
     if plan.fully_returned:
         await personalization.record_full_return(session, row.member_id, row.id, now)
-    if undo_referral:
-        await referrals.reverse(session, row.id, store_id=row.store_id, now=now)
+    if referral is not None:
+        await referrals.reverse(session, referral, store_id=row.store_id, now=now)
     withdrawn = await voucher_service.withdraw_for_return(session, row.id, spend_left, now)
     await tiers.record_return(session, row.id, plan.qualifying_spend)
     await tiers.take_back_upgrade(session, row.member_id, row.id, program, now)

@@ -105,35 +105,33 @@ async def lapsed_by_return(session: AsyncSession, transaction_id: str, net_left:
     return None if rules.reward_stands(net_left, threshold) else row
 
 
-async def lock_referrer(session: AsyncSession, transaction_id: str, now: datetime) -> None:
-    """Lock the referrer's points account if this sale rewarded a referral: a void or return that will
-    :func:`reverse` it takes the lock right after the referred member's accounts, before the gift cards, vouchers
-    and campaigns it changes. The referrer's own sale locks those after the referrer's accounts; taken in the
-    other order, each waited for the other (a deadlock PostgreSQL breaks after a second)."""
+async def lock_referrer(session: AsyncSession, transaction_id: str, now: datetime) -> ReferralReward | None:
+    """The referral this sale rewarded, if any, with the referrer's points account locked: a void or return that
+    will :func:`reverse` it takes the lock right after the referred member's accounts, before the gift cards,
+    vouchers and campaigns it changes. The referrer's own sale locks those after the referrer's accounts; taken
+    in the other order, each waited for the other (a deadlock PostgreSQL breaks after a second)."""
     row = await repository.rewarded_by(session, transaction_id)
     if row is not None and row.referrer_ledger_transaction_id:
         await ledger.lock_accounts(session, row.referrer_id, [POINTS], now)
+    return row
 
 
-async def reverse(session: AsyncSession, transaction_id: str, *, store_id: str, now: datetime) -> None:
-    """Undoing the sale that rewarded a referral (a void, or a return as above) takes the referrer's points back;
-    a later qualifying sale may reward again."""
-    row = await repository.rewarded_by(session, transaction_id)
-    if row is None:
-        return
+async def reverse(session: AsyncSession, row: ReferralReward, *, store_id: str, now: datetime) -> None:
+    """Undoing the sale that rewarded a referral (``row``, from :func:`lock_referrer`: a void, or a return as
+    above) takes the referrer's points back; a later qualifying sale may reward again."""
     if row.referrer_ledger_transaction_id:
-        accounts = await ledger.lock_accounts(session, row.referrer_id, [POINTS], now)
+        accounts = await ledger.lock_accounts(session, row.referrer_id, [POINTS], now)  # held: no wait
         movements = await ledger.reversal_movements(session, [row.referrer_ledger_transaction_id], kind="void",
                                                     origin=row.referrer_ledger_transaction_id)
         ledger_id = await ledger.post(session, ledger.Posting(
             kind="void", member_id=row.referrer_id, at=now, movements=movements, store_id=store_id,
-            reference=transaction_id, reverses_id=row.referrer_ledger_transaction_id,
+            reference=row.transaction_id, reverses_id=row.referrer_ledger_transaction_id,
             reason=f"referral of {row.referee_id} undone"), accounts)
         taken = -sum(m.amount for m in movements if m.asset == POINTS)  # less what the sweep expired meanwhile
         if taken:
             await events.emit(session, "referral.reversed", {
                 "member_id": row.referrer_id, "referred_member_id": row.referee_id, "points": taken,
-                "transaction_id": transaction_id, "ledger_transaction_id": ledger_id,
+                "transaction_id": row.transaction_id, "ledger_transaction_id": ledger_id,
                 "reverses_ledger_transaction_id": row.referrer_ledger_transaction_id,
                 "balance": accounts.balance(POINTS)}, at=now, member_id=row.referrer_id)
     row.status, row.updated_at = "reversed", now
