@@ -103,46 +103,39 @@ async def test_a_return_waiting_on_the_expiry_sweep_claws_back_nothing_the_sweep
     await f.verify_ledger(app)
 
 
-async def test_the_expiry_sweep_and_a_referred_members_first_sale_do_not_deadlock(client, app):
+async def test_the_expiry_sweep_never_waits_for_a_member_another_transaction_holds(client, app):
     """The sweep expires many members' points in one transaction, locking each member's accounts in id order and
-    holding them; a referred member's first sale locks the member's accounts, then the referrer's. With the
-    referrer first in the sweep's order, the sweep held the referrer's and waited for the member's while the
-    sale, holding the member's, waited for the referrer's: PostgreSQL broke that cycle after a second
-    (``deadlock_timeout``). The sweep now leaves a member whose accounts are held to its next batch."""
+    holding them. A transaction that locks two members' accounts the other way round (a referred member's, then
+    the referrer's, as a void of the member's first sale does) waited for the sweep while the sweep waited for
+    it, until PostgreSQL broke the cycle a second later. The sweep now leaves a member whose accounts are held
+    to its next batch."""
     store = (await f.create_store(client))["id"]
-    referrer = await f.enroll(client)
-    assert (await f.commit(client, f.basket(referrer["id"], store, [f.line(unit_price=1000)]))).status_code == 201
-    async with app.state.db.engine.connect() as conn:
-        while True:  # a friend after the referrer in the sweep's order (the database's, by member id)
-            friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
-            if (await conn.execute(text("SELECT :a < :b"), {"a": referrer["id"], "b": friend})).scalar_one():
-                break
-    small = await f.commit(client, f.basket(friend, store, [f.line(unit_price=1000)]))  # below the first spend
-    assert small.status_code == 201 and small.json()["earned"]["bonus_points"] == 0, small.text
+    first, second = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    async with app.state.db.engine.connect() as conn:  # in the sweep's order (the database's, by member id)
+        if not (await conn.execute(text("SELECT :a < :b"), {"a": first, "b": second})).scalar_one():
+            first, second = second, first
+    for member in (first, second):
+        assert (await f.commit(client, f.basket(member, store, [f.line(unit_price=1000)]))).status_code == 201
     now = datetime.now(UTC)
 
     async def sweep():
         async with app.state.db.transaction() as session:  # `loyalty sweep` a year and more later
             return await points_service.sweep_batch(session, now + timedelta(days=400), now)
 
-    # The sale is held between its two locks: after the friend's accounts, at the friend's tier.
-    async with f.row_held(app, "SELECT member_id FROM tier_states WHERE member_id = :m FOR UPDATE",
-                          m=friend) as (release, waiting):
-        sale = asyncio.create_task(f.commit(client, f.basket(friend, store, [f.line(unit_price=2000)])))
-        await waiting(1)
+    lock = text("SELECT id FROM ledger_accounts WHERE member_id = :m FOR UPDATE")
+    async with app.state.db.engine.connect() as other:  # holds the second member's accounts, then wants the first's
+        await other.execute(lock, {"m": second})
         sweeping = asyncio.create_task(sweep())
-        await waiting_on_locks(app, 2, unless=sweeping)  # the sweep is done, or waits for the friend's accounts
-        await release()
-        cycles = await cycles_until_done(app, sale, sweeping)
-    assert not cycles, "the sweep and the sale waited on each other"
-    r = await sale
-    assert r.status_code == 201 and r.json()["earned"]["bonus_points"] == 500, r.text
+        await waiting_on_locks(app, 1, unless=sweeping)  # the sweep is done, or waits for the second member
+        wanting = asyncio.create_task(other.execute(lock, {"m": first}))
+        cycles = await cycles_until_done(app, wanting)
+        await other.rollback()
+    assert not cycles, "the sweep and the other transaction waited on each other"
     swept = await sweeping
-    assert (swept.members, swept.points, swept.busy) == (1, 10, 1)  # the referrer's 10; the friend left for later
-    assert await f.balance(client, referrer["id"]) == 500  # the referral's 500 expire in a year, not yet
+    assert (swept.members, swept.points, swept.busy) == (1, 10, 1)  # the first member's; the second left for later
     later = await sweep()
-    assert (later.members, later.busy) == (2, 0)  # the friend's three lots, the referrer's referral lot
-    assert await f.balance(client, friend) == 0 and await f.balance(client, referrer["id"]) == 0
+    assert (later.members, later.points, later.busy) == (1, 10, 0)
+    assert await f.balance(client, first) == 0 and await f.balance(client, second) == 0
     await f.verify_ledger(app)
 
 
@@ -178,6 +171,39 @@ async def test_voiding_a_referred_members_first_sale_and_the_referrers_sale_do_n
     r = await voiding
     assert r.status_code == 200, r.text
     assert await f.balance(client, referrer["id"]) == 5 + 15 and await f.balance(client, friend) == 0
+    await f.verify_ledger(app)
+
+
+async def test_a_referred_members_first_sale_and_the_referrers_sale_on_one_gift_card_do_not_deadlock(client, app):
+    """Both pay with one gift card. The friend's first qualifying sale locked the friend's accounts, the card's,
+    and only then the referrer's, to credit the referral; the referrer's sale locks the referrer's accounts, then
+    the card's. The sale now locks the referrer's accounts right after the friend's (referrals.pending)."""
+    store = (await f.create_store(client))["id"]
+    referrer = await f.enroll(client)
+    assert (await f.commit(client, f.basket(referrer["id"], store, [f.line(unit_price=500)]))).status_code == 201
+    friend = (await f.enroll(client, referral_code=referrer["referral_code"]))["id"]
+    r = await client.post("/v1/gift-cards", json={"amount": 10_000}, headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    [card] = r.json()
+
+    def paid_by_card(member: str, amount: int) -> dict:
+        return f.basket(member, store, [f.line(unit_price=amount)], redeem={"gift_cards": [tender(card, 1000)]})
+
+    # The referrer's sale is held between its two locks: after the referrer's accounts, at the referrer's tier.
+    async with f.row_held(app, "SELECT member_id FROM tier_states WHERE member_id = :m FOR UPDATE",
+                          m=referrer["id"]) as (release, waiting):
+        sale = asyncio.create_task(f.commit(client, paid_by_card(referrer["id"], 1500)))
+        await waiting(1)
+        first = asyncio.create_task(f.commit(client, paid_by_card(friend, 2500)))
+        await waiting(2)  # the friend's sale waits for the referrer's accounts
+        await release()
+        cycles = await cycles_until_done(app, sale, first)
+    assert not cycles, "the friend's sale and the referrer's sale waited on each other"
+    r = await first
+    assert r.status_code == 201 and r.json()["earned"]["bonus_points"] == 500, r.text
+    assert (await sale).status_code == 201
+    assert await f.balance(client, referrer["id"]) == 5 + 15 + 500
+    assert await card_balance(client, card) == 8_000
     await f.verify_ledger(app)
 
 

@@ -336,6 +336,8 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
         session, member.id, [*rules.EVERY_SALE_LOCKS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
+    sold = _basket(body)
+    referral_found = await referrals.pending(session, member, program, sold.subtotal, now)
     # Reads under that lock go out together at the first of them (db.prefetch): the running figures and the
     # points lots a burn draws from, announced here, with the tier read after the tier lock.
     personalization.prefetch_activity(session, member.id)
@@ -362,9 +364,9 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     cards = await _gift_card_tenders(session, body, checked_cards, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
                    punch, segments, cards, vouchers)
-    priced = rules.price(_basket(body), ctx)
+    priced = rules.price(sold, ctx)
     birthday_year, bonus = personalization.birthday_bonus(member, activity, program, occurred_at, store)
-    referral = await referrals.due(session, member, program, priced.basket.net)
+    referral = referrals.due(referral_found, program, priced.basket.net)
     bonus += referral.movements(occurred_at, program) if referral else ()
     movements = priced.movements + bonus
     ledger_transaction_id = None

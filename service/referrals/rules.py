@@ -15,6 +15,12 @@ def reward_due(net: int, min_first_spend: int, *, already_rewarded: bool, referr
     return not already_rewarded and net >= min_first_spend and (referrer_points > 0 or referee_points > 0)
 
 
+def may_credit_referrer(subtotal: int, min_first_spend: int, *, already_rewarded: bool, referrer_points: int) -> bool:
+    """Whether a sale of this subtotal may turn out to credit the referrer (:func:`reward_due`, with points for
+    the referrer): its net, known once the sale is priced, is at most its subtotal."""
+    return not already_rewarded and subtotal >= min_first_spend and referrer_points > 0
+
+
 def reward_stands(net_left: int, min_first_spend: int) -> bool:
     """Whether the sale that rewarded a referral still is a qualifying first purchase after its returns."""
     return net_left >= min_first_spend

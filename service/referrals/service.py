@@ -1,20 +1,21 @@
 """Referral rewards, inside the checkout's transactions. Never commits.
 
-The commit asks :func:`due` (only for a referred member: nobody else pays a query), posts the referred member's
-points with the sale and then calls :func:`record`, which credits the referrer in a ledger transaction of their
-own (``kind="referral"``, referencing the sale). :func:`reverse` undoes the referrer's side when that sale is
+The commit asks :func:`pending` right after the member's lock (only for a referred member: nobody else pays a
+query) and :func:`due` once the sale is priced, posts the referred member's points with the sale and then calls
+:func:`record`, which credits the referrer in a ledger transaction of their own (``kind="referral"``,
+referencing the sale). :func:`reverse` undoes the referrer's side when that sale is
 voided, returned in full, or returned below the first spend (:func:`lapsed_by_return`); the referred member's
 side goes with the sale's entries, or with the return's claw-back. The referrer's balance moves outside the
 sale's own events, so each side of theirs is an event of its own, in the same transaction: ``referral.rewarded``
 and ``referral.reversed`` (a receiver keeping balances from events would be off otherwise).
 The referred member's ledger lock (held by the commit or void) serializes these decisions; the referrer always
-enrolled before the referred member, so locking the referrer second, and before anything else the referrer's own
-sale locks (:func:`lock_referrer`), can never close a cycle.
+enrolled before the referred member, so locking the referrer's accounts right after the member's, before anything
+else the referrer's own sale locks (:func:`pending`, :func:`lock_referrer`), can never close a cycle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,11 +34,25 @@ KIND = "referral_bonus"
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A referred member's referral as their sale finds it under the member's lock (:func:`pending`)."""
+
+    referrer_id: str
+    row: ReferralReward | None  # None before any reward; a reward reversed by a void may be used again
+    referrer_accounts: ledger.LockedAccounts | None  # the referrer's points account, locked when the sale may credit it
+
+    @property
+    def rewarded(self) -> bool:
+        return self.row is not None and self.row.status == "rewarded"
+
+
+@dataclass(frozen=True)
 class Due:
     referrer_id: str
     referee_points: int
     referrer_points: int
     row: ReferralReward | None  # a reward reversed by an earlier void, to be used again
+    referrer_accounts: ledger.LockedAccounts | None
 
     def movements(self, occurred_at: datetime, program: ProgramPublic) -> tuple[Movement, ...]:
         """The referred member's side, posted with the sale."""
@@ -51,16 +66,33 @@ def _credit(points: int, at: datetime, program: ProgramPublic) -> Movement:
                     lots=LotPolicy.NEW, earned_at=at, expires_at=lot_expiry(at, program.points_expiry_months))
 
 
-async def due(session: AsyncSession, member: Member, program: ProgramPublic, net: int) -> Due | None:
+async def pending(session: AsyncSession, member: Member, program: ProgramPublic, subtotal: int,
+                  now: datetime) -> Pending | None:
+    """For a referred member's sale (nobody else's pays a query), right after the member's accounts are locked and
+    before anything else: the referral's row, and the referrer's points account locked if this sale may credit it.
+    The one lock order: the member's accounts, the referrer's, then the gift cards, vouchers and campaigns. The
+    referrer's own sale locks those after the referrer's accounts; locked after them here, each could hold what
+    the other waits for (a gift card or a bearer code both use, a campaign both issue from)."""
     if member.referred_by is None:
         return None
-    row = await repository.get(session, member.id)
+    found = Pending(member.referred_by, await repository.get(session, member.id), None)
     settings = program.referral
-    if not rules.reward_due(net, settings.min_first_spend, already_rewarded=row is not None and row.status ==
-                            "rewarded", referrer_points=settings.referrer_points,
-                            referee_points=settings.referee_points):
+    if not rules.may_credit_referrer(subtotal, settings.min_first_spend, already_rewarded=found.rewarded,
+                                     referrer_points=settings.referrer_points):
+        return found
+    return replace(found, referrer_accounts=await ledger.lock_accounts(session, member.referred_by, [POINTS], now))
+
+
+def due(found: Pending | None, program: ProgramPublic, net: int) -> Due | None:
+    """The reward the priced sale (``net``) earns, if any."""
+    if found is None:
         return None
-    return Due(member.referred_by, settings.referee_points, settings.referrer_points, row)
+    settings = program.referral
+    if not rules.reward_due(net, settings.min_first_spend, already_rewarded=found.rewarded,
+                            referrer_points=settings.referrer_points, referee_points=settings.referee_points):
+        return None
+    return Due(found.referrer_id, settings.referee_points, settings.referrer_points, found.row,
+               found.referrer_accounts)
 
 
 async def record(session: AsyncSession, member: Member, reward: Due, program: ProgramPublic, *,
@@ -70,7 +102,8 @@ async def record(session: AsyncSession, member: Member, reward: Due, program: Pr
     so an erasure in progress is waited for and seen."""
     referrer_points, ledger_id = 0, None
     if reward.referrer_points > 0:
-        accounts = await ledger.lock_accounts(session, reward.referrer_id, [POINTS], now)
+        # Locked by pending (a net that reaches the first spend had a subtotal that did).
+        accounts = reward.referrer_accounts or await ledger.lock_accounts(session, reward.referrer_id, [POINTS], now)
         if await members_repository.status_shared(session, reward.referrer_id) == "active":
             referrer_points = reward.referrer_points
     if referrer_points > 0:

@@ -169,6 +169,15 @@ def test_referral_rules():
     assert not referral_rules.reward_due(1_999, 2_000, already_rewarded=False, **kwargs)
     assert not referral_rules.reward_due(5_000, 2_000, already_rewarded=True, **kwargs)
     assert not referral_rules.reward_due(5_000, 0, already_rewarded=False, referrer_points=0, referee_points=0)
+    # the referrer's lock is taken before pricing, on the subtotal: whenever the net may reach the first spend
+    assert referral_rules.may_credit_referrer(2_000, 2_000, already_rewarded=False, referrer_points=500)
+    assert not referral_rules.may_credit_referrer(1_999, 2_000, already_rewarded=False, referrer_points=500)
+    assert not referral_rules.may_credit_referrer(5_000, 2_000, already_rewarded=True, referrer_points=500)
+    assert not referral_rules.may_credit_referrer(5_000, 2_000, already_rewarded=False, referrer_points=0)
+    for net, subtotal in ((2_000, 2_000), (2_500, 3_000), (1_999, 5_000), (0, 0)):
+        due = referral_rules.reward_due(net, 2_000, already_rewarded=False, referrer_points=500, referee_points=0)
+        assert not due or referral_rules.may_credit_referrer(subtotal, 2_000, already_rewarded=False,
+                                                            referrer_points=500)
     assert referral_rules.self_referral(("+1415", "a@x.com"), (None, "a@x.com"))
     assert not referral_rules.self_referral(("+1415", None), ("+1416", None))
 
