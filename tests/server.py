@@ -56,7 +56,7 @@ def running_server(database_url: str, *, workers: int = 2, env: dict[str, str] |
 @contextmanager
 def served_command(database_url: str, *, workers: int = 2) -> Iterator[str]:
     """``loyalty serve --workers N`` itself in a subprocess (uvicorn's own supervisor and spawned workers), for
-    the test that the command serves; other tests use the quicker :func:`running_server`."""
+    the test that the command serves and for the bench; other tests use the quicker :func:`running_server`."""
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="loyalty-server-", suffix=".log")[1])
     with log.open("ab") as out:
@@ -198,9 +198,10 @@ class ServerGroup:
         _wait_until_ready(self.base, self.alive, self.workers, self.log)
 
     def kill(self) -> None:
-        """SIGKILL to every process of the group at once."""
+        """SIGKILL to every process of the group at once; its log goes."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
+        self.log.unlink(missing_ok=True)
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM to the master, which passes it on; SIGKILL to the group if it has not gone within ``timeout``."""
@@ -210,7 +211,6 @@ class ServerGroup:
         while self.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.kill()
-        self.log.unlink(missing_ok=True)
 
 
 class KillableServer:
@@ -234,7 +234,6 @@ class KillableServer:
         """SIGKILL to every process of the server at once (the next start waits for the port to be free)."""
         assert self.group is not None
         self.group.kill()
-        self.group.log.unlink(missing_ok=True)
         self.group = None
         self.kills += 1
 
