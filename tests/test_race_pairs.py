@@ -207,6 +207,52 @@ async def test_a_referred_members_first_sale_and_the_referrers_sale_on_one_gift_
     await f.verify_ledger(app)
 
 
+async def test_voiding_a_sale_and_a_sale_redeeming_a_code_of_its_campaign_on_one_gift_card_do_not_deadlock(
+        client, app):
+    """A threshold campaign that also has bearer codes, limited per member. The first sale, paid with a gift card,
+    earned one of its vouchers; the void gives that place back (locking the campaign) after locking the card. A
+    second member's sale names one of the campaign's bearer codes (locking the campaign, to count what the member
+    holds) and pays with the same card: it locked the card only after the campaign, so each waited for the other.
+    The sale now locks the cards before any voucher or campaign."""
+    r = await client.post("/v1/voucher-campaigns", json={
+        "name": "Spend 10, get 1", "kind": "amount_off", "value": 100, "stackable": True, "per_member_limit": 3,
+        "auto_issue": {"spend_threshold": 1000}})
+    assert r.status_code == 201, r.text
+    campaign = r.json()["id"]
+    store = (await f.create_store(client))["id"]
+    r = await client.post("/v1/gift-cards", json={"amount": 10_000}, headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    [card] = r.json()
+    first_member, second_member = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    first = (await f.commit(client, f.basket(first_member, store, [f.line(unit_price=2500)],
+                                              redeem={"gift_cards": [tender(card, 1000)]}))).json()
+    assert len(first["earned"]["vouchers_issued"]) == 1, first
+    r = await client.post(f"/v1/voucher-campaigns/{campaign}/vouchers", json={"count": 1},
+                          headers={"Idempotency-Key": f.new_key()})
+    assert r.status_code == 201, r.text
+    [bearer] = r.json()
+    body = f.basket(second_member, store, [f.line(unit_price=2000)],
+                    redeem={"vouchers": [bearer["code"]], "gift_cards": [tender(card, 1000)]})
+
+    # The campaign is held so that both wait for it: the sale first, then the void.
+    async with f.row_held(app, "SELECT id FROM voucher_campaigns WHERE id = :c FOR UPDATE", c=campaign) as (
+            release, waiting):
+        sale = asyncio.create_task(f.commit(client, body))
+        await waiting(1)
+        voiding = asyncio.create_task(f.void(client, first["id"]))
+        await waiting(2)
+        await release()
+        cycles = await cycles_until_done(app, sale, voiding)
+    assert not cycles, "the void and the sale waited on each other"
+    r = await sale
+    assert r.status_code == 201, r.text
+    assert r.json()["totals"]["discount"] == 100 and len(r.json()["earned"]["vouchers_issued"]) == 1, r.text
+    r = await voiding
+    assert r.status_code == 200, r.text
+    assert await card_balance(client, card) == 9_000
+    await f.verify_ledger(app)
+
+
 async def test_loyalty_sweep_comes_back_for_a_member_a_till_held(client, app, cli_env, capsys):
     """A member whose accounts a sale holds is left out of the sweep's batch; the sweep comes back for them."""
     store = (await f.create_store(client))["id"]

@@ -338,6 +338,10 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
         session, member.id, [*rules.EVERY_SALE_LOCKS, *(punch_rules.account_kind(p.id) for p in stamping)], now)
     sold = _basket(body)
     referral_found = await referrals.pending(session, member, program, sold.subtotal, now)
+    # The gift cards' accounts next, before any voucher or campaign: the one lock order (README, Lock order). A void
+    # or return locks the cards, then the campaigns it gives places back to; a sale naming a bearer code of one of
+    # those campaigns, paid with one of those cards, waited for the card while holding the campaign.
+    cards = await _gift_card_tenders(session, body, checked_cards, now, locked=accounts)
     # Reads under that lock go out together at the first of them (db.prefetch): the running figures and the
     # points lots a burn draws from, announced here, with the tier read after the tier lock.
     personalization.prefetch_activity(session, member.id)
@@ -360,8 +364,6 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     vouchers = rules.VoucherState(tuple(claimed), facts, now,
                                   await voucher_service.held(session, member.id, claimed, lock=True),
                                   timezone=store.timezone)
-    # Gift cards last: their accounts are locked after the member's (the one lock order, see the ledger).
-    cards = await _gift_card_tenders(session, body, checked_cards, now, locked=accounts)
     ctx = _context(program, member, {kind: accounts.balance(kind) for kind in accounts.by_kind}, body, occurred_at,
                    punch, segments, cards, vouchers)
     priced = rules.price(sold, ctx)

@@ -142,8 +142,9 @@ def _member_accounts(member_id: str, kinds: Iterable[str], now: datetime) -> lis
 async def lock_gift_card_accounts(session: AsyncSession, gift_card_ids: Sequence[str], now: datetime,
                                   into: LockedAccounts | None = None) -> LockedAccounts:
     """Create the gift cards' accounts if missing, then lock them (in account id order), adding them to ``into``
-    (a member's locked accounts) or to a new set. Lock order, everywhere: the member's accounts first, then the
-    gift cards', so that commits, voids and returns touching both can never wait on each other in a cycle."""
+    (a member's locked accounts) or to a new set. Lock order, everywhere: the member's accounts first (then a
+    referrer's), then the gift cards', then vouchers and campaigns, so that commits, voids and returns touching
+    several can never wait on each other in a cycle."""
     accounts = into or LockedAccounts(None, {})
     ids = sorted(set(gift_card_ids))
     if not ids:
