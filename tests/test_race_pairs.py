@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from service.points import service as points_service
+from service.punchcards import service as punch_service
+from service.vouchers import service as voucher_service
 from tests import factories as f
 from tests.conftest import ADMIN_KEY
 from tests.server import run_cli
@@ -251,6 +253,46 @@ async def test_voiding_a_sale_and_a_sale_redeeming_a_code_of_its_campaign_on_one
     assert r.status_code == 200, r.text
     assert await card_balance(client, card) == 9_000
     await f.verify_ledger(app)
+
+
+async def test_the_voucher_and_reward_sweeps_never_wait_for_a_till(client, app):
+    """The sweeps expire vouchers and punch card rewards in one statement each. They waited for any that a till
+    held, and a till locking two of them in its order against the sweep's could deadlock with it. A voucher or
+    reward another transaction holds is now left to the next sweep."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    r = await client.post("/v1/voucher-campaigns", json={"name": "Ten off", "kind": "amount_off", "value": 1000,
+                                                          "valid_days": 30})
+    assert r.status_code == 201, r.text
+    campaign = r.json()["id"]
+    vouchers = []
+    for _ in range(2):
+        r = await client.post(f"/v1/voucher-campaigns/{campaign}/vouchers", json={"member_id": member},
+                              headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+        vouchers += r.json()
+    r = await client.post("/v1/punch-card-programs", json={
+        "name": "Coffee card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 1, "reward": {},
+        "reward_valid_days": 30})
+    assert r.status_code == 201, r.text
+    sale = await f.commit(client, f.basket(member, store, [f.line("1", "LATTE", "coffee", 2, 400)]))
+    assert sale.status_code == 201, sale.text
+    rewards = sale.json()["earned"]["rewards_issued"]
+    assert len(rewards) == 2, sale.text
+    later = datetime.now(UTC) + timedelta(days=400)
+
+    async def sweep(expire) -> int:
+        async with asyncio.timeout(5), app.state.db.transaction() as session:
+            return await expire(session, later, datetime.now(UTC))
+
+    for table, first, expire in (("vouchers", vouchers[0], voucher_service.expire_vouchers),
+                                 ("punch_rewards", rewards[0], punch_service.expire_rewards)):
+        async with f.row_held(app, f"SELECT id FROM {table} WHERE id = :i FOR UPDATE", i=first["id"]):
+            assert await sweep(expire) == 1, table  # the other one; before, the sweep waited here
+        assert await sweep(expire) == 1, table  # the one held, at the next sweep
+        assert await sweep(expire) == 0, table
+    r = await client.get(f"/v1/members/{member}/vouchers")
+    assert [v["status"] for v in r.json()["data"]] == ["expired", "expired"], r.text
 
 
 async def test_loyalty_sweep_comes_back_for_a_member_a_till_held(client, app, cli_env, capsys):

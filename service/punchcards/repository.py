@@ -115,9 +115,12 @@ async def programs_redeemed_by(session: AsyncSession, transaction_id: str) -> li
 
 
 async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
+    """Available rewards past their expiry become expired, except those another transaction holds (a sale using
+    them, a void taking them back), which the next sweep expires: the sweep never waits for a till."""
+    due = (select(PunchReward.id).where(PunchReward.status == "available", PunchReward.expires_at <= as_of)
+           .order_by(PunchReward.id).with_for_update(skip_locked=True))
     result = await session.execute(
-        update(PunchReward)
-        .where(PunchReward.status == "available", PunchReward.expires_at <= as_of)
+        update(PunchReward).where(PunchReward.id.in_(due.scalar_subquery()))
         .values(status="expired", changed_at=now)
         .execution_options(synchronize_session=False))
     return result.rowcount

@@ -274,7 +274,8 @@ async def restore_redeemed(session: AsyncSession, transaction_id: str, balances:
 
 
 async def expire_rewards(session: AsyncSession, as_of: datetime, now: datetime) -> int:
-    """The sweep: available rewards past their expiry become expired. Running again changes nothing."""
+    """The sweep: available rewards past their expiry become expired, but for those a till holds (left to the next
+    sweep). Running again changes nothing more."""
     return await repository.expire(session, as_of, now)
 
 

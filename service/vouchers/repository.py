@@ -180,8 +180,13 @@ async def redeemed_by(session: AsyncSession, transaction_id: str) -> list[Vouche
 
 
 async def expire(session: AsyncSession, as_of: datetime, now: datetime) -> int:
+    """Active vouchers past their end become expired, except those another transaction holds (a till redeeming or
+    a void withdrawing them), which the next sweep expires: the sweep never waits for a till, so a till locking
+    several of them in its order and the sweep in its own cannot deadlock."""
+    due = (select(Voucher.id).where(Voucher.status == "active", Voucher.valid_until <= as_of)
+           .order_by(Voucher.id).with_for_update(skip_locked=True))
     result = await session.execute(
-        update(Voucher).where(Voucher.status == "active", Voucher.valid_until <= as_of)
+        update(Voucher).where(Voucher.id.in_(due.scalar_subquery()))
         .values(status="expired", changed_at=now).execution_options(synchronize_session=False))
     return result.rowcount
 

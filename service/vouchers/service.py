@@ -515,7 +515,8 @@ async def _screen_one(guard: ratelimit.Guard, code: str, now: datetime) -> list[
 
 
 async def expire_vouchers(session: AsyncSession, as_of: datetime, now: datetime) -> int:
-    """The sweep: active vouchers past their end become expired. Running again changes nothing."""
+    """The sweep: active vouchers past their end become expired, but for those a till holds (left to the next
+    sweep). Running again changes nothing more."""
     return await repository.expire(session, as_of, now)
 
 
