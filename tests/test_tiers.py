@@ -261,6 +261,27 @@ async def test_backdated_transactions_count_at_their_time(client, store, clock):
     assert (await tier(client, member))["code"] == "member"
 
 
+async def test_a_history_replayed_oldest_first_upgrades_once_and_is_reviewed_in_order(client, store, clock):
+    """An import's history: backdated sales, oldest first, with no read between them. Each is judged with the
+    reviews due by its own time applied. The reviews due by now were applied before each sale, before its spend
+    counted: the member fell at a review whose window was to hold the sale, the sale was priced at the entry tier,
+    and it upgraded again, a fall and a rise per sale, out of order in the history and in the events."""
+    clock.freeze(T0)
+    member = (await f.enroll(client))["id"]
+    first = T0 - timedelta(days=800)
+    assert (await buy(client, member, store, 60_000, occurred_at=iso(first)))["tier_change"] == {
+        "from": "member", "to": "silver"}
+    for days in (790, 780):
+        t = await buy(client, member, store, 10_000, occurred_at=iso(T0 - timedelta(days=days)))
+        assert t["tier_change"] is None
+        assert t["earned"]["points"] == 125  # silver's 1.25 on 100.00, as the till would have earned it then
+    info = await tier(client, member)  # the reviews due by now: the first window holds all three, the next none
+    assert info["code"] == "member"
+    assert [(h["from"], h["to"], h["at"], h["reason"]) for h in info["history"]] == [
+        ("member", "silver", iso(first), "qualifying_spend"),
+        ("silver", "member", iso(add_months(first, 24)), "review")]
+
+
 async def test_greeting_mentions_only_a_fresh_upgrade(client, store, clock):
     clock.freeze(T0)
     member = (await f.enroll(client))["id"]

@@ -76,11 +76,12 @@ async def _apply(session: AsyncSession, member: Member, new: rules.State, change
 
 
 async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, now: datetime, *,
-                         with_spend: bool = False,
-                         spend_window_end: datetime | None = None) -> tuple[rules.State, int, int | None]:
+                         with_spend: bool = False, spend_window_end: datetime | None = None,
+                         reviews_until: datetime | None = None) -> tuple[rules.State, int, int | None]:
     """Lock the member's tier, read it (in the statement after the lock: see ``repository.lock_state``) and
-    apply the reviews due by ``now``; the state, the number of changes, and, if asked, the spend of the window
-    ending now, or of the one ending at ``spend_window_end`` (included) when given."""
+    apply the reviews due by ``now`` (by ``reviews_until`` when given: a backdated sale's time); the state, the
+    number of changes, and, if asked, the spend of the window ending now, or of the one ending at
+    ``spend_window_end`` (included) when given."""
     await repository.lock_state(session, member.id, now)
     end = now if spend_window_end is None else spend_window_end
     locked = await repository.read_locked(
@@ -88,7 +89,7 @@ async def _review_locked(session: AsyncSession, member: Member, ladder: Ladder, 
         spend_before=None if spend_window_end is None else spend_window_end + _INSTANT)
     # The member was read before the lock: a commit or review that changed the tier meanwhile is visible only now.
     _hold_code(member, locked.tier_code)
-    state, changes, due = await _replay(session, member, locked, ladder, now)
+    state, changes, due = await _replay(session, member, locked, ladder, reviews_until or now)
     if due:
         await _apply(session, member, state, changes, ladder, now)
     return state, len(changes), locked.spend
@@ -164,7 +165,14 @@ async def open_state(session: AsyncSession, member_id: str, now: datetime) -> No
 async def lock(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime, *,
                occurred_at: datetime | None = None) -> Locked:
     """Lock the member's tier (the checkout calls this after the ledger lock, before pricing), re-read the tier
-    code under the lock and replay due reviews, so the price uses the tier as it stands now.
+    code under the lock and replay the reviews due by the sale's ``occurred_at``, so the price uses the tier as
+    it stood when the sale was made.
+
+    A backdated sale (an import's history, oldest first; a till's sale captured offline) leaves the reviews due
+    between its time and now to the next read, sale or sweep: they come after it, and the windows they judge
+    hold its spend. Applied before it, as they were until 2026-12-07, they judged windows without the sale, the
+    member fell, the sale was priced at the lower tier and upgraded again at its own earlier time: an imported
+    member's history was a fall and a rise per purchase, out of order.
 
     The window's spend is read with the tier, in the statement after the lock (together with the reads the
     commit announced, ``db.prefetch``), and kept as a running figure: this transaction adds only its own sale
@@ -177,8 +185,10 @@ async def lock(session: AsyncSession, member: Member, program: ProgramPublic, no
     (:func:`record_commit`): that window's spend is read instead, in the same statement."""
     ladder = Ladder.of(program)
     before = occurred_at is not None and utc(occurred_at) < utc(rules.window_start(now, ladder.window_months))
+    reviews_until = min(utc(occurred_at), utc(now)) if occurred_at is not None else None
     state, _, spend = await _review_locked(session, member, ladder, now, with_spend=True,
-                                           spend_window_end=occurred_at if before else None)
+                                           spend_window_end=occurred_at if before else None,
+                                           reviews_until=reviews_until)
     return Locked(state, now, spend or 0, occurred_at if before else None)
 
 
