@@ -75,11 +75,16 @@ class Basket:
 
     def discounted(self, discounts: Mapping[str, int], free_units: Mapping[str, int] | None = None,
                    free_rest: Mapping[str, int] | None = None) -> Basket:
+        """The basket with these further discounts (and free units) per line id; this basket itself when a step
+        changes nothing, as most steps of most sales do (a basket is immutable)."""
+        if not (discounts or free_units or free_rest):
+            return self
         free_units, free_rest = free_units or {}, free_rest or {}
-        return Basket(tuple(replace(line, discount=line.discount + discounts.get(line.line_id, 0),
-                                    free_units=line.free_units + free_units.get(line.line_id, 0),
-                                    free_rest=line.free_rest + free_rest.get(line.line_id, 0))
-                            for line in self.lines))
+        return Basket(tuple(
+            Line(line.line_id, line.sku, line.category, line.quantity, line.unit_price,
+                 line.discount + discounts.get(line.line_id, 0), line.free_units + free_units.get(line.line_id, 0),
+                 line.free_rest + free_rest.get(line.line_id, 0))
+            for line in self.lines))
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +387,10 @@ def price(basket: Basket, ctx: Context, incentives: Sequence[Incentive] = INCENT
     tenders: dict[str, int] = {}
     free: dict[str, int] = {}
     for incentive in incentives:
-        effect = incentive.price(basket, replace(ctx, tendered=sum(tenders.values())))
+        tendered = sum(tenders.values())
+        if tendered != ctx.tendered:
+            ctx = replace(ctx, tendered=tendered)
+        effect = incentive.price(basket, ctx)
         if effect.tender:
             tenders[incentive.kind] = effect.tender
         basket = basket.discounted(effect.discounts, effect.free_units, effect.free_rest)
