@@ -133,9 +133,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     app.state.metrics = Metrics()
     app.state.schema_head = migrate.head_revision()
     install_error_handlers(app)
+    # The health routes first. FastAPI 0.165 tries each included router's routes in turn, at some cost per route,
+    # so a path pays for every route registered before its own: `/healthz`, registered after the routers until
+    # 2026-12-07, cost 0.27 ms of CPU in process, against 0.10 ms first (the till's paths come early enough:
+    # moving the checkout's and the members' routers first changed nothing measurable).
+    _add_health_routes(app)
     for router in ROUTERS:
         app.include_router(router)
-    _add_health_routes(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)  # outermost: it sees the 413s too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
