@@ -31,6 +31,7 @@ from service.events.routes import webhooks as webhooks_router
 from service.giftcards.routes import router as giftcards_router
 from service.ledger import service as ledger_service
 from service.limits import BodyLimitMiddleware
+from service.members.routes import FAST_PATHS as members_fast_paths
 from service.members.routes import router as members_router
 from service.members.summary import router as summary_router
 from service.observability import Metrics, ObservabilityMiddleware, configure_logging
@@ -40,7 +41,7 @@ from service.program import service as program_service
 from service.program.routes import router as program_router
 from service.punchcards.routes import router as punchcards_router
 from service.reports.routes import router as reports_router
-from service.routing import IDEMPOTENCY_EXTRA
+from service.routing import IDEMPOTENCY_EXTRA, FastPaths
 from service.settings import Settings
 from service.tiers.routes import router as tiers_router
 from service.vouchers.routes import router as vouchers_router
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None, 
     _add_health_routes(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.add_middleware(FastPaths, answers=members_fast_paths)  # innermost: the others see its answers
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)  # outermost: it sees the 413s too
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
 
 from service.clock import utc
@@ -730,6 +731,28 @@ class Database:
                     raise
                 await asyncio.sleep(backoff(attempt))
         raise AssertionError("unreachable")
+
+    async def fetch_alone(self, statement: Executable, params: dict[str, Any]) -> list:
+        """The rows of one prebuilt read that stands alone (as :func:`fetch` reads them), on a connection of the
+        pool outside any session: on PostgreSQL straight on its asyncpg connection, which spares a look-up the
+        session's set-up, checkout and close (about 0.2 ms of CPU of its 0.45). On SQLite, :func:`fetch` in a
+        session of its own. A connection whose statement failed or was cut short is closed, not pooled again."""
+        if self._autocommit_sessions is None:
+            async with self.statements(write=False) as session:
+                return await fetch(session, statement, params)
+        entry, args = _bound(statement, params, self.engine.dialect)
+        sql = entry.compiled.string
+        pooled = await self.engine.raw_connection()
+        try:
+            engine = self.engine.sync_engine
+            if engine._has_events:  # statement listeners see it as any other (no SQLAlchemy connection here)
+                engine.dispatch.before_cursor_execute(None, None, sql, args, None, False)
+            raw = await pooled.driver_connection.fetch(sql, *args)
+        except BaseException:
+            await greenlet_spawn(pooled.invalidate)
+            raise
+        await greenlet_spawn(pooled.close)
+        return _rows(entry, raw)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -8,13 +8,14 @@ reruns the whole request a bounded number of times. Routes opt into idempotency 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from service.errors import ServiceError, ValidationFailed, render_known_error, v
 from service.text import PRINTABLE_OR_EMPTY
 
 IDEMPOTENCY_EXTRA = "x-idempotency"
+log = logging.getLogger(__name__)
 _SESSION = "loyalty.session"
 
 
@@ -164,6 +166,57 @@ class UnitOfWorkRoute(APIRoute):
             raise AssertionError("unreachable")
 
         return run
+
+
+FastAnswer = Callable[[Request], Awaitable[bytes | None]]
+
+
+def fast_paths(router: APIRouter,
+               answers: dict[Callable[..., Any], FastAnswer]) -> dict[str, tuple[APIRoute, FastAnswer]]:
+    """:class:`FastPaths`' table for some GET routes of ``router``: each endpoint's path, its route and its fast
+    answer."""
+    table = {}
+    for route in router.routes:
+        answer = answers.get(getattr(route, "endpoint", None))
+        if answer is not None:
+            if route.methods != {"GET"} or "{" in route.path:
+                raise ValueError(f"{route.path}: only a GET route of a fixed path has a fast answer")
+            table[route.path] = (route, answer)
+    return table
+
+
+class FastPaths:
+    """ASGI middleware, inside the others (the access log and metrics see its answers as the route's): answers a
+    hot read of a fixed path without FastAPI's routing, dependency solving and response validation, which cost a
+    till's look-up more than its own work (0.9 ms of CPU against 0.25 in process).
+
+    A fast answer handles its route's common case only and builds its body with the route's own service and
+    schemas. Whatever else (None, or a :class:`ServiceError` raised: a missing key, a malformed card number)
+    goes on to the route, which answers it as ever, errors included; so does an unexpected error, logged. It may
+    only read: the route may run after it."""
+
+    def __init__(self, app, answers: dict[str, tuple[APIRoute, FastAnswer]]) -> None:
+        self.app = app
+        self.answers = answers
+
+    async def __call__(self, scope, receive, send) -> None:
+        found = self.answers.get(scope.get("path")) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if found is not None:
+            route, answer = found
+            try:
+                body = await answer(Request(scope, receive))
+            except ServiceError:
+                body = None
+            except Exception:
+                log.warning("the fast answer to %s failed; the route answers", route.path, exc_info=True)
+                body = None
+            if body is not None:
+                scope["route"] = route
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 async def _claim(request: Request, *, required: bool, kept: KeptAnswer | None = None,
@@ -321,5 +374,5 @@ def numbered_cursor(page: PageParams) -> int | None:
     return int(page.after)
 
 
-__all__ = ["ClockDep", "KeptAnswer", "Page", "ReadSession", "ServiceError", "Session", "UnitOfWorkRoute",
+__all__ = ["ClockDep", "FastPaths", "KeptAnswer", "Page", "ReadSession", "ServiceError", "Session", "UnitOfWorkRoute",
            "idempotent", "next_cursor", "numbered_cursor", "timed_cursor", "timed_cursor_of"]

@@ -13,10 +13,11 @@ them, each later ``fetch`` getting the same rows it would have read alone.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import bindparam, event, func, insert, select, text, update
+from sqlalchemy import Float, Integer, bindparam, event, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from service import db
@@ -133,6 +134,42 @@ async def test_statement_listeners_see_each_statement(database) -> None:
         await db.execute(session, _ADD, store("s-1"))
         await db.fetch(session, _BY_ID, {"p_id": "s-1"})
     assert [s.split()[0] for s in seen if s.split()[0] in {"INSERT", "SELECT"}] == ["INSERT", "SELECT"]
+
+
+# -- reads outside a session ------------------------------------------------------------------------------------
+
+async def test_a_read_alone_reads_as_fetch_reads_and_gives_its_connection_back(database) -> None:
+    async with database.transaction() as session:
+        await db.execute(session, _ADD, store("s-1"))
+        [expected] = await db.fetch(session, _BY_ID, {"p_id": "s-1"})
+    seen = statements_of(database)
+    [row] = await database.fetch_alone(_BY_ID, {"p_id": "s-1"})
+    assert (row, row.created_at, row.created_at.tzinfo) == (expected, AT, UTC)
+    assert await database.fetch_alone(_BY_ID, {"p_id": "s-2"}) == []
+    assert [s.split()[0] for s in seen] == ["SELECT", "SELECT"]
+    assert database.engine.pool.checkedout() == 0
+
+
+@pytest.mark.postgres_only
+async def test_a_read_alone_cut_short_or_failed_does_not_pool_its_connection_again(database) -> None:
+    async def backend() -> int:
+        [(pid,)] = await database.fetch_alone(select(func.pg_backend_pid()).where(bindparam("p_any")), {"p_any": True})
+        return pid
+
+    first = await backend()  # the pool's one connection so far, used again while the pool is idle
+    assert await backend() == first
+    reading = asyncio.create_task(database.fetch_alone(select(func.pg_sleep(bindparam("p_seconds", type_=Float))),
+                                                       {"p_seconds": 30}))
+    await asyncio.sleep(0.3)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    second = await backend()
+    assert second != first  # the connection cut short was closed; the pool connected anew
+    with pytest.raises(Exception, match="division by zero"):
+        await database.fetch_alone(select(literal_column("1") / bindparam("p_zero", type_=Integer)), {"p_zero": 0})
+    assert await backend() not in (first, second)
+    assert database.engine.pool.checkedout() == 0
 
 
 # -- deferred writes ------------------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import date, datetime, timedelta
+from unittest.mock import AsyncMock
 
 import pytest
 from sqlalchemy import func, select, text
 
+from service.members import service as members_service
 from service.members.models import Member
 from tests import factories as f
 from tests.factories import assert_problem, create_key, create_store, enroll, unique_email, unique_phone
@@ -451,6 +454,67 @@ async def test_lookup_by_invalid_phone_is_422(client):
         r = await lookup(client, phone=phone)
         assert r.status_code == 422, phone
         assert_problem(r, 422, "validation_error")
+
+
+# The till's look-up by card or phone is answered by a fast path (``routing.FastPaths``) without FastAPI's routing
+# or a session; anything it does not handle goes on to the route. Both must give the same answer.
+
+async def test_the_fast_look_up_answers_what_the_route_answers(client, make_client, monkeypatch):
+    member = await enroll(client, email="jane@example.com")
+    other = await enroll(client)
+    pos = make_client(await create_key(client, "pos", (await create_store(client))["id"]))
+    app_key = make_client(await create_key(client, "app"))
+    asks = [(caller, params) for caller in (client, pos, app_key) for params in (
+        {"card_number": member["card_number"]}, {"phone": member["phone"]}, {"card_number": "79927398713"})]
+
+    async def route_never_runs(*_args, **_kwargs):
+        raise AssertionError("the route answered a look-up the fast path handles")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(members_service, "lookup_public", route_never_runs)
+        fast = [await caller.get("/v1/members", params=params) for caller, params in asks]
+    with monkeypatch.context() as patch:
+        patch.setattr(members_service, "lookup_public_alone", AsyncMock(return_value=None))  # every one to the route
+        routed = [await caller.get("/v1/members", params=params) for caller, params in asks]
+    for (_, params), a, b in zip(asks, fast, routed, strict=True):
+        assert (a.status_code, a.content) == (b.status_code, b.content) == (200, a.content), (params, a.text, b.text)
+        assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+        assert a.headers["x-request-id"]
+    assert fast[0].json()["data"] == [member] and fast[2].json()["data"] == []
+    assert fast[3].json()["data"][0]["phone"] != member["phone"]  # masked for the till, as by the route
+    assert other["id"] not in {m["id"] for r in fast for m in r.json()["data"]}
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/v1/members",status="200"' in metrics
+
+
+async def test_what_the_fast_look_up_leaves_alone_the_route_answers(client, make_client, monkeypatch):
+    member = await enroll(client, email="jane@example.com")
+    seen: list[dict] = []
+    route = members_service.lookup_public
+
+    async def routed(*args, **kwargs):
+        seen.append({k: v for k, v in kwargs.items() if k in ("card_number", "phone", "email") and v})
+        return await route(*args, **kwargs)
+
+    monkeypatch.setattr(members_service, "lookup_public", routed)
+    card = member["card_number"]
+    assert (await lookup(client, email="jane@example.com")).json()["data"] == [member]
+    assert_problem(await lookup(client, card_number=with_wrong_check_digit(card)), 422, "invalid_card_number")
+    assert_problem(await lookup(client, card_number=card, phone=member["phone"]), 422, "validation_error")
+    assert (await client.get(f"/v1/members?card_number={card}&card_number={card}")).json()["data"] == [member]
+    assert_problem(await lookup(client, card_number="1" * 33), 422, "validation_error")  # past the route's limit
+    assert seen == [{"email": "jane@example.com"}, {"card_number": with_wrong_check_digit(card)},
+                    {"card_number": card, "phone": member["phone"]}, {"card_number": card}]
+    assert_problem(await make_client(None).get("/v1/members", params={"card_number": card}), 401, "unauthorized")
+
+
+async def test_a_fast_look_up_that_fails_unexpectedly_is_answered_by_the_route(client, app, monkeypatch, caplog):
+    member = await enroll(client)
+    monkeypatch.setattr(app.state.db, "fetch_alone", AsyncMock(side_effect=RuntimeError("connection lost")))
+    with caplog.at_level(logging.WARNING, logger="service.routing"):
+        r = await lookup(client, card_number=member["card_number"])
+    assert r.status_code == 200 and r.json()["data"] == [member], r.text
+    assert "the fast answer to /v1/members failed; the route answers" in caplog.text
 
 
 # --- uniqueness ---------------------------------------------------------------------------------------------------

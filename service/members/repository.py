@@ -6,7 +6,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import fetch, insert_unless_duplicate, prefetch
+from service.db import Database, fetch, insert_unless_duplicate, prefetch
 from service.members.models import Member
 from service.program.repository import VERSION_COLUMNS
 from service.tiers.repository import REVIEW_AT_COLUMN
@@ -94,6 +94,13 @@ async def find_active_rows(session: AsyncSession, *, with_review: bool = False,
     ((column, value),) = where.items()
     rows = await fetch(session, (_LOOKUP_ROWS if with_review else _FIND_ACTIVE_ROWS)[column], {"p_value": value})
     return rows, ((rows[0].program_version, rows[0].catalog_version) if rows else None)
+
+
+async def find_active_rows_alone(db: Database, **where: str) -> list[Any]:
+    """:func:`find_active_rows` with ``with_review``, read on a pooled connection outside any session
+    (``Database.fetch_alone``): the look-up's fast path. Each row carries the versions."""
+    ((column, value),) = where.items()
+    return await db.fetch_alone(_LOOKUP_ROWS[column], {"p_value": value})
 
 
 async def conflicting(session: AsyncSession, member: Member) -> list[str]:

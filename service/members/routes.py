@@ -5,13 +5,13 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from service.auth.dependencies import require
-from service.auth.rules import Principal
+from service.auth.dependencies import authenticate, require
+from service.auth.rules import Principal, role_allowed
 from service.errors import problem_responses
 from service.members import service
 from service.members.schemas import MemberCreate, MemberList, MemberPublic, MemberUpdate
 from service.program import service as program_service
-from service.routing import ClockDep, KeptAnswer, ReadSession, Session, UnitOfWorkRoute, idempotent
+from service.routing import ClockDep, KeptAnswer, ReadSession, Session, UnitOfWorkRoute, fast_paths, idempotent
 from service.text import PRINTABLE, PRINTABLE_OR_EMPTY
 
 router = APIRouter(prefix="/v1/members", tags=["members"], route_class=UnitOfWorkRoute,
@@ -43,18 +43,44 @@ async def enroll_member(body: MemberCreate, request: Request, session: Session, 
     return service.to_public(member, await program_service.get(session), principal)
 
 
+LOOKUP_KEY_MAX = 32  # characters of a card number or phone number in a look-up
+
+
 @router.get("", operation_id="lookup_members", response_model=MemberList,
             summary="Exact look-up by one of card number, phone or email")
 async def lookup_members(
     request: Request, session: ReadSession, clock: ClockDep,
-    card_number: Annotated[str | None, Query(max_length=32)] = None,
-    phone: Annotated[str | None, Query(max_length=32)] = None,
+    card_number: Annotated[str | None, Query(max_length=LOOKUP_KEY_MAX)] = None,
+    phone: Annotated[str | None, Query(max_length=LOOKUP_KEY_MAX)] = None,
     email: Annotated[str | None, Query(max_length=254, pattern=PRINTABLE_OR_EMPTY)] = None,
     principal: Principal = Depends(READERS),
 ) -> MemberList:
     members = await service.lookup_public(session, principal, card_number=card_number, phone=phone, email=email,
                                           region=_region(request), now=clock.now())
     return MemberList(data=members, next_cursor=None)
+
+
+async def lookup_members_alone(request: Request) -> bytes | None:
+    """:func:`lookup_members`' fast answer (``routing.FastPaths``): a till's look-up by one card number or phone
+    number, for a key that may read members, without a session (``service.lookup_public_alone``). A look-up by
+    email, by more than one key or by anything the route would refuse is left to the route, as is a member whose
+    tier review fell due."""
+    given = request.query_params.multi_items()
+    if len(given) != 1:
+        return None
+    ((name, value),) = given
+    if name not in ("card_number", "phone") or len(value) > LOOKUP_KEY_MAX:
+        return None
+    principal = await authenticate(request)
+    if not role_allowed(principal, READERS.roles):
+        return None
+    members = await service.lookup_public_alone(
+        request.app.state.db, principal, card_number=value if name == "card_number" else None,
+        phone=value if name == "phone" else None, region=_region(request), now=request.app.state.clock.now())
+    return None if members is None else _MEMBER_LIST.to_json(MemberList(data=members, next_cursor=None))
+
+
+_MEMBER_LIST = MemberList.__pydantic_serializer__
 
 
 @router.get("/{member_id}", operation_id="get_member", response_model=MemberPublic,
@@ -83,3 +109,6 @@ async def erase_member(member_id: MemberIdPath, session: Session, clock: ClockDe
                        principal: Principal = Depends(require("admin", "app"))) -> Response:
     await service.erase(session, member_id, clock, principal=principal)
     return Response(status_code=204)
+
+
+FAST_PATHS = fast_paths(router, {lookup_members: lookup_members_alone})

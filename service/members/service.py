@@ -14,6 +14,7 @@ from service.auth.errors import RoleNotAllowed
 from service.auth.rules import Principal
 from service.checkout.rules import EVERY_SALE_LOCKS
 from service.clock import Clock
+from service.db import Database
 from service.errors import ServiceError, ValidationFailed
 from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
@@ -216,11 +217,30 @@ async def lookup_public(session: AsyncSession, principal: Principal, *, card_num
     program = await program_service.get(session)  # its versions came with the members: no read
     members = []
     for row in found:
-        if row.tier_review_at is not None and row.tier_review_at <= now:
+        if _review_due(row, now):
             row = SimpleNamespace(**{**row._asdict(), "tier_code": (await tiers.standing(session, row, program,
                                                                                           now)).code})
         members.append(to_public(row, program, principal))
     return members
+
+
+async def lookup_public_alone(db: Database, principal: Principal, *, card_number: str | None, phone: str | None,
+                              region: str, now: datetime) -> list[MemberPublic] | None:
+    """:func:`lookup_public`'s answer for a till's look-up (by card number or phone), read without a session
+    (``Database.fetch_alone``): the look-up's fast path (``routes.lookup_members_alone``). None when the answer
+    needs a session: a tier review fell due, or the program's version is new to this process. Raises as
+    :func:`lookup_public` for a key that cannot be looked up."""
+    found = await repository.find_active_rows_alone(db, **_lookup_key(card_number, phone, None, region))
+    if not found:
+        return []
+    program = program_service.parsed(found[0].program_version)
+    if program is None or any(_review_due(row, now) for row in found):
+        return None
+    return [to_public(row, program, principal) for row in found]
+
+
+def _review_due(row: Any, now: datetime) -> bool:
+    return row.tier_review_at is not None and row.tier_review_at <= now
 
 
 def prefetch_for_checkout(session: AsyncSession, *, member_id: str | None = None, card_number: str | None = None,

@@ -74,6 +74,12 @@ async def get(session: AsyncSession) -> ProgramPublic:
     return program
 
 
+def parsed(version: int) -> ProgramPublic | None:
+    """The program at this version as this process has parsed it (:func:`get`), or None when it has not: for a
+    read made outside any session, which carries the version along (``repository.VERSION_COLUMNS``)."""
+    return _parsed.get(version)
+
+
 def remember_versions(session: AsyncSession, versions: tuple[int, int] | None) -> None:
     """The versions another read of this transaction carried along (``repository.VERSION_COLUMNS``), so that
     :func:`get` need not read them; the first read of the transaction wins, as in :func:`get`. None (the read
