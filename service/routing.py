@@ -187,8 +187,8 @@ def fast_paths(router: APIRouter,
 
 class FastPaths:
     """ASGI middleware, inside the others (the access log and metrics see its answers as the route's): answers a
-    hot read of a fixed path without FastAPI's routing, dependency solving and response validation, which cost a
-    till's look-up more than its own work (0.9 ms of CPU against 0.25 in process).
+    hot read of a fixed path without FastAPI's routing, dependency solving and response validation (a till's
+    look-up, in process: 0.73 to 1.0 ms of CPU through the route, 0.47 to 0.52 ms here).
 
     A fast answer handles its route's common case only and builds its body with the route's own service and
     schemas. Whatever else (None, or a :class:`ServiceError` raised: a missing key, a malformed card number)

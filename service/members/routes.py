@@ -60,6 +60,9 @@ async def lookup_members(
     return MemberList(data=members, next_cursor=None)
 
 
+_MEMBER_LIST = MemberList.__pydantic_serializer__
+
+
 async def lookup_members_alone(request: Request) -> bytes | None:
     """:func:`lookup_members`' fast answer (``routing.FastPaths``): a till's look-up by one card number or phone
     number, for a key that may read members, without a session (``service.lookup_public_alone``). A look-up by
@@ -78,9 +81,6 @@ async def lookup_members_alone(request: Request) -> bytes | None:
         request.app.state.db, principal, card_number=value if name == "card_number" else None,
         phone=value if name == "phone" else None, region=_region(request), now=request.app.state.clock.now())
     return None if members is None else _MEMBER_LIST.to_json(MemberList(data=members, next_cursor=None))
-
-
-_MEMBER_LIST = MemberList.__pydantic_serializer__
 
 
 @router.get("/{member_id}", operation_id="get_member", response_model=MemberPublic,
