@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import DateTime, Executable, Table, any_, bindparam, event
+from sqlalchemy import DateTime, Executable, Table, any_, bindparam, cast, event, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -99,9 +99,17 @@ def prebuilt(build: Callable[[Callable], Executable]) -> Callable[[AsyncSession]
 def one_of(insert, column, name: str):
     """``column IN (the list given as parameter name)`` in a prebuilt statement (``build`` receives ``insert``):
     ``= ANY($n)`` with one array parameter on PostgreSQL, so the SQL does not change with the list's length and
-    :func:`fetch` can run it; SQLite's expanding ``IN``."""
+    :func:`fetch` can run it; SQLite's expanding ``IN``.
+
+    On PostgreSQL the array is read through a scalar subquery, ``= ANY(CAST((SELECT $n) AS type[]))``, so that
+    the planner never sees its length. Given the array itself, a custom plan counts its elements while the
+    generic plan guesses ten, so the generic plan always looked dearer and PostgreSQL planned the statement
+    afresh at every execution: the quote's voucher screening spent 0.2 to 1 ms planning for 0.1 ms running.
+    Through the subquery both plans guess alike and, after its first five executions, a statement keeps its
+    generic plan (the same index look-ups)."""
     if insert is postgresql_insert:
-        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+        array = ARRAY(column.type)
+        return column == any_(cast(select(bindparam(name, type_=array)).scalar_subquery(), array))
     return column.in_(bindparam(name, expanding=True))
 
 

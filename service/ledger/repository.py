@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Integer, Row, String, bindparam, func, literal, null, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, literal_column
 
 from service.db import UTCDateTime, defer, dialect_of, execute, fetch, one_of, prebuilt, prefetch
 from service.ledger.models import LedgerAccount, LedgerEntry, LedgerTransaction, PointLot, PointLotDraw
@@ -26,6 +26,11 @@ _ACCOUNT_COLUMNS = (_ACCOUNTS.c.id, _ACCOUNTS.c.kind, _ACCOUNTS.c.asset, _ACCOUN
                     _ACCOUNTS.c.gift_card_id, _ACCOUNTS.c.balance)
 # What a debit needs of a lot (``rules.Lot``).
 _LOT_COLUMNS = (_LOTS.c.id, _LOTS.c.expires_at, _LOTS.c.remaining, _LOTS.c.transaction_id)
+# A lot still open, written as the literal ``remaining > 0`` of the partial index ``ix_point_lots_open``. As a
+# parameter, PostgreSQL could not use that index in a generic plan (it cannot know the value), so the generic
+# plan of every read of open lots was a scan of the table, and it planned each execution afresh instead: the
+# read under the commit's locks spent 0.2 to 0.46 ms in planning for 0.1 in execution.
+_OPEN = _LOTS.c.remaining > literal_column("0")
 
 _ENSURE_ACCOUNTS = prebuilt(lambda insert: insert(_ACCOUNTS).on_conflict_do_nothing())
 
@@ -143,12 +148,12 @@ async def set_balances(session: AsyncSession, balances: dict[str, int]) -> None:
 
 
 _OPEN_LOTS = prebuilt(lambda _: select(*_LOT_COLUMNS)
-                      .where(_LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0)
+                      .where(_LOTS.c.member_id == bindparam("p_member_id"), _OPEN)
                       .order_by(_LOTS.c.expires_at.asc().nulls_last(), _LOTS.c.id)
                       .offset(bindparam("p_offset", type_=Integer)).limit(bindparam("p_limit", type_=Integer)))
 _OPEN_LOTS_OF = prebuilt(lambda _: select(*_LOT_COLUMNS)
                          .where(_LOTS.c.transaction_id.in_(bindparam("p_transaction_ids", expanding=True)),
-                                _LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0))
+                                _LOTS.c.member_id == bindparam("p_member_id"), _OPEN))
 _LOTS_BY_ID = prebuilt(lambda _: select(*_LOT_COLUMNS).where(_LOTS.c.id.in_(bindparam("p_lot_ids", expanding=True))))
 
 
@@ -387,7 +392,7 @@ async def gift_card_net(session: AsyncSession, transaction_ids: Sequence[str]) -
 
 
 async def members_with_expired_lots(session: AsyncSession, as_of: datetime, *, limit: int) -> list[str]:
-    query = (select(PointLot.member_id).where(PointLot.remaining > 0, PointLot.expires_at <= as_of)
+    query = (select(PointLot.member_id).where(_OPEN, PointLot.expires_at <= as_of)
              .group_by(PointLot.member_id).order_by(PointLot.member_id).limit(limit))
     return list((await session.execute(query)).scalars())
 
@@ -395,7 +400,7 @@ async def members_with_expired_lots(session: AsyncSession, as_of: datetime, *, l
 async def expired_lots_of(session: AsyncSession, member_id: str, as_of: datetime) -> list[Row]:
     """The member's open lots past their expiry (``_LOT_COLUMNS``), by id."""
     query = (select(*_LOT_COLUMNS)
-             .where(_LOTS.c.member_id == member_id, _LOTS.c.remaining > 0, _LOTS.c.expires_at <= as_of)
+             .where(_LOTS.c.member_id == member_id, _OPEN, _LOTS.c.expires_at <= as_of)
              .order_by(_LOTS.c.id))
     return list((await session.execute(query)).all())
 
@@ -420,7 +425,7 @@ async def member_entries_page(session: AsyncSession, member_id: str, *, store_id
 
 def _upcoming_expiries_query():
     return (select(_LOTS.c.expires_at, func.sum(_LOTS.c.remaining).label("points"))
-            .where(_LOTS.c.member_id == bindparam("p_member_id"), _LOTS.c.remaining > 0,
+            .where(_LOTS.c.member_id == bindparam("p_member_id"), _OPEN,
                    _LOTS.c.expires_at.is_not(None),
                    bindparam("p_after", type_=UTCDateTime).is_(None)
                    | (_LOTS.c.expires_at > bindparam("p_after", type_=UTCDateTime)))
