@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import itertools
 import random
+from collections.abc import Iterator
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 _seq = itertools.count(1)
 
@@ -178,3 +179,19 @@ async def row_held(app, sql: str, **params):
                     await asyncio.sleep(0.02)
 
         yield conn.rollback, waiting
+
+
+@contextlib.contextmanager
+def counted_statements(app) -> Iterator[list[str]]:
+    """The SQL statements sent while the block runs (listeners see the hot paths' ``db.fetch`` too)."""
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    engine = app.state.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)

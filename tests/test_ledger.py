@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from service.points import service as points_service
 from tests import factories as f
@@ -25,22 +23,6 @@ async def test_concurrent_commits_spend_a_balance_once(client, app):
     assert sorted(a.status_code for a in answers) == [201] + [409] * 7
     assert await f.balance(client, member) == 95
     await f.verify_ledger(app)
-
-
-@contextmanager
-def counted_statements(app) -> Iterator[list[str]]:
-    """The SQL statements sent while the block runs (listeners see the hot paths' ``db.fetch`` too)."""
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    engine = app.state.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 async def _short_and_long_history(client) -> tuple[str, str, str]:
@@ -59,7 +41,7 @@ async def test_a_commit_costs_the_same_queries_whatever_the_history(client, app)
     store, short, long_ = await _short_and_long_history(client)
     counts = []
     for member in (short, long_):
-        with counted_statements(app) as statements:
+        with f.counted_statements(app) as statements:
             r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)], points=50))
         assert r.status_code == 201, r.text
         counts.append(len(statements))
@@ -78,11 +60,11 @@ async def test_a_new_members_first_sale_costs_what_a_later_one_does(client, app)
     store = (await f.create_store(client))["id"]
     earlier = (await f.enroll(client))["id"]  # a sale first: the process's copies of the store and programmes
     assert (await f.commit(client, f.basket(earlier, store))).status_code == 201
-    with counted_statements(app) as enrolment:
+    with f.counted_statements(app) as enrolment:
         member = (await f.enroll(client))["id"]
     counts = []
     for _ in range(2):
-        with counted_statements(app) as statements:
+        with f.counted_statements(app) as statements:
             r = await f.commit(client, f.basket(member, store, [f.line(unit_price=5000)]))
         assert r.status_code == 201, r.text
         counts.append(len(statements))
@@ -114,7 +96,7 @@ async def test_a_quote_costs_the_same_queries_whatever_the_history(client, app):
     store, short, long_ = await _short_and_long_history(client)
     counts = []
     for member in (short, long_):
-        with counted_statements(app) as statements:
+        with f.counted_statements(app) as statements:
             r = await client.post("/v1/checkout/quote",
                                   json=f.basket(member, store, [f.line(unit_price=5000)], points=50))
         assert r.status_code == 200, r.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,7 +37,7 @@ def to_rules(row: PunchProgram) -> rules.Program:
         id=row.id, name=row.name, qualifying_skus=frozenset(row.qualifying_skus),
         qualifying_categories=frozenset(row.qualifying_categories), stamps_required=row.stamps_required,
         reward_skus=frozenset(row.reward_skus), reward_categories=frozenset(row.reward_categories),
-        max_value=row.reward_max_value)
+        max_value=row.reward_max_value, reward_valid_days=row.reward_valid_days)
 
 
 def _apply(row: PunchProgram, body: PunchProgramCreate) -> None:
@@ -179,15 +180,16 @@ async def redeem(session: AsyncSession, reward_ids: Sequence[str], transaction_i
 
 
 async def issue(session: AsyncSession, member_id: str, transaction_id: str, due: Mapping[str, int],
-                costs: Mapping[str, int], now: datetime) -> list[PunchReward]:
-    """Create the rewards the stamps of a commit turned into. ``costs``: the stamps each reward of a program took
-    (its ``stamps_required`` as the commit priced it, the figure its ledger entry took), kept on the reward so that
-    revoking it gives back those whatever the program asks by then."""
-    programs = {p.id: p for p in await repository.programs_by_id(session, sorted(due))}
-    rows = [PunchReward(id=new_id("rwd"), member_id=member_id, program_id=program_id, status="available",
-                        issued_at=now, expires_at=now + timedelta(days=programs[program_id].reward_valid_days),
-                        issued_by=transaction_id, changed_at=now, stamps_cost=costs[program_id])
-            for program_id, count in sorted(due.items()) for _ in range(count)]
+                programs: Mapping[str, rules.Program], now: datetime) -> list[SimpleNamespace]:
+    """Create the rewards the stamps of a commit turned into, as plain copies of their rows. ``programs``: the
+    programs as the commit priced them (this process's copies, checked against the catalog's version), so no read
+    here; each reward keeps the stamps it took (``stamps_required`` then, the figure its ledger entry took), so
+    that revoking it gives back those whatever the program asks by then."""
+    rows = [SimpleNamespace(
+        id=new_id("rwd"), member_id=member_id, program_id=program_id, status="available", issued_at=now,
+        expires_at=now + timedelta(days=programs[program_id].reward_valid_days), issued_by=transaction_id,
+        redeemed_by=None, changed_at=now, stamps_cost=programs[program_id].stamps_required)
+        for program_id, count in sorted(due.items()) for _ in range(count)]
     await repository.add_rewards(session, rows)
     for r in rows:
         await events.emit(session, "reward.issued", {
@@ -196,7 +198,7 @@ async def issue(session: AsyncSession, member_id: str, transaction_id: str, due:
     return rows
 
 
-def issued_public(rows: Sequence[PunchReward]) -> list[dict]:
+def issued_public(rows: Sequence[PunchReward | SimpleNamespace]) -> list[dict]:
     """The rewards as a receipt lists them: by id, the order they read back in (``issued_by``), so that a sale's
     receipt says the same when committed and when read again."""
     return [{"id": r.id, "program_id": r.program_id, "expires_at": r.expires_at.isoformat()}
