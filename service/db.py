@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import DateTime, Executable, Table, any_, bindparam, cast, event, select
+from sqlalchemy import DateTime, Executable, Table, any_, bindparam, cast, event, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -457,6 +457,7 @@ def _shifted(sql: str, offset: int) -> str:
 # per connection, and a join whose plan depends on the tables' sizes would keep the plan it got while they were
 # small (the ledger posting's UPDATE … FROM unnest(…) did, and commits slowed as the tables grew).
 # A batch never holds the same statement twice, nor two CTEs of the same name: such a write starts a new batch.
+# New rows of one table are the exception (``defer_row``): they share one multi-row INSERT, in the order given.
 
 _DEFERRED = "loyalty.deferred"  # session.info: the writes waiting for the session's next statement
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -469,6 +470,7 @@ class _Deferred(NamedTuple):
     args: list[Any]
     parts: tuple[tuple[str, str], ...] | None  # its CTEs (name, body); None if it cannot join a batch
     main: str
+    rows: tuple[Table, tuple[dict[str, Any], ...]] | None = None  # defer_row's: the table and its rows
 
     @classmethod
     def of(cls, sql: str, args: list[Any]) -> _Deferred:
@@ -572,9 +574,14 @@ async def defer(session: AsyncSession, statement: Executable, params: dict[str, 
     await _flush_orm(session)  # what the program wrote before this goes out before it
     link = await _link(session)
     entry, args = _bound(statement, params or {}, link.dialect)
-    item = _Deferred.of(entry.compiled.string, args)
+    await _wait(session, link, _Deferred.of(entry.compiled.string, args))
+
+
+async def _wait(session: AsyncSession, link: _Link, item: _Deferred, *, alone: bool = False) -> None:
+    """``item`` joins the waiting batch, or the batch goes out first when it cannot take it (``alone``: the
+    caller knows it cannot)."""
     waiting: list[_Deferred] = session.info.setdefault(_DEFERRED, [])
-    if waiting and (any(w.sql == item.sql for w in waiting) or _merged([*waiting, item]) is None):
+    if waiting and (alone or any(w.sql == item.sql for w in waiting) or _merged([*waiting, item]) is None):
         await _send_guard(session)
         session.info[_DEFERRED] = []
         await _send(link, *_merged_or_single(waiting))
@@ -584,6 +591,57 @@ async def defer(session: AsyncSession, statement: Executable, params: dict[str, 
         await _send(link, item.sql, item.args)
     else:
         waiting.append(item)
+
+
+ROWS_PER_INSERT = 16
+_ROW_INSERTS: dict[tuple[str, tuple[str, ...], int], Executable] = {}
+
+
+def _rows_insert(table: Table, keys: tuple[str, ...], count: int) -> Executable:
+    """``INSERT INTO table (keys) VALUES (…), …`` of ``count`` rows, the i-th row's values named ``<key>_<i>``;
+    built once per table, columns and count."""
+    statement = _ROW_INSERTS.get((table.name, keys, count))
+    if statement is None:
+        statement = _ROW_INSERTS[table.name, keys, count] = insert(table).values(
+            [{key: bindparam(f"{key}_{i}", type_=table.c[key].type) for key in keys} for i in range(count)])
+    return statement
+
+
+def _rows_params(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {f"{key}_{i}": value for i, row in enumerate(rows) for key, value in row.items()}
+
+
+async def defer_row(session: AsyncSession, table: Table, values: dict[str, Any]) -> None:
+    """:func:`defer` for the INSERT of one new row of ``table`` (``values`` by column key). Rows of one table
+    waiting in the same batch go out as one multi-row INSERT, in the order they were given (a sequence numbers
+    them in that order), so a batch takes several new rows of a table (a sale's outbox events, its rewards)
+    where it would never take one statement twice. A row of a table whose rows cannot take it (other columns, or
+    already ``ROWS_PER_INSERT``) sends the batch first: two INSERTs of one table in one statement would run in
+    no set order. On SQLite the row is inserted at once."""
+    keys = tuple(values)
+    if dialect_of(session) == "sqlite":
+        await session.execute(_rows_insert(table, keys, 1), _rows_params([values]))
+        return
+    await _flush_orm(session)
+    link = await _link(session)
+    waiting: list[_Deferred] = session.info.get(_DEFERRED) or []
+    for i, item in enumerate(waiting):
+        if item.rows is None or item.rows[0] is not table:
+            continue
+        rows = (*item.rows[1], values)
+        if len(rows) <= ROWS_PER_INSERT and all(tuple(row) == keys for row in rows):
+            joined = _row_item(link, table, rows)
+            if _merged([*waiting[:i], joined, *waiting[i + 1:]]) is not None:
+                waiting[i] = joined
+                return
+        await _wait(session, link, _row_item(link, table, (values,)), alone=True)
+        return
+    await _wait(session, link, _row_item(link, table, (values,)))
+
+
+def _row_item(link: _Link, table: Table, rows: tuple[dict[str, Any], ...]) -> _Deferred:
+    entry, args = _bound(_rows_insert(table, tuple(rows[0]), len(rows)), _rows_params(rows), link.dialect)
+    return _Deferred.of(entry.compiled.string, args)._replace(rows=(table, rows))
 
 
 def _send_deferred(session: Session) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service import db
 from service.auth.models import ApiKey
+from service.events.models import Event
 from service.program.models import Store
 from tests.conftest import IS_POSTGRES
 
@@ -259,6 +260,46 @@ async def test_the_same_write_twice_goes_out_in_two_batches(database) -> None:
             await db.defer(session, _ADD, store(f"s-{n}", name=f"Store {n}"))
     assert await names(database) == [("s-0", "Store 0"), ("s-1", "Store 1"), ("s-2", "Store 2")]
     assert len(seen) == 4
+
+
+EVENTS = Event.__table__
+
+
+def event_row(n: int, **extra) -> dict:
+    return {"event_id": f"evt-{n}", "type": "test.happened", "occurred_at": AT, "member_id": None,
+            "data": {"n": n}, **extra}
+
+
+async def events_in_order(database) -> list[str]:
+    async with database.transaction() as session:
+        return list((await session.execute(select(EVENTS.c.event_id).order_by(EVENTS.c.seq))).scalars())
+
+
+async def test_new_rows_of_one_table_share_one_insert_in_the_order_given(database) -> None:
+    """``db.defer_row``: a batch takes several new rows of a table as one multi-row INSERT (where it never takes
+    one statement twice), and their sequence numbers them in the order they were given, other writes between."""
+    seen = statements_of(database)
+    async with database.transaction() as session:
+        await db.defer_row(session, EVENTS, event_row(1))
+        await db.defer(session, _ADD, store("s-1"))
+        await db.defer_row(session, EVENTS, event_row(2))
+        await db.defer_row(session, EVENTS, event_row(3))
+    assert len(seen) == (1 if IS_POSTGRES else 4), seen
+    assert await events_in_order(database) == ["evt-1", "evt-2", "evt-3"]
+    assert await names(database) == [("s-1", "Main street")]
+
+
+async def test_rows_an_insert_cannot_take_start_a_batch_of_their_own(database) -> None:
+    """Other columns, or more than ``ROWS_PER_INSERT`` rows: the batch goes out first, so two INSERTs of one table
+    never share a statement (they would run in no set order)."""
+    seen = statements_of(database)
+    count = db.ROWS_PER_INSERT + 1
+    async with database.transaction() as session:
+        for n in range(count):
+            await db.defer_row(session, EVENTS, event_row(n))
+        await db.defer_row(session, EVENTS, event_row(count, position=None))
+    assert len(seen) == (3 if IS_POSTGRES else count + 1), seen
+    assert await events_in_order(database) == [f"evt-{n}" for n in range(count + 1)]
 
 
 async def test_orm_changes_made_before_a_deferred_write_go_out_before_it(database) -> None:

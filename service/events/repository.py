@@ -9,24 +9,26 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import defer, dialect_of, prebuilt
+from service.db import defer, defer_row, dialect_of, prebuilt
 from service.events.models import Event, Webhook, WebhookDelivery
 
 # pg_advisory_xact_lock key of the feed's numbering (one numberer at a time, across every process).
 POSITION_LOCK = 0x6C6F79616C7479  # "loyalty"
 
 
-_ADD_EVENT = prebuilt(lambda insert: insert(Event.__table__))
 # SQLite has one writer at a time: numbering at insert is numbering in commit order.
 _ADD_NUMBERED_EVENT = prebuilt(lambda insert: insert(Event.__table__).values(
     position=select(func.coalesce(func.max(Event.position), 0) + 1).scalar_subquery()))
 
 
 async def add_event(session: AsyncSession, values: dict[str, Any]) -> None:
-    """One INSERT, prebuilt (``values`` are the columns' values); on PostgreSQL deferred, to go out with the
-    session's next statement."""
-    statement = _ADD_NUMBERED_EVENT if dialect_of(session) == "sqlite" else _ADD_EVENT
-    await defer(session, statement(session), values)
+    """One new row (``values`` are the columns' values). On PostgreSQL deferred, to go out with the session's next
+    statement, and with the other events waiting there as one INSERT, in the order they were emitted
+    (``db.defer_row``); on SQLite numbered as it is inserted."""
+    if dialect_of(session) == "sqlite":
+        await defer(session, _ADD_NUMBERED_EVENT(session), values)
+    else:
+        await defer_row(session, Event.__table__, values)
 
 
 async def number_committed(session: AsyncSession, limit: int) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import defer, fetch, prebuilt, prefetch
+from service.db import defer_row, fetch, prefetch
 from service.punchcards.models import PunchProgram, PunchReward
 
 _REWARDS = PunchReward.__table__
@@ -85,21 +85,11 @@ async def rewards_issued_by(session: AsyncSession, transaction_id: str) -> list[
     return list((await session.execute(query)).scalars())
 
 
-_REWARDS_PER_INSERT = 8
-# One INSERT of up to eight rewards, built once per count (``prebuilt``): a sale issues its rewards in one
-# statement, and a handful of texts serve every sale.
-_ADD_REWARDS = {n: prebuilt(lambda insert, n=n: insert(_REWARDS).values(
-    [{c.key: bindparam(f"{c.key}_{i}", type_=c.type) for c in _REWARDS.columns} for i in range(n)]))
-    for n in range(1, _REWARDS_PER_INSERT + 1)}
-
-
 async def add_rewards(session: AsyncSession, rows: Sequence[Any]) -> None:
-    """Insert new rewards, given as plain objects with the table's columns as attributes, eight to a statement;
-    on PostgreSQL deferred (``db.defer``), to go out with the commit's next statement."""
-    for start in range(0, len(rows), _REWARDS_PER_INSERT):
-        chunk = rows[start:start + _REWARDS_PER_INSERT]
-        await defer(session, _ADD_REWARDS[len(chunk)](session),
-                    {f"{c.key}_{i}": getattr(row, c.key) for i, row in enumerate(chunk) for c in _REWARDS.columns})
+    """Insert new rewards, given as plain objects with the table's columns as attributes; on PostgreSQL deferred
+    (``db.defer_row``), all of a sale's in one INSERT with the commit's next statement."""
+    for row in rows:
+        await defer_row(session, _REWARDS, {c.key: getattr(row, c.key) for c in _REWARDS.columns})
 
 
 async def set_status(session: AsyncSession, ids: Sequence[str], *, from_status: str, to_status: str,
