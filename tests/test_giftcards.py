@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from service.giftcards.models import GiftCard
 from service.idempotency import IdempotencyRecord
@@ -110,22 +110,12 @@ async def test_issue_gives_codes_and_pins_once_and_the_balance_needs_the_pin(cli
 
 async def test_issuing_many_cards_costs_the_statements_of_a_few(client, app):
     await issue_one(client, 100)  # the key and the program are cached from here on
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    engine = app.state.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        counts = []
-        for n in (2, 200):
-            statements.clear()
+    counts = []
+    for n in (2, 200):
+        with f.counted_statements(app) as statements:
             r = await issue(client, 100, n)
-            assert r.status_code == 201 and len(r.json()) == n, r.text
-            counts.append(len(statements))
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+        assert r.status_code == 201 and len(r.json()) == n, r.text
+        counts.append(len(statements))
     assert counts[0] == counts[1], counts  # one executemany per table, whatever the count
     report = (await client.get("/v1/reports/liability")).json()
     assert report["gift_cards"] == 203 * 100 and report["gift_cards_count"] == 203

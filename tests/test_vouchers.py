@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from service.audit import AuditEntry
 from service.ids import CODE_ALPHABET
@@ -677,17 +677,8 @@ async def test_a_named_code_is_screened_with_the_member_and_the_keys_failures_in
     assert (await client.post("/v1/checkout/quote", json=warm)).status_code == 200  # caches warmed
     code = (await give(client, campaign, member))["code"]
     body = with_vouchers(member, store, [f.line(unit_price=2000)], [code])
-    statements: list[str] = []
-
-    def seen(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    engine = app.state.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with f.counted_statements(app) as statements:
         r = await (f.commit(client, body) if path.endswith("commit") else client.post(path, json=body))
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert r.status_code in (200, 201), r.text
     assert [a["id"] for a in r.json()["applied"] if a["kind"] == "voucher"]
     failures = [s for s in statements if "failed_attempts" in s]
