@@ -37,7 +37,7 @@ class Program:
     reward_skus: frozenset[str] = frozenset()
     reward_categories: frozenset[str] = frozenset()
     max_value: int | None = None
-    reward_valid_days: int = 90  # how long an issued reward stays usable (the API asks for it; 90 is its example)
+    reward_valid_days: int = field(kw_only=True)  # how long an issued reward stays usable
 
     def qualifies(self, sku: str, category: str) -> bool:
         return sku in self.qualifying_skus or category in self.qualifying_categories

@@ -43,7 +43,8 @@ def test_no_line_goes_below_zero():
 
 def _free_coffee(*caps: int | None, reward_cap: int | None = 250, discount: str = "0") -> rules.Context:
     """A coffee card's reward (capped at ``reward_cap``) and a free-item voucher per cap in ``caps``."""
-    card = punch_rules.Program("pcp_1", "Coffee card", frozenset(), frozenset({"coffee"}), 3, max_value=reward_cap)
+    card = punch_rules.Program("pcp_1", "Coffee card", frozenset(), frozenset({"coffee"}), 3, max_value=reward_cap,
+                               reward_valid_days=30)
     vouchers = tuple(voucher_rules.Voucher(f"vch_{i}", f"CODE{i}", voucher_rules.Campaign(
         f"cmp_{i}", "Free coffee", voucher_rules.FREE_ITEM, cap, stackable=True), "mem_1", "active")
         for i, cap in enumerate(caps))

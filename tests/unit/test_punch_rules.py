@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from service.punchcards import rules
 
-COFFEE = rules.Program("p1", "Coffee", frozenset({"BEANS"}), frozenset({"coffee"}), 10, max_value=500)
+COFFEE = rules.Program("p1", "Coffee", frozenset({"BEANS"}), frozenset({"coffee"}), 10, max_value=500,
+                       reward_valid_days=30)
 
 
 def unit(line_id: str, sku: str, category: str, quantity: int, price: int) -> rules.Unit:
