@@ -580,8 +580,12 @@ async def test_the_apps_offers_call_a_voucher_applicable_only_when_the_member_ca
     """The app's offers have no basket: a voucher is applicable there when the member can use it at all now. One
     valid only from next week, or one for `new` members held by a member who is no longer new, the till refuses
     (with the reason) and the app listed as applicable; the app now says the same reason. A basket's spend and
-    items are not judged without a basket."""
+    items are not judged without a basket.
+
+    At noon UTC: the till names dates in the store's zone (Berlin) and the app, which has no store, in UTC; for
+    the hour before midnight UTC they name different days, and the reasons would differ."""
     store, _ = shop
+    clock.freeze((clock.now() + timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0))
     member = (await f.enroll(client))["id"]
     later = (await give(client, (await make_campaign(client, name="Later", valid_from=(
         clock.now() + timedelta(days=7)).isoformat()))["id"], member))["code"]
