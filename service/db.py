@@ -629,7 +629,7 @@ async def defer_row(session: AsyncSession, table: Table, values: dict[str, Any])
         if item.rows is None or item.rows[0] is not table:
             continue
         rows = (*item.rows[1], values)
-        if len(rows) <= ROWS_PER_INSERT and all(tuple(row) == keys for row in rows):
+        if len(rows) <= ROWS_PER_INSERT and tuple(rows[0]) == keys:  # the waiting rows share their columns
             joined = _row_item(link, table, rows)
             if _merged([*waiting[:i], joined, *waiting[i + 1:]]) is not None:
                 waiting[i] = joined
