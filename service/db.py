@@ -18,6 +18,7 @@ from collections import namedtuple
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from time import monotonic
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import DateTime, Executable, Table, any_, bindparam, cast, event, insert, select
@@ -28,6 +29,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import greenlet_spawn
 from sqlmodel import SQLModel
@@ -40,6 +42,8 @@ T = TypeVar("T")
 
 WRITE = "loyalty_write"  # execution option: this transaction will write (BEGIN IMMEDIATE on SQLite)
 MAX_ATTEMPTS = 4
+POOL_RECYCLE_SECONDS = 1800  # a pooled PostgreSQL connection is replaced once this old
+READER_SECONDS = 300  # a connection kept for reads alone goes back to the pool after this (Database.fetch_alone)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -720,7 +724,7 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 20) -> A
         _configure_sqlite(engine)
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False, pool_recycle=1800,
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=False, pool_recycle=POOL_RECYCLE_SECONDS,
         hide_parameters=True,
     )
 
@@ -758,6 +762,9 @@ class Database:
         # keeps its transactions: its BEGIN is ours (see _configure_sqlite) and costs no round trip.
         self._autocommit_sessions = None if is_sqlite(url) else _sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+        # Connections kept out of the pool for reads alone (fetch_alone), newest last, with when each was taken.
+        self._readers: list[tuple[PoolProxiedConnection, float]] = []
+        self._readers_max = max(1, pool_size // 2)
 
     @property
     def dialect(self) -> str:
@@ -799,16 +806,19 @@ class Database:
         raise AssertionError("unreachable")
 
     async def fetch_alone(self, statement: Executable, params: dict[str, Any]) -> list:
-        """The rows of one prebuilt read that stands alone (as :func:`fetch` reads them), on a connection of the
-        pool outside any session: on PostgreSQL straight on its asyncpg connection, which spares a look-up the
-        session's set-up, checkout and close (about 0.2 ms of CPU of its 0.45). On SQLite, :func:`fetch` in a
-        session of its own. A connection whose statement failed or was cut short is closed, not pooled again."""
+        """The rows of one prebuilt read that stands alone (as :func:`fetch` reads them), outside any session. On
+        PostgreSQL straight on an asyncpg connection kept for such reads: up to half the pool's size of them
+        stay checked out of the pool between reads, which spares a look-up the pool's checkout and check-in
+        (about 0.15 ms of its 0.45 ms of CPU; the session's set-up was spared before). Each goes back to the pool
+        after ``READER_SECONDS``, which recycles it as any other. A connection whose statement failed or was cut
+        short is closed, and the other kept ones go back to the pool, so that a lost server costs each of them
+        no failed read. On SQLite, :func:`fetch` in a session of its own."""
         if self._autocommit_sessions is None:
             async with self.statements(write=False) as session:
                 return await fetch(session, statement, params)
         entry, args = _bound(statement, params, self.engine.dialect)
         sql = entry.compiled.string
-        pooled = await self.engine.raw_connection()
+        pooled, taken = self._readers.pop() if self._readers else (await self.engine.raw_connection(), monotonic())
         try:
             engine = self.engine.sync_engine
             if engine._has_events:  # statement listeners see it as any other (no SQLAlchemy connection here)
@@ -816,11 +826,21 @@ class Database:
             raw = await pooled.driver_connection.fetch(sql, *args)
         except BaseException:
             await greenlet_spawn(pooled.invalidate)
+            await self._release_readers()
             raise
-        await greenlet_spawn(pooled.close)
+        if len(self._readers) < self._readers_max and monotonic() - taken < READER_SECONDS:
+            self._readers.append((pooled, taken))
+        else:
+            await greenlet_spawn(pooled.close)
         return _rows(entry, raw)
 
+    async def _release_readers(self) -> None:
+        readers, self._readers = self._readers, []
+        for pooled, _ in readers:
+            await greenlet_spawn(pooled.close)
+
     async def dispose(self) -> None:
+        await self._release_readers()
         await self.engine.dispose()
 
 

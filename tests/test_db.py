@@ -140,7 +140,7 @@ async def test_statement_listeners_see_each_statement(database) -> None:
 
 # -- reads outside a session ------------------------------------------------------------------------------------
 
-async def test_a_read_alone_reads_as_fetch_reads_and_gives_its_connection_back(database) -> None:
+async def test_a_read_alone_reads_as_fetch_reads(database) -> None:
     async with database.transaction() as session:
         await db.execute(session, _ADD, store("s-1"))
         [expected] = await db.fetch(session, _BY_ID, {"p_id": "s-1"})
@@ -149,29 +149,69 @@ async def test_a_read_alone_reads_as_fetch_reads_and_gives_its_connection_back(d
     assert (row, row.created_at, row.created_at.tzinfo) == (expected, AT, UTC)
     assert await database.fetch_alone(_BY_ID, {"p_id": "s-2"}) == []
     assert [s.split()[0] for s in seen] == ["SELECT", "SELECT"]
+    await database.dispose()
+    assert database.engine.pool.checkedout() == 0
+
+
+async def _backend(database: db.Database) -> int:
+    [(pid,)] = await database.fetch_alone(select(func.pg_backend_pid()).where(bindparam("p_any")), {"p_any": True})
+    return pid
+
+
+async def _sleep_alone(database: db.Database, seconds: float) -> list:
+    return await database.fetch_alone(select(func.pg_sleep(bindparam("p_seconds", type_=Float))),
+                                      {"p_seconds": seconds})
+
+
+@pytest.mark.postgres_only
+async def test_reads_alone_keep_up_to_half_the_pools_connections_out_of_it_for_the_next_ones(database) -> None:
+    first = await _backend(database)
+    assert await _backend(database) == first  # kept between reads, not checked in and out
+    assert database.engine.pool.checkedout() == 1
+    await asyncio.gather(*(_sleep_alone(database, 0.2) for _ in range(3)))  # three connections at once
+    assert database.engine.pool.checkedout() == 1  # the pool's size is 2: one is kept, the others went back
+    await database.dispose()
+    assert database.engine.pool.checkedout() == 0
+
+
+@pytest.mark.postgres_only
+async def test_a_connection_kept_for_reads_alone_goes_back_to_the_pool_after_a_while(database, monkeypatch) -> None:
+    await _backend(database)
+    assert database.engine.pool.checkedout() == 1
+    monkeypatch.setattr(db, "READER_SECONDS", 0)
+    await _backend(database)
     assert database.engine.pool.checkedout() == 0
 
 
 @pytest.mark.postgres_only
 async def test_a_read_alone_cut_short_or_failed_does_not_pool_its_connection_again(database) -> None:
-    async def backend() -> int:
-        [(pid,)] = await database.fetch_alone(select(func.pg_backend_pid()).where(bindparam("p_any")), {"p_any": True})
-        return pid
-
-    first = await backend()  # the pool's one connection so far, used again while the pool is idle
-    assert await backend() == first
-    reading = asyncio.create_task(database.fetch_alone(select(func.pg_sleep(bindparam("p_seconds", type_=Float))),
-                                                       {"p_seconds": 30}))
+    first = await _backend(database)  # the pool's one connection so far, kept for the next read alone
+    reading = asyncio.create_task(_sleep_alone(database, 30))
     await asyncio.sleep(0.3)
     reading.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reading
-    second = await backend()
+    assert database.engine.pool.checkedout() == 0
+    second = await _backend(database)
     assert second != first  # the connection cut short was closed; the pool connected anew
     with pytest.raises(Exception, match="division by zero"):
         await database.fetch_alone(select(literal_column("1") / bindparam("p_zero", type_=Integer)), {"p_zero": 0})
-    assert await backend() not in (first, second)
     assert database.engine.pool.checkedout() == 0
+    assert await _backend(database) not in (first, second)
+
+
+@pytest.mark.postgres_only
+async def test_a_failed_read_alone_gives_the_other_kept_connections_back_to_the_pool(settings) -> None:
+    database = db.Database(settings.database_url, pool_size=4)  # two kept
+    try:
+        await asyncio.gather(_sleep_alone(database, 0.2), _sleep_alone(database, 0.2))
+        assert database.engine.pool.checkedout() == 2
+        with pytest.raises(Exception, match="division by zero"):
+            await database.fetch_alone(select(literal_column("1") / bindparam("p_zero", type_=Integer)),
+                                       {"p_zero": 0})
+        assert database.engine.pool.checkedout() == 0  # a lost server would have failed them too
+    finally:
+        await database.dispose()
 
 
 # -- deferred writes ------------------------------------------------------------------------------------------
