@@ -582,7 +582,7 @@ async def test_the_apps_offers_call_a_voucher_applicable_only_when_the_member_ca
     (with the reason) and the app listed as applicable; the app now says the same reason. A basket's spend and
     items are not judged without a basket.
 
-    At noon UTC: the till names dates in the store's zone (Berlin) and the app, which has no store, in UTC; for
+    At noon UTC: the till names dates in the store's zone (Berlin) and the app, told no zone, in UTC; for
     the hour before midnight UTC they name different days, and the reasons would differ."""
     store, _ = shop
     clock.freeze((clock.now() + timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0))
@@ -611,6 +611,32 @@ async def test_the_apps_offers_call_a_voucher_applicable_only_when_the_member_ca
     assert app[later]["applicable"] is True  # its week has come
     r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2_000)], [welcome]))
     assert "not offered to this member" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
+
+
+async def test_the_apps_offers_name_the_days_of_the_time_zone_the_app_gives(client, clock, shop):
+    """At 23:30 UTC it is already the next day in Berlin, where the shop is: the till names a voucher's first day
+    on Berlin's calendar, the app on UTC's unless it names a zone; with Berlin's it says what the till says."""
+    store, _ = shop
+    clock.freeze((clock.now() + timedelta(days=1)).replace(hour=23, minute=30, second=0, microsecond=0))
+    member = (await f.enroll(client))["id"]
+    starts = clock.now() + timedelta(days=7)
+    later = (await give(client, (await make_campaign(client, name="Later", valid_from=starts.isoformat()))["id"],
+                        member))["code"]
+
+    async def app_reason(**params) -> str:
+        r = await client.get(f"/v1/members/{member}/offers", params=params)
+        return next(o["reason"] for o in r.json()["offers"] if o["id"] == later)
+
+    quote = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2_000)]))).json()
+    till = next(o["reason"] for o in quote["offers"] if o["id"] == later)
+    berlin_day = (starts + timedelta(days=1)).date().isoformat()
+    assert berlin_day in till
+    assert await app_reason(timezone="Europe/Berlin") == till
+    assert starts.date().isoformat() in await app_reason()  # UTC's calendar
+    assert await app_reason(timezone="UTC") == await app_reason()
+    problem = f.assert_problem(await client.get(f"/v1/members/{member}/offers", params={"timezone": "Mars/Olympus"}),
+                               422, "validation_error")
+    assert any("not an IANA time zone" in e["msg"] for e in problem["errors"])
 
 
 async def test_a_voucher_offer_speaks_the_members_language(client, shop):

@@ -72,7 +72,7 @@ class OfferContext:
     # ``(expires_at, points)`` of the member's next lots to expire after ``now``, soonest first (at least
     # EXPIRY_NUDGES of them), when the caller has read them (the quote has); read when needed otherwise.
     expiring_points: Sequence[tuple[datetime, int]] | None = None
-    # The store's timezone, whose calendar dates are told in (a till's); None: UTC (the app's reader's is unknown).
+    # The time zone whose calendar dates are told in: a till's store's, or the one the app names; None: UTC.
     timezone: str | None = None
     _reads: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 

@@ -263,13 +263,16 @@ def greeting(member: Member, activity: MemberActivity | None, program: ProgramPu
 # -- the app's offers ----------------------------------------------------------------------------------------------
 
 
-async def member_offers(session: AsyncSession, member: Member, program: ProgramPublic,
-                        now: datetime) -> MemberOffers:
-    """What the till would offer, without a basket (the app's offers page)."""
+async def member_offers(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime, *,
+                        timezone: str | None = None) -> MemberOffers:
+    """What the till would offer, without a basket (the app's offers page), its dates told on ``timezone``'s
+    calendar (UTC without one). The app has no store, so it names the zone: a till names its store's days, and
+    for a member of a Berlin shop a voucher valid from midnight there is "from the 15th" at the till and would
+    be "from the 14th" in UTC."""
     await tiers.refresh(session, member, program, now)
     activity = await repository.get_activity(session, member.id)
     tier = tier_figures(program.tiers, member.tier_code)[0]
     locale = rules.resolve_locale(member.locale, rules.templates(program.greetings))
     return await offers.ranked(session, offers.OfferContext(
         member=member, program=program, locale=locale, now=now, balances=await ledger.balances(session, member.id),
-        segments=member_segments(member, activity, tier, now.date())))
+        segments=member_segments(member, activity, tier, now.date()), timezone=timezone))
