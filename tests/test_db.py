@@ -158,6 +158,13 @@ async def _backend(database: db.Database) -> int:
     return pid
 
 
+async def _backend_after(database: db.Database, seconds: float) -> int:
+    """The backend's process id, after a sleep that holds the connection (to run several reads at once)."""
+    statement = select(func.pg_backend_pid(), func.pg_sleep(bindparam("p_seconds", type_=Float)))
+    [(pid, _)] = await database.fetch_alone(statement, {"p_seconds": seconds})
+    return pid
+
+
 async def _sleep_alone(database: db.Database, seconds: float) -> list:
     return await database.fetch_alone(select(func.pg_sleep(bindparam("p_seconds", type_=Float))),
                                       {"p_seconds": seconds})
@@ -201,15 +208,16 @@ async def test_a_read_alone_cut_short_or_failed_does_not_pool_its_connection_aga
 
 
 @pytest.mark.postgres_only
-async def test_a_failed_read_alone_gives_the_other_kept_connections_back_to_the_pool(settings) -> None:
+async def test_a_failed_read_alone_closes_the_other_kept_connections_too(settings) -> None:
     database = db.Database(settings.database_url, pool_size=4)  # two kept
     try:
-        await asyncio.gather(_sleep_alone(database, 0.2), _sleep_alone(database, 0.2))
-        assert database.engine.pool.checkedout() == 2
+        kept = set(await asyncio.gather(_backend_after(database, 0.2), _backend_after(database, 0.2)))
+        assert len(kept) == 2 and database.engine.pool.checkedout() == 2
         with pytest.raises(Exception, match="division by zero"):
             await database.fetch_alone(select(literal_column("1") / bindparam("p_zero", type_=Integer)),
                                        {"p_zero": 0})
-        assert database.engine.pool.checkedout() == 0  # a lost server would have failed them too
+        assert database.engine.pool.checkedout() == 0  # a lost server would have lost them too
+        assert not kept & set(await asyncio.gather(_backend_after(database, 0.2), _backend_after(database, 0.2)))
     finally:
         await database.dispose()
 
