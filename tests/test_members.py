@@ -517,6 +517,32 @@ async def test_a_fast_look_up_that_fails_unexpectedly_is_answered_by_the_route(c
     assert "the fast answer to /v1/members failed; the route answers" in caplog.text
 
 
+@pytest.mark.postgres_only
+async def test_a_fast_look_up_whose_kept_connection_was_lost_is_answered_and_the_next_reads_reconnect(
+        client, app, caplog):
+    """The look-up's connections stay checked out between reads (``Database.fetch_alone``). Their backends
+    terminated, as when the server restarts: the look-up that meets one is answered by the route, and the next ones
+    by the fast path again, on new connections."""
+    member = await enroll(client)
+    assert (await lookup(client, card_number=member["card_number"])).json()["data"] == [member]
+    async with app.state.db.transaction() as session:
+        kept = [pid for (pid,) in await session.execute(text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND query LIKE '%AND members.card_number = $%'"))]
+        assert kept, "no connection kept for the look-up"
+        for pid in kept:
+            await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with caplog.at_level(logging.WARNING, logger="service.routing"):
+        r = await lookup(client, card_number=member["card_number"])
+    assert r.status_code == 200 and r.json()["data"] == [member], r.text
+    assert "the fast answer to /v1/members failed; the route answers" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.routing"):
+        for _ in range(3):
+            assert (await lookup(client, card_number=member["card_number"])).json()["data"] == [member]
+    assert "failed" not in caplog.text
+
+
 # --- uniqueness ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("field", "first", "second"), [
