@@ -469,6 +469,34 @@ async def test_threshold_voucher_is_issued_by_the_sale_that_reaches_it_and_revok
     await f.verify_ledger(app)
 
 
+async def test_a_backdated_sale_earns_threshold_vouchers_as_at_its_time(client, clock, shop):
+    """A till back online or a history imported: the sale earns a threshold voucher as it would have then, valid
+    from then, and none from a campaign made after it or one whose voucher would already be over; so a history
+    replayed beside a campaign of 30-day vouchers gives vouchers to its last 30 days' sales only."""
+    store, member = shop
+    clock.freeze(clock.now())
+    campaign = await make_campaign(client, name="Spend 100, get 5", auto_issue={"spend_threshold": 10_000},
+                                   valid_days=30)
+    clock.advance(timedelta(days=40))
+
+    async def earned(at: datetime) -> list[dict]:
+        r = await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)], occurred_at=at.isoformat()))
+        assert r.status_code == 201, r.text
+        return r.json()["earned"]["vouchers_issued"]
+
+    def ends(voucher_: dict) -> datetime:
+        return datetime.fromisoformat(voucher_["valid_until"].replace("Z", "+00:00"))
+
+    two_days_ago = clock.now() - timedelta(days=2)
+    [late] = await earned(two_days_ago)
+    assert ends(late) == two_days_ago + timedelta(days=30)  # 28 days left, not 30
+    assert await earned(clock.now() - timedelta(days=35)) == []  # it would have ended five days ago
+    assert await earned(clock.now() - timedelta(days=41)) == []  # the campaign did not exist yet
+    [today] = await earned(clock.now())
+    assert ends(today) == clock.now() + timedelta(days=30)
+    assert (await client.get(f"/v1/voucher-campaigns/{campaign['id']}")).json()["issued_count"] == 2
+
+
 async def test_threshold_issue_honours_limits_and_audience(client, shop):
     store, member = shop
     limited = await make_campaign(client, name="Once", auto_issue={"spend_threshold": 1000}, per_member_limit=1)

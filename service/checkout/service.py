@@ -415,7 +415,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     # Threshold vouchers see the member as the sale leaves them (a sale that upgraded the tier counts as the new).
     earned_vouchers = await voucher_service.issue_for_sale(
         session, member.id, voucher_service.member_facts(member, program, segments), row.id, priced.qualifying_spend,
-        now)
+        occurred_at=occurred_at, now=now)
     public = to_public(row, bonus_points=_points_in(bonus), rewards_issued=punch_service.issued_public(issued),
                        tier_change=change, vouchers_issued=voucher_service.issued_public(earned_vouchers))
     await events.emit(session, "transaction.committed", public.model_dump(mode="json", by_alias=True), at=now,

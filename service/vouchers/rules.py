@@ -81,6 +81,7 @@ class Campaign:
     per_member_limit: int | None = None
     auto_issue_spend_threshold: int | None = None
     active: bool = True
+    created_at: datetime | None = None  # None: as old as any sale (a campaign built in a test)
 
     def eligible(self, sku: str, category: str) -> bool:
         """Lines a voucher works on: the named SKUs and categories, or every line when none are named."""
@@ -314,12 +315,25 @@ def withdrawn_by_return(earned: Sequence[tuple[str, Campaign]], spend_left: int)
                                    and spend_left < campaign.auto_issue_spend_threshold)]
 
 
-def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFacts, now: datetime) -> list[Campaign]:
+def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFacts, *, earned_at: datetime,
+                now: datetime) -> list[Campaign]:
     """The threshold campaigns a sale of ``net_spend`` issues a voucher of ("spend 100, get 5"): one voucher per
-    campaign whose threshold the sale's net reaches, for members in its audience, while it can issue."""
+    campaign whose threshold the sale's net reaches, for members in its audience.
+
+    A sale earns as at the time it was made (``earned_at``, its ``occurred_at``: earlier than ``now`` for a till
+    back online or a history imported), as its points do: the campaign must have existed and been able to issue
+    then, and the voucher's validity counts from then (:func:`validity`). One that would already have ended by
+    ``now`` is not issued: there would be nothing to use, and it would count against the campaign's limits. So a
+    history replayed with a campaign of 30-day vouchers running gives vouchers to its last 30 days' sales only,
+    not a live voucher to every member who ever crossed the threshold."""
     return [c for c in campaigns
             if c.auto_issue_spend_threshold is not None and net_spend >= c.auto_issue_spend_threshold
-            and can_issue(c, now) is None and audience_matches(c.audience, facts)]
+            and (c.created_at is None or c.created_at <= earned_at) and can_issue(c, earned_at) is None
+            and not _ended(validity(c, earned_at)[1], now) and audience_matches(c.audience, facts)]
+
+
+def _ended(valid_until: datetime | None, now: datetime) -> bool:
+    return valid_until is not None and valid_until <= now
 
 
 def expiring_soon(vouchers: Sequence[Voucher], now: datetime) -> list[Voucher]:

@@ -72,7 +72,7 @@ def to_rules(row: VoucherCampaign) -> rules.Campaign:
         skus=frozenset(row.skus), categories=frozenset(row.categories), stackable=row.stackable,
         audience=_audience(row.audience), valid_from=row.valid_from, valid_until=row.valid_until,
         valid_days=row.valid_days, per_member_limit=row.per_member_limit,
-        auto_issue_spend_threshold=row.auto_issue_spend_threshold, active=row.active)
+        auto_issue_spend_threshold=row.auto_issue_spend_threshold, active=row.active, created_at=row.created_at)
 
 
 def _apply(row: VoucherCampaign, body: CampaignCreate) -> None:
@@ -165,12 +165,13 @@ def _issued_public(values: dict[str, Any]) -> VoucherPublic:
         issued_at=values["issued_at"])
 
 
-async def _insert(session: AsyncSession, campaign: rules.Campaign, count: int, member_id: str | None,
-                  now: datetime, issued_by: str | None = None) -> list[VoucherPublic]:
-    """Create ``count`` vouchers with fresh codes in multi-row inserts. A code that collides with an existing one
-    (one chance in 16 billion per code even with a billion codes out) rolls the batch back (a savepoint) and the
-    batch is drawn again."""
-    valid_from, valid_until = rules.validity(campaign, now)
+async def _insert(session: AsyncSession, campaign: rules.Campaign, count: int, member_id: str | None, now: datetime,
+                  issued_by: str | None = None, earned_at: datetime | None = None) -> list[VoucherPublic]:
+    """Create ``count`` vouchers with fresh codes in multi-row inserts, issued ``now``, their validity counted from
+    ``earned_at`` (a backdated sale's time; ``now`` without one). A code that collides with an existing one (one
+    chance in 16 billion per code even with a billion codes out) rolls the batch back (a savepoint) and the batch
+    is drawn again."""
+    valid_from, valid_until = rules.validity(campaign, earned_at or now)
     for _ in range(INSERT_ATTEMPTS):
         rows = [{"id": new_id("vch"), "code": random_code(CODE_LENGTH), "campaign_id": campaign.id,
                  "member_id": member_id, "status": "active", "issued_at": now, "valid_from": valid_from,
@@ -238,15 +239,17 @@ async def _announce(session: AsyncSession, vouchers: Sequence[VoucherPublic], no
 
 
 async def issue_for_sale(session: AsyncSession, member_id: str, facts: rules.MemberFacts, transaction_id: str,
-                         net_spend: int, now: datetime) -> list[VoucherPublic]:
+                         net_spend: int, *, occurred_at: datetime, now: datetime) -> list[VoucherPublic]:
     """The threshold vouchers a committed sale earns: one per campaign whose ``spend_threshold`` its net spend
-    reaches, within the campaign's limits (a campaign at its limit issues nothing, silently)."""
+    reaches, within the campaign's limits (a campaign at its limit issues nothing, silently). As at the sale's
+    ``occurred_at`` (``rules.auto_issued``): their validity counts from it; they are issued ``now``."""
     campaigns = await program_service.cached(session, "voucher_campaigns.auto_issue", _load_auto_issue)
     issued: list[VoucherPublic] = []
-    for campaign in rules.auto_issued(campaigns, net_spend, facts, now):
+    for campaign in rules.auto_issued(campaigns, net_spend, facts, earned_at=occurred_at, now=now):
         row = await _campaign(session, campaign.id)  # its limits and issued count, read when one is due
         if await _reserve(session, row, 1, member_id) is None:
-            issued += await _insert(session, campaign, 1, member_id, now, issued_by=transaction_id)
+            issued += await _insert(session, campaign, 1, member_id, now, issued_by=transaction_id,
+                                    earned_at=occurred_at)
     await _announce(session, issued, now)
     return issued
 

@@ -179,9 +179,26 @@ def test_threshold_issue_one_voucher_per_campaign_the_sale_reaches():
     gold = rules.Campaign(id="cmp_3", name="g", kind=rules.AMOUNT_OFF, value=200, auto_issue_spend_threshold=1,
                           audience=rules.Audience(tiers=frozenset({"gold"})))
     plain = campaign()
-    assert rules.auto_issued([spend_100, spend_50, gold, plain], 9_999, FACTS, NOW) == [spend_50]
-    assert rules.auto_issued([spend_100, spend_50], 25_000, FACTS, NOW) == [spend_100, spend_50]
-    assert rules.auto_issued([campaign(auto_issue_spend_threshold=1, active=False)], 100, FACTS, NOW) == []
+    assert rules.auto_issued([spend_100, spend_50, gold, plain], 9_999, FACTS, earned_at=NOW, now=NOW) == [spend_50]
+    assert rules.auto_issued([spend_100, spend_50], 25_000, FACTS, earned_at=NOW, now=NOW) == [spend_100, spend_50]
+    assert rules.auto_issued([campaign(auto_issue_spend_threshold=1, active=False)], 100, FACTS, earned_at=NOW,
+                             now=NOW) == []
+
+
+def test_a_backdated_sale_earns_threshold_vouchers_as_at_its_time():
+    """As its points do: from campaigns that existed and could issue then, valid from then; not one already over."""
+    month = campaign(auto_issue_spend_threshold=1, valid_days=30, created_at=NOW - timedelta(days=100))
+    a_week_ago, two_months_ago = NOW - timedelta(days=7), NOW - timedelta(days=60)
+    assert rules.auto_issued([month], 100, FACTS, earned_at=a_week_ago, now=NOW) == [month]
+    assert rules.validity(month, a_week_ago) == (None, a_week_ago + timedelta(days=30))  # 23 days left
+    assert rules.auto_issued([month], 100, FACTS, earned_at=two_months_ago, now=NOW) == []  # ended 30 days ago
+    assert rules.auto_issued([month], 100, FACTS, earned_at=NOW - timedelta(days=101), now=NOW) == []  # not yet made
+    open_ended = campaign(auto_issue_spend_threshold=1, created_at=NOW - timedelta(days=100))
+    assert rules.auto_issued([open_ended], 100, FACTS, earned_at=two_months_ago, now=NOW) == [open_ended]
+    ended = campaign(auto_issue_spend_threshold=1, valid_until=NOW - timedelta(days=10),
+                     created_at=NOW - timedelta(days=100))
+    assert rules.auto_issued([ended], 100, FACTS, earned_at=NOW - timedelta(days=11), now=NOW) == []  # over by now
+    assert rules.auto_issued([ended], 100, FACTS, earned_at=NOW, now=NOW) == []
 
 
 def test_offers_order_and_expiry_nudges():
