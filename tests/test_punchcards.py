@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -364,6 +364,30 @@ async def test_rewards_expire_after_their_validity(client, app, shop, clock):
     async with app.state.db.transaction(write=True) as session:
         assert await punch_service.expire_rewards(session, clock.now(), clock.now()) == 0
     assert (await card(client, member, program["id"]))["rewards"][0]["status"] == "expired"
+
+
+async def test_a_backdated_sale_earns_its_reward_as_at_its_time(client, shop, clock):
+    """A till back online two days late: the reward's week counts from the sale, as its points' lot does. A sale
+    from ten days ago earns a reward whose week is already over, as it would have been at the till."""
+    store, member = shop
+    program = await make_program(client, stamps_required=1, reward_valid_days=7)
+    clock.freeze(clock.now())
+
+    async def earned(days_ago: int) -> dict:
+        at = clock.now() - timedelta(days=days_ago)
+        r = await f.commit(client, f.basket(member, store, [coffee()], occurred_at=at.isoformat()))
+        assert r.status_code == 201, r.text
+        [reward] = r.json()["earned"]["rewards_issued"]
+        return reward
+
+    late = await earned(2)
+    assert datetime.fromisoformat(late["expires_at"]) == clock.now() + timedelta(days=5)
+    old = await earned(10)
+    rewards = {r["id"]: r["status"] for r in (await card(client, member, program["id"]))["rewards"]}
+    assert rewards == {late["id"]: "available", old["id"]: "expired"}
+    r = await f.commit(client, f.basket(member, store, [f.line("z", "TEA", "tea")],
+                                        redeem={"punch_rewards": [old["id"]]}))
+    assert r.status_code == 409 and r.json()["code"] == "reward_not_available"
 
 
 async def test_loyalty_sweep_expires_rewards(client, app, shop, clock, database_url):

@@ -379,7 +379,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
     await punch_service.redeem(session, [c.reward_id for c in claims], row.id, now)
     await voucher_service.redeem(session, vouchers.claims, member.id, row.id, now)
     issued = await punch_service.issue(session, member.id, row.id, priced.rewards_due, {p.id: p for p in stamping},
-                                       now)
+                                       occurred_at=occurred_at, now=now)
     basket = priced.basket
     burned_by_line = priced.discounts_by_kind.get(rules.PointsBurn.kind, {})
     row.ledger_transaction_id = ledger_transaction_id

@@ -180,14 +180,19 @@ async def redeem(session: AsyncSession, reward_ids: Sequence[str], transaction_i
 
 
 async def issue(session: AsyncSession, member_id: str, transaction_id: str, due: Mapping[str, int],
-                programs: Mapping[str, rules.Program], now: datetime) -> list[SimpleNamespace]:
+                programs: Mapping[str, rules.Program], *, occurred_at: datetime,
+                now: datetime) -> list[SimpleNamespace]:
     """Create the rewards the stamps of a commit turned into, as plain copies of their rows. ``programs``: the
     programs as the commit priced them (this process's copies, checked against the catalog's version), so no read
     here; each reward keeps the stamps it took (``stamps_required`` then, the figure its ledger entry took), so
-    that revoking it gives back those whatever the program asks by then."""
+    that revoking it gives back those whatever the program asks by then.
+
+    A reward is earned as at the sale's ``occurred_at``, as the sale's points are: its validity counts from then
+    (a till back online two days late leaves it two days fewer; one from a history imported may be over already,
+    as it would have been at the till). It is issued ``now``."""
     rows = [SimpleNamespace(
         id=new_id("rwd"), member_id=member_id, program_id=program_id, status="available", issued_at=now,
-        expires_at=now + timedelta(days=programs[program_id].reward_valid_days), issued_by=transaction_id,
+        expires_at=occurred_at + timedelta(days=programs[program_id].reward_valid_days), issued_by=transaction_id,
         redeemed_by=None, changed_at=now, stamps_cost=programs[program_id].stamps_required)
         for program_id, count in sorted(due.items()) for _ in range(count)]
     await repository.add_rewards(session, rows)
