@@ -122,18 +122,23 @@ def validity(campaign: Campaign, issued_at: datetime) -> tuple[datetime | None, 
     return campaign.valid_from, until
 
 
+def ended(valid_until: datetime | None, now: datetime) -> bool:
+    """Whether an end (a voucher's or a campaign's; None: none) has come by ``now``: the end itself is past."""
+    return valid_until is not None and valid_until <= now
+
+
 def can_issue(campaign: Campaign, now: datetime) -> str | None:
     """Why the campaign cannot issue now (None: it can)."""
     if not campaign.active:
         return f"The campaign {campaign.name!r} is not active."
-    if campaign.valid_until is not None and campaign.valid_until <= now:
+    if ended(campaign.valid_until, now):
         return f"The campaign {campaign.name!r} has ended: its last day was {last_day(campaign.valid_until)}."
     return None
 
 
 def status_at(status: str, valid_until: datetime | None, now: datetime) -> str:
     """An active voucher past its end is expired, whether or not the sweep has written so yet."""
-    if status == "active" and valid_until is not None and valid_until <= now:
+    if status == "active" and ended(valid_until, now):
         return "expired"
     return status
 
@@ -329,11 +334,7 @@ def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFact
     return [c for c in campaigns
             if c.auto_issue_spend_threshold is not None and net_spend >= c.auto_issue_spend_threshold
             and (c.created_at is None or c.created_at <= earned_at) and can_issue(c, earned_at) is None
-            and not _ended(validity(c, earned_at)[1], now) and audience_matches(c.audience, facts)]
-
-
-def _ended(valid_until: datetime | None, now: datetime) -> bool:
-    return valid_until is not None and valid_until <= now
+            and not ended(validity(c, earned_at)[1], now) and audience_matches(c.audience, facts)]
 
 
 def expiring_soon(vouchers: Sequence[Voucher], now: datetime) -> list[Voucher]:
