@@ -371,7 +371,7 @@ async def test_a_backdated_sale_earns_its_reward_as_at_its_time(client, shop, cl
     from ten days ago earns a reward whose week is already over, as it would have been at the till."""
     store, member = shop
     program = await make_program(client, stamps_required=1, reward_valid_days=7)
-    clock.freeze(clock.now())
+    clock.freeze(clock.now() + timedelta(days=11))  # both sales below came after the programme's start
 
     async def earned(days_ago: int) -> dict:
         at = clock.now() - timedelta(days=days_ago)
@@ -388,6 +388,26 @@ async def test_a_backdated_sale_earns_its_reward_as_at_its_time(client, shop, cl
     r = await f.commit(client, f.basket(member, store, [f.line("z", "TEA", "tea")],
                                         redeem={"punch_rewards": [old["id"]]}))
     assert r.status_code == 409 and r.json()["code"] == "reward_not_available"
+
+
+async def test_a_backdated_sale_stamps_only_programmes_that_existed_then(client, shop, clock):
+    """A sale sent late or imported stamps as at its time: a programme started after the sale is not filled by it
+    (the member's purchases of last year do not fill a card started today), one started before it is."""
+    store, member = shop
+    clock.freeze(clock.now())
+    older = await make_program(client, stamps_required=5)
+    clock.advance(timedelta(hours=2))
+    newer = await make_program(client, stamps_required=5)
+    clock.advance(timedelta(hours=1))
+    r = await f.commit(client, f.basket(member, store, [coffee()],
+                                        occurred_at=(clock.now() - timedelta(hours=2)).isoformat()))
+    assert r.status_code == 201, r.text
+    assert r.json()["earned"]["stamps"] == [{"program_id": older["id"], "stamps": 1}]
+    r = await f.commit(client, f.basket(member, store, [coffee()]))
+    assert r.status_code == 201, r.text
+    assert sorted(s["program_id"] for s in r.json()["earned"]["stamps"]) == sorted([older["id"], newer["id"]])
+    assert (await card(client, member, older["id"]))["stamps"] == 2
+    assert (await card(client, member, newer["id"]))["stamps"] == 1
 
 
 async def test_loyalty_sweep_expires_rewards(client, app, shop, clock, database_url):

@@ -191,9 +191,10 @@ async def _screened_codes(session: AsyncSession, body: CheckoutRequest, lookups:
     return await voucher_service.screen(lookups, _voucher_codes(body), now, reading=session)
 
 
-def _stamping(programs: list[punch_rules.Program], body: CheckoutRequest) -> list[punch_rules.Program]:
-    """The active programs some line of the basket qualifies for."""
-    return [p for p in programs if any(p.qualifies(line.sku, line.category) for line in body.lines)]
+def _stamping(programs: Sequence[punch_rules.Program], body: CheckoutRequest,
+              occurred_at: datetime) -> list[punch_rules.Program]:
+    """The active programs the basket stamps (``punch_rules.stamping``)."""
+    return punch_rules.stamping(programs, [(line.sku, line.category) for line in body.lines], occurred_at)
 
 
 def _stamp_balances(programs: list[punch_rules.Program], balance_of) -> dict[str, int]:
@@ -253,7 +254,7 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
     balance = held.get(POINTS, 0)
     programs = await punch_service.active_programs(session)
     claims = await punch_service.claims(session, member.id, _reward_ids(body), now, lock=False)
-    stamping = _stamping(programs, body)
+    stamping = _stamping(programs, body, now)
     punch = rules.PunchState(tuple(stamping), _stamp_balances(stamping, lambda k: held.get(k, 0)), tuple(claims))
     activity = await personalization.activity_for_commit(session, member.id)
     tier_code = _tier_code(program, member)
@@ -332,7 +333,7 @@ async def _commit(session: AsyncSession, body: CommitRequest, principal: Princip
         ledger_transaction_id=None)
     # The lock, then every read the decision depends on: a concurrent commit for this member waits here. The
     # receipt goes in last (below), once its figures are known.
-    stamping = _stamping(await punch_service.active_programs(session), body)
+    stamping = _stamping(await punch_service.active_programs(session), body, occurred_at)
     # The wallet's accounts too: balances_after shows the wallet, and a wallet payment spends from it.
     accounts = await ledger.lock_accounts(
         session, member.id, [*rules.EVERY_SALE_LOCKS, *(punch_rules.account_kind(p.id) for p in stamping)], now)

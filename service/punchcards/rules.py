@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from service.ledger.rules import Movement
 
@@ -38,6 +39,7 @@ class Program:
     reward_categories: frozenset[str] = frozenset()
     max_value: int | None = None
     reward_valid_days: int = field(kw_only=True)  # how long an issued reward stays usable
+    created_at: datetime | None = field(default=None, kw_only=True)  # None: as old as any sale (a test's program)
 
     def qualifies(self, sku: str, category: str) -> bool:
         return sku in self.qualifying_skus or category in self.qualifying_categories
@@ -105,6 +107,14 @@ def unusable_claims(claims: Sequence[Claim], result: FreeUnits) -> list[Claim]:
     """The claims for which the basket had no eligible unit left."""
     done = {f.reward_id for f in result.freed}
     return [claim for claim in claims if claim.reward_id not in done]
+
+
+def stamping(programs: Sequence[Program], lines: Sequence[tuple[str, str]], occurred_at: datetime) -> list[Program]:
+    """The programs a sale of ``lines`` (``(sku, category)`` pairs) made at ``occurred_at`` stamps: those some line
+    qualifies for that existed at the sale's time. A sale sent late or imported stamps as at its time, as it earns
+    points and threshold vouchers: a programme started today is not filled by the member's purchases of last year."""
+    return [p for p in programs if (p.created_at is None or p.created_at <= occurred_at)
+            and any(p.qualifies(sku, category) for sku, category in lines)]
 
 
 def stamps_earned(lines: Sequence[Unit], free: Mapping[str, int],

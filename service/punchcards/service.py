@@ -37,7 +37,8 @@ def to_rules(row: PunchProgram) -> rules.Program:
         id=row.id, name=row.name, qualifying_skus=frozenset(row.qualifying_skus),
         qualifying_categories=frozenset(row.qualifying_categories), stamps_required=row.stamps_required,
         reward_skus=frozenset(row.reward_skus), reward_categories=frozenset(row.reward_categories),
-        max_value=row.reward_max_value, reward_valid_days=row.reward_valid_days)
+        max_value=row.reward_max_value, reward_valid_days=row.reward_valid_days,
+        created_at=row.created_at)
 
 
 def _apply(row: PunchProgram, body: PunchProgramCreate) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
 from service.punchcards import rules
 
 COFFEE = rules.Program("p1", "Coffee", frozenset({"BEANS"}), frozenset({"coffee"}), 10, max_value=500,
@@ -25,6 +28,18 @@ def test_stamps_for_paid_qualifying_units_only():
     lines = [unit("a", "LATTE", "coffee", 3, 450), unit("b", "BEANS", "food", 1, 900), unit("c", "X", "tea", 2, 10)]
     assert rules.stamps_earned(lines, {"a": 1}, [COFFEE]) == {"p1": {"a": 2, "b": 1}}
     assert rules.stamps_earned(lines, {"a": 3, "b": 1}, [COFFEE]) == {}
+
+
+def test_a_sale_stamps_the_programmes_it_qualifies_for_that_existed_at_its_time():
+    start = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    started = replace(COFFEE, created_at=start)
+    tea = rules.Program("p2", "Tea", frozenset(), frozenset({"tea"}), 5, reward_valid_days=30, created_at=start)
+    lines = [("LATTE", "coffee")]
+    assert rules.stamping([started, tea], lines, start) == [started]
+    assert rules.stamping([started, tea], lines, start - timedelta(seconds=1)) == []
+    assert rules.stamping([COFFEE], lines, start - timedelta(days=999)) == [COFFEE]  # no start known: any sale
+    assert rules.stamping([started, tea], [("BEANS", "food"), ("X", "tea")], start + timedelta(days=1)) == [started,
+                                                                                                        tea]
 
 
 def test_a_unit_priced_at_nothing_earns_no_stamp_and_takes_no_reward():
