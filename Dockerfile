@@ -7,10 +7,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LOYALTY_DATABASE_URL=sqlite+aiosqlite:////data/loyalty.db
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml constraints.txt README.md ./
 COPY service ./service
 COPY migrations ./migrations
-RUN pip install . \
+RUN pip install -c constraints.txt . \
     && useradd --create-home --uid 10001 loyalty \
     && mkdir /data && chown loyalty:loyalty /data
 

@@ -10,18 +10,27 @@ export LOYALTY_BOOTSTRAP_ADMIN_KEY ?= lk_dev_admin_key_change_me_0000
 export LOYALTY_GIFT_CARD_PIN_KEY ?= dev-gift-card-pin-key-change-me-0000
 POSTGRES_TEST_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 
-.PHONY: help install run test test-postgres lint format openapi clean bench fuzz soak
+.PHONY: help install lock run test test-postgres lint format openapi clean bench fuzz soak
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## create .venv and install the service with its dev tools (idempotent)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
+
+lock:  ## re-pin constraints.txt to the newest versions pyproject.toml allows, from a fresh venv (then run .ci/run)
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 run: install  ## migrate the embedded SQLite database (loyalty.db) and serve on http://$(HOST):$(PORT) (docs at /docs)
 	$(BIN)/loyalty serve --host $(HOST) --port $(PORT)
