@@ -509,6 +509,22 @@ async def test_threshold_issue_honours_limits_and_audience(client, shop):
     assert [v["campaign_id"] for v in second["earned"]["vouchers_issued"]] == [gold["id"]]
 
 
+async def test_a_threshold_campaign_set_up_ahead_of_its_start_rewards_sales_from_its_start_on(client, clock, shop):
+    """ "Spend 100 in December, get 5", set up in November: a November sale earns nothing (and takes nothing from
+    the campaign's limits); a sale once December has begun earns the voucher."""
+    store, member = shop
+    clock.freeze(clock.now())
+    start = clock.now() + timedelta(days=30)
+    december = await make_campaign(client, name="December", auto_issue={"spend_threshold": 10_000}, total_limit=1,
+                                   valid_from=start.isoformat(), valid_until=(start + timedelta(days=31)).isoformat())
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)]))
+    assert r.status_code == 201, r.text
+    assert r.json()["earned"]["vouchers_issued"] == []
+    clock.freeze(start)
+    r = await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)]))
+    assert [v["campaign_id"] for v in r.json()["earned"]["vouchers_issued"]] == [december["id"]]
+
+
 async def test_a_return_below_the_threshold_withdraws_the_unused_voucher_the_sale_earned(client, shop):
     store, member = shop
     thanks = await make_campaign(client, name="Spend 10, get 2", value=200, auto_issue={"spend_threshold": 1000},

@@ -330,10 +330,12 @@ def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFact
     then, and the voucher's validity counts from then (:func:`validity`). One that would already have ended by
     ``now`` is not issued: there would be nothing to use, and it would count against the campaign's limits. So a
     history replayed with a campaign of 30-day vouchers running gives vouchers to its last 30 days' sales only,
-    not a live voucher to every member who ever crossed the threshold."""
+    not a live voucher to every member who ever crossed the threshold. A campaign set up ahead of its
+    ``valid_from`` ("spend 100 in December") rewards sales from that start on, not the sales before it."""
     return [c for c in campaigns
             if c.auto_issue_spend_threshold is not None and net_spend >= c.auto_issue_spend_threshold
-            and (c.created_at is None or c.created_at <= earned_at) and can_issue(c, earned_at) is None
+            and (c.created_at is None or c.created_at <= earned_at)
+            and (c.valid_from is None or c.valid_from <= earned_at) and can_issue(c, earned_at) is None
             and not ended(validity(c, earned_at)[1], now) and audience_matches(c.audience, facts)]
 
 

@@ -185,6 +185,13 @@ def test_threshold_issue_one_voucher_per_campaign_the_sale_reaches():
                              now=NOW) == []
 
 
+def test_a_threshold_campaign_set_up_ahead_of_its_start_rewards_sales_from_its_start_on():
+    december = campaign(auto_issue_spend_threshold=1, valid_from=NOW + timedelta(days=30))
+    assert rules.auto_issued([december], 100, FACTS, earned_at=NOW, now=NOW) == []
+    start = NOW + timedelta(days=30)
+    assert rules.auto_issued([december], 100, FACTS, earned_at=start, now=start) == [december]
+
+
 def test_a_backdated_sale_earns_threshold_vouchers_as_at_its_time():
     """As its points do: from campaigns that existed and could issue then, valid from then; not one already over."""
     month = campaign(auto_issue_spend_threshold=1, valid_days=30, created_at=NOW - timedelta(days=100))
