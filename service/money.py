@@ -3,24 +3,31 @@ rounded once, with :func:`round_half_up`."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from fractions import Fraction
 
 # Amounts and quantities are capped well inside 64 bits so that sums of many of them still fit.
 MAX_AMOUNT = 10**12  # 10 billion in major units of a two-decimal currency
 MAX_QUANTITY = 10**6
 
 
-def round_half_up(value: Decimal) -> int:
+def round_half_up(value: Decimal | Fraction) -> int:
     """Round to the nearest integer, halves away from zero (2.5 -> 3, -2.5 -> -3).
 
-    Python's ``round()`` rounds halves to even (``round(2.5) == 2``), which is not what a receipt does.
+    Python's ``round()`` rounds halves to even (``round(2.5) == 2``), which is not what a receipt does. A
+    ``Fraction`` (a sum of thirds, exactly) is rounded exactly too.
     """
+    if isinstance(value, Fraction):
+        return math.floor(value + Fraction(1, 2)) if value >= 0 else -math.floor(-value + Fraction(1, 2))
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def floor(value: Decimal) -> int:
+def floor(value: Decimal | Fraction) -> int:
     """Round down towards minus infinity."""
+    if isinstance(value, Fraction):
+        return math.floor(value)
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 

@@ -330,6 +330,31 @@ async def test_burned_points_come_back_with_the_units_that_carry_them(client, sh
     await f.verify_ledger(app)
 
 
+async def test_returned_points_are_exact_shares_floored_once(client, shop, app):
+    """Shares of points that add up to whole points come back whole. The burned points were kept per line as
+    decimals of 28 digits, and the earned ones divided per unit at 28 digits: three thirds summed to 0.999...9."""
+    store, member = shop
+    # A point worth 3: 20 points (60) over nets 1000, 1000, 1000 and 3000 take 10, 10, 10 and 30 off, 10/3 points
+    # on each of the first three lines. Those three back: 10 points, not 9.
+    await f.set_program(client, point_value=3)
+    await f.adjust(client, member, 20)
+    lines = [f.line(x, sku=f"S-{x}", unit_price=1000) for x in "abc"] + [f.line("d", sku="S-d", unit_price=3000)]
+    r = await f.commit(client, f.basket(member, store, lines, points=20))
+    assert [ln["discount"] for ln in r.json()["lines"]] == [10, 10, 10, 30], r.text
+    back = (await f.return_lines(client, r.json()["id"], {"a": 1, "b": 1, "c": 1})).json()["reversed"]
+    assert back["points_refunded"] == 10, back
+    # A point worth 1: three lines of 3 units, each netting 100 after a burn of 600, earn 1 point each (a third
+    # of a point per unit). One unit of each back takes 1 point, not 0.
+    await f.set_program(client, point_value=1)
+    await f.adjust(client, member, 600)
+    r = await f.commit(client, f.basket(member, store, [f.line(x, sku=f"S-{x}", quantity=3, unit_price=100)
+                                                        for x in "abc"], points=600))
+    assert [ln["net"] for ln in r.json()["lines"]] == [100] * 3 and r.json()["earned"]["points"] == 3, r.text
+    back = (await f.return_lines(client, r.json()["id"], {"a": 1, "b": 1, "c": 1})).json()["reversed"]
+    assert (back["points"], back["points_refunded"]) == (1, 200), back
+    await f.verify_ledger(app)
+
+
 async def test_a_return_slip_number_is_taken_once_per_sale(client, shop, app):
     """A till that lost a return's answer and its idempotency key sends the return again with a new key: the slip
     number it gave stops it returning the goods twice, even when both arrive at once."""

@@ -57,10 +57,12 @@ def tender(card: dict, amount: int | None = None, pin: str | None = None) -> dic
     return t
 
 
-def pay(member: str, store: str, lines: list[dict], cards: list[dict], wallet: int = 0) -> dict:
+def pay(member: str, store: str, lines: list[dict], cards: list[dict], wallet: int = 0, points: int = 0) -> dict:
     redeem = {"gift_cards": cards}
     if wallet:
         redeem["wallet_amount"] = wallet
+    if points:
+        redeem["points"] = points
     return f.basket(member, store, lines, redeem=redeem)
 
 
@@ -238,6 +240,26 @@ async def test_a_return_gives_back_no_more_stored_value_than_its_goods_were_wort
     last = (await f.return_lines(client, txn, {"x": 1})).json()["reversed"]
     assert last["wallet"] + last["gift_cards"] == 1, last
     assert await balance(client, card) == 1
+    await f.verify_ledger(app)
+
+
+async def test_half_the_goods_of_many_lines_give_back_half_the_card(client, app, shop):
+    """Ten lines of 2 units at 1, 10 points burned: each line nets 1, the card pays 10. One unit of every line back
+    is goods worth 5. The returned spend was rounded line by line (half of 1 is 1), so it came to 10, and the
+    card, and the cash the till refunds from it, got back all 10 for half the goods."""
+    store, member = shop
+    await f.adjust(client, member, 10)
+    card = await issue_one(client, 10)
+    lines = [f.line(str(i), sku=f"S{i}", quantity=2, unit_price=1) for i in range(10)]
+    r = await f.commit(client, pay(member, store, lines, [tender(card)], points=10))
+    assert r.status_code == 201, r.text
+    assert (r.json()["totals"]["net"], r.json()["totals"]["gift_cards"]) == (10, 10)
+    txn = r.json()["id"]
+    back = (await f.return_lines(client, txn, {str(i): 1 for i in range(10)})).json()["reversed"]
+    assert (back["qualifying_spend"], back["gift_cards"]) == (5, 5), back
+    rest = (await f.return_lines(client, txn, {str(i): 1 for i in range(10)})).json()["reversed"]
+    assert (rest["qualifying_spend"], rest["gift_cards"]) == (5, 5), rest
+    assert await balance(client, card) == 10
     await f.verify_ledger(app)
 
 

@@ -11,10 +11,11 @@ tender. Earning follows on the net after steps 1-4. Steps 1, 3 and 5 arrive with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Protocol
 
 from service.checkout.errors import OccurredAtOutOfRange, ReturnExceedsPurchase, UnknownLine
@@ -450,11 +451,24 @@ def check_occurred_at(occurred_at: datetime, now: datetime, *, is_admin: bool) -
 
 @dataclass(frozen=True, slots=True)
 class SoldLine:
+    """A line of a sale as a return sees it. Its points are exact: what it earned (a terminating decimal, as
+    ``points.rules.line_points`` makes it) and what was burned on it (:func:`burned_by_line`, a third of a point
+    where the point is worth 3 and the line took 10 off)."""
+
     line_id: str
     quantity: int
     net: int
-    points_earned: Decimal
-    points_burned: Decimal
+    points_earned: Decimal | Fraction
+    points_burned: Decimal | Fraction
+
+
+def burned_by_line(discounts: Mapping[str, int], points_burned: int) -> dict[str, Fraction]:
+    """The sale's ``points_burned`` shared among its lines exactly, in proportion to the points discount each line
+    took (``{line id: points}``). Kept on the receipt as a decimal of 28 digits, a third came back as
+    0.333...3, and three of them summed and floored gave 9 points back for 10 burned."""
+    total = sum(discounts.values())
+    return {line_id: Fraction(discount * points_burned, total) if total else Fraction(0)
+            for line_id, discount in discounts.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +501,12 @@ def stored_value_refund(paid: Mapping[str, int], refunded_before: Mapping[str, i
     return {part: amount for part, amount in zip(parts, back, strict=True) if amount}
 
 
+def _returned_share(sold: Sequence[SoldLine], returned: Mapping[str, int],
+                    value: Callable[[SoldLine], int | Decimal | Fraction]) -> Fraction:
+    """The part of the lines' ``value`` the ``returned`` units carry, exactly (a third is a third, not 0.333...3)."""
+    return sum((Fraction(value(line)) * returned[line.line_id] / line.quantity for line in sold), Fraction(0))
+
+
 def plan_return(sold: Sequence[SoldLine], returned: Mapping[str, int], requested: Mapping[str, int], *,
                 points_earned: int, points_burned: int, before: ReturnTotals) -> ReturnPlan:
     """Reverse the returned units proportionally. Each figure is computed for everything returned so far
@@ -494,6 +514,7 @@ def plan_return(sold: Sequence[SoldLine], returned: Mapping[str, int], requested
     to exactly the transaction's figures when everything has come back. Earned points clawed back round down
     (in the member's favour), and so do refunded burned points (rounded up, a point worth 1.00 burned on two
     units of 3.00 would come back whole with the first: 1.00 more than the unit carried); spend rounds half up.
+    Each is summed exactly over the lines and rounded once.
     What rounding holds back comes back with the last unit."""
     by_id = {line.line_id: line for line in sold}
     for line_id, quantity in requested.items():
@@ -510,11 +531,13 @@ def plan_return(sold: Sequence[SoldLine], returned: Mapping[str, int], requested
     if fully:
         earned_cum, burned_cum, spend_cum = points_earned, points_burned, sum(line.net for line in sold)
     else:
-        earned_cum = points_rules.floor_points(sum(
-            (line.points_earned * after[line.line_id] / line.quantity for line in sold), Decimal(0)))
-        burned_cum = min(points_rules.floor_points(sum(
-            (line.points_burned * after[line.line_id] / line.quantity for line in sold), Decimal(0))), points_burned)
-        spend_cum = sum(round_half_up(Decimal(line.net) * after[line.line_id] / line.quantity) for line in sold)
+        # Each figure rounded once for the whole basket: rounded line by line, lines of 2 units netting 1 each,
+        # half of every line returned, came to the whole basket's spend (and so did the stored value and the cash
+        # refunded from it).
+        earned_cum = points_rules.floor_points(_returned_share(sold, after, lambda line: line.points_earned))
+        burned_cum = min(points_rules.floor_points(_returned_share(sold, after, lambda line: line.points_burned)),
+                         points_burned)
+        spend_cum = round_half_up(_returned_share(sold, after, lambda line: line.net))
     earned_cum = min(earned_cum, points_earned)
     return ReturnPlan(
         points_clawed_back=max(earned_cum - before.points_clawed_back, 0),

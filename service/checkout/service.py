@@ -624,8 +624,9 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         points_refunded=sum(r.points_refunded for r in previous),
         qualifying_spend=sum(r.qualifying_spend for r in previous),
     )
+    burned = rules.burned_by_line({ln["line_id"]: ln["points_discount"] for ln in row.lines}, row.points_burned)
     sold = [rules.SoldLine(ln["line_id"], ln["quantity"], ln["net"], Decimal(ln["points_earned"]),
-                           Decimal(ln["points_burned"])) for ln in row.lines]
+                           burned[ln["line_id"]]) for ln in row.lines]
     plan = rules.plan_return(sold, returned, {ln.line_id: ln.quantity for ln in body.lines},
                              points_earned=row.points_earned, points_burned=row.points_burned, before=before)
     # What the sale gave beyond its lines' points goes too: everything of it when the last unit comes back (a

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Context, Decimal
+from fractions import Fraction
 
 from service.money import floor, to_decimal
 from service.points.errors import InsufficientPoints, PointsOverLimit, SaleEarnsTooMuch
@@ -204,6 +205,6 @@ def lot_expiry(earned_at: datetime, expiry_months: int | None) -> datetime | Non
     return None if expiry_months is None else add_months(earned_at, expiry_months)
 
 
-def floor_points(value: Decimal) -> int:
+def floor_points(value: Decimal | Fraction) -> int:
     """Whole points, rounded down (never below zero)."""
     return max(floor(value), 0)

@@ -1,6 +1,7 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -110,6 +111,25 @@ def test_returns_add_up_to_the_transaction_exactly():
     assert [p.points_refunded for p in plans] == [11, 11, 11]
     assert [p.qualifying_spend for p in plans] == [333, 333, 334]
     assert [p.fully_returned for p in plans] == [False, False, True]
+
+
+def test_a_return_sums_exact_shares_and_rounds_once():
+    """Thirds add up to whole points and to the basket's spend; rounded or cut to 28 digits line by line, they
+    did not (three thirds of a point floored to 0; half of each of ten lines netting 1 came to 10, not 5)."""
+    burned = rules.burned_by_line({"a": 10, "b": 10, "c": 10, "d": 30}, 20)
+    assert burned == {"a": Fraction(10, 3), "b": Fraction(10, 3), "c": Fraction(10, 3), "d": 10}
+    assert rules.burned_by_line({"a": 0}, 0) == {"a": 0}
+    sold = [rules.SoldLine(x, 3, 100, Decimal(1), burned[x]) for x in "abcd"]
+    plan = rules.plan_return(sold, {}, {"a": 3, "b": 3, "c": 3}, points_earned=4, points_burned=20,
+                             before=rules.ReturnTotals())
+    assert (plan.points_refunded, plan.points_clawed_back, plan.qualifying_spend) == (10, 3, 300)
+    plan = rules.plan_return(sold, {}, {"a": 1, "b": 1, "c": 1}, points_earned=4, points_burned=20,
+                             before=rules.ReturnTotals())
+    assert (plan.points_refunded, plan.points_clawed_back, plan.qualifying_spend) == (3, 1, 100)
+    halves = [rules.SoldLine(str(i), 2, 1, Decimal(0), Decimal(0)) for i in range(10)]
+    plan = rules.plan_return(halves, {}, {str(i): 1 for i in range(10)}, points_earned=0, points_burned=0,
+                             before=rules.ReturnTotals())
+    assert plan.qualifying_spend == 5
 
 
 def test_returns_never_exceed_what_was_bought():
