@@ -268,9 +268,10 @@ async def test_offers_are_ranked_and_campaigns_filtered_by_audience(client, stor
     assert reward["applicable"] and reward["value"] == 400 and reward["id"].startswith("rwd_")
     assert points["applicable"] and points["points"] == 950 and points["value"] == 950  # 10.00 less 5% gold
     assert tier["value"] == 50 and tier["description"] == "5% off as a Gold member"
-    # the extra points the event adds to this basket (before discounts; gold earns 1.5×): 15 + 15 for the Gold
-    # week; Tea time doubles only the tea, which the Gold week, listed first, already doubles (events do not stack)
-    assert gold_week["value"] == 15 and (tea["value"], tea["applicable"]) == (0, False)
+    # the extra points the event adds to what this basket earns (9.50 after the gold 5 % off; gold earns 1.5×):
+    # 28 with the Gold week (28.5 floored), 14 without; Tea time doubles only the tea, which the Gold week, listed
+    # first, already doubles (events do not stack)
+    assert gold_week["value"] == 14 and (tea["value"], tea["applicable"]) == (0, False)
     assert tea["reason"] == "A larger bonus applies to this basket: Tea time adds nothing to it."
     assert gold_week["ends_at"].startswith((NOW + timedelta(days=6)).date().isoformat())
     # a basket with nothing for a campaign or a reward: those offers rank after the ones that apply
@@ -332,6 +333,26 @@ async def test_a_bonus_event_outdone_by_a_larger_one_is_offered_as_adding_nothin
     assert (offers["Double"]["value"], offers["Double"]["applicable"]) == (0, False), offers["Double"]
     assert offers["Double"]["reason"] == "A larger bonus applies to this basket: Double adds nothing to it."
     assert [o["id"] for o in q["offers"] if o["kind"] == "campaign"] == ["Triple", "Double"]
+
+
+async def test_a_bonus_event_is_offered_as_the_points_it_adds_to_what_the_sale_earns(client, store):
+    """A sale earns on its net after every discount (DESIGN §4), so a campaign offer is valued there too. A 2×
+    event on a 20.00 basket with a 5.00 voucher adds 15 points: it was offered as 20, the lines before any
+    discount."""
+    five_off = (await client.post("/v1/voucher-campaigns", json={"name": "Five off", "kind": "amount_off",
+                                                                 "value": 500})).json()
+    member = (await f.enroll(client))["id"]
+    r = await client.post(f"/v1/voucher-campaigns/{five_off['id']}/vouchers", json={"member_id": member},
+                          headers={"Idempotency-Key": f.new_key()})
+    code = r.json()[0]["code"]
+    lines, redeem = [f.line(unit_price=2_000)], {"vouchers": [code]}
+    without = await quote(client, member, store, lines, redeem=redeem)
+    window = {"starts_at": iso(NOW - timedelta(days=1)), "ends_at": iso(NOW + timedelta(days=1))}
+    await f.set_program(client, earn={"bonus_events": [{"name": "Double", "multiplier": 2, **window}]})
+    q = await quote(client, member, store, lines, redeem=redeem)
+    assert (without["earn"]["points"], q["earn"]["points"]) == (15, 30)
+    [offer] = [o for o in q["offers"] if o["kind"] == "campaign"]
+    assert (offer["value"], offer["applicable"]) == (15, True), offer
 
 
 async def test_the_apps_points_offer_is_not_applicable_when_points_may_pay_for_nothing(client, store):

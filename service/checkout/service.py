@@ -276,7 +276,8 @@ async def quote(session: AsyncSession, body: CheckoutRequest, principal: Princip
                                         upgraded_at=standing.upgraded_at, tier_name=tier_name)
     ranked = await personal_offers.ranked(session, personal_offers.OfferContext(
         member=member, program=program, locale=greeting.locale, now=now, balances=held, segments=segments,
-        basket=_basket(body), voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
+        basket=_basket(body), earning=basket,
+        voucher_items=rules.voucher_items(rules.before_vouchers(_basket(body), ctx)),
         burnable_net=priced.burnable_net, tier_discount=priced.tier_discount,
         tier_spend=standing.spend, expiring_points=expiring, timezone=store.timezone))
     return Quote(

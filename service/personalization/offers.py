@@ -59,6 +59,9 @@ class OfferContext:
     balances: Mapping[str, int]  # the member's ledger balances by account kind
     segments: frozenset[str]  # tier code, quadrant, lifecycle
     basket: checkout_rules.Basket | None = None
+    # What the sale earns points on: the basket after every discount (DESIGN §4 steps 1-4), as the commit earns
+    # (None: no basket). A bonus event's offer is valued on it.
+    earning: checkout_rules.Basket | None = None
     # What vouchers are priced against: the basket's items after the steps before vouchers (None: no basket).
     voucher_items: Sequence[voucher_rules.Item] | None = None
     # What points are capped on: the basket's net after DESIGN §4 steps 1-3 with the punch rewards and vouchers
@@ -201,7 +204,7 @@ class Campaigns:
 
     async def offers(self, session: AsyncSession, ctx: OfferContext) -> list[Offer]:
         offers: list[Offer] = []
-        shares = _bonus_shares(ctx) if ctx.basket is not None else None
+        shares = _bonus_shares(ctx.earning, ctx) if ctx.earning is not None else None
         for index, event in enumerate(ctx.program.earn.bonus_events):
             if not event.starts_at <= ctx.now < event.ends_at or not rules.audience_matches(event.segments,
                                                                                             ctx.segments):
@@ -226,11 +229,12 @@ class Campaigns:
         return []
 
 
-def _bonus_shares(ctx: OfferContext) -> tuple[points_rules.BonusShare, ...]:
-    """What each of the program's bonus events adds to what the basket earns (its lines before any discount), in
-    the program's order."""
+def _bonus_shares(earning: checkout_rules.Basket, ctx: OfferContext) -> tuple[points_rules.BonusShare, ...]:
+    """What each of the program's bonus events adds to what the basket earns, in the program's order: on its lines
+    after every discount, as the commit earns (until 2026-12-08 on the lines before any discount, so a gold
+    member's 5 % off, a voucher or points burned made the offer worth more than the sale's bonus)."""
     earn = points_rules.EarnRules.from_config(ctx.program.earn, currency_exponent(ctx.currency))
-    lines = [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in ctx.basket.lines]
+    lines = [points_rules.EarnLine(line.line_id, line.sku, line.category, line.net) for line in earning.lines]
     _, multiplier, _ = checkout_rules.tier_figures(ctx.program.tiers, ctx.member.tier_code)
     return points_rules.bonus_shares(lines, earn, tier_multiplier=multiplier, occurred_at=ctx.now,
                                      segments=ctx.segments)
