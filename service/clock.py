@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -29,6 +29,18 @@ def last_day(end: datetime, timezone: str | None = None) -> date:
     """The last calendar day an end-exclusive time still covers (:func:`day_of`): what "valid until" says. An
     end at midnight on 1 April leaves 31 March as the last day."""
     return day_of(end - timedelta(microseconds=1), timezone)
+
+
+def told_end(end: datetime, timezone: str | None = None) -> str:
+    """An end-exclusive time as a cashier or the app tells it ("valid until ..."), on the reader's calendar
+    (:func:`day_of`): its last day (``2027-03-31``) when it falls at midnight there, so that the whole day is
+    covered; else the day and the time it ends (``2027-03-31 15:00``). A voucher issued at 15:00 for 7 days ends
+    at 15:00 on its seventh day: told as "valid until 2027-03-31" (until 2026-12-08), it was refused at 18:00 on
+    a day the till had called its last."""
+    local = end.astimezone(ZoneInfo(timezone)) if timezone else utc(end)
+    if local.time() == time(0):
+        return last_day(end, timezone).isoformat()
+    return f"{local:%Y-%m-%d %H:%M}"
 
 
 def in_utc(value: datetime) -> datetime:

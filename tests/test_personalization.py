@@ -380,7 +380,7 @@ async def test_nudges_stamps_tier_and_expiring_points(client, store, clock):
     await f.adjust(client, member, 70)
     clock.freeze(NOW + timedelta(days=340))  # the 70 points expire 12 months after NOW
     q = await quote(client, member, store)
-    expiry = (NOW + timedelta(days=365)).date().isoformat()
+    expiry = f"{(NOW + timedelta(days=365)).date()} 12:00"  # the hour they end, on the store's (Berlin) clock
     assert q["nudges"] == [
         {"kind": "punch_card", "text": "2 more stamps to a free item on the Coffee card",
          "program_id": q["nudges"][0]["program_id"], "missing": 2},

@@ -389,11 +389,12 @@ async def test_unknown_expired_and_not_yet_valid_vouchers(client, clock, shop):
     assert f.assert_problem(r, 422, "voucher_not_found")["voucher_code"] == "ABCDEFGHJKMNP"
     f.assert_problem(await client.get("/v1/vouchers/ABCDEFGHJKMNP"), 404, "voucher_not_found")
     week = await make_campaign(client, valid_days=7)
-    code = (await give(client, week["id"], member))["code"]
+    given = await give(client, week["id"], member)
+    code = given["code"]
     clock.advance(timedelta(days=7, seconds=1))
     r = await f.commit(client, with_vouchers(member, store, lines, [code]))
-    last = (clock.now() - timedelta(seconds=2)).astimezone(ZoneInfo("Europe/Berlin")).date()  # the store's calendar
-    assert f"its last day was {last}" in f.assert_problem(r, 409, "voucher_expired")["detail"]
+    ended = datetime.fromisoformat(given["valid_until"]).astimezone(ZoneInfo("Europe/Berlin"))  # the store's clock
+    assert f"it was valid until {ended:%Y-%m-%d %H:%M}." in f.assert_problem(r, 409, "voucher_expired")["detail"]
     assert (await voucher(client, code))["status"] == "expired"
     later = await make_campaign(client, valid_from=(clock.now() + timedelta(days=2)).isoformat())
     code = (await give(client, later["id"], member))["code"]
@@ -801,6 +802,25 @@ async def test_a_burst_of_unknown_codes_never_exhausts_the_connection_pool(app, 
                                                  for body in bodies))
                 seen = collections.Counter((a.status_code, a.json()["code"]) for a in answers)
                 assert set(seen) <= {(422, "voucher_not_found"), (429, "rate_limited")}, (path, seen)
+
+
+async def test_a_voucher_ending_during_a_day_is_told_with_its_hour(client, clock):
+    """A 7-day voucher issued at 15:00 (a UTC store) ends at 15:00 on 31 March. The till said "valid until
+    2027-03-31" in the morning, and refused it at 18:00 as expired, "its last day was 2027-03-31"."""
+    clock.freeze(datetime(2027, 3, 24, 15, 0, tzinfo=UTC))
+    store = (await f.create_store(client, tz="UTC"))["id"]
+    member = (await f.enroll(client))["id"]
+    week = await make_campaign(client, name="Week", valid_days=7)
+    code = (await give(client, week["id"], member))["code"]
+    clock.freeze(datetime(2027, 3, 31, 9, 0, tzinfo=UTC))
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2000)]))).json()
+    offer = next(o for o in q["offers"] if o["kind"] == "voucher" and o["id"] == code)
+    assert offer["description"].endswith("valid until 2027-03-31 15:00"), offer
+    nudge = next(n for n in q["nudges"] if n["kind"] == "voucher_expiry")
+    assert nudge["text"].endswith("expires on 2027-03-31 15:00"), nudge
+    clock.freeze(datetime(2027, 3, 31, 18, 0, tzinfo=UTC))
+    r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2000)], [code]))
+    assert "it was valid until 2027-03-31 15:00." in f.assert_problem(r, 409, "voucher_expired")["detail"]
 
 
 async def test_voucher_dates_are_told_on_the_stores_calendar_and_an_end_as_its_last_day(client, clock):

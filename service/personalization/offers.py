@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.checkout import rules as checkout_rules
-from service.clock import last_day
+from service.clock import told_end
 from service.ledger.rules import POINTS
 from service.members.models import Member
 from service.money import currency_exponent, format_amount
@@ -165,7 +165,7 @@ class Points:
             expiring = [(e.expires_at, e.amount) for e in
                         await points_service.expiring(session, ctx.member.id, after=ctx.now, limit=EXPIRY_NUDGES)]
         return [PointsExpiryNudge(text=ctx.text("nudge_points_expiry", points=points,
-                                                date=last_day(at, ctx.timezone).isoformat()),
+                                                date=told_end(at, ctx.timezone)),
                                   points=points, expires_at=at)
                 for at, points in expiring[:EXPIRY_NUDGES] if at <= horizon]
 
@@ -211,7 +211,7 @@ class Campaigns:
                 continue
             what = ", ".join(event.categories) if event.categories else ctx.text("campaign_everything")
             description = ctx.text("campaign_description", multiplier=f"{event.multiplier:g}", what=what,
-                                   until=last_day(event.ends_at, ctx.timezone).isoformat())
+                                   until=told_end(event.ends_at, ctx.timezone))
             value, applicable, reason = 0, True, None
             if shares is not None:
                 share = shares[index]
@@ -255,7 +255,7 @@ class Vouchers:
     async def nudges(self, session: AsyncSession, ctx: OfferContext) -> list[Nudge]:
         held = await self._held(session, ctx)
         return [VoucherExpiryNudge(text=ctx.text("nudge_voucher_expiry", name=v.campaign.name, code=v.code,
-                                                 date=last_day(v.valid_until, ctx.timezone).isoformat()),
+                                                 date=told_end(v.valid_until, ctx.timezone)),
                                    code=v.code, expires_at=v.valid_until)
                 for v in voucher_service.expiring_soon(held, ctx.now)]
 

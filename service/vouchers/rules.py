@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from service.clock import day_of, last_day
+from service.clock import day_of, told_end
 from service.money import allocate, format_amount, round_half_up
 from service.personalization.rules import DEFAULT_LOCALE, message
 
@@ -132,7 +132,7 @@ def can_issue(campaign: Campaign, now: datetime) -> str | None:
     if not campaign.active:
         return f"The campaign {campaign.name!r} is not active."
     if ended(campaign.valid_until, now):
-        return f"The campaign {campaign.name!r} has ended: its last day was {last_day(campaign.valid_until)}."
+        return f"The campaign {campaign.name!r} has ended: it ran until {told_end(campaign.valid_until)}."
     return None
 
 

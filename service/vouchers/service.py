@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import ratelimit
 from service.audit import record as audit
-from service.clock import Clock, last_day
+from service.clock import Clock, told_end
 from service.db import holds_writers_off
 from service.events import service as events
 from service.ids import new_id, normalize_code, random_code
@@ -346,7 +346,7 @@ async def claims(session: AsyncSession, codes: Sequence[str], now: datetime, *, 
         if status == "redeemed":
             raise VoucherAlreadyUsed(f"Voucher {code} was already used.", voucher_code=code)
         if status == "expired":
-            ended = f": its last day was {last_day(row.valid_until, timezone)}" if row.valid_until else ""
+            ended = f": it was valid until {told_end(row.valid_until, timezone)}" if row.valid_until else ""
             raise VoucherExpired(f"Voucher {code} has expired{ended}.", voucher_code=code)
         if status == "void":
             raise VoucherExpired(f"Voucher {code} was withdrawn (the sale that earned it was voided or returned).",
@@ -475,7 +475,7 @@ def offers_for(vouchers: Sequence[rules.Voucher], items: Sequence[rules.Item] | 
         offer = _say(locale, voucher.campaign.describe(currency))
         if voucher.valid_until:
             offer = message(locale, "voucher_valid_until", offer=offer,
-                            date=last_day(voucher.valid_until, timezone).isoformat())
+                            date=told_end(voucher.valid_until, timezone))
         offers.append(VoucherOffer(id=voucher.code, title=voucher.campaign.name, description=offer, value=value,
                                    applicable=reason is None, reason=None if reason is None else _say(locale, reason),
                                    expires_at=voucher.valid_until))

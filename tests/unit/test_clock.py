@@ -41,3 +41,13 @@ def test_times_are_held_in_utc_and_a_naive_one_is_taken_as_utc():
     assert fixed.now() == datetime(2026, 1, 31, 17, tzinfo=UTC) and fixed.now().utcoffset() == timedelta(0)
     fixed.advance(timedelta(days=1))
     assert fixed.now() == datetime(2026, 2, 1, 17, tzinfo=UTC)
+
+
+def test_an_end_is_told_as_its_last_day_at_midnight_and_with_its_time_otherwise():
+    """A 7-day voucher issued at 15:00 ends at 15:00 on its seventh day: "valid until 2027-03-31" had the till
+    refuse it at 18:00 on the day it had called its last."""
+    assert clock.told_end(datetime(2027, 4, 1, tzinfo=UTC)) == "2027-03-31"
+    assert clock.told_end(datetime(2027, 3, 31, 15, tzinfo=UTC)) == "2027-03-31 15:00"
+    assert clock.told_end(datetime(2027, 3, 31, 22, tzinfo=UTC), "Europe/Berlin") == "2027-03-31"  # midnight CEST
+    assert clock.told_end(datetime(2027, 3, 31, 22, tzinfo=UTC)) == "2027-03-31 22:00"
+    assert clock.told_end(datetime(2027, 3, 31, 15, tzinfo=UTC), "Asia/Shanghai") == "2027-03-31 23:00"
