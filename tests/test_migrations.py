@@ -207,3 +207,28 @@ def test_0020_fills_in_what_each_earlier_punch_reward_cost_from_its_sales_ledger
         "CURRENT_TIMESTAMP)", made)]))
     migrate.upgrade(scratch_url, "0020")
     assert asyncio.run(_run(scratch_url, [(costs, {})])) == [(3, 1), (5, 2), (7, 1)]
+
+
+def test_0021_gives_each_earlier_threshold_voucher_its_campaigns_threshold(scratch_url):
+    """Vouchers a sale earned before 0021 take their campaign's threshold as it stands (what their returns were
+    judged against until then); vouchers issued otherwise keep none."""
+    migrate.upgrade(scratch_url, "head")
+
+    async def sales(client) -> None:
+        store = (await f.create_store(client))["id"]
+        member = (await f.enroll(client))["id"]
+        spend = (await client.post("/v1/voucher-campaigns", json={
+            "name": "Spend 100", "kind": "amount_off", "value": 500, "auto_issue": {"spend_threshold": 10_000}})).json()
+        r = await f.commit(client, f.basket(member, store, [f.line(unit_price=10_000)]))
+        assert len(r.json()["earned"]["vouchers_issued"]) == 1, r.text
+        r = await client.post(f"/v1/voucher-campaigns/{spend['id']}/vouchers", json={"member_id": member},
+                              headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+
+    _receipts(scratch_url, sales)
+    kept = "SELECT issued_by IS NOT NULL, earned_threshold FROM vouchers ORDER BY 1"
+    assert asyncio.run(_run(scratch_url, [(kept, {})])) == [(False, None), (True, 10_000)]
+    migrate.downgrade(scratch_url, "0020")
+    asyncio.run(_run(scratch_url, [("UPDATE voucher_campaigns SET auto_issue_spend_threshold = 15000", {})]))
+    migrate.upgrade(scratch_url, "0021")
+    assert asyncio.run(_run(scratch_url, [(kept, {})])) == [(False, None), (True, 15_000)]

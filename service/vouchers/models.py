@@ -74,6 +74,8 @@ class Voucher(SQLModel, table=True):
     valid_from: datetime | None = Field(default=None, sa_type=UTCDateTime)
     valid_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     issued_by: str | None = Field(default=None, max_length=32)  # the checkout transaction that earned it
+    # The campaign's spend_threshold that sale reached (its returns are judged against it; migration 0021)
+    earned_threshold: int | None = Field(default=None, sa_type=BigInteger)
     redeemed_by: str | None = Field(default=None, max_length=32)  # the checkout transaction that used it
     redeemed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     changed_at: datetime = Field(sa_type=UTCDateTime)

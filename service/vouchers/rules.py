@@ -309,15 +309,15 @@ def apply(vouchers: Sequence[Voucher], *, member_id: str, facts: MemberFacts, it
     return applied
 
 
-def withdrawn_by_return(earned: Sequence[tuple[str, Campaign]], spend_left: int) -> list[str]:
-    """Of the vouchers ``(id, campaign)`` a sale earned by its spend, those its returns (or its void: nothing
-    left) take back: each whose campaign's threshold the sale's qualifying spend, after every return of it, no
-    longer reaches (as a return revokes an unused punch card reward the returned stamps had earned), and every
-    one once nothing is left, even of a campaign that has stopped issuing since (its threshold removed), as a
-    void takes them."""
-    return [voucher_id for voucher_id, campaign in earned
-            if spend_left <= 0 or (campaign.auto_issue_spend_threshold is not None
-                                   and spend_left < campaign.auto_issue_spend_threshold)]
+def withdrawn_by_return(earned: Sequence[tuple[str, int | None]], spend_left: int) -> list[str]:
+    """Of the vouchers ``(id, threshold)`` a sale earned by its spend, those its returns (or its void: nothing
+    left) take back: each whose threshold the sale's qualifying spend, after every return of it, no longer reaches
+    (as a return revokes an unused punch card reward the returned stamps had earned), and every one once nothing
+    is left, as a void takes them. The threshold is the one the sale reached, kept on the voucher: a campaign's
+    threshold raised since does not let a 1.00 return take back a voucher the sale still earns (None: one issued
+    before migration 0021 by a campaign that had stopped issuing, judged by nothing left only)."""
+    return [voucher_id for voucher_id, threshold in earned
+            if spend_left <= 0 or (threshold is not None and spend_left < threshold)]
 
 
 def auto_issued(campaigns: Sequence[Campaign], net_spend: int, facts: MemberFacts, *, earned_at: datetime,

@@ -175,7 +175,9 @@ async def _insert(session: AsyncSession, campaign: rules.Campaign, count: int, m
     for _ in range(INSERT_ATTEMPTS):
         rows = [{"id": new_id("vch"), "code": random_code(CODE_LENGTH), "campaign_id": campaign.id,
                  "member_id": member_id, "status": "active", "issued_at": now, "valid_from": valid_from,
-                 "valid_until": valid_until, "issued_by": issued_by, "changed_at": now} for _ in range(count)]
+                 "valid_until": valid_until, "issued_by": issued_by,
+                 "earned_threshold": campaign.auto_issue_spend_threshold if issued_by else None,
+                 "changed_at": now} for _ in range(count)]
         if len({r["code"] for r in rows}) == count and await repository.insert_vouchers(session, rows):
             return [_issued_public(r) for r in rows]
     raise RuntimeError("could not draw unique voucher codes")  # unreachable in practice: a 500, nothing written
@@ -395,9 +397,8 @@ async def undo_sale(session: AsyncSession, transaction_id: str, now: datetime,
     used = await repository.redeemed_by(session, transaction_id)
     earning = sorted({v.issued_by for v in used if v.issued_by})
     left = await spend_left(earning) if earning else {}
-    campaigns = await _campaign_rules(session, {v.campaign_id for v in used if v.issued_by in left})
     forfeit = [v for v in used if v.issued_by in left and rules.withdrawn_by_return(
-        [(v.id, campaigns[v.campaign_id])], left[v.issued_by])]
+        [(v.id, v.earned_threshold)], left[v.issued_by])]
     back = [v for v in used if v not in forfeit]
     valid = [v.id for v in back if rules.status_at("active", v.valid_until, now) == "active"]
     await repository.set_status(session, valid, from_status="redeemed", to_status="active", at=now,
@@ -428,8 +429,7 @@ async def withdraw_for_return(session: AsyncSession, transaction_id: str, spend_
     longer reaches (``rules.withdrawn_by_return``) are withdrawn, their places given back to the campaigns' limits;
     their codes. A voucher already used stays used (it is not a balance that can go below zero)."""
     earned = await _unused_earned(session, transaction_id)
-    campaigns = await _campaign_rules(session, {v.campaign_id for v in earned})
-    withdrawn = set(rules.withdrawn_by_return([(v.id, campaigns[v.campaign_id]) for v in earned], spend_left))
+    withdrawn = set(rules.withdrawn_by_return([(v.id, v.earned_threshold) for v in earned], spend_left))
     gone = [v for v in earned if v.id in withdrawn]
     await _withdraw(session, gone, now)
     return [v.code for v in gone]
