@@ -410,6 +410,28 @@ async def test_a_backdated_sale_stamps_only_programmes_that_existed_then(client,
     assert (await card(client, member, newer["id"]))["stamps"] == 1
 
 
+async def test_a_return_after_a_rewards_end_treats_it_as_expired_whether_or_not_the_sweep_ran(client, app, clock):
+    """Two members each buy 3 coffees (a reward at 3 stamps, valid 7 days) and never use the reward; 8 days later
+    each returns a coffee, one before the sweep and one after. Both cards end at -1 with the reward expired. The
+    first was revoked instead, its 3 stamps given back: with one more coffee, a live reward from a dead one."""
+    from service.punchcards import service as punch_service
+
+    store = (await f.create_store(client))["id"]
+    program = await make_program(client, stamps_required=3, reward_valid_days=7)
+    early, late = (await f.enroll(client))["id"], (await f.enroll(client))["id"]
+    sales = {m: await buy(client, m, store, [coffee(quantity=3)]) for m in (early, late)}
+    clock.advance(timedelta(days=8))
+    assert (await f.return_lines(client, sales[early]["id"], {"c": 1})).status_code == 201
+    now = clock.now()
+    await app.state.db.run(lambda session: punch_service.expire_rewards(session, now, now))
+    assert (await f.return_lines(client, sales[late]["id"], {"c": 1})).status_code == 201
+    for m in (early, late):
+        c = await card(client, m, program["id"])
+        assert (c["stamps"], [r["status"] for r in c["rewards"]]) == (-1, ["expired"]), (m == early, c)
+    assert (await buy(client, early, store, [coffee()]))["earned"]["rewards_issued"] == []
+    await f.verify_ledger(app)
+
+
 async def test_loyalty_sweep_expires_rewards(client, app, shop, clock, database_url):
     import asyncio
     import os

@@ -70,11 +70,13 @@ def prefetch_usable_rewards(session: AsyncSession, member_id: str, now: datetime
     prefetch(session, _USABLE_REWARDS, {"p_member_id": member_id, "p_now": now})
 
 
-async def unused_rewards(session: AsyncSession, member_id: str, program_id: str) -> list[PunchReward]:
-    """The member's available rewards of a program, locked, newest first."""
+async def unused_rewards(session: AsyncSession, member_id: str, program_id: str, now: datetime) -> list[PunchReward]:
+    """The member's available rewards of a program not past their end at ``now``, locked, newest first. One past
+    its end is expired whether or not the sweep has written so yet (``service.effective_status``): revoking it
+    gave its stamps back, a live card from a dead reward, to a member who returned before the sweep ran."""
     query = (select(PunchReward)
              .where(PunchReward.member_id == member_id, PunchReward.program_id == program_id,
-                    PunchReward.status == "available")
+                    PunchReward.status == "available", PunchReward.expires_at > now)
              .order_by(PunchReward.issued_at.desc(), PunchReward.id.desc())
              .with_for_update().execution_options(populate_existing=True))
     return list((await session.execute(query)).scalars())

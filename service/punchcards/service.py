@@ -230,7 +230,7 @@ async def take_back(session: AsyncSession, member_id: str, transaction_id: str, 
         after = balances.get(account, 0) - count
         if after >= 0:
             continue
-        unused = await repository.unused_rewards(session, member_id, program_id)
+        unused = await repository.unused_rewards(session, member_id, program_id, now)
         unused.sort(key=lambda r: r.issued_by != transaction_id)  # stable: this transaction's, then newest
         movements.extend(await _revoke(session, unused, after, now, from_status="available"))
     return tuple(movements)
