@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import unicodedata
 from datetime import date, datetime, timedelta
 from unittest.mock import AsyncMock
 
@@ -415,6 +416,19 @@ async def test_lookup_by_email_ignores_case(client):
     assert m["email"].lower() == "jane.doe@example.com"
     for typed in ("jane.doe@example.com", "JANE.DOE@EXAMPLE.COM", "Jane.Doe@example.com"):
         assert await found_ids(client, email=typed) == [m["id"]], typed
+
+
+async def test_lookup_by_email_finds_the_address_in_either_unicode_form(client):
+    """Enrolment keeps an address as its validation writes it (Unicode composed, a punycode domain decoded); the
+    look-up only lowercased what was typed, so the address given at enrolment, typed again, found no one."""
+    decomposed = f"li\u0301na.{unique_email()}"  # an accent typed as a separate character
+    punycode = f"anna.{unique_email().split('@')[0]}@xn--bcher-kva.de"
+    for given, other in ((decomposed, unicodedata.normalize("NFC", decomposed)),
+                         (punycode, punycode.replace("xn--bcher-kva", "b\u00fccher"))):
+        m = await enroll(client, email=given)
+        for typed in (given, other, other.upper()):
+            assert await found_ids(client, email=typed) == [m["id"]], typed
+    assert await found_ids(client, email="not an address") == []
 
 
 async def test_lookup_that_finds_nothing_is_an_empty_list(client):

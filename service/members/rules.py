@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import date
 
 import phonenumbers
+from pydantic.networks import validate_email
 
 CARD_PREFIX = "8"
 CARD_LENGTH = 16
@@ -70,7 +72,13 @@ def erased_ref(external_ref: str) -> str:
 
 
 def normalize_email(email: str) -> str:
-    """Email addresses are matched case-insensitively (as every mail system a customer uses does)."""
+    """An email address as it is matched: as enrolment validates it (pydantic's ``EmailStr``: Unicode composed,
+    a punycode domain decoded), then case-insensitively (as every mail system a customer uses does). So the
+    address typed at enrolment finds the member, in either Unicode form: the look-up only lowercased what was
+    typed, and ``li\u0301na@`` or ``anna@xn--bcher-kva.de`` found no one (until 2026-12-08). A value that is no
+    address is only lowercased: it matches no one."""
+    with contextlib.suppress(ValueError):
+        email = validate_email(email)[1]
     return email.strip().lower()
 
 
