@@ -231,7 +231,7 @@ async def claim(
             if found.created_at < now - timedelta(days=ttl_days):
                 await session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == found.id))
                 continue  # expired: forget it and claim afresh
-            if found.request_hash != req_hash:
+            if found.request_hash not in (req_hash, ERASED):
                 raise IdempotencyKeyReused(
                     "This Idempotency-Key was already used with a different request. Use a new key for a "
                     "new request.")
@@ -297,11 +297,17 @@ async def answer_alone(session: AsyncSession, lock: KeyLock, *, status: int, bod
     return bool(await fetch(session, _CLAIM(session), _answer(lock, status, body, media_type)))
 
 
+# The request hash of an answer scrubbed by an erasure: no request's hash (those are 64 hex digits).
+ERASED = "erased"
+
+
 async def scrub(session: AsyncSession, subject: str, body: bytes) -> None:
     """Put ``body`` in place of every kept answer that holds ``subject``'s personal data (their erasure): a replay
-    then answers what the member is now, and no copy of what they were rests here."""
+    then answers what the member is now, and no copy of what they were rests here. The request's hash goes too:
+    a digest of the enrolment's name, phone, email and birthday, it confirmed a guess of them (the guessed body
+    replayed, any other was a 409). A scrubbed key replays its answer whatever the body."""
     await session.execute(update(IdempotencyRecord).where(IdempotencyRecord.subject == subject)
-                          .values(response_body=body))
+                          .values(response_body=body, request_hash=ERASED))
 
 
 async def release(db: Database, claim_: Claim | KeyLock) -> None:

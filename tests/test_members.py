@@ -11,6 +11,7 @@ from unittest.mock import AsyncMock
 import pytest
 from sqlalchemy import func, select, text
 
+from service import idempotency
 from service.members import service as members_service
 from service.members.models import Member
 from tests import factories as f
@@ -273,7 +274,13 @@ async def test_erasure_rewrites_the_enrolment_answer_kept_for_replays(client, ap
     assert replay.json()["status"] == "erased" and replay.json()["name"] is None
     async with app.state.db.session(write=False) as session:
         kept = (await session.execute(text("SELECT response_body FROM idempotency_keys"))).scalars().all()
+        hashes = (await session.execute(text("SELECT request_hash FROM idempotency_keys"))).scalars().all()
     assert kept and not any(b"Grace" in bytes(b) or b"grace@" in bytes(b) or b"1906" in bytes(b) for b in kept)
+    # Nor a digest of the enrolment's body: it confirmed a guess of the person's details (the guessed body was
+    # replayed, any other refused). The key now replays the erased member whatever the body.
+    assert hashes == [idempotency.ERASED]
+    guess = await client.post("/v1/members", json={**body, "name": "Someone Else"}, headers=key)
+    assert guess.status_code == 201 and guess.json() == replay.json()
 
 
 async def test_erasing_an_erased_member_again_rewrites_the_enrolment_answer_kept_whole(client, app):

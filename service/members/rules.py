@@ -66,8 +66,8 @@ def normalize_phone(raw: str, default_region: str) -> str:
 
 def erased_ref(external_ref: str) -> str:
     """What an erasure keeps of the member's ``external_ref``: its SHA-256 digest, enough to recognize the CRM's
-    reference when an import brings it again, not to read it back (a CRM's own list of references tells which of
-    them were erased, which is what it is kept for)."""
+    reference when an import brings it again. Unkeyed, it is no secret: a reference short or regular enough to
+    guess is found from it by trying them all (README, Members)."""
     return hashlib.sha256(b"erased external_ref\0" + external_ref.encode()).hexdigest()
 
 
