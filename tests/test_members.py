@@ -438,6 +438,14 @@ async def test_lookup_by_email_finds_the_address_in_either_unicode_form(client):
     assert await found_ids(client, email="not an address") == []
 
 
+async def test_names_in_any_script_are_kept_as_written(client):
+    """Names are refused only for what cannot be printed (tests/test_errors.py); a right-to-left name keeps its
+    direction marks."""
+    for name in ("Zoë Ångström", "王芳", "\u200fמרים כהן", "Nguyễn Thị Minh Khai", "O'Brien-Smith"):
+        r = await client.post("/v1/members", json={"name": name})
+        assert r.status_code == 201 and r.json()["name"] == name, r.text
+
+
 async def test_lookup_that_finds_nothing_is_an_empty_list(client):
     await enroll(client)
     assert await found_ids(client, email="nobody@example.com") == []
