@@ -455,6 +455,10 @@ async def test_member_found_by_card_number_and_phone(client, shop):
         r = await client.post("/v1/checkout/quote", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["member"]["id"] == m["id"]
+    body = f.basket("x", store)
+    body["member"] = {"phone": "12"}
+    for r in (await client.post("/v1/checkout/quote", json=body), await f.commit(client, body)):
+        assert f.assert_problem(r, 422, "validation_error")["errors"][0]["loc"] == ["body", "member", "phone"]
 
 
 BAD_LINES = [

@@ -40,14 +40,16 @@ DEFAULT_LOCALE = "en"
 REFERRAL_CODE_LENGTH = 8
 
 
-def _phone(raw: str | None, region: str) -> str | None:
+def _phone(raw: str | None, region: str, *, given_in: tuple[str, ...] = ("body",)) -> str | None:
+    """The phone in E.164; a 422 that names where it was given (the body's ``phone``, a look-up's query
+    parameter, a sale's ``member``)."""
     if raw is None:
         return None
     try:
         return rules.normalize_phone(raw, region)
     except ValueError as exc:
         raise ValidationFailed(f"phone: {raw!r} is not a valid phone number",
-                               errors=[{"loc": ["body", "phone"], "msg": str(exc)}]) from exc
+                               errors=[{"loc": [*given_in, "phone"], "msg": str(exc)}]) from exc
 
 
 def _birthday_not_in_future(birthday, clock: Clock) -> None:
@@ -187,8 +189,13 @@ async def _scrub_kept_answers(session: AsyncSession, member: Member, principal: 
     await idempotency.scrub(session, member.id, erased.model_dump_json().encode())
 
 
-def _lookup_key(card_number: str | None, phone: str | None, email: str | None, region: str) -> dict[str, str]:
-    """The one column a look-up names and its value, normalized as stored."""
+_SALE = ("body", "member")  # where a sale names its member
+
+
+def _lookup_key(card_number: str | None, phone: str | None, email: str | None, region: str, *,
+                given_in: tuple[str, ...] = ("query",)) -> dict[str, str]:
+    """The one column a look-up names and its value, normalized as stored; ``given_in`` is where the request
+    gave it (the look-up's query, a sale's ``member``), for an error's ``loc``."""
     given = [k for k, v in {"card_number": card_number, "phone": phone, "email": email}.items() if v]
     if len(given) != 1:
         raise LookupNeedsOneKey("Give exactly one of card_number, phone or email.", errors=[
@@ -200,7 +207,7 @@ def _lookup_key(card_number: str | None, phone: str | None, email: str | None, r
             raise InvalidCardNumber(f"Card number {card_number!r} is not valid: check the digits and try again.")
         return {"card_number": number}
     if phone:
-        return {"phone": _phone(phone, region)}
+        return {"phone": _phone(phone, region, given_in=given_in)}
     return {"email_normalized": rules.normalize_email(email or "")}
 
 
@@ -252,7 +259,7 @@ def prefetch_for_checkout(session: AsyncSession, *, member_id: str | None = None
         repository.prefetch_with_versions(session, member_id)
         return
     try:
-        where = _lookup_key(card_number, phone, None, region)
+        where = _lookup_key(card_number, phone, None, region, given_in=_SALE)
     except ServiceError:
         return
     repository.prefetch_active_rows(session, **where)
@@ -271,7 +278,7 @@ async def find_for_checkout(session: AsyncSession, *, member_id: str | None = No
         found = [member] if member is not None and member.status == "active" else []
     else:
         found, versions = await repository.find_active_rows(
-            session, **_lookup_key(card_number, phone, None, region))
+            session, **_lookup_key(card_number, phone, None, region, given_in=_SALE))
     program_service.remember_versions(session, versions)  # as in lookup
     if not found:
         raise MemberNotFound("No active member matches; check the card or phone number.")
