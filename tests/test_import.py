@@ -321,3 +321,31 @@ async def test_an_imported_purchase_older_than_the_expiry_is_expired_by_the_next
     assert await f.balance(client, member) == 40
     assert await run_cli("verify") == 0
     await f.verify_ledger(app)
+
+
+async def test_the_progress_bar_ends_at_its_total(client, clock, app, cli_env, capsys, tmp_path, monkeypatch):
+    """The bar's total is the lines the import takes: a byte order mark on a first line otherwise blank was counted
+    as a line, and the bar stopped one short of its total (without its last newline)."""
+    import io
+
+    from service import progress
+
+    bars = []
+
+    class Recorded(progress.Progress):
+        def __init__(self, total, label, **kw):
+            kw["stream"], kw["enabled"] = io.StringIO(), True
+            super().__init__(total, label, **kw)
+            bars.append(self)
+
+    monkeypatch.setattr(progress, "Progress", Recorded)
+    store = (await f.create_store(client))["id"]
+    when = clock.now() - timedelta(days=1)
+    recs = [{"external_ref": f"crm-p{n}", "name": "P", "email": f.unique_email(),
+             "purchases": [_purchase(store, f"p-{n}", when)]} for n in range(5)]
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf\n" + "".join(json.dumps(r) + "\n" for r in recs).encode() + b"{bad\n  \n")
+    await run_cli("import", str(path))
+    bar = bars[-1]
+    assert bar.done == bar.total == 6, (bar.done, bar.total)
+    assert bar.stream.getvalue().endswith("\n")
