@@ -29,8 +29,8 @@ async def test_admin_changes_are_listed_newest_first_with_who_and_what(client, c
     entries = (await audit_log(client))["data"]
     assert [(e["action"], e["target"]) for e in entries] == [
         ("member.erased", member), ("webhook.created", hook["id"]), ("api_key.revoked", till_id),
-        ("api_key.created", till_id), ("points.adjusted", member), ("program.updated", str(program["version"])),
-        ("store.created", store)]
+        ("api_key.created", till_id), ("points.adjusted", member), ("member.enrolled", member),
+        ("program.updated", str(program["version"])), ("store.created", store)]
     assert {e["actor"] for e in entries} == {admin}
     assert [int(e["id"]) for e in entries] == sorted((int(e["id"]) for e in entries), reverse=True)
     adjusted = next(e for e in entries if e["action"] == "points.adjusted")
@@ -60,8 +60,12 @@ async def test_admin_money_and_profile_changes_are_logged_and_a_tills_top_up_is_
 
     entries = (await audit_log(client, target=member))["data"]
     assert [(e["action"], e["actor"]) for e in entries] == [
-        ("wallet.cashed_out", admin), ("member.updated", admin), ("wallet.topped_up", admin)]
-    cashed_out, updated, topped_up = (e["data"] for e in entries)
+        ("wallet.cashed_out", admin), ("member.updated", admin), ("wallet.topped_up", admin),
+        ("member.enrolled", admin)]
+    cashed_out, updated, topped_up, enrolled = (e["data"] for e in entries)
+    assert enrolled == {"fields": ["email", "name", "phone"]}  # an admin's enrolment too (a till's is its ordinary work)
+    enrolled_at_till = (await till.post("/v1/members", json={"name": "Till Member"})).json()["id"]
+    assert (await audit_log(client, target=enrolled_at_till))["data"] == []
     assert cashed_out["cash_paid"] == 500 and cashed_out["bonus_forfeited"] == 0
     assert updated == {"fields": ["name", "phone"]}  # which fields, never their values
     assert topped_up["amount"] == 200 and topped_up["payment_ref"] == "p"

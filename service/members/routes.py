@@ -39,7 +39,7 @@ KEPT_ANSWER = KeptAnswer(subject=_enrolled)
              responses=problem_responses(409), **idempotent(required=False, kept=KEPT_ANSWER))
 async def enroll_member(body: MemberCreate, request: Request, session: Session, clock: ClockDep,
                         principal: Principal = Depends(READERS)) -> MemberPublic:
-    member = await service.enroll(session, body, clock, region=_region(request))
+    member = await service.enroll(session, body, clock, region=_region(request), principal=principal)
     return service.to_public(member, await program_service.get(session), principal)
 
 

@@ -59,7 +59,11 @@ def _birthday_not_in_future(birthday, clock: Clock) -> None:
                                errors=[{"loc": ["body", "birthday"], "msg": "cannot be in the future"}])
 
 
-async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, region: str) -> Member:
+async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, region: str,
+                 principal: Principal | None = None) -> Member:
+    """Enroll a member. An enrolment made with an admin key through the API (``principal``) is written to the
+    audit log, with the fields it set (not their values), as an update is: DESIGN §7's "every admin change". An
+    import's enrolments are not, one by one: the import is the operator's, run from the command line."""
     _birthday_not_in_future(body.birthday, clock)
     now = clock.now()
     phone = _phone(body.phone, region)
@@ -86,6 +90,9 @@ async def enroll(session: AsyncSession, body: MemberCreate, clock: Clock, *, reg
             await tiers.open_state(session, member.id, now)
             await events.emit(session, "member.enrolled", {"member_id": member.id, "referred_by": referred_by},
                               at=now, member_id=member.id)
+            if principal is not None and principal.role == "admin":
+                await audit(session, clock, actor=principal.key_id, action="member.enrolled", target=member.id,
+                            data={"fields": sorted(body.model_fields_set)})
             return member
         await _raise_if_duplicate(session, member)
         member.card_number = rules.new_card_number()
