@@ -410,6 +410,28 @@ async def test_a_backdated_sale_stamps_only_programmes_that_existed_then(client,
     assert (await card(client, member, newer["id"]))["stamps"] == 1
 
 
+@pytest.mark.parametrize("broad_first", [True, False])
+async def test_two_rewards_that_fit_the_basket_are_taken_whatever_their_order(client, app, shop, broad_first):
+    """A reward for any hot drink and a coffee-only one, on a coffee and a tea: both fit (the hot one on the tea).
+    Listed hot first, the quote and the commit answered 422 no_eligible_item: the hot one took the coffee."""
+    store, member = shop
+    hot = await make_program(client, name="Hot drinks", qualifying={"categories": ["coffee", "tea"]},
+                             stamps_required=1, reward={"categories": ["coffee", "tea"]})
+    only = await make_program(client, name="Coffee", qualifying={"skus": ["ESPRESSO"]}, stamps_required=1,
+                              reward={"categories": ["coffee"]})
+    first = (await buy(client, member, store, [f.line("x", "EARL", "tea", 1, 300)]))["earned"]["rewards_issued"]
+    second = (await buy(client, member, store, [coffee("y", 1, 300, sku="ESPRESSO")]))["earned"]["rewards_issued"]
+    broad = next(r["id"] for r in first if r["program_id"] == hot["id"])
+    narrow = next(r["id"] for r in first + second if r["program_id"] == only["id"])
+    body = f.basket(member, store, [coffee("a", 1, 400), f.line("b", "CHAI", "tea", 1, 500)],
+                    redeem={"punch_rewards": [broad, narrow] if broad_first else [narrow, broad]})
+    q = await client.post("/v1/checkout/quote", json=body)
+    assert q.status_code == 200 and q.json()["totals"]["discount"] == 900, q.text
+    r = await f.commit(client, body)
+    assert r.status_code == 201 and r.json()["totals"]["discount"] == 900, r.text
+    await f.verify_ledger(app)
+
+
 async def test_a_return_after_a_rewards_end_treats_it_as_expired_whether_or_not_the_sweep_ran(client, app, clock):
     """Two members each buy 3 coffees (a reward at 3 stamps, valid 7 days) and never use the reward; 8 days later
     each returns a coffee, one before the sweep and one after. Both cards end at -1 with the reward expired. The

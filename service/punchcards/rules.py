@@ -85,22 +85,30 @@ class FreeUnits:
 def free_units(lines: Sequence[Unit], claims: Sequence[Claim]) -> FreeUnits:
     """Each claimed reward makes the cheapest eligible unit not yet free in the basket free, up to the program's
     ``max_value``. A unit that costs nothing is not a candidate (the reward would be spent on nothing). A claim
-    with no eligible unit left frees nothing; :func:`unusable_claims` names it."""
+    with no eligible unit left frees nothing; :func:`unusable_claims` names it.
+
+    The claims choose in order of how few units they could take (then as the till listed them), so that a
+    reward for anything hot does not take the coffee a coffee-only reward needed when a tea was there for it:
+    taken in the till's order, the same two rewards on a coffee and a tea were refused or not by the order they
+    were listed in (until 2026-12-08). ``freed`` lists them in the till's order."""
+    def eligible(claim: Claim) -> list[Unit]:
+        return [line for line in lines if claim.program.reward_eligible(line.sku, line.category)
+                and line.unit_price > 0]
+
+    choosing = sorted(enumerate(claims), key=lambda item: (sum(ln.quantity for ln in eligible(item[1])), item[0]))
     used: dict[str, int] = defaultdict(int)
     discounts: dict[str, int] = defaultdict(int)
-    freed = []
-    for claim in claims:
-        candidates = [line for line in lines
-                      if claim.program.reward_eligible(line.sku, line.category) and line.unit_price > 0
-                      and used[line.line_id] < line.quantity]
+    freed: list[tuple[int, Freed]] = []
+    for index, claim in choosing:
+        candidates = [line for line in eligible(claim) if used[line.line_id] < line.quantity]
         if not candidates:
             continue
         line = min(candidates, key=lambda ln: (ln.unit_price, ln.line_id))
         amount = line.unit_price if claim.program.max_value is None else min(line.unit_price, claim.program.max_value)
         used[line.line_id] += 1
         discounts[line.line_id] += amount
-        freed.append(Freed(claim.reward_id, line.line_id, amount))
-    return FreeUnits(dict(discounts), dict(used), tuple(freed))
+        freed.append((index, Freed(claim.reward_id, line.line_id, amount)))
+    return FreeUnits(dict(discounts), dict(used), tuple(f for _, f in sorted(freed, key=lambda item: item[0])))
 
 
 def unusable_claims(claims: Sequence[Claim], result: FreeUnits) -> list[Claim]:

@@ -24,6 +24,20 @@ def test_the_cheapest_eligible_unit_goes_free_up_to_the_cap_and_each_unit_only_o
     assert [c.reward_id for c in rules.unusable_claims(claims, result)] == ["r3"]
 
 
+def test_rewards_fit_the_basket_whatever_order_the_till_lists_them_in():
+    """A reward for anything hot and a coffee-only one, on a coffee (4.00) and a tea (5.00): the coffee-only one
+    takes the coffee, the other the tea, in either order. Taken in the till's order, the hot one took the cheaper
+    coffee first and left the coffee-only reward nothing."""
+    hot = rules.Program("hot", "Hot drinks", frozenset(), frozenset({"coffee", "tea"}), 5, reward_valid_days=30)
+    lines = [unit("c", "LATTE", "coffee", 1, 400), unit("t", "CHAI", "tea", 1, 500)]
+    for claims in ([rules.Claim("r-hot", hot), rules.Claim("r-coffee", COFFEE)],
+                   [rules.Claim("r-coffee", COFFEE), rules.Claim("r-hot", hot)]):
+        result = rules.free_units(lines, claims)
+        assert rules.unusable_claims(claims, result) == []
+        assert result.discounts == {"c": 400, "t": 500}
+        assert [f.reward_id for f in result.freed] == [c.reward_id for c in claims]  # the till's order
+
+
 def test_stamps_for_paid_qualifying_units_only():
     lines = [unit("a", "LATTE", "coffee", 3, 450), unit("b", "BEANS", "food", 1, 900), unit("c", "X", "tea", 2, 10)]
     assert rules.stamps_earned(lines, {"a": 1}, [COFFEE]) == {"p1": {"a": 2, "b": 1}}
