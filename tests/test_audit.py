@@ -63,7 +63,7 @@ async def test_admin_money_and_profile_changes_are_logged_and_a_tills_top_up_is_
         ("wallet.cashed_out", admin), ("member.updated", admin), ("wallet.topped_up", admin),
         ("member.enrolled", admin)]
     cashed_out, updated, topped_up, enrolled = (e["data"] for e in entries)
-    assert enrolled == {"fields": ["email", "name", "phone"]}  # an admin's enrolment too (a till's is its ordinary work)
+    assert enrolled == {"fields": ["email", "name", "phone"]}  # an admin's enrolment (a till's is its ordinary work)
     enrolled_at_till = (await till.post("/v1/members", json={"name": "Till Member"})).json()["id"]
     assert (await audit_log(client, target=enrolled_at_till))["data"] == []
     assert cashed_out["cash_paid"] == 500 and cashed_out["bonus_forfeited"] == 0
