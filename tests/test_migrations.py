@@ -232,3 +232,34 @@ def test_0021_gives_each_earlier_threshold_voucher_its_campaigns_threshold(scrat
     asyncio.run(_run(scratch_url, [("UPDATE voucher_campaigns SET auto_issue_spend_threshold = 15000", {})]))
     migrate.upgrade(scratch_url, "0021")
     assert asyncio.run(_run(scratch_url, [(kept, {})])) == [(False, None), (True, 15_000)]
+
+
+def test_0022_gives_each_earlier_punch_reward_its_programmes_terms(scratch_url):
+    """Rewards issued before 0022 take what their programme makes free as it stands: its reward items, or its
+    qualifying items when it names none, and its cap."""
+    migrate.upgrade(scratch_url, "head")
+
+    async def sales(client) -> None:
+        store = (await f.create_store(client))["id"]
+        member = (await f.enroll(client))["id"]
+        for reward in ({"categories": ["bakery"], "max_value": 300}, {}):
+            body = {"name": "Card", "qualifying": {"categories": ["coffee"]}, "stamps_required": 1,
+                    "reward": reward, "reward_valid_days": 30}
+            assert (await client.post("/v1/punch-card-programs", json=body)).status_code == 201
+        r = await f.commit(client, f.basket(member, store, [f.line("c", "LATTE", "coffee", 1, 400)]))
+        assert len(r.json()["earned"]["rewards_issued"]) == 2, r.text
+
+    _receipts(scratch_url, sales)
+    terms = "SELECT free_skus, free_categories, free_max_value FROM punch_rewards ORDER BY free_max_value"
+    expected = [([], ["bakery"], 300), ([], ["coffee"], None)]
+
+    def read() -> list:
+        return sorted(((json.loads(a) if isinstance(a, str) else a, json.loads(b) if isinstance(b, str) else b, c)
+                       for a, b, c in asyncio.run(_run(scratch_url, [(terms, {})]))), key=lambda t: t[1])
+
+    assert read() == expected
+    asyncio.run(_run(scratch_url, [("UPDATE punch_rewards SET free_skus = '[\"X\"]', free_categories = '[]', "
+                                    "free_max_value = 1", {})]))
+    migrate.downgrade(scratch_url, "0021")
+    migrate.upgrade(scratch_url, "0022")
+    assert read() == expected

@@ -410,6 +410,32 @@ async def test_a_backdated_sale_stamps_only_programmes_that_existed_then(client,
     assert (await card(client, member, newer["id"]))["stamps"] == 1
 
 
+async def test_an_issued_reward_is_redeemed_on_what_it_was_earned_for_whatever_the_programme_says_now(
+        client, app, shop):
+    """Editing a programme changes what later sales earn, never what was earned. A reward earned as a coffee up to
+    6.00 took 2.00 off a 5.00 coffee once the cap was lowered to 2.00, and was refused on coffee once the reward
+    moved to bakery. It keeps its terms; rewards issued after the edit take the new ones."""
+    store, member = shop
+    program = await make_program(client, stamps_required=1, reward={"categories": ["coffee"], "max_value": 600})
+    early = [(await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"] for _ in range(2)]
+    body = {k: v for k, v in program.items() if k not in ("id", "active")}
+    r = await client.put(f"/v1/punch-card-programs/{program['id']}",
+                         json=body | {"reward": {"categories": ["bakery"], "max_value": 200}})
+    assert r.status_code == 200, r.text
+    later = (await buy(client, member, store, [coffee()]))["earned"]["rewards_issued"][0]["id"]
+    q = await client.post("/v1/checkout/quote", json=f.basket(member, store, [coffee("a", 1, 500)]))
+    offered = {o["id"]: o["value"] for o in q.json()["offers"] if o["kind"] == "punch_reward"}
+    assert (offered[early[0]], offered[later]) == (500, 0), offered
+    t = await buy(client, member, store, [coffee("a", 1, 500)], rewards=[early[0]])
+    assert (t["lines"][0]["discount"], t["lines"][0]["net"]) == (500, 0), t["lines"]
+    t = await buy(client, member, store, [f.line("m", "MUFFIN", "bakery", 1, 300)], rewards=[later])
+    assert t["lines"][0]["discount"] == 200, t["lines"]
+    r = await f.commit(client, f.basket(member, store, [f.line("m", "MUFFIN", "bakery", 1, 300)],
+                                        redeem={"punch_rewards": [early[1]]}))
+    assert f.assert_problem(r, 422, "no_eligible_item"), r.text
+    await f.verify_ledger(app)
+
+
 @pytest.mark.parametrize("broad_first", [True, False])
 async def test_two_rewards_that_fit_the_basket_are_taken_whatever_their_order(client, app, shop, broad_first):
     """A reward for any hot drink and a coffee-only one, on a coffee and a tea: both fit (the hot one on the tea).

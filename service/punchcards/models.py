@@ -66,3 +66,8 @@ class PunchReward(SQLModel, table=True):
     # The stamps the reward was issued for (the programme's stamps_required then, as the ledger's ``reward`` entry
     # took them): what revoking it gives back, though the programme may ask another number since.
     stamps_cost: int
+    # What it makes free, as its programme said when it was issued (rules.Terms; migration 0022): the reward's
+    # items (the qualifying ones when the programme named none) and its cap.
+    free_skus: list[Any] = Field(sa_column=Column(JSON, nullable=False))
+    free_categories: list[Any] = Field(sa_column=Column(JSON, nullable=False))
+    free_max_value: int | None = Field(default=None, sa_type=BigInteger)

@@ -52,17 +52,17 @@ async def member_rewards(session: AsyncSession, member_id: str) -> list[PunchRew
 
 
 _REWARD = PunchReward.__table__.c
-_USABLE_REWARDS = (select(_REWARD.id, _REWARD.program_id)
+_USABLE_REWARDS = (select(_REWARD.id, _REWARD.program_id, _REWARD.free_skus, _REWARD.free_categories,
+                          _REWARD.free_max_value)
                    .where(_REWARD.member_id == bindparam("p_member_id"), _REWARD.status == "available",
                           _REWARD.expires_at > bindparam("p_now"))
                    .order_by(_REWARD.expires_at, _REWARD.id))
 
 
-async def usable_rewards(session: AsyncSession, member_id: str, now: datetime) -> list[tuple[str, str]]:
-    """``(reward id, program id)`` of the member's rewards available and unexpired at ``now``, soonest-expiring
+async def usable_rewards(session: AsyncSession, member_id: str, now: datetime) -> list[Any]:
+    """The member's rewards available and unexpired at ``now`` (id, program id and terms), soonest-expiring
     first: only those rows, whatever the member's history of used ones."""
-    return [(row.id, row.program_id) for row in
-            await fetch(session, _USABLE_REWARDS, {"p_member_id": member_id, "p_now": now})]
+    return list(await fetch(session, _USABLE_REWARDS, {"p_member_id": member_id, "p_now": now}))
 
 
 def prefetch_usable_rewards(session: AsyncSession, member_id: str, now: datetime) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from service.ledger.rules import Movement
@@ -49,6 +49,31 @@ class Program:
         if not self.reward_skus and not self.reward_categories:
             return self.qualifies(sku, category)
         return sku in self.reward_skus or category in self.reward_categories
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What an issued reward makes free, fixed when it is issued: editing the programme later changes what later
+    sales earn, never what was earned."""
+
+    skus: frozenset[str]
+    categories: frozenset[str]
+    max_value: int | None
+
+
+def terms_of(program: Program) -> Terms:
+    """The terms of a reward the programme issues now: its reward items (its qualifying items when it names none)
+    and its cap."""
+    if not program.reward_skus and not program.reward_categories:
+        return Terms(program.qualifying_skus, program.qualifying_categories, program.max_value)
+    return Terms(program.reward_skus, program.reward_categories, program.max_value)
+
+
+def as_issued(program: Program, terms: Terms) -> Program:
+    """The programme as a reward issued under ``terms`` is redeemed: its items and cap as they were then. (Read
+    from the programme as it stands, a cap lowered from 6.00 to 2.00 took 2.00 off a coffee a reward earned
+    under 6.00 made free, and a reward moved from coffee to bakery refused the coffee; until 2026-12-08.)"""
+    return replace(program, reward_skus=terms.skus, reward_categories=terms.categories, max_value=terms.max_value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -150,7 +151,13 @@ async def claims(session: AsyncSession, member_id: str, reward_ids: Sequence[str
                                      reward_status=status)
     programs = {p.id: to_rules(p) for p in await repository.programs_by_id(
         session, sorted({r.program_id for r in rows.values()}))}
-    return [rules.Claim(reward_id, programs[rows[reward_id].program_id]) for reward_id in reward_ids]
+    return [_claim(rows[reward_id], programs) for reward_id in reward_ids]
+
+
+def _claim(reward: Any, programs: Mapping[str, rules.Program]) -> rules.Claim:
+    """A reward (a row with its terms) as a basket redeems it: on what it was issued for (``rules.as_issued``)."""
+    terms = rules.Terms(frozenset(reward.free_skus), frozenset(reward.free_categories), reward.free_max_value)
+    return rules.Claim(reward.id, rules.as_issued(programs[reward.program_id], terms))
 
 
 async def available_rewards(session: AsyncSession, member_id: str, now: datetime) -> list[rules.Claim]:
@@ -160,9 +167,9 @@ async def available_rewards(session: AsyncSession, member_id: str, now: datetime
     if not rewards:
         return []
     programs = {p.id: p for p in await active_programs(session)}
-    missing = sorted({program_id for _, program_id in rewards} - set(programs))
+    missing = sorted({r.program_id for r in rewards} - set(programs))
     programs |= {p.id: to_rules(p) for p in await repository.programs_by_id(session, missing)}
-    return [rules.Claim(reward_id, programs[program_id]) for reward_id, program_id in rewards]
+    return [_claim(r, programs) for r in rewards]
 
 
 def prefetch_available_rewards(session: AsyncSession, member_id: str, now: datetime) -> None:
@@ -186,15 +193,19 @@ async def issue(session: AsyncSession, member_id: str, transaction_id: str, due:
     """Create the rewards the stamps of a commit turned into, as plain copies of their rows. ``programs``: the
     programs as the commit priced them (this process's copies, checked against the catalog's version), so no read
     here; each reward keeps the stamps it took (``stamps_required`` then, the figure its ledger entry took), so
-    that revoking it gives back those whatever the program asks by then.
+    that revoking it gives back those whatever the program asks by then, and what it makes free
+    (``rules.terms_of``), so that it is redeemed on those whatever the program says by then.
 
     A reward is earned as at the sale's ``occurred_at``, as the sale's points are: its validity counts from then
     (a till back online two days late leaves it two days fewer; one from a history imported may be over already,
     as it would have been at the till). It is issued ``now``."""
+    terms = {program_id: rules.terms_of(programs[program_id]) for program_id in due}
     rows = [SimpleNamespace(
         id=new_id("rwd"), member_id=member_id, program_id=program_id, status="available", issued_at=now,
         expires_at=occurred_at + timedelta(days=programs[program_id].reward_valid_days), issued_by=transaction_id,
-        redeemed_by=None, changed_at=now, stamps_cost=programs[program_id].stamps_required)
+        redeemed_by=None, changed_at=now, stamps_cost=programs[program_id].stamps_required,
+        free_skus=sorted(terms[program_id].skus), free_categories=sorted(terms[program_id].categories),
+        free_max_value=terms[program_id].max_value)
         for program_id, count in sorted(due.items()) for _ in range(count)]
     await repository.add_rewards(session, rows)
     for r in rows:

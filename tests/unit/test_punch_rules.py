@@ -38,6 +38,17 @@ def test_rewards_fit_the_basket_whatever_order_the_till_lists_them_in():
         assert [f.reward_id for f in result.freed] == [c.reward_id for c in claims]  # the till's order
 
 
+def test_a_reward_keeps_the_terms_it_was_issued_under():
+    terms = rules.terms_of(COFFEE)  # no reward items of its own: the qualifying ones
+    assert terms == rules.Terms(frozenset({"BEANS"}), frozenset({"coffee"}), 500)
+    bakery = replace(COFFEE, reward_categories=frozenset({"bakery"}), max_value=200)
+    assert rules.terms_of(bakery) == rules.Terms(frozenset(), frozenset({"bakery"}), 200)
+    honoured = rules.as_issued(bakery, terms)
+    assert honoured.reward_eligible("LATTE", "coffee") and not honoured.reward_eligible("MUFFIN", "bakery")
+    result = rules.free_units([unit("a", "LATTE", "coffee", 1, 450)], [rules.Claim("r1", honoured)])
+    assert result.discounts == {"a": 450}
+
+
 def test_stamps_for_paid_qualifying_units_only():
     lines = [unit("a", "LATTE", "coffee", 3, 450), unit("b", "BEANS", "food", 1, 900), unit("c", "X", "tea", 2, 10)]
     assert rules.stamps_earned(lines, {"a": 1}, [COFFEE]) == {"p1": {"a": 2, "b": 1}}
