@@ -90,8 +90,9 @@ async def test_verify_finds_a_punch_reward_no_stamps_paid_for(client, app, cli_e
     assert sale.status_code == 201 and len(sale.json()["earned"]["rewards_issued"]) == 1, sale.text
     assert await run_cli("verify") == 0
     await _sql(app, "INSERT INTO punch_rewards (id, member_id, program_id, status, issued_at, expires_at, issued_by, "
-                    "changed_at, stamps_cost) SELECT id || 'x', member_id, program_id, status, issued_at, expires_at, "
-                    "issued_by, changed_at, stamps_cost FROM punch_rewards WHERE member_id = :m", m=member)
+                    "changed_at, stamps_cost, free_skus, free_categories, free_max_value) SELECT id || 'x', "
+                    "member_id, program_id, status, issued_at, expires_at, issued_by, changed_at, stamps_cost, "
+                    "free_skus, free_categories, free_max_value FROM punch_rewards WHERE member_id = :m", m=member)
     capsys.readouterr()
     await _verify_fails(capsys, f"sale {sale.json()['id']}'s rewards of stamps:{program} cost 20 stamps",
                         "turned 10 into rewards")

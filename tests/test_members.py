@@ -643,6 +643,11 @@ async def test_pos_sees_masked_phone_and_email_and_no_external_ref(client, make_
     assert seen["external_ref"] is None
     looked_up = (await lookup(pos, card_number=m["card_number"])).json()["data"][0]
     assert looked_up == seen
+    # The country code and at most half the number within it: a short number was shown whole (Niue's +683 4002
+    # as +68*4002).
+    for phone, masked in (("+6834002", "+683**02"), ("+4915112345678", "+49*******5678")):
+        other = await enroll(client, phone=phone)
+        assert (await pos.get(f"/v1/members/{other['id']}")).json()["phone"] == masked
     by_phone = (await lookup(pos, phone="+14155552671")).json()["data"]
     assert [x["id"] for x in by_phone] == [m["id"]] and by_phone[0] == seen
     summary = (await pos.get(f"/v1/members/{m['id']}/summary")).json()["member"]

@@ -83,10 +83,19 @@ def normalize_email(email: str) -> str:
 
 
 def mask_phone(phone: str | None) -> str | None:
-    """``+4915112345678`` -> ``+49*******5678``: what a till may show."""
+    """What a till may show of a number: its country code and the last digits of the number within it, at most
+    four and at most half of them (``+4915112345678`` -> ``+49*******5678``, ``+6834002`` -> ``+683**02``).
+    Masked as text (the first three characters and the last four), a short number showed whole: Niue's
+    ``+6834002`` as ``+68*4002`` (until 2026-12-08)."""
     if not phone:
         return phone
-    return phone[:3] + "*" * max(len(phone) - 7, 0) + phone[-4:]
+    try:
+        parsed = phonenumbers.parse(phone)
+    except phonenumbers.NumberParseException:
+        return "*" * max(len(phone) - 4, 0) + phone[-4:] if len(phone) > 8 else "*" * len(phone)
+    national = str(parsed.national_number)
+    shown = min(4, len(national) // 2)
+    return f"+{parsed.country_code}" + "*" * (len(national) - shown) + national[len(national) - shown:]
 
 
 def mask_email(email: str | None) -> str | None:
