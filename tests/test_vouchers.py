@@ -832,6 +832,14 @@ async def test_a_burst_of_unknown_codes_never_exhausts_the_connection_pool(app, 
                 assert set(seen) <= {(422, "voucher_not_found"), (429, "rate_limited")}, (path, seen)
 
 
+async def told_at_the_till(client, member: str, store: str, code: str) -> tuple[str, str]:
+    """What a quote at ``store`` says of the voucher: its offer's description and its expiry nudge's text."""
+    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2000)]))).json()
+    offer = next(o for o in q["offers"] if o["kind"] == "voucher" and o["id"] == code)
+    nudge = next(n for n in q["nudges"] if n["kind"] == "voucher_expiry" and n["code"] == code)
+    return offer["description"], nudge["text"]
+
+
 async def test_a_voucher_ending_during_a_day_is_told_with_its_hour(client, clock):
     """A 7-day voucher issued at 15:00 (a UTC store) ends at 15:00 on 31 March. The till said "valid until
     2027-03-31" in the morning, and refused it at 18:00 as expired, "its last day was 2027-03-31"."""
@@ -841,11 +849,8 @@ async def test_a_voucher_ending_during_a_day_is_told_with_its_hour(client, clock
     week = await make_campaign(client, name="Week", valid_days=7)
     code = (await give(client, week["id"], member))["code"]
     clock.freeze(datetime(2027, 3, 31, 9, 0, tzinfo=UTC))
-    q = (await client.post("/v1/checkout/quote", json=f.basket(member, store, [f.line(unit_price=2000)]))).json()
-    offer = next(o for o in q["offers"] if o["kind"] == "voucher" and o["id"] == code)
-    assert offer["description"].endswith("valid until 2027-03-31 15:00"), offer
-    nudge = next(n for n in q["nudges"] if n["kind"] == "voucher_expiry")
-    assert nudge["text"].endswith("expires on 2027-03-31 15:00"), nudge
+    offer, nudge = await told_at_the_till(client, member, store, code)
+    assert offer.endswith("valid until 2027-03-31 15:00") and nudge.endswith("expires on 2027-03-31 15:00")
     clock.freeze(datetime(2027, 3, 31, 18, 0, tzinfo=UTC))
     r = await f.commit(client, with_vouchers(member, store, [f.line(unit_price=2000)], [code]))
     assert "it was valid until 2027-03-31 15:00." in f.assert_problem(r, 409, "voucher_expired")["detail"]
@@ -866,8 +871,5 @@ async def test_voucher_dates_are_told_on_the_stores_calendar_and_an_end_as_its_l
     r = await f.commit(client, with_vouchers(member, ahead, [f.line(unit_price=2000)], [later["code"]]))
     assert "can be used from 2027-03-01" in f.assert_problem(r, 422, "voucher_not_applicable")["detail"]
     clock.freeze(datetime(2027, 3, 28, 8, 0, tzinfo=UTC))
-    q = (await client.post("/v1/checkout/quote", json=f.basket(member, behind, [f.line(unit_price=2000)]))).json()
-    offer = next(o for o in q["offers"] if o["kind"] == "voucher" and o["id"] == kept)
-    assert offer["description"].endswith("valid until 2027-03-31"), offer
-    nudge = next(n for n in q["nudges"] if n["kind"] == "voucher_expiry")
-    assert nudge["text"].endswith("expires on 2027-03-31"), nudge
+    offer, nudge = await told_at_the_till(client, member, behind, kept)
+    assert offer.endswith("valid until 2027-03-31") and nudge.endswith("expires on 2027-03-31"), (offer, nudge)
