@@ -158,6 +158,38 @@ async def test_stale_version_is_409(client):
     assert (await get_program(client))["version"] == 2
 
 
+async def test_a_put_whose_commit_fails_leaves_nothing_of_it_in_the_processs_copies(client, monkeypatch):
+    """``update`` parses the new row (``return await get(session)``) and caches it in ``_parsed`` under version+1
+    before the transaction commits. If the commit then fails (simulated here; in production a lost connection, a
+    busy SQLite database after the retries, a PostgreSQL error at COMMIT), that version never existed, but the
+    process keeps its parse: the next successful PUT (another admin's, through any process) gets the same version
+    number and this process answers, and prices every sale, with the configuration that was rolled back."""
+    import service.routing as routing
+
+    p = await get_program(client)
+    real_close = routing._close_session
+    failed = []
+
+    async def close_failing_once(request, *, commit):
+        if commit and not failed and request.method == "PUT":
+            failed.append(True)
+            await real_close(request, commit=False)  # the commit did not happen
+            raise RuntimeError("simulated failure at COMMIT")
+        await real_close(request, commit=commit)
+
+    monkeypatch.setattr(routing, "_close_session", close_failing_once)
+    with pytest.raises(RuntimeError):
+        await client.put("/v1/program", json={**copy.deepcopy(p), "point_value": 7})
+    assert failed
+    monkeypatch.setattr(routing, "_close_session", real_close)
+
+    r = await client.put("/v1/program", json={**copy.deepcopy(p), "point_value": 3})  # another admin's change
+    assert r.status_code == 200, r.text
+    assert r.json()["version"] == p["version"] + 1
+    assert r.json()["point_value"] == 3, ("PUT answered", r.json()["point_value"])
+    assert (await get_program(client))["point_value"] == 3
+
+
 async def test_concurrent_puts_with_the_same_version_one_wins(client):
     p = await get_program(client)
     results = await asyncio.gather(*(client.put("/v1/program", json={**p, "point_value": v}) for v in (3, 4)))

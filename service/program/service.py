@@ -156,7 +156,11 @@ async def update(session: AsyncSession, body: ProgramUpdate, clock: Clock, *, ac
             "change and send it with the new version.")
     await audit(session, clock, actor=actor, action="program.updated", target=str(values["version"]),
                 data=values["config"])
-    return await get(session)
+    # The answer is built here, not by get(): get() would keep it in this process's copies under the new version
+    # before the transaction commits, and a commit that failed then left the process pricing with a
+    # configuration the database never held, under the version the next successful change takes.
+    return ProgramPublic.model_validate({**values["config"], "version": values["version"],
+                                         "updated_at": values["updated_at"]})
 
 
 async def create_store(session: AsyncSession, body: StoreCreate, clock: Clock, *, actor: str) -> Store:
