@@ -306,6 +306,14 @@ async def test_a_sale_earning_more_points_than_a_balance_holds_is_refused(client
         problem = f.assert_problem(r, 422, "sale_earns_too_many_points")
         assert problem["max_points"] == 10**12
     assert await f.balance(client, member) == 0
+    # A bonus event of 1000 too: 10**22 points, past what the body's JSON could carry as a number. The 422 was a
+    # 500 (the body could not be written); it leaves the figure to the detail.
+    window = {"starts_at": "2000-01-01T00:00:00Z", "ends_at": "2100-01-01T00:00:00Z"}
+    await f.set_program(client, earn={"base_rate_per_major_unit": 1000, "sku_multipliers": {"BIG": 1000},
+                                      "bonus_events": [{"name": "B", "multiplier": 1000, **window}]})
+    for r in (await client.post("/v1/checkout/quote", json=body), await f.commit(client, body)):
+        problem = f.assert_problem(r, 422, "sale_earns_too_many_points")
+        assert "points" not in problem and "10,000,000,000,000,000,000,000 points" in problem["detail"], problem
     await f.verify_ledger(app)
 
 

@@ -163,9 +163,12 @@ def check_sale_points(points: int) -> None:
     """A sale may earn at most :data:`MAX_POINTS_PER_SALE` (422 ``sale_earns_too_many_points``): rates,
     multipliers and a tier's, each within its bounds, can multiply past what a balance holds."""
     if points > MAX_POINTS_PER_SALE:
+        # The figure goes in the body as a number only where JSON readers take it whole (64 bits; past that the
+        # body could not be written at all, and the 422 was a 500); the detail names it in any case.
+        figure = {"points": points} if points < 2**63 else {}
         raise SaleEarnsTooMuch(f"This sale would earn {points:,} points, more than the {MAX_POINTS_PER_SALE:,} a sale "
-                               "may earn: check the program's earn rate and multipliers.", points=points,
-                               max_points=MAX_POINTS_PER_SALE)
+                               "may earn: check the program's earn rate and multipliers.",
+                               max_points=MAX_POINTS_PER_SALE, **figure)
 
 
 def max_burnable_points(net: int, *, max_burn_percent: int, point_value: int) -> int:
