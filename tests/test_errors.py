@@ -347,10 +347,11 @@ async def test_member_id_sweep(raw, client, app, method):
 # --- POST /v1/stores ----------------------------------------------------------------------------------------------
 
 STORE_FIELDS: dict[str, list[Any]] = {
-    "id": [5, True, [], {}, "", "a b", "x" * 65, HUGE, "../x", "s\x00", "s\n", "é", "s/1", "s;drop"],
+    "id": [5, True, [], {}, "", "a b", "x" * 65, HUGE, "../x", "s\x00", "s\n", "é", "s/1", "s;drop", ".", "..", "..."],
     "name": [None, 5, True, [], {}, "", "x" * 101, HUGE, "\x00", "a\x00b", "a\nb", "\x1b"],
     "timezone": [None, 5, True, [], {}, "", "Mars/Olympus", "Europe", "Europe/", "../../etc/passwd",
-                 "/etc/localtime", "UTC\x00", "x" * 65, HUGE, "+01:00", "GMT+25", "europe/berlin "],
+                 "/etc/localtime", "UTC\x00", "x" * 65, HUGE, "+01:00", "GMT+25", "europe/berlin ", "localtime",
+                 "Factory"],
 }
 
 

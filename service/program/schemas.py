@@ -21,7 +21,16 @@ from service.personalization.rules import canonical_greetings, locale_clashes
 from service.program.rules import tier_ladder_problems
 from service.text import Name
 
-StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+def _store_id(value: str) -> str:
+    """A store id is a path segment (``/v1/stores/{id}/receipts/…``): ``.`` and ``..`` would name the path's own
+    folder or its parent, and no client sends them as an id."""
+    if not value.strip("."):
+        raise ValueError("a store id cannot be made of dots only")
+    return value
+
+
+StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$"), AfterValidator(_store_id)]
 Code = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 Multiplier = Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)]
@@ -48,9 +57,14 @@ def _timezone(name: str) -> str:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)") from exc
-    if name not in available_timezones() and name != "UTC":
+    if (name not in available_timezones() and name != "UTC") or name in _NOT_A_PLACE:
         raise ValueError(f"{name!r} is not an IANA time zone (e.g. Europe/Berlin)")
     return name
+
+
+# Names the zone database holds that are no place's time: ``localtime`` is the serving machine's own zone (a
+# store's dates would change with the machine serving it), ``Factory`` a placeholder.
+_NOT_A_PLACE = frozenset({"localtime", "Factory"})
 
 
 TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_timezone)]
