@@ -380,3 +380,23 @@ async def test_loyalty_deliver_once(client, app, cli_env, capsys):
         assert await run_cli("deliver", "--once") == 0
         assert "2 webhook deliveries attempted" in capsys.readouterr().out
         assert len(receiver.requests) == 2
+
+
+async def test_deliver_once_delivers_an_event_behind_a_full_batch_of_others(client, app, cli_env):
+    """An endpoint of top-ups only, 501 events of another type before its top-up: the fan-out reads 500 events an
+    endpoint at a time, and a batch of none it takes made no delivery, so `loyalty deliver --once` attempted
+    nothing and stopped with the top-up still due (the worker slept a poll interval per 500 such events)."""
+    with receiving() as receiver:
+        r = await client.post("/v1/webhooks", json={"url": receiver.url, "secret": SECRET,
+                                                     "types": ["wallet.topped_up"]})
+        assert r.status_code == 201, r.text
+        async with app.state.db.transaction() as session:
+            for i in range(delivery.FAN_OUT_BATCH + 1):
+                await events_service.emit(session, "member.enrolled", {"member_id": f"mem_{i}", "referred_by": None},
+                                          at=app.state.clock.now(), member_id=f"mem_{i}")
+        member = (await f.enroll(client))["id"]
+        r = await client.post(f"/v1/members/{member}/wallet/top-ups", json={"amount": 1000, "payment_ref": "t-1"},
+                              headers={"Idempotency-Key": f.new_key()})
+        assert r.status_code == 201, r.text
+        assert await run_cli("deliver", "--once") == 0
+        assert [r.event["type"] for r in receiver.requests] == ["wallet.topped_up"]

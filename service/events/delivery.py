@@ -28,6 +28,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,9 +80,15 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-async def fan_out(session: AsyncSession, now: datetime) -> int:
-    """Delivery rows for the events numbered since each active endpoint's cursor; returns how many."""
-    made = 0
+class FanOut(NamedTuple):
+    made: int  # delivery rows made
+    behind: bool  # some endpoint read a full batch: more events may be waiting past its cursor
+
+
+async def fan_out(session: AsyncSession, now: datetime) -> FanOut:
+    """Delivery rows for the events numbered since each active endpoint's cursor, at most ``FAN_OUT_BATCH``
+    events per endpoint."""
+    made, behind = 0, False
     for hook in await repository.lock_active_webhooks(session):
         new = await repository.feed(session, after=hook.cursor, types=None, limit=FAN_OUT_BATCH)
         if not new:
@@ -92,8 +99,9 @@ async def fan_out(session: AsyncSession, now: datetime) -> int:
         await repository.add_deliveries(session, rows)
         hook.cursor = new[-1].position
         made += len(rows)
+        behind = behind or len(new) == FAN_OUT_BATCH
     await session.flush()
-    return made
+    return FanOut(made, behind)
 
 
 async def claim(session: AsyncSession, now: datetime, limit: int = CLAIM_BATCH) -> tuple[str, list[Job]]:
@@ -204,9 +212,14 @@ async def record(session: AsyncSession, token: str, results: list[tuple[Job, Out
 
 
 async def deliver_once(db: Database, clock: Clock, http: httpx.AsyncClient, *, limit: int = CLAIM_BATCH) -> int:
-    """One pass: number, fan out, claim, send, record. Returns how many deliveries were attempted."""
+    """One pass: number, fan out, claim, send, record. Returns how many deliveries were attempted.
+
+    The fan-out goes on until every endpoint has read all the events there are: one batch of 500 events of other
+    types than an endpoint takes made no delivery, the pass attempted nothing, and ``loyalty deliver --once``
+    stopped (the worker slept) with that endpoint's event still due (until 2026-12-08)."""
     await events.publish_committed(db)
-    await db.run(lambda session: fan_out(session, clock.now()))
+    while (await db.run(lambda session: fan_out(session, clock.now()))).behind:
+        pass
     size = rules.claim_size(limit, at_once=MAX_CONNECTIONS, send_seconds=TIMEOUT.read, lease=LEASE)
     token, jobs = await db.run(lambda session: claim(session, clock.now(), size))
     if not jobs:
