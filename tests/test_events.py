@@ -71,6 +71,8 @@ async def test_every_change_writes_its_event_and_the_feed_reads_them_in_order(cl
     assert committed["balances_after"] == txn["balances_after"] and committed["member_id"] == member
     assert by_type["transaction.returned"]["transaction_id"] == txn["id"]
     assert by_type["transaction.returned"]["status"] == "partially_returned"
+    ledger = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 500})).json()["data"]
+    assert by_type["transaction.returned"]["ledger_transaction_id"] in {e["transaction_id"] for e in ledger}
     assert by_type["transaction.voided"]["status"] == "voided"
     assert by_type["member.erased"] == {"member_id": member}
     # Personal data never goes into an event (events outlive erasure).

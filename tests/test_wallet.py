@@ -150,6 +150,11 @@ async def test_cash_out_pays_back_cash_and_forfeits_bonus(client, app, make_clie
     assert (await wallet(client, member))["total"] == 0
     entries = (await client.get(f"/v1/members/{member}/ledger")).json()["data"]
     assert {e["kind"] for e in entries} >= {"cash_out", "forfeit"}
+    [event] = (await client.get("/v1/events", params={"types": "wallet.cashed_out"})).json()["data"]
+    cash_out = next(e for e in entries if e["kind"] == "cash_out")
+    assert event["data"] == {"member_id": member, "cash_paid": 1000, "bonus_forfeited": 100,
+                             "ledger_transaction_id": cash_out["transaction_id"],
+                             "wallet": {"cash": 0, "bonus": 0, "total": 0}}
     await f.verify_ledger(app)
 
 

@@ -712,7 +712,8 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
         vouchers=withdrawn))
     await events.emit(session, "transaction.returned", {
         **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
-        "receipt_id": row.receipt_id, "return_receipt_id": ret.receipt_id, "status": row.status, "lines": ret.lines},
+        "receipt_id": row.receipt_id, "return_receipt_id": ret.receipt_id, "status": row.status, "lines": ret.lines,
+        "ledger_transaction_id": ret.ledger_transaction_id},
         at=now, member_id=row.member_id)
     return public
 

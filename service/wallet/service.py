@@ -77,8 +77,10 @@ async def cash_out(session: AsyncSession, member_id: str, clock: Clock, *, actor
                                                                    movements=tuple(movements)), accounts)
         await audit(session, clock, actor=actor, action="wallet.cashed_out", target=member_id,
                     data={"cash_paid": cash, "bonus_forfeited": bonus, "ledger_transaction_id": transaction_id})
-        await events.emit(session, "wallet.cashed_out", {"member_id": member_id, "cash_paid": cash,
-                                                         "bonus_forfeited": bonus}, at=now, member_id=member_id)
+        await events.emit(session, "wallet.cashed_out", {
+            "member_id": member_id, "cash_paid": cash, "bonus_forfeited": bonus,
+            "ledger_transaction_id": transaction_id, "wallet": {"cash": 0, "bonus": 0, "total": 0}},
+            at=now, member_id=member_id)
     return CashOutPublic(cash_paid=cash, bonus_forfeited=bonus, cash=0, bonus=0, total=0)
 
 
