@@ -303,11 +303,16 @@ def test_a_quote_is_what_its_commit_does(database_url: str, table_names: list[st
         run()
         live.run(verify_ledger(live.app))
     assert SEEN["committed"] >= EXAMPLES // 3, SEEN  # most baskets commit: the comparison is not vacuous
+    assert SEEN["rewards held"] > 0, SEEN  # the punch rewards' branches ran (they had stopped running, unseen)
 
 
 def check_example(shop: Shop, draw, n: int, now: datetime) -> None:
     program = program_config(draw, shop, n, now)
+    # The punch card programmes exist before the earlier sale below (a sale stamps only the programmes that
+    # existed at its occurred_at).
+    shop.live.clock.freeze(now - timedelta(days=11))
     punch = punch_programs(draw, shop, n)
+    shop.live.clock.freeze(now)
     birthday = now.date().isoformat() if draw(st.booleans()) else None
     member = shop.ok("POST", "/v1/members", 201, json={"name": f"Member {n}",
                                                        **({"birthday": birthday} if birthday else {})})
