@@ -420,3 +420,28 @@ async def test_a_commit_waiting_on_a_review_prices_with_the_tier_the_review_left
     t = r.json()
     assert t["applied"] == [] and t["totals"]["net"] == 1000 and t["tier_change"] is None
     assert (await tier(client, member))["code"] == "silver"
+
+
+async def test_a_member_of_a_tier_taken_off_the_ladder_has_the_first_tier_everywhere(client):
+    """Gold taken off the ladder while a member holds it: the member is priced at the first tier, and is shown
+    and matched by voucher audiences as it too. The member's own read and the audiences said gold."""
+    store = (await f.create_store(client))["id"]
+    member = (await f.enroll(client))["id"]
+    r = await f.commit(client, f.basket(member, store, [f.line("1", unit_price=150_000)]))
+    assert r.json()["tier_change"]["to"] == "gold", r.text
+    r = await client.post("/v1/voucher-campaigns", json={"name": "Gold thanks", "kind": "amount_off", "value": 100,
+                                                         "audience": {"tiers": ["gold"]}})
+    assert r.status_code == 201, r.text
+    campaign = r.json()["id"]
+    program = (await client.get("/v1/program")).json()
+    program["tiers"] = [t for t in program["tiers"] if t["code"] != "gold"]
+    assert (await client.put("/v1/program", json=program)).status_code == 200
+    first = program["tiers"][0]["code"]
+    quote = (await client.post("/v1/checkout/quote", json=f.basket(member, store))).json()
+    summary = (await client.get(f"/v1/members/{member}/summary")).json()
+    assert {(await client.get(f"/v1/members/{member}")).json()["tier"], quote["member"]["tier"],
+            (await client.get(f"/v1/members/{member}/tier")).json()["code"], summary["member"]["tier"],
+            summary["tier"]["code"]} == {first}
+    r = await client.post(f"/v1/voucher-campaigns/{campaign}/vouchers", json={"member_id": member},
+                          headers={"Idempotency-Key": f.new_key()})
+    f.assert_problem(r, 422, "member_not_in_audience")

@@ -24,6 +24,7 @@ from service.ledger.errors import InsufficientFunds
 from service.ledger.rules import GIFT_CARD, POINTS, LotPolicy, Movement, gift_card_key
 from service.money import allocate, refund_in_proportion, round_half_up, to_decimal
 from service.points import rules as points_rules
+from service.program.rules import tier_code_of
 from service.punchcards import rules as punch_rules
 from service.punchcards.errors import NoEligibleItem
 from service.vouchers import rules as voucher_rules
@@ -432,9 +433,10 @@ def before_vouchers(basket: Basket, ctx: Context) -> Basket:
 
 
 def tier_figures(tiers: Sequence, tier_code: str | None) -> tuple[str, Decimal, Decimal]:
-    """``(code, earn multiplier, discount percent)`` of the member's tier (the first tier when the member has
-    none or one the program no longer has)."""
-    tier = next((t for t in tiers if t.code == tier_code), tiers[0])
+    """``(code, earn multiplier, discount percent)`` of the member's tier (``program.rules.tier_code_of``: the
+    first tier when the member has none or one the program no longer has)."""
+    code = tier_code_of(tiers, tier_code)
+    tier = next(t for t in tiers if t.code == code)
     return tier.code, to_decimal(tier.earn_multiplier), to_decimal(tier.discount_percent)
 
 

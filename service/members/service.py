@@ -31,6 +31,7 @@ from service.members.errors import (
 )
 from service.members.models import Member
 from service.members.schemas import MemberCreate, MemberPublic, MemberUpdate
+from service.program import rules as program_rules
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.referrals import rules as referral_rules
@@ -306,6 +307,6 @@ def to_public(member: Member | Any, program: ProgramPublic, principal: Principal
         birthday=member.birthday, locale=member.locale or DEFAULT_LOCALE,
         marketing_consent=member.marketing_consent, external_ref=None if masked else member.external_ref,
         status=member.status,
-        enrolled_at=member.enrolled_at, tier=member.tier_code or program.tiers[0].code,
+        enrolled_at=member.enrolled_at, tier=program_rules.tier_code_of(program.tiers, member.tier_code),
         referral_code=member.referral_code, profile_completeness=rules.profile_completeness(profile),
     )

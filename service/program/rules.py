@@ -14,6 +14,14 @@ class TierLike(Protocol):
     min_qualifying_spend: int
 
 
+def tier_code_of(tiers: Sequence[TierLike], code: str | None) -> str:
+    """A member's tier on the ladder as it stands: a code the ladder no longer has (a tier taken off it), or none,
+    is the first tier. Everything that tells or uses a member's tier reads it through this, so that a member has
+    one tier everywhere (until 2026-12-08 a member of a tier taken off the ladder was priced at the first tier and
+    shown, and matched by voucher audiences, as the old one)."""
+    return code if any(t.code == code for t in tiers) else tiers[0].code
+
+
 def tier_ladder_problems(tiers: Sequence[TierLike]) -> list[str]:
     """What is wrong with a tier ladder: it must start at 0, rise strictly, and use each code once."""
     problems = []

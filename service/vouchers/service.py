@@ -24,6 +24,7 @@ from service.members import service as members_service
 from service.members.models import Member
 from service.personalization.rules import LIFECYCLES, QUADRANTS, message
 from service.personalization.schemas import VoucherOffer
+from service.program import rules as program_rules
 from service.program import service as program_service
 from service.program.schemas import ProgramPublic
 from service.vouchers import repository, rules
@@ -139,7 +140,8 @@ def member_facts(member: Member, program: ProgramPublic, segments: frozenset[str
     (personalization's running figures; unknown when not given)."""
     quadrant = next((s for s in segments if s in QUADRANTS), None)
     lifecycle = next((s for s in segments if s in LIFECYCLES), None)
-    return rules.MemberFacts(tier=member.tier_code or program.tiers[0].code, quadrant=quadrant, lifecycle=lifecycle)
+    return rules.MemberFacts(tier=program_rules.tier_code_of(program.tiers, member.tier_code), quadrant=quadrant,
+                             lifecycle=lifecycle)
 
 
 async def _segments(session: AsyncSession, member: Member, program: ProgramPublic, now: datetime) -> frozenset[str]:
@@ -147,7 +149,9 @@ async def _segments(session: AsyncSession, member: Member, program: ProgramPubli
     from service.personalization import service as personalization  # imported late: its offers import this module
 
     activity = await personalization.activity_for_commit(session, member.id)
-    return personalization.member_segments(member, activity, member.tier_code or program.tiers[0].code, now.date())
+    return personalization.member_segments(member, activity, program_rules.tier_code_of(program.tiers,
+                                                                                         member.tier_code),
+                                           now.date())
 
 
 def voucher_public(row: Voucher, now: datetime) -> VoucherPublic:
