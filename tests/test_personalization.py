@@ -355,6 +355,19 @@ async def test_a_bonus_event_is_offered_as_the_points_it_adds_to_what_the_sale_e
     assert (offer["value"], offer["applicable"]) == (15, True), offer
 
 
+async def test_a_bonus_event_is_offered_as_what_the_sale_earns_with_it_over_without_it(client, store):
+    """A point per 1.00 and a 2x event: a line of 0.50 earns 1 point with the event and 0 without, a line of 1.50
+    3 and 1. Each event's extra floored on its own (0.50 and 1.50), the offer said the first added nothing (not
+    applicable) and the second 1 point."""
+    window = {"starts_at": iso(NOW - timedelta(days=1)), "ends_at": iso(NOW + timedelta(days=1))}
+    await f.set_program(client, earn={"bonus_events": [{"name": "Double", "multiplier": 2, **window}]})
+    member = (await f.enroll(client))["id"]
+    for price, points, added in ((50, 1, 1), (150, 3, 2)):
+        q = await quote(client, member, store, [f.line(unit_price=price)])
+        [offer] = [o for o in q["offers"] if o["kind"] == "campaign"]
+        assert (q["earn"]["points"], offer["value"], offer["applicable"]) == (points, added, True), offer
+
+
 async def test_the_apps_points_offer_is_not_applicable_when_points_may_pay_for_nothing(client, store):
     """With max_burn_percent 0 every burn is refused (422 points_over_limit); the app's points offer said "use up
     to 800 points, worth 8.00", applicable. It now offers none, with the till's reason."""

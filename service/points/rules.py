@@ -139,24 +139,42 @@ def bonus_shares(lines: Sequence[EarnLine], rules: EarnRules, *, tier_multiplier
     the one whose multiplier counts (the largest; of equal ones, the first in the program's order) adds what the
     line earns over its points without any event, and the others add nothing there. So an event outdone by a
     larger one is worth nothing, two equal ones are not both counted, and the shares add up to the sale's bonus
-    (each floored, so to at most that)."""
+    exactly: what the sale earns with the events less what it would without, each floored once as the sale's
+    points are, shared among the events in proportion to their exact extras (largest remainder, ties to the
+    earlier event). Each event's extra floored on its own, a 2x event on a line of 0.50 at a point per 1.00 was
+    offered as adding nothing while the sale earned 1 point with it and 0 without (until 2026-12-08)."""
     events = rules.bonus_events
     without = replace(rules, bonus_events=())
     extra = [Decimal(0)] * len(events)
     outdone = [False] * len(events)
+    earned_with, earned_without = Decimal(0), Decimal(0)
     for line in lines:
+        with_events = line_points(line, rules, tier_multiplier=tier_multiplier, occurred_at=occurred_at,
+                                  segments=segments)
+        plain = line_points(line, without, tier_multiplier=tier_multiplier, occurred_at=occurred_at, segments=segments)
+        earned_with, earned_without = EXACT.add(earned_with, with_events), EXACT.add(earned_without, plain)
         applying = [i for i, event in enumerate(events) if event.applies(line.category, occurred_at, segments)]
         if not applying:
             continue
         counted = max(applying, key=lambda i: (events[i].multiplier, -i))
-        gained = EXACT.subtract(
-            line_points(line, rules, tier_multiplier=tier_multiplier, occurred_at=occurred_at, segments=segments),
-            line_points(line, without, tier_multiplier=tier_multiplier, occurred_at=occurred_at, segments=segments))
-        extra[counted] = EXACT.add(extra[counted], gained)
+        extra[counted] = EXACT.add(extra[counted], EXACT.subtract(with_events, plain))
         for i in applying:
             outdone[i] = outdone[i] or i != counted
-    return tuple(BonusShare(max(floor(points), 0), was_outdone) for points, was_outdone in zip(extra, outdone,
-                                                                                                strict=True))
+    bonus = max(floor(earned_with) - floor(earned_without), 0)
+    return tuple(BonusShare(points, was_outdone)
+                 for points, was_outdone in zip(_shared(bonus, extra), outdone, strict=True))
+
+
+def _shared(total: int, weights: Sequence[Decimal]) -> list[int]:
+    """``total`` whole points shared in proportion to exact ``weights`` (largest remainder, ties to the earlier)."""
+    weight = sum(weights, Decimal(0))
+    if total == 0 or weight <= 0:
+        return [0 for _ in weights]
+    exact = [EXACT.divide(EXACT.multiply(Decimal(total), w), weight) for w in weights]
+    shares = [floor(x) for x in exact]
+    for i in sorted(range(len(weights)), key=lambda i: (shares[i] - exact[i], i))[:total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def check_sale_points(points: int) -> None:

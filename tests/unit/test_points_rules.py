@@ -78,6 +78,15 @@ def test_each_bonus_event_is_credited_only_where_its_multiplier_counts():
     assert shares([tea], [coffee]) == [(0, False)]  # nothing in the basket for it
     # floored per event, as a sale's points are: 1.5 + 1.5 over two lines is 3, not 1 + 1
     assert shares([double], [line(100, line_id="a"), line(100, line_id="b")]) == [(3, False)]
+    # What the sale earns with the events less what it would without, each floored once, as the sale's points
+    # are: 0.50 at 1.5x earns 0 points without the double (0.75) and 1 with it (1.5), where the extra alone
+    # (0.75) floored to nothing.
+    assert shares([double], [line(50)]) == [(1, False)]
+    # Shared by the exact extras, so that the shares add up to that: 0.50 of coffee at 3x and 0.50 of tea at 2x
+    # earn 3 points (3.75) against 1 (1.5) without; the extras, 1.5 and 0.75, floored one by one made 1 and 0.
+    coffee_week = rules.BonusEvent("coffee", multiplier=Decimal(3), categories=frozenset({"coffee"}), **window)
+    halves = [line(50, category="coffee", line_id="c"), line(50, category="tea", line_id="t")]
+    assert shares([coffee_week, tea], halves) == [(1, False), (1, False)]
 
 
 def test_burn_value_and_its_limits():
