@@ -52,6 +52,7 @@ async def test_every_change_writes_its_event_and_the_feed_reads_them_in_order(cl
     r = await client.post(f"/v1/checkout/transactions/{txn['id']}/returns", json={"lines": [{"line_id": "1",
                           "quantity": 1}]}, headers={"Idempotency-Key": f.new_key()})
     assert r.status_code == 201, r.text
+    back = r.json()["reversed"]
     r = await client.post(f"/v1/checkout/transactions/{txn['id']}/void", headers={"Idempotency-Key": f.new_key()})
     assert r.status_code == 200, r.text
     assert (await client.delete(f"/v1/members/{member}")).status_code == 204
@@ -73,6 +74,9 @@ async def test_every_change_writes_its_event_and_the_feed_reads_them_in_order(cl
     assert by_type["transaction.returned"]["status"] == "partially_returned"
     ledger = (await client.get(f"/v1/members/{member}/ledger", params={"limit": 500})).json()["data"]
     assert by_type["transaction.returned"]["ledger_transaction_id"] in {e["transaction_id"] for e in ledger}
+    # The member's balances after the return, as a void's event gives them after the void.
+    assert by_type["transaction.returned"]["balances_after"] == {
+        "points": txn["balances_after"]["points"] - back["points"] + back["points_refunded"], "wallet": 5500}
     assert by_type["transaction.voided"]["status"] == "voided"
     assert by_type["member.erased"] == {"member_id": member}
     # Personal data never goes into an event (events outlive erasure).

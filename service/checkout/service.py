@@ -654,10 +654,9 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     # expiry sweep takes points from the sale's lots under this lock, and what it took is not clawed back again.
     # Read before it, a return that waited here for the sweep clawed back the points the sweep had just expired,
     # and the member lost them twice.
+    # The wallet's with them, as a sale's: the return's event tells the member's points and wallet after it.
     accounts = await ledger.lock_accounts(
-        session, row.member_id,
-        [POINTS, *(WALLET_KINDS if wallet_back.total else ()), *(punch_rules.account_kind(p) for p in removals)],
-        now)
+        session, row.member_id, [*rules.EVERY_SALE_LOCKS, *(punch_rules.account_kind(p) for p in removals)], now)
     referral = await referrals.lock_referrer(session, row.id, now) if undo_referral else None
     await ledger.lock_gift_card_accounts(session, list(cards_back), now, into=accounts)
     clawed_back = 0
@@ -713,7 +712,9 @@ async def return_lines(session: AsyncSession, transaction_id: str, body: ReturnR
     await events.emit(session, "transaction.returned", {
         **public.model_dump(mode="json"), "member_id": row.member_id, "store_id": row.store_id,
         "receipt_id": row.receipt_id, "return_receipt_id": ret.receipt_id, "status": row.status, "lines": ret.lines,
-        "ledger_transaction_id": ret.ledger_transaction_id},
+        "ledger_transaction_id": ret.ledger_transaction_id,
+        "balances_after": {"points": accounts.balance(POINTS),
+                           "wallet": sum(accounts.balance(kind) for kind in WALLET_KINDS)}},
         at=now, member_id=row.member_id)
     return public
 
