@@ -64,6 +64,7 @@ from service.personalization import offers as personal_offers
 from service.personalization import service as personalization
 from service.points import rules as points_rules
 from service.program import service as program_service
+from service.program.rules import tier_code_of
 from service.program.schemas import ProgramPublic
 from service.program.service import StoreInfo
 from service.punchcards import rules as punch_rules
@@ -135,7 +136,7 @@ def _context(program: ProgramPublic, member: Member, balances: dict[str, int], b
 
 
 def _tier_code(program: ProgramPublic, member: Member) -> str:
-    return rules.tier_figures(program.tiers, member.tier_code)[0]
+    return tier_code_of(program.tiers, member.tier_code)
 
 
 def _reward_ids(body: CheckoutRequest) -> list[str]:

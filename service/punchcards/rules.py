@@ -116,16 +116,15 @@ def free_units(lines: Sequence[Unit], claims: Sequence[Claim]) -> FreeUnits:
     reward for anything hot does not take the coffee a coffee-only reward needed when a tea was there for it:
     taken in the till's order, the same two rewards on a coffee and a tea were refused or not by the order they
     were listed in (until 2026-12-08). ``freed`` lists them in the till's order."""
-    def eligible(claim: Claim) -> list[Unit]:
-        return [line for line in lines if claim.program.reward_eligible(line.sku, line.category)
-                and line.unit_price > 0]
-
-    choosing = sorted(enumerate(claims), key=lambda item: (sum(ln.quantity for ln in eligible(item[1])), item[0]))
+    eligible = [[line for line in lines if claim.program.reward_eligible(line.sku, line.category)
+                 and line.unit_price > 0] for claim in claims]
+    choosing = sorted(range(len(claims)), key=lambda i: (sum(ln.quantity for ln in eligible[i]), i))
     used: dict[str, int] = defaultdict(int)
     discounts: dict[str, int] = defaultdict(int)
     freed: list[tuple[int, Freed]] = []
-    for index, claim in choosing:
-        candidates = [line for line in eligible(claim) if used[line.line_id] < line.quantity]
+    for index in choosing:
+        claim = claims[index]
+        candidates = [line for line in eligible[index] if used[line.line_id] < line.quantity]
         if not candidates:
             continue
         line = min(candidates, key=lambda ln: (ln.unit_price, ln.line_id))

@@ -149,9 +149,8 @@ async def _segments(session: AsyncSession, member: Member, program: ProgramPubli
     from service.personalization import service as personalization  # imported late: its offers import this module
 
     activity = await personalization.activity_for_commit(session, member.id)
-    return personalization.member_segments(member, activity, program_rules.tier_code_of(program.tiers,
-                                                                                         member.tier_code),
-                                           now.date())
+    tier_code = program_rules.tier_code_of(program.tiers, member.tier_code)
+    return personalization.member_segments(member, activity, tier_code, now.date())
 
 
 def voucher_public(row: Voucher, now: datetime) -> VoucherPublic:
